@@ -1,0 +1,1 @@
+//! CUDA driver-API types and signature list (filled by issue 2).

@@ -1,0 +1,1 @@
+//! The guest-side libcuda.so.1 (filled by issue 2).

@@ -1,0 +1,1 @@
+//! Guest/host transport (filled by issue 3).
