@@ -1,0 +1,1 @@
+//! CUDA module images (filled by issue 4 prep).
