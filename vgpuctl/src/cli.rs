@@ -1,0 +1,238 @@
+//! Command-line definition and dispatch. Each subcommand lives in its own module; adding one
+//! means a variant here and a line in [`run`].
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::paths::{self, Root};
+use crate::systemctl::CommandRunner;
+use crate::{doctor, host_install, install, recover, status, uninstall, verify};
+
+/// Install, verify and roll back vgpu in one systemd service.
+#[derive(Debug, Parser)]
+#[command(name = "vgpuctl", version, about)]
+pub struct Cli {
+    /// Act on a staged root: every path is resolved under DIR, and systemctl/journalctl are not
+    /// run (the commands are printed instead).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Preload the shim into one service through a systemd drop-in (never /etc/ld.so.preload).
+    Install(InstallArgs),
+    /// Check that the shim is loaded in the service only, and that Ollama found CUDA.
+    Verify(VerifyArgs),
+    /// Restore exactly what `install` changed.
+    Uninstall(UninstallArgs),
+    /// Emergency: remove vgpu's drop-in and files, and the shim's lines in /etc/ld.so.preload.
+    Recover(RecoverArgs),
+    /// Show what is installed.
+    Status(StatusArgs),
+    /// Look for the problems that break deployments.
+    Doctor(DoctorArgs),
+    /// Host-side commands.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+/// `install` arguments.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Service to preload the shim into.
+    #[arg(long, default_value = "ollama")]
+    pub service: String,
+    /// The shim (soname libcuda.so.1).
+    #[arg(long, default_value = paths::DEFAULT_LIB)]
+    pub lib: PathBuf,
+    /// Shared-memory region for the shim (VGPU_REGION).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Restart the service afterwards.
+    #[arg(long)]
+    pub restart: bool,
+    /// Print the plan and diffs; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Service to check.
+    #[arg(long, default_value = "ollama")]
+    pub service: String,
+    /// Shim path (default: from the state file).
+    #[arg(long)]
+    pub lib: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `uninstall` arguments.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Restart the service afterwards.
+    #[arg(long)]
+    pub restart: bool,
+    /// Print what would be restored; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `recover` arguments.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Service to clean when the state file is gone.
+    #[arg(long, default_value = "ollama")]
+    pub service: String,
+    /// Shim path whose lines leave /etc/ld.so.preload.
+    #[arg(long, default_value = paths::DEFAULT_LIB)]
+    pub lib: PathBuf,
+    /// Restart the service afterwards.
+    #[arg(long)]
+    pub restart: bool,
+    /// Print what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Service to check.
+    #[arg(long, default_value = "ollama")]
+    pub service: String,
+    /// Shim path (default: from the state file).
+    #[arg(long)]
+    pub lib: Option<PathBuf>,
+    /// Region path (default: from the state file).
+    #[arg(long)]
+    pub region: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `host` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Install the vgpu-host@.service template unit.
+    Install(HostInstallArgs),
+}
+
+/// `host install` arguments.
+#[derive(Debug, Args)]
+pub struct HostInstallArgs {
+    /// The host daemon binary.
+    #[arg(long, default_value = paths::DEFAULT_HOST_BIN)]
+    pub bin: PathBuf,
+    /// Region path per instance (`%i` = instance name).
+    #[arg(long, default_value = "/dev/shm/vgpu-%i")]
+    pub region_template: String,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Runs a parsed command line; returns the exit status. Errors are printed as one line on `err`.
+pub fn run(
+    cli: Cli,
+    runner: &mut dyn CommandRunner,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let root = Root::from_option(cli.root);
+    let result: Result<i32, crate::Error> = match cli.command {
+        Command::Install(a) => install::install(
+            &root,
+            runner,
+            &install::InstallOptions {
+                service: a.service,
+                lib: a.lib,
+                region: a.region,
+                restart: a.restart,
+                dry_run: a.dry_run,
+            },
+            out,
+        )
+        .map(|_| 0),
+        Command::Verify(a) => {
+            let list = verify::verify(
+                &root,
+                runner,
+                &verify::VerifyOptions {
+                    service: a.service,
+                    lib: a.lib,
+                },
+            );
+            list.print(a.json, out);
+            Ok(i32::from(list.failed()))
+        }
+        Command::Uninstall(a) => {
+            uninstall::uninstall(&root, runner, a.dry_run, a.restart, out).map(|_| 0)
+        }
+        Command::Recover(a) => recover::recover(
+            &root,
+            runner,
+            &recover::RecoverOptions {
+                service: a.service,
+                lib: a.lib,
+                restart: a.restart,
+                dry_run: a.dry_run,
+            },
+            out,
+        )
+        .map(|()| 0),
+        Command::Status(a) => status::status(&root).map(|s| {
+            status::print(&s, a.json, out);
+            0
+        }),
+        Command::Doctor(a) => {
+            let list = doctor::doctor(
+                &root,
+                &doctor::DoctorOptions {
+                    service: a.service,
+                    lib: a.lib,
+                    region: a.region,
+                },
+            );
+            list.print(a.json, out);
+            Ok(i32::from(list.failed()))
+        }
+        Command::Host(HostCommand::Install(a)) => host_install::host_install(
+            &root,
+            runner,
+            &host_install::HostInstallOptions {
+                bin: a.bin,
+                region_template: a.region_template,
+                dry_run: a.dry_run,
+            },
+            out,
+        )
+        .map(|_| 0),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            writeln!(err, "vgpuctl: {e}").ok();
+            1
+        }
+    }
+}
