@@ -1,1 +1,87 @@
-//! Guest/host transport (filled by issue 3).
+//! Guest/host transport for vgpu: shared-memory rings with doorbells, a bulk area, and a socket
+//! transport with the same semantics. Knows nothing of CUDA.
+//!
+//! Roles (see `docs/transport.md` for the layout, orderings and liveness rules):
+//! - **Host main process**: [`Region::create`], then [`Region::accept`] in a loop to learn of new
+//!   channels ([`ChannelClaim`]), grouping them by `client_token` (one worker per guest process).
+//! - **Host worker process**: [`Region::open`], then [`Region::serve`] per claim, one thread per
+//!   [`HostChannel`], looping [`HostChannel::recv`] / [`HostChannel::reply`].
+//! - **Guest** (one channel per calling thread): [`Region::open`], [`Region::connect`],
+//!   [`GuestChannel::call`].
+//! - **Remote host**: [`TcpServer`] / [`TcpClient`], behind the same [`Transport`] /
+//!   [`ServerTransport`] traits.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+mod ring;
+mod sync;
+
+#[cfg(not(loom))]
+mod bulk;
+#[cfg(not(loom))]
+mod channel;
+#[cfg(not(loom))]
+mod doorbell;
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod layout;
+#[cfg(not(loom))]
+mod region;
+#[cfg(not(loom))]
+mod stream;
+#[cfg(not(loom))]
+mod sys;
+
+#[cfg(not(loom))]
+pub use crate::{
+    bulk::BulkBlock,
+    channel::{GuestChannel, HostChannel},
+    doorbell::{DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN},
+    error::{GoneReason, TransportError},
+    layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
+    region::{ChannelClaim, Region, RegionConfig},
+    stream::{
+        StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC, STREAM_VERSION,
+    },
+};
+
+/// Who a server is talking to: the same fields over shared memory and sockets.
+#[cfg(not(loom))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// Unique per guest process.
+    pub client_token: u64,
+    /// Guest process id (in the guest's kernel).
+    pub pid: u32,
+    /// Guest thread id (in the guest's kernel).
+    pub tid: u32,
+}
+
+/// Client side of any transport: one synchronous request/reply at a time.
+#[cfg(not(loom))]
+pub trait Transport {
+    /// Sends `request` and waits for the reply, which replaces the contents of `response`.
+    ///
+    /// # Errors
+    /// `PeerGone` once the server is gone (not merely slow); see each implementation.
+    fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError>;
+}
+
+/// Server side of any transport.
+#[cfg(not(loom))]
+pub trait ServerTransport {
+    /// The connected client.
+    fn client(&self) -> ClientIdentity;
+    /// Waits for the next request, which replaces the contents of `request`.
+    ///
+    /// # Errors
+    /// `Closed`/`PeerGone` when the client left or died.
+    fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError>;
+    /// Replies to the last request.
+    ///
+    /// # Errors
+    /// `PeerGone` when the client died.
+    fn reply(&mut self, response: &[u8]) -> Result<(), TransportError>;
+}

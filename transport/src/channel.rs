@@ -1,0 +1,388 @@
+//! One guest thread's channel: a request ring (guest → host) and a response ring (host → guest).
+//! Messages of any size travel as one or more frames: inline in a slot, or a chunk in the bulk area
+//! whose offset the frame carries. A message larger than the bulk area is simply a longer run of frames,
+//! pipelined through the ring (the sender fills the next chunk while the receiver copies the previous).
+
+use crate::doorbell::{self, BeatWatch, DoorbellMode};
+use crate::error::TransportError;
+use crate::layout::*;
+use crate::region::{ChannelClaim, Region};
+use crate::ring::{Consumer, Producer, RingControl};
+use crate::sys;
+use crate::{ClientIdentity, ServerTransport, Transport};
+use std::sync::atomic::Ordering;
+
+fn corrupt(_: crate::ring::RingCorrupt) -> TransportError {
+    TransportError::Corrupt("ring counter out of range")
+}
+
+fn ring(region: &Region, index: u32, response: bool) -> &RingControl {
+    let c = region.channel(index);
+    if response {
+        &c.response
+    } else {
+        &c.request
+    }
+}
+
+fn wait_free(
+    region: &Region,
+    ring: &RingControl,
+    cursor: &Producer,
+    live: &mut dyn FnMut() -> Result<(), TransportError>,
+) -> Result<u32, TransportError> {
+    let slots = region.inner.layout.slot_count;
+    doorbell::wait(
+        region.inner.mode,
+        || cursor.free_slot(ring, slots).map_err(corrupt),
+        |t| {
+            let (tail, full) = cursor.prepare_sleep(ring, slots);
+            if full {
+                sys::futex_wait(&ring.tail.0, tail, t);
+            }
+            cursor.end_sleep(ring);
+            cursor.free_slot(ring, slots).map_err(corrupt)
+        },
+        live,
+    )
+}
+
+fn wait_ready(
+    region: &Region,
+    ring: &RingControl,
+    cursor: &Consumer,
+    live: &mut dyn FnMut() -> Result<(), TransportError>,
+) -> Result<u32, TransportError> {
+    let slots = region.inner.layout.slot_count;
+    doorbell::wait(
+        region.inner.mode,
+        || cursor.ready_slot(ring, slots).map_err(corrupt),
+        |t| {
+            let (head, empty) = cursor.prepare_sleep(ring);
+            if empty {
+                sys::futex_wait(&ring.head.0, head, t);
+            }
+            cursor.end_sleep(ring);
+            cursor.ready_slot(ring, slots).map_err(corrupt)
+        },
+        live,
+    )
+}
+
+/// Sends `msg` as frames on ring `response` of channel `index`; bulk chunks are owned by `owner`.
+pub(crate) fn send(
+    region: &Region,
+    index: u32,
+    response: bool,
+    cursor: &mut Producer,
+    msg: &[u8],
+    owner: u64,
+    live: &mut dyn FnMut() -> Result<(), TransportError>,
+) -> Result<(), TransportError> {
+    let l = region.inner.layout;
+    let ring = ring(region, index, response);
+    let payload = l.slot_payload();
+    let mut pos = 0usize;
+    loop {
+        let slot = wait_free(region, ring, cursor, live)?;
+        let rest = msg.len() - pos;
+        let slot_ptr = region.ptr_at(l.slot_offset(index, response, slot), u64::from(l.slot_size));
+        let bulk = if rest > payload {
+            crate::bulk::alloc(region, (rest as u64).min(region.inner.chunk_cap), owner)
+        } else {
+            None
+        };
+        let (header, n) = match bulk {
+            Some(block) => {
+                let n = (block.len as usize).min(rest);
+                let dst = region.ptr_at(l.bulk_offset + block.offset, n as u64);
+                // SAFETY: `dst..dst+n` is inside the bulk area (ptr_at checked); we own the blocks.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr().add(pos), dst, n) };
+                (FrameHeader { kind: FRAME_BULK, len: 0, bulk_offset: block.offset, bulk_len: n as u64 }, n)
+            }
+            None => {
+                let n = rest.min(payload);
+                // SAFETY: the slot (checked by ptr_at) has `payload` bytes after its header; the slot is
+                // ours until published.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr().add(pos), slot_ptr.add(FRAME_HEADER_SIZE), n) };
+                (FrameHeader { kind: FRAME_INLINE, len: n as u32, bulk_offset: 0, bulk_len: 0 }, n)
+            }
+        };
+        pos += n;
+        let last = pos == msg.len();
+        let header = FrameHeader { kind: header.kind | if last { FRAME_LAST } else { 0 }, ..header };
+        let bytes = header.encode();
+        // SAFETY: the slot starts with FRAME_HEADER_SIZE bytes of header space (checked by ptr_at).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_ptr, FRAME_HEADER_SIZE) };
+        if cursor.publish(ring) && region.inner.mode == DoorbellMode::Futex {
+            sys::futex_wake(&ring.head.0);
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Receives one message from ring `response` of channel `index` into `out` (cleared first), validating
+/// every frame: kinds, lengths, bulk offsets and bulk ownership by `owner`.
+pub(crate) fn recv(
+    region: &Region,
+    index: u32,
+    response: bool,
+    cursor: &mut Consumer,
+    out: &mut Vec<u8>,
+    owner: u64,
+    live: &mut dyn FnMut() -> Result<(), TransportError>,
+) -> Result<(), TransportError> {
+    let l = region.inner.layout;
+    let ring = ring(region, index, response);
+    let payload = l.slot_payload();
+    out.clear();
+    loop {
+        let slot = wait_ready(region, ring, cursor, live)?;
+        let slot_ptr = region.ptr_at(l.slot_offset(index, response, slot), u64::from(l.slot_size));
+        let mut raw = [0u8; FRAME_HEADER_SIZE];
+        // SAFETY: the slot holds at least FRAME_HEADER_SIZE bytes (checked by ptr_at); copied out once,
+        // then only the local copy is trusted.
+        unsafe { std::ptr::copy_nonoverlapping(slot_ptr, raw.as_mut_ptr(), FRAME_HEADER_SIZE) };
+        let h = FrameHeader::decode(&raw);
+        if h.kind & !(0xff | FRAME_LAST) != 0 {
+            return Err(TransportError::Corrupt("frame flags"));
+        }
+        match h.kind & 0xff {
+            FRAME_INLINE => {
+                let n = h.len as usize;
+                if n > payload {
+                    return Err(TransportError::Corrupt("inline frame length"));
+                }
+                out.reserve(n);
+                let at = out.len();
+                // SAFETY: `n <= payload` keeps the source inside the slot; `reserve` made room for `n`
+                // bytes after `at`, which `set_len` then marks initialised.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(slot_ptr.add(FRAME_HEADER_SIZE), out.as_mut_ptr().add(at), n);
+                    out.set_len(at + n);
+                }
+            }
+            FRAME_BULK => {
+                let n = usize::try_from(h.bulk_len).map_err(|_| TransportError::Corrupt("bulk length"))?;
+                crate::bulk::check_range(region, h.bulk_offset, h.bulk_len)
+                    .ok_or(TransportError::Corrupt("bulk frame offset/length"))?;
+                let src = region.ptr_at(l.bulk_offset + h.bulk_offset, h.bulk_len);
+                out.reserve(n);
+                let at = out.len();
+                // SAFETY: `src..src+n` is inside the bulk area (checked); `reserve` made room for `n` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(at), n);
+                    out.set_len(at + n);
+                }
+                crate::bulk::free(region, h.bulk_offset, h.bulk_len, owner)
+                    .map_err(|_| TransportError::Corrupt("bulk frame names blocks the client does not own"))?;
+            }
+            _ => return Err(TransportError::Corrupt("frame kind")),
+        }
+        if cursor.release(ring) && region.inner.mode == DoorbellMode::Futex {
+            sys::futex_wake(&ring.tail.0);
+        }
+        if h.kind & FRAME_LAST != 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// A guest thread's channel, from [`Region::connect`]. Released (state CLOSED, the host frees it) on
+/// drop. Belongs to the process that connected it: in a forked child, calls fail with `ForkedChild`
+/// and drop leaves the parent's channel alone.
+pub struct GuestChannel {
+    region: Region,
+    index: u32,
+    epoch: u32,
+    token: u64,
+    pid: u32,
+    tx: Producer,
+    rx: Consumer,
+    watch: BeatWatch,
+}
+
+impl std::fmt::Debug for GuestChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestChannel").field("index", &self.index).field("epoch", &self.epoch).finish()
+    }
+}
+
+impl GuestChannel {
+    pub(crate) fn new(region: Region, index: u32, epoch: u32, token: u64) -> Self {
+        GuestChannel {
+            region,
+            index,
+            epoch,
+            token,
+            pid: sys::pid(),
+            tx: Producer::default(),
+            rx: Consumer::default(),
+            watch: BeatWatch::new(),
+        }
+    }
+
+    /// Channel index in the region.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// This process's client token (same for all its channels).
+    pub fn client_token(&self) -> u64 {
+        self.token
+    }
+
+    /// The region this channel lives in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Sends `request` and waits for the reply, which replaces the contents of `response`. Waits as long
+    /// as the host is alive, however long the reply takes.
+    ///
+    /// # Errors
+    /// `PeerGone` within the region's peer timeout once the serving process (or the host, before a
+    /// worker serves) died, stopped beating or restarted; `ForkedChild` in a forked child; `NotClaimed`
+    /// if the channel was taken from us; `Corrupt` when the host wrote invalid frames.
+    pub fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
+        if sys::pid() != self.pid {
+            return Err(TransportError::ForkedChild { owner: self.pid });
+        }
+        let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
+        let mut live = || region.check_server(index, epoch, watch);
+        send(region, index, false, &mut self.tx, request, self.token, &mut live)?;
+        recv(region, index, true, &mut self.rx, response, self.token, &mut live)
+    }
+}
+
+impl Transport for GuestChannel {
+    fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
+        GuestChannel::call(self, request, response)
+    }
+}
+
+impl Drop for GuestChannel {
+    fn drop(&mut self) {
+        if sys::pid() != self.pid {
+            return;
+        }
+        self.region.inner.guest_reg[self.index as usize].store(0, Ordering::Relaxed);
+        let c = self.region.channel(self.index);
+        // SYNC POINT: pairs with the Acquire load of `status` in the host's liveness check / drop, which
+        // then frees the channel.
+        let _ = c.meta.0.status.compare_exchange(
+            status(self.epoch, STATE_CLAIMED),
+            status(self.epoch, STATE_CLOSED),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        if self.region.inner.mode == DoorbellMode::Futex {
+            sys::futex_wake(&c.request.head.0);
+        }
+    }
+}
+
+/// The host side of one claimed channel, from [`Region::serve`] (in any process that opened the region).
+pub struct HostChannel {
+    region: Region,
+    claim: ChannelClaim,
+    tx: Producer,
+    rx: Consumer,
+    watch: BeatWatch,
+    client_gone: bool,
+}
+
+impl std::fmt::Debug for HostChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostChannel").field("claim", &self.claim).finish()
+    }
+}
+
+impl HostChannel {
+    pub(crate) fn new(region: Region, claim: ChannelClaim) -> Self {
+        let c = region.channel(claim.index);
+        // Resume where the rings are (a re-started worker continues a channel mid-stream).
+        let rx = Consumer { tail: c.request.tail.0.load(Ordering::Acquire) };
+        let tx = Producer { head: c.response.head.0.load(Ordering::Acquire) };
+        HostChannel { region, claim, tx, rx, watch: BeatWatch::new(), client_gone: false }
+    }
+
+    /// Who is on the other side.
+    pub fn claim(&self) -> &ChannelClaim {
+        &self.claim
+    }
+
+    /// Waits for the next request (replacing the contents of `request`), as long as the client lives.
+    ///
+    /// # Errors
+    /// `Closed` when the client released the channel; `PeerGone` within the peer timeout when the client
+    /// process died or stopped beating (its bulk blocks are then freed when this value drops);
+    /// `NotClaimed` if the channel was re-claimed; `Corrupt` for invalid frames.
+    pub fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
+        let (region, claim, watch) = (&self.region, self.claim, &mut self.watch);
+        let mut live = || region.check_client(&claim, watch);
+        let r = recv(region, claim.index, false, &mut self.rx, request, claim.client_token, &mut live);
+        self.note(r)
+    }
+
+    /// Sends the reply to the last request.
+    ///
+    /// # Errors
+    /// As for [`HostChannel::recv`] (a full response ring is waited on while the client lives).
+    pub fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
+        let (region, claim, watch) = (&self.region, self.claim, &mut self.watch);
+        let mut live = || region.check_client(&claim, watch);
+        let r = send(region, claim.index, true, &mut self.tx, response, claim.client_token, &mut live);
+        self.note(r)
+    }
+
+    fn note(&mut self, r: Result<(), TransportError>) -> Result<(), TransportError> {
+        if matches!(r, Err(TransportError::PeerGone(_))) {
+            self.client_gone = true;
+        }
+        r
+    }
+}
+
+impl ServerTransport for HostChannel {
+    fn client(&self) -> ClientIdentity {
+        ClientIdentity { client_token: self.claim.client_token, pid: self.claim.pid, tid: self.claim.tid }
+    }
+    fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
+        HostChannel::recv(self, request)
+    }
+    fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
+        HostChannel::reply(self, response)
+    }
+}
+
+impl Drop for HostChannel {
+    fn drop(&mut self) {
+        let i = self.claim.index;
+        self.region.inner.server_reg[i as usize].store(0, Ordering::Relaxed);
+        let m = &self.region.channel(i).meta.0;
+        // SYNC POINT: Release pairs with the Acquire load/CAS of `status` in `Region::connect`: our last
+        // use of the rings happens-before the next claimer resets them.
+        let freed_closed = m
+            .status
+            .compare_exchange(
+                status(self.claim.epoch, STATE_CLOSED),
+                status(self.claim.epoch, STATE_FREE),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if !freed_closed && self.client_gone {
+            // SYNC POINT: as above.
+            let _ = m.status.compare_exchange(
+                status(self.claim.epoch, STATE_CLAIMED),
+                status(self.claim.epoch, STATE_FREE),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+            self.region.bulk_release_owner(self.claim.client_token);
+        }
+    }
+}

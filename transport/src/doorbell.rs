@@ -1,0 +1,112 @@
+//! Waiting for the peer: spin briefly, then sleep on a futex (one kernel) or poll with adaptive back-off
+//! (across a VM boundary, where no futex reaches the other side).
+
+use crate::error::TransportError;
+use std::time::{Duration, Instant};
+
+/// How a waiting side sleeps; a property of the region, stored in its header at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DoorbellMode {
+    /// Spin, then `FUTEX_WAIT` on the shared word; the producer `FUTEX_WAKE`s it. Both sides must share
+    /// one kernel (and one pid namespace: liveness also checks peer pids).
+    Futex = 1,
+    /// Spin, yield, then sleep in growing steps up to [`POLL_SLEEP_CAP`]; nobody is woken explicitly.
+    /// Works across a VM boundary (ivshmem). Liveness then relies on heartbeats only.
+    Poll = 2,
+}
+
+impl DoorbellMode {
+    pub(crate) fn from_word(word: u32) -> Option<Self> {
+        match word {
+            1 => Some(DoorbellMode::Futex),
+            2 => Some(DoorbellMode::Poll),
+            _ => None,
+        }
+    }
+}
+
+/// How long a waiter spins before it sleeps.
+pub const SPIN: Duration = Duration::from_micros(50);
+/// Poll mode: how long a waiter yields after spinning before it starts sleeping.
+pub const POLL_YIELD: Duration = Duration::from_micros(200);
+/// Poll mode: the longest single sleep between two looks at the ring.
+pub const POLL_SLEEP_CAP: Duration = Duration::from_millis(1);
+/// Futex sleep slice, and how often a sleeping waiter checks that its peer is alive.
+pub const LIVENESS_EVERY: Duration = Duration::from_millis(20);
+
+/// Waits until `poll` yields a value. `sleep` (futex mode) announces the sleep, re-checks, sleeps at most
+/// the given time and returns a value if the re-check found one. `live` is called every
+/// [`LIVENESS_EVERY`] once spinning is over and ends the wait with its error.
+pub(crate) fn wait<T>(
+    mode: DoorbellMode,
+    mut poll: impl FnMut() -> Result<Option<T>, TransportError>,
+    mut sleep: impl FnMut(Duration) -> Result<Option<T>, TransportError>,
+    mut live: impl FnMut() -> Result<(), TransportError>,
+) -> Result<T, TransportError> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        if start.elapsed() > SPIN {
+            break;
+        }
+        for _ in 0..16 {
+            std::hint::spin_loop();
+        }
+    }
+    live()?;
+    let mut last_live = Instant::now();
+    let mut nap = Duration::from_micros(2);
+    loop {
+        match mode {
+            DoorbellMode::Futex => {
+                if let Some(v) = sleep(LIVENESS_EVERY)? {
+                    return Ok(v);
+                }
+            }
+            DoorbellMode::Poll => {
+                if start.elapsed() < SPIN + POLL_YIELD {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(POLL_SLEEP_CAP);
+                }
+            }
+        }
+        if let Some(v) = poll()? {
+            return Ok(v);
+        }
+        if last_live.elapsed() >= LIVENESS_EVERY {
+            live()?;
+            last_live = Instant::now();
+        }
+    }
+}
+
+/// Tracks a peer's heartbeat word: the peer is stalled once the word has not moved for `timeout`.
+#[derive(Debug)]
+pub(crate) struct BeatWatch {
+    source: u64,
+    last: u64,
+    changed: Instant,
+}
+
+impl BeatWatch {
+    pub(crate) fn new() -> Self {
+        BeatWatch { source: u64::MAX, last: 0, changed: Instant::now() }
+    }
+
+    /// Feeds the current beat of the peer identified by `source`; true once stalled past `timeout`.
+    pub(crate) fn stalled(&mut self, source: u64, beat: u64, timeout: Duration) -> bool {
+        let now = Instant::now();
+        if source != self.source || beat != self.last {
+            self.source = source;
+            self.last = beat;
+            self.changed = now;
+            return false;
+        }
+        now.duration_since(self.changed) > timeout
+    }
+}

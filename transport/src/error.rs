@@ -1,0 +1,114 @@
+//! The one error type of the crate.
+
+use std::io;
+
+/// Why a peer is considered gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoneReason {
+    /// The peer process no longer exists (or is a zombie, or its pid was reused); same-kernel check.
+    ProcessExited,
+    /// The peer's heartbeat word did not move for longer than the region's peer timeout.
+    HeartbeatStalled,
+    /// The host re-initialised the region (its generation word changed).
+    HostRestarted,
+    /// The connection was closed by the peer (TCP/Unix socket end of stream or reset).
+    Disconnected,
+}
+
+/// Everything that can go wrong in the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// An OS call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The region does not start with the transport's magic number.
+    #[error("region magic is {found:#018x}, expected {expected:#018x}: not a vgpu transport region")]
+    BadMagic {
+        /// Magic found in the region.
+        found: u64,
+        /// Magic this build expects.
+        expected: u64,
+    },
+    /// The region was laid out by a different version of this crate.
+    #[error("region layout version {found}, this build speaks {expected}")]
+    LayoutVersion {
+        /// Version found in the region.
+        found: u32,
+        /// Version this build speaks.
+        expected: u32,
+    },
+    /// The region was set up by a peer with another pointer width.
+    #[error("region word size {found} bytes, this build uses {expected}")]
+    WordSize {
+        /// Word size found.
+        found: u32,
+        /// Word size of this build.
+        expected: u32,
+    },
+    /// The host has not (yet) finished initialising the region.
+    #[error("region is not initialised (host not started or still setting up)")]
+    NotInitialised,
+    /// The file is smaller than the layout needs.
+    #[error("region file holds {actual} bytes, layout needs {needed}")]
+    TooSmall {
+        /// Bytes the layout needs.
+        needed: u64,
+        /// Bytes available.
+        actual: u64,
+    },
+    /// A header field is out of range or inconsistent.
+    #[error("region header field `{0}` is invalid")]
+    BadHeader(&'static str),
+    /// A `RegionConfig` value is out of range.
+    #[error("invalid region config: {0}")]
+    BadConfig(&'static str),
+    /// Every channel is claimed by a live process.
+    #[error("no free channel in the region")]
+    NoFreeChannel,
+    /// The channel index/epoch does not name a claimed channel.
+    #[error("channel {0} is not claimed (or was re-claimed by another client)")]
+    NotClaimed(u32),
+    /// The peer died, stopped beating or restarted; the call was abandoned.
+    #[error("peer is gone: {0:?}")]
+    PeerGone(GoneReason),
+    /// The guest released the channel (normal end of a client thread).
+    #[error("channel closed by the client")]
+    Closed,
+    /// The peer wrote bytes that no correct peer writes (counter, frame kind, offset, length).
+    #[error("peer wrote corrupt data: {0}")]
+    Corrupt(&'static str),
+    /// This channel was opened by the parent before `fork`; a child must `connect` its own.
+    #[error("channel belongs to the parent process (pid {owner}); connect a new one after fork")]
+    ForkedChild {
+        /// The pid that owns the channel.
+        owner: u32,
+    },
+    /// The bulk area has no free run of the requested size.
+    #[error("bulk area has no free run of {0} bytes")]
+    BulkExhausted(u64),
+    /// A bulk block handle does not describe a block owned by the caller.
+    #[error("bulk block at {offset} (+{len}) is not owned by {owner:#x} or out of range")]
+    BadBlock {
+        /// Offset inside the bulk area.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// Expected owner.
+        owner: u64,
+    },
+    /// The stream peer sent a handshake this build does not understand.
+    #[error("bad handshake from stream peer: {0}")]
+    BadHandshake(&'static str),
+}
+
+impl TransportError {
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> TransportError {
+        move |source| TransportError::Io { context, source }
+    }
+}

@@ -1,0 +1,294 @@
+//! The socket transport (TCP for a host on another machine, Unix sockets as a local baseline): the same
+//! message semantics and client identity as the shared-memory channels, over a byte stream.
+//!
+//! Framing: a handshake, then frames of `u64 little-endian length` + `length` bytes, strictly alternating
+//! request/reply. Handshake (client → server, 32 bytes): magic `"VGPUTCP1"`, version `u32`, pid `u32`,
+//! tid `u32`, reserved `u32`, client token `u64`. Reply (server → client, 16 bytes): magic, version
+//! `u32`, status `u32` (0 = accepted).
+
+use crate::error::{GoneReason, TransportError};
+use crate::{ClientIdentity, ServerTransport, Transport};
+use std::io::{self, Read};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+
+/// `"VGPUTCP1"` as a little-endian u64.
+pub const STREAM_MAGIC: u64 = u64::from_le_bytes(*b"VGPUTCP1");
+/// Version of the stream framing.
+pub const STREAM_VERSION: u32 = 1;
+
+fn map_io(context: &'static str) -> impl Fn(io::Error) -> TransportError {
+    move |e| match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::TimedOut => TransportError::PeerGone(GoneReason::Disconnected),
+        _ => TransportError::Io { context, source: e },
+    }
+}
+
+/// Writes all of `data` with `MSG_NOSIGNAL`, so a dead peer gives an error, never SIGPIPE.
+fn send_all(fd: &impl AsRawFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: `data` is a valid readable slice for the duration of the call.
+        let n = unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> {
+    let len = (msg.len() as u64).to_le_bytes();
+    if msg.len() <= 4096 {
+        let mut buf = [0u8; 4096 + 8];
+        buf[..8].copy_from_slice(&len);
+        buf[8..8 + msg.len()].copy_from_slice(msg);
+        send_all(stream, &buf[..8 + msg.len()]).map_err(map_io("send frame"))
+    } else {
+        send_all(stream, &len).map_err(map_io("send frame"))?;
+        send_all(stream, msg).map_err(map_io("send frame"))
+    }
+}
+
+fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), TransportError> {
+    let mut len = [0u8; 8];
+    stream.read_exact(&mut len).map_err(map_io("receive frame"))?;
+    let len = u64::from_le_bytes(len);
+    out.clear();
+    // Reserve at most 64 MiB up front: a hostile length only costs memory as bytes actually arrive.
+    out.reserve(len.min(64 << 20) as usize);
+    let got = stream.take(len).read_to_end(out).map_err(map_io("receive frame"))?;
+    if got as u64 != len {
+        return Err(TransportError::PeerGone(GoneReason::Disconnected));
+    }
+    Ok(())
+}
+
+/// A process-wide random-enough client token for socket clients (pid and clock mixed; non-zero).
+fn stream_client_token() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ (u64::from(crate::sys::pid()) << 40) ^ 0x9e37_79b9_7f4a_7c15;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x.max(1)
+}
+
+fn set_keepalive(stream: &TcpStream) {
+    let fd = stream.as_raw_fd();
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: `value` is a valid c_int for the duration of the call; failures only lose keepalive.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4);
+    set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 5000);
+}
+
+/// Client side of a socket transport.
+#[derive(Debug)]
+pub struct StreamClient<S> {
+    stream: S,
+    identity: ClientIdentity,
+}
+
+/// TCP client.
+pub type TcpClient = StreamClient<TcpStream>;
+/// Unix-socket client.
+pub type UnixClient = StreamClient<UnixStream>;
+
+impl<S: Read + AsRawFd> StreamClient<S> {
+    /// Performs the client handshake over an already connected stream.
+    ///
+    /// # Errors
+    /// `BadHandshake` when the server answers with another magic/version or refuses; `PeerGone`/`Io`.
+    pub fn over(mut stream: S) -> Result<Self, TransportError> {
+        let identity =
+            ClientIdentity { client_token: stream_client_token(), pid: crate::sys::pid(), tid: crate::sys::tid() };
+        let mut hello = [0u8; 32];
+        hello[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
+        hello[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
+        hello[12..16].copy_from_slice(&identity.pid.to_le_bytes());
+        hello[16..20].copy_from_slice(&identity.tid.to_le_bytes());
+        hello[24..32].copy_from_slice(&identity.client_token.to_le_bytes());
+        send_all(&stream, &hello).map_err(map_io("send handshake"))?;
+        let mut ack = [0u8; 16];
+        stream.read_exact(&mut ack).map_err(map_io("receive handshake"))?;
+        if ack[0..8] != STREAM_MAGIC.to_le_bytes() {
+            return Err(TransportError::BadHandshake("magic"));
+        }
+        if ack[8..12] != STREAM_VERSION.to_le_bytes() {
+            return Err(TransportError::BadHandshake("version"));
+        }
+        if ack[12..16] != [0; 4] {
+            return Err(TransportError::BadHandshake("refused"));
+        }
+        Ok(StreamClient { stream, identity })
+    }
+
+    /// The identity sent in the handshake.
+    pub fn identity(&self) -> ClientIdentity {
+        self.identity
+    }
+}
+
+impl TcpClient {
+    /// Connects to a [`TcpServer`] (TCP_NODELAY, keepalive ~5 s so a vanished host is noticed).
+    ///
+    /// # Errors
+    /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
+        let stream = TcpStream::connect(addr).map_err(TransportError::io("tcp connect"))?;
+        stream.set_nodelay(true).map_err(TransportError::io("tcp nodelay"))?;
+        set_keepalive(&stream);
+        StreamClient::over(stream)
+    }
+}
+
+impl UnixClient {
+    /// Connects to a [`UnixServer`] listening at `path`.
+    ///
+    /// # Errors
+    /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, TransportError> {
+        let stream = UnixStream::connect(path).map_err(TransportError::io("unix connect"))?;
+        StreamClient::over(stream)
+    }
+}
+
+impl<S: Read + AsRawFd> Transport for StreamClient<S> {
+    fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
+        write_frame(&self.stream, request)?;
+        read_frame(&mut self.stream, response)
+    }
+}
+
+/// Server side of one accepted socket connection.
+#[derive(Debug)]
+pub struct StreamServer<S> {
+    stream: S,
+    client: ClientIdentity,
+}
+
+impl<S: Read + AsRawFd> StreamServer<S> {
+    /// Performs the server handshake over an accepted stream.
+    ///
+    /// # Errors
+    /// `BadHandshake` for a wrong magic/version (the client is told it was refused); `PeerGone`/`Io`.
+    pub fn over(mut stream: S) -> Result<Self, TransportError> {
+        let mut hello = [0u8; 32];
+        stream.read_exact(&mut hello).map_err(map_io("receive handshake"))?;
+        let u32_at = |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
+        let mut token = [0u8; 8];
+        token.copy_from_slice(&hello[24..32]);
+        let ok_magic = hello[0..8] == STREAM_MAGIC.to_le_bytes();
+        let ok_version = u32_at(8) == STREAM_VERSION;
+        let mut ack = [0u8; 16];
+        ack[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
+        ack[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
+        ack[12..16].copy_from_slice(&u32::from(!(ok_magic && ok_version)).to_le_bytes());
+        send_all(&stream, &ack).map_err(map_io("send handshake"))?;
+        if !ok_magic {
+            return Err(TransportError::BadHandshake("magic"));
+        }
+        if !ok_version {
+            return Err(TransportError::BadHandshake("version"));
+        }
+        let client = ClientIdentity { client_token: u64::from_le_bytes(token), pid: u32_at(12), tid: u32_at(16) };
+        Ok(StreamServer { stream, client })
+    }
+}
+
+impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
+    fn client(&self) -> ClientIdentity {
+        self.client
+    }
+    fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
+        read_frame(&mut self.stream, request)
+    }
+    fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
+        write_frame(&self.stream, response)
+    }
+}
+
+/// TCP listener handing out [`StreamServer`]s.
+#[derive(Debug)]
+pub struct TcpServer {
+    listener: TcpListener,
+}
+
+impl TcpServer {
+    /// Binds `addr` (port 0 picks a free port, see [`TcpServer::local_addr`]).
+    ///
+    /// # Errors
+    /// `Io` when binding fails.
+    pub fn bind(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
+        Ok(TcpServer { listener: TcpListener::bind(addr).map_err(TransportError::io("tcp bind"))? })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// `Io` from getsockname.
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr, TransportError> {
+        self.listener.local_addr().map_err(TransportError::io("tcp local_addr"))
+    }
+
+    /// Waits for the next client and performs the handshake.
+    ///
+    /// # Errors
+    /// `Io` from accept; handshake errors as for [`StreamServer::over`].
+    pub fn accept(&self) -> Result<StreamServer<TcpStream>, TransportError> {
+        let (stream, _) = self.listener.accept().map_err(TransportError::io("tcp accept"))?;
+        stream.set_nodelay(true).map_err(TransportError::io("tcp nodelay"))?;
+        set_keepalive(&stream);
+        StreamServer::over(stream)
+    }
+}
+
+/// Unix-socket listener handing out [`StreamServer`]s.
+#[derive(Debug)]
+pub struct UnixServer {
+    listener: UnixListener,
+}
+
+impl UnixServer {
+    /// Binds a socket at `path`.
+    ///
+    /// # Errors
+    /// `Io` when binding fails (e.g. the path exists).
+    pub fn bind(path: impl AsRef<Path>) -> Result<Self, TransportError> {
+        Ok(UnixServer { listener: UnixListener::bind(path).map_err(TransportError::io("unix bind"))? })
+    }
+
+    /// Waits for the next client and performs the handshake.
+    ///
+    /// # Errors
+    /// `Io` from accept; handshake errors as for [`StreamServer::over`].
+    pub fn accept(&self) -> Result<StreamServer<UnixStream>, TransportError> {
+        let (stream, _) = self.listener.accept().map_err(TransportError::io("unix accept"))?;
+        StreamServer::over(stream)
+    }
+}

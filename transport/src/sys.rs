@@ -1,0 +1,131 @@
+//! Thin wrappers over the Linux calls the transport needs: mmap, futex, thread ids, process identity.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// A shared, writable mapping of a whole file; unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all concurrent access goes through atomics or is
+// validated copying, so moving/sharing the handle between threads is sound.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes of `file` with `MAP_SHARED` (required for ivshmem BARs and cross-process use).
+    pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Self> {
+        if len == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "zero-length region"));
+        }
+        // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(std::io::Error::last_os_error)?;
+        Ok(Mapping { base, len })
+    }
+
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` come from a successful mmap that nothing else unmaps.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Sleeps on `word` while it equals `expected`, at most `timeout` (spurious returns are fine).
+/// Uses the shared (not `FUTEX_PRIVATE`) futex so a waker in another process reaches us.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the timespec outlives it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every sleeper on `word` (in any process mapping the same page).
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not dereference other arguments.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+    }
+}
+
+/// The calling process's id.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The calling thread's kernel id.
+pub(crate) fn tid() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) and whether the process is a
+/// zombie/dead. `None` when the process does not exist.
+fn proc_stat(pid: u32) -> Option<(u64, bool)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    // After the state come fields 4..; start time is field 22, i.e. the 19th after the state.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+/// Start time of `pid`, 0 when unknown (used to tell a reused pid from the original process).
+pub(crate) fn start_time(pid: u32) -> u64 {
+    proc_stat(pid).map_or(0, |(start, _)| start)
+}
+
+/// Whether process `pid`, started at `start` (0 = don't compare), still runs on this kernel.
+pub(crate) fn process_alive(pid: u32, start: u64) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    match proc_stat(pid) {
+        None => false,
+        Some((_, true)) => false,
+        Some((s, false)) => start == 0 || s == start,
+    }
+}
