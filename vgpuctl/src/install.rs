@@ -119,17 +119,26 @@ fn desired(root: &Root, opts: &InstallOptions, state: &State) -> Vec<(PathBuf, E
     out
 }
 
-/// Directories the managed paths need, parents first.
+/// Directories the managed paths need, with their ancestors, parents first.
 fn needed_dirs(unit: &str) -> Vec<PathBuf> {
     let dropin_dir = paths::dropin_path(unit)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    vec![
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in [
         PathBuf::from(paths::STATE_DIR),
         PathBuf::from(paths::PRIVATE_LIB_DIR),
         dropin_dir,
-    ]
+    ] {
+        let chain: Vec<&Path> = d.ancestors().filter(|a| a.parent().is_some()).collect();
+        for a in chain.into_iter().rev() {
+            if !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    out
 }
 
 /// Installs the shim into one service. Order of writes: directories, state file, recovery
@@ -239,7 +248,7 @@ pub fn install(
         elf_check::machine_name(so.machine)
     )
     .ok();
-    for (d, a) in &dir_actions {
+    for (d, a) in dir_actions.iter().filter(|(_, a)| *a != Action::Unchanged) {
         writeln!(out, "  {:<9} {}/", a.word(), d.display()).ok();
     }
     for (i, (path, wanted)) in file_plan.iter().enumerate() {
