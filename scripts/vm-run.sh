@@ -4,7 +4,7 @@
 #
 # Usage: scripts/vm-run.sh [options] -- GUEST_COMMAND...
 #
-#   --bin PATH          copy a program into the guest's /bin (repeatable). Static binaries are best;
+#   --bin PATH          copy a program into the guest's /vgpu/bin, on its PATH (repeatable). Static binaries are best;
 #                       a dynamic one gets its interpreter and libraries (from ldd) copied as well.
 #   --file SRC:DEST     copy a file to DEST inside the guest (repeatable)
 #   --host 'CMD'        shell command run on the host while the guest runs; it sees
@@ -17,6 +17,8 @@
 #   --grace SECS        how long one side may keep running after the other failed (default 10)
 #   --mem SIZE          guest memory (default 512M)   --smp N   guest CPUs (default 1)
 #   --accel tcg|kvm     default tcg; kvm needs /dev/kvm
+#   --root-image IMG    boot IMG (an ext4 image from scripts/vm-debian.sh) with systemd as PID 1;
+#                       it is opened read-only (changes go to a throw-away overlay)
 #   --log PATH          keep the guest serial log here (default: printed, then deleted)
 #   --quiet             print the guest log only on failure
 #
@@ -34,7 +36,7 @@ log() { echo "vm-run: $*"; }
 
 bins=() files=() envs=() modules=()
 host_cmd="" shm_size="1M" use_shm=1 timeout_s=120 grace_s=10 mem="512M" smp=1 accel="tcg"
-keep_log="" quiet=0
+keep_log="" quiet=0 root_image=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) bins+=("${2:?}"); shift 2 ;;
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
         --smp) smp="${2:?}"; shift 2 ;;
         --accel) accel="${2:?}"; shift 2 ;;
         --log) keep_log="${2:?}"; shift 2 ;;
+        --root-image) root_image="${2:?}"; shift 2 ;;
         --quiet) quiet=1; shift ;;
         --) shift; break ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -101,7 +104,9 @@ root="$work/root"
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,run,vgpu}
 cp /bin/busybox "$root/bin/busybox"
 cp "$repo/tests/vm/init" "$root/init"
-chmod 0755 "$root/init"
+cp "$repo/tests/vm/guest-run" "$root/vgpu/guest-run"
+chmod 0755 "$root/init" "$root/vgpu/guest-run"
+mkdir -p "$root/vgpu/bin"
 
 is_static() { ! readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'; }
 copy_libs() {
@@ -112,8 +117,8 @@ copy_libs() {
 }
 for b in ${bins[@]+"${bins[@]}"}; do
     [ -f "$b" ] || { echo "vm-run: error: --bin $b: no such file" >&2; exit 1; }
-    cp -L "$b" "$root/bin/"
-    chmod 0755 "$root/bin/$(basename "$b")"
+    cp -L "$b" "$root/vgpu/bin/"
+    chmod 0755 "$root/vgpu/bin/$(basename "$b")"
     if ! is_static "$b"; then
         log "note: $(basename "$b") is dynamically linked; copying its libraries from the host"
         copy_libs "$b"
@@ -127,6 +132,10 @@ for f in ${files[@]+"${files[@]}"}; do
     cp -rL "$src" "$root$dest"
     if [ -f "$src" ] && [ -x "$src" ] && ! is_static "$src"; then copy_libs "$src"; fi
 done
+if [ -n "$root_image" ]; then
+    [ -f "$root_image" ] || { echo "vm-run: error: --root-image $root_image: no such file" >&2; exit 1; }
+    modules+=(virtio_pci virtio_blk)
+fi
 if [ "${#modules[@]}" -gt 0 ]; then
     dep="$cache/modules/modules.dep"
     [ -f "$dep" ] || { echo "vm-run: error: $dep missing; run scripts/vm-setup.sh" >&2; exit 1; }
@@ -162,9 +171,12 @@ qemu_args=(
     -nodefaults -no-user-config -nographic -no-reboot
     -machine pc -accel "$accel" -cpu max -m "$mem" -smp "$smp"
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.cpio"
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off"
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off${root_image:+ vgpu.root=/dev/vda}"
     -serial "file:$serial" -monitor none
 )
+if [ -n "$root_image" ]; then
+    qemu_args+=(-drive "file=$root_image,if=virtio,format=raw,snapshot=on")
+fi
 if [ "$use_shm" -eq 1 ]; then
     truncate -s "$shm_bytes" "$shm_path"
     qemu_args+=(
