@@ -34,7 +34,9 @@ pub(crate) fn check_range(region: &Region, offset: u64, len: u64) -> Option<(usi
 }
 
 /// Claims a run of free blocks covering `len` bytes for `owner`, or `None` when there is none.
-pub(crate) fn alloc(region: &Region, len: u64, owner: u64) -> Option<BulkBlock> {
+/// `first_fit` searches from block 0 (message chunks: recently freed blocks are still in cache);
+/// otherwise the search starts at the rotating hint (long-lived allocations).
+pub(crate) fn alloc(region: &Region, len: u64, owner: u64, first_fit: bool) -> Option<BulkBlock> {
     let l = &region.inner.layout;
     let block = u64::from(l.bulk_block_size);
     let n = usize::try_from(len.div_ceil(block)).ok()?;
@@ -43,7 +45,11 @@ pub(crate) fn alloc(region: &Region, len: u64, owner: u64) -> Option<BulkBlock> 
     if n == 0 || n > blocks {
         return None;
     }
-    let hint = region.header().bulk_hint.load(Ordering::Relaxed) as usize % blocks;
+    let hint = if first_fit {
+        0
+    } else {
+        region.header().bulk_hint.load(Ordering::Relaxed) as usize % blocks
+    };
     let mut i = hint;
     let mut scanned = 0usize;
     while scanned < blocks + n {
@@ -56,14 +62,30 @@ pub(crate) fn alloc(region: &Region, len: u64, owner: u64) -> Option<BulkBlock> 
         // SYNC POINT: Acquire pairs with the Release store of 0 in `free`/`release_owner`/rollback: the
         // previous owner finished with the bytes before we reuse them.
         while claimed < n
-            && table[i + claimed].compare_exchange(0, owner, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            && table[i + claimed]
+                .compare_exchange(0, owner, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
         {
             claimed += 1;
         }
+        if claimed == n && first_fit {
+            return Some(BulkBlock {
+                offset: i as u64 * block,
+                len: n as u64 * block,
+                owner,
+            });
+        }
         if claimed == n {
             // SYNC POINT: a hint only; any value is safe (taken modulo the block count).
-            region.header().bulk_hint.store(((i + n) % blocks) as u32, Ordering::Relaxed);
-            return Some(BulkBlock { offset: i as u64 * block, len: n as u64 * block, owner });
+            region
+                .header()
+                .bulk_hint
+                .store(((i + n) % blocks) as u32, Ordering::Relaxed);
+            return Some(BulkBlock {
+                offset: i as u64 * block,
+                len: n as u64 * block,
+                owner,
+            });
         }
         for word in &table[i..i + claimed] {
             // SYNC POINT: pairs with the Acquire CAS above in another allocator.
@@ -76,7 +98,12 @@ pub(crate) fn alloc(region: &Region, len: u64, owner: u64) -> Option<BulkBlock> 
 }
 
 /// Frees `offset..offset+len` if every block in it is owned by `owner`.
-pub(crate) fn free(region: &Region, offset: u64, len: u64, owner: u64) -> Result<(), TransportError> {
+pub(crate) fn free(
+    region: &Region,
+    offset: u64,
+    len: u64,
+    owner: u64,
+) -> Result<(), TransportError> {
     let bad = TransportError::BadBlock { offset, len, owner };
     let (first, n) = check_range(region, offset, len).ok_or_else(|| bad_clone(&bad))?;
     let table = &region.block_table()[first..first + n];
@@ -93,9 +120,11 @@ pub(crate) fn free(region: &Region, offset: u64, len: u64, owner: u64) -> Result
 
 fn bad_clone(e: &TransportError) -> TransportError {
     match e {
-        TransportError::BadBlock { offset, len, owner } => {
-            TransportError::BadBlock { offset: *offset, len: *len, owner: *owner }
-        }
+        TransportError::BadBlock { offset, len, owner } => TransportError::BadBlock {
+            offset: *offset,
+            len: *len,
+            owner: *owner,
+        },
         _ => TransportError::Corrupt("bulk block"),
     }
 }
@@ -109,13 +138,20 @@ pub(crate) fn release_owner(region: &Region, owner: u64) -> usize {
         .block_table()
         .iter()
         // SYNC POINT: pairs with the Acquire CAS in `alloc`.
-        .filter(|w| w.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed).is_ok())
+        .filter(|w| {
+            w.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        })
         .count()
 }
 
 /// Counts blocks owned by `owner` (diagnostics and tests).
 pub(crate) fn owned_by(region: &Region, owner: u64) -> usize {
-    region.block_table().iter().filter(|w| w.load(Ordering::Relaxed) == owner).count()
+    region
+        .block_table()
+        .iter()
+        .filter(|w| w.load(Ordering::Relaxed) == owner)
+        .count()
 }
 
 impl Region {

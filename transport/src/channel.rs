@@ -88,7 +88,12 @@ pub(crate) fn send(
         let rest = msg.len() - pos;
         let slot_ptr = region.ptr_at(l.slot_offset(index, response, slot), u64::from(l.slot_size));
         let bulk = if rest > payload {
-            crate::bulk::alloc(region, (rest as u64).min(region.inner.chunk_cap), owner)
+            crate::bulk::alloc(
+                region,
+                (rest as u64).min(region.inner.chunk_cap),
+                owner,
+                true,
+            )
         } else {
             None
         };
@@ -98,19 +103,44 @@ pub(crate) fn send(
                 let dst = region.ptr_at(l.bulk_offset + block.offset, n as u64);
                 // SAFETY: `dst..dst+n` is inside the bulk area (ptr_at checked); we own the blocks.
                 unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr().add(pos), dst, n) };
-                (FrameHeader { kind: FRAME_BULK, len: 0, bulk_offset: block.offset, bulk_len: n as u64 }, n)
+                (
+                    FrameHeader {
+                        kind: FRAME_BULK,
+                        len: 0,
+                        bulk_offset: block.offset,
+                        bulk_len: n as u64,
+                    },
+                    n,
+                )
             }
             None => {
                 let n = rest.min(payload);
                 // SAFETY: the slot (checked by ptr_at) has `payload` bytes after its header; the slot is
                 // ours until published.
-                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr().add(pos), slot_ptr.add(FRAME_HEADER_SIZE), n) };
-                (FrameHeader { kind: FRAME_INLINE, len: n as u32, bulk_offset: 0, bulk_len: 0 }, n)
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        msg.as_ptr().add(pos),
+                        slot_ptr.add(FRAME_HEADER_SIZE),
+                        n,
+                    )
+                };
+                (
+                    FrameHeader {
+                        kind: FRAME_INLINE,
+                        len: n as u32,
+                        bulk_offset: 0,
+                        bulk_len: 0,
+                    },
+                    n,
+                )
             }
         };
         pos += n;
         let last = pos == msg.len();
-        let header = FrameHeader { kind: header.kind | if last { FRAME_LAST } else { 0 }, ..header };
+        let header = FrameHeader {
+            kind: header.kind | if last { FRAME_LAST } else { 0 },
+            ..header
+        };
         let bytes = header.encode();
         // SAFETY: the slot starts with FRAME_HEADER_SIZE bytes of header space (checked by ptr_at).
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_ptr, FRAME_HEADER_SIZE) };
@@ -160,12 +190,17 @@ pub(crate) fn recv(
                 // SAFETY: `n <= payload` keeps the source inside the slot; `reserve` made room for `n`
                 // bytes after `at`, which `set_len` then marks initialised.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(slot_ptr.add(FRAME_HEADER_SIZE), out.as_mut_ptr().add(at), n);
+                    std::ptr::copy_nonoverlapping(
+                        slot_ptr.add(FRAME_HEADER_SIZE),
+                        out.as_mut_ptr().add(at),
+                        n,
+                    );
                     out.set_len(at + n);
                 }
             }
             FRAME_BULK => {
-                let n = usize::try_from(h.bulk_len).map_err(|_| TransportError::Corrupt("bulk length"))?;
+                let n = usize::try_from(h.bulk_len)
+                    .map_err(|_| TransportError::Corrupt("bulk length"))?;
                 crate::bulk::check_range(region, h.bulk_offset, h.bulk_len)
                     .ok_or(TransportError::Corrupt("bulk frame offset/length"))?;
                 let src = region.ptr_at(l.bulk_offset + h.bulk_offset, h.bulk_len);
@@ -176,8 +211,9 @@ pub(crate) fn recv(
                     std::ptr::copy_nonoverlapping(src, out.as_mut_ptr().add(at), n);
                     out.set_len(at + n);
                 }
-                crate::bulk::free(region, h.bulk_offset, h.bulk_len, owner)
-                    .map_err(|_| TransportError::Corrupt("bulk frame names blocks the client does not own"))?;
+                crate::bulk::free(region, h.bulk_offset, h.bulk_len, owner).map_err(|_| {
+                    TransportError::Corrupt("bulk frame names blocks the client does not own")
+                })?;
             }
             _ => return Err(TransportError::Corrupt("frame kind")),
         }
@@ -206,7 +242,10 @@ pub struct GuestChannel {
 
 impl std::fmt::Debug for GuestChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuestChannel").field("index", &self.index).field("epoch", &self.epoch).finish()
+        f.debug_struct("GuestChannel")
+            .field("index", &self.index)
+            .field("epoch", &self.epoch)
+            .finish()
     }
 }
 
@@ -252,8 +291,24 @@ impl GuestChannel {
         }
         let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
         let mut live = || region.check_server(index, epoch, watch);
-        send(region, index, false, &mut self.tx, request, self.token, &mut live)?;
-        recv(region, index, true, &mut self.rx, response, self.token, &mut live)
+        send(
+            region,
+            index,
+            false,
+            &mut self.tx,
+            request,
+            self.token,
+            &mut live,
+        )?;
+        recv(
+            region,
+            index,
+            true,
+            &mut self.rx,
+            response,
+            self.token,
+            &mut live,
+        )
     }
 }
 
@@ -296,7 +351,9 @@ pub struct HostChannel {
 
 impl std::fmt::Debug for HostChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostChannel").field("claim", &self.claim).finish()
+        f.debug_struct("HostChannel")
+            .field("claim", &self.claim)
+            .finish()
     }
 }
 
@@ -304,9 +361,20 @@ impl HostChannel {
     pub(crate) fn new(region: Region, claim: ChannelClaim) -> Self {
         let c = region.channel(claim.index);
         // Resume where the rings are (a re-started worker continues a channel mid-stream).
-        let rx = Consumer { tail: c.request.tail.0.load(Ordering::Acquire) };
-        let tx = Producer { head: c.response.head.0.load(Ordering::Acquire) };
-        HostChannel { region, claim, tx, rx, watch: BeatWatch::new(), client_gone: false }
+        let rx = Consumer {
+            tail: c.request.tail.0.load(Ordering::Acquire),
+        };
+        let tx = Producer {
+            head: c.response.head.0.load(Ordering::Acquire),
+        };
+        HostChannel {
+            region,
+            claim,
+            tx,
+            rx,
+            watch: BeatWatch::new(),
+            client_gone: false,
+        }
     }
 
     /// Who is on the other side.
@@ -323,7 +391,15 @@ impl HostChannel {
     pub fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
         let (region, claim, watch) = (&self.region, self.claim, &mut self.watch);
         let mut live = || region.check_client(&claim, watch);
-        let r = recv(region, claim.index, false, &mut self.rx, request, claim.client_token, &mut live);
+        let r = recv(
+            region,
+            claim.index,
+            false,
+            &mut self.rx,
+            request,
+            claim.client_token,
+            &mut live,
+        );
         self.note(r)
     }
 
@@ -334,7 +410,15 @@ impl HostChannel {
     pub fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
         let (region, claim, watch) = (&self.region, self.claim, &mut self.watch);
         let mut live = || region.check_client(&claim, watch);
-        let r = send(region, claim.index, true, &mut self.tx, response, claim.client_token, &mut live);
+        let r = send(
+            region,
+            claim.index,
+            true,
+            &mut self.tx,
+            response,
+            claim.client_token,
+            &mut live,
+        );
         self.note(r)
     }
 
@@ -348,7 +432,11 @@ impl HostChannel {
 
 impl ServerTransport for HostChannel {
     fn client(&self) -> ClientIdentity {
-        ClientIdentity { client_token: self.claim.client_token, pid: self.claim.pid, tid: self.claim.tid }
+        ClientIdentity {
+            client_token: self.claim.client_token,
+            pid: self.claim.pid,
+            tid: self.claim.tid,
+        }
     }
     fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
         HostChannel::recv(self, request)

@@ -95,7 +95,11 @@ pub(crate) struct BeatWatch {
 
 impl BeatWatch {
     pub(crate) fn new() -> Self {
-        BeatWatch { source: u64::MAX, last: 0, changed: Instant::now() }
+        BeatWatch {
+            source: u64::MAX,
+            last: 0,
+            changed: Instant::now(),
+        }
     }
 
     /// Feeds the current beat of the peer identified by `source`; true once stalled past `timeout`.

@@ -28,7 +28,9 @@ pub enum TransportError {
         source: io::Error,
     },
     /// The region does not start with the transport's magic number.
-    #[error("region magic is {found:#018x}, expected {expected:#018x}: not a vgpu transport region")]
+    #[error(
+        "region magic is {found:#018x}, expected {expected:#018x}: not a vgpu transport region"
+    )]
     BadMagic {
         /// Magic found in the region.
         found: u64,

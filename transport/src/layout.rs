@@ -130,7 +130,12 @@ impl FrameHeader {
             a.copy_from_slice(&b[i..i + 8]);
             u64::from_le_bytes(a)
         };
-        FrameHeader { kind: u32_at(0), len: u32_at(4), bulk_offset: u64_at(8), bulk_len: u64_at(16) }
+        FrameHeader {
+            kind: u32_at(0),
+            len: u32_at(4),
+            bulk_offset: u64_at(8),
+            bulk_len: u64_at(16),
+        }
     }
 }
 
@@ -171,7 +176,9 @@ impl Layout {
         if slot_size % 64 != 0 || !(128..=(1 << 20)).contains(&slot_size) {
             return Err("slot_size");
         }
-        if !bulk_block_size.is_power_of_two() || !(PAGE as u32..=(1 << 26)).contains(&bulk_block_size) {
+        if !bulk_block_size.is_power_of_two()
+            || !(PAGE as u32..=(1 << 26)).contains(&bulk_block_size)
+        {
             return Err("bulk_block_size");
         }
         if bulk_size == 0 || bulk_size % u64::from(bulk_block_size) != 0 || bulk_size > (1 << 40) {
@@ -182,7 +189,8 @@ impl Layout {
         let table_bytes = round_up(blocks * 8, PAGE).ok_or("bulk_size")?;
         let channels_offset = block_table_offset + table_bytes;
         let ring_bytes = u64::from(slot_count) * u64::from(slot_size);
-        let channel_stride = round_up(CHANNEL_CONTROL_SIZE + 2 * ring_bytes, PAGE).ok_or("slot_size")?;
+        let channel_stride =
+            round_up(CHANNEL_CONTROL_SIZE + 2 * ring_bytes, PAGE).ok_or("slot_size")?;
         let bulk_offset = u64::from(channel_count)
             .checked_mul(channel_stride)
             .and_then(|c| c.checked_add(channels_offset))

@@ -43,7 +43,8 @@ pub use crate::{
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{ChannelClaim, Region, RegionConfig},
     stream::{
-        StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC, STREAM_VERSION,
+        StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC,
+        STREAM_VERSION,
     },
 };
 

@@ -74,15 +74,26 @@ impl RegionConfig {
             }
             bulk -= block;
         }
-        Err(TransportError::TooSmall { needed: fixed + block, actual: file_size })
+        Err(TransportError::TooSmall {
+            needed: fixed + block,
+            actual: file_size,
+        })
     }
 
     fn layout(&self) -> Result<Layout, TransportError> {
-        if self.peer_timeout < Duration::from_millis(1) || self.peer_timeout > Duration::from_secs(3600) {
+        if self.peer_timeout < Duration::from_millis(1)
+            || self.peer_timeout > Duration::from_secs(3600)
+        {
             return Err(TransportError::BadConfig("peer_timeout"));
         }
-        Layout::compute(self.channel_count, self.slot_count, self.slot_size, self.bulk_block_size, self.bulk_size)
-            .map_err(TransportError::BadConfig)
+        Layout::compute(
+            self.channel_count,
+            self.slot_count,
+            self.slot_size,
+            self.bulk_block_size,
+            self.bulk_size,
+        )
+        .map_err(TransportError::BadConfig)
     }
 }
 
@@ -132,12 +143,17 @@ pub struct Region {
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region").field("layout", &self.inner.layout).field("mode", &self.inner.mode).finish()
+        f.debug_struct("Region")
+            .field("layout", &self.inner.layout)
+            .field("mode", &self.inner.mode)
+            .finish()
     }
 }
 
 fn file_size(file: &File, path: &Path) -> Result<u64, TransportError> {
-    let meta = file.metadata().map_err(TransportError::io("fstat region"))?;
+    let meta = file
+        .metadata()
+        .map_err(TransportError::io("fstat region"))?;
     if meta.len() != 0 || meta.file_type().is_file() && !is_sysfs_resource(path) {
         return Ok(meta.len());
     }
@@ -145,13 +161,22 @@ fn file_size(file: &File, path: &Path) -> Result<u64, TransportError> {
 }
 
 fn is_sysfs_resource(path: &Path) -> bool {
-    path.starts_with("/sys/") && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("resource"))
+    path.starts_with("/sys/")
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("resource"))
 }
 
 /// Size of PCI BAR N from the sibling `resource` file (`start end flags` per line) when fstat says 0.
 fn sysfs_bar_size(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
-    let bar: usize = name.strip_prefix("resource")?.split('_').next()?.parse().ok()?;
+    let bar: usize = name
+        .strip_prefix("resource")?
+        .split('_')
+        .next()?
+        .parse()
+        .ok()?;
     let table = std::fs::read_to_string(path.with_file_name("resource")).ok()?;
     let mut cols = table.lines().nth(bar)?.split_ascii_whitespace();
     let parse = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
@@ -188,11 +213,19 @@ impl Region {
         let file = open_rw(path, true)?;
         let mut size = file_size(&file, path)?;
         if size < layout.capacity {
-            let regular = file.metadata().map_err(TransportError::io("fstat region"))?.file_type().is_file();
+            let regular = file
+                .metadata()
+                .map_err(TransportError::io("fstat region"))?
+                .file_type()
+                .is_file();
             if !regular || is_sysfs_resource(path) {
-                return Err(TransportError::TooSmall { needed: layout.capacity, actual: size });
+                return Err(TransportError::TooSmall {
+                    needed: layout.capacity,
+                    actual: size,
+                });
             }
-            file.set_len(layout.capacity).map_err(TransportError::io("size region file"))?;
+            file.set_len(layout.capacity)
+                .map_err(TransportError::io("size region file"))?;
             size = layout.capacity;
         }
         let map = Mapping::map(&file, map_len(size)?).map_err(TransportError::io("mmap region"))?;
@@ -218,7 +251,10 @@ impl Region {
         let file = open_rw(path, false)?;
         let size = file_size(&file, path)?;
         if size < HEADER_SIZE {
-            return Err(TransportError::TooSmall { needed: HEADER_SIZE, actual: size });
+            return Err(TransportError::TooSmall {
+                needed: HEADER_SIZE,
+                actual: size,
+            });
         }
         let map = Mapping::map(&file, map_len(size)?).map_err(TransportError::io("mmap region"))?;
         Region::attach(map)
@@ -231,15 +267,24 @@ impl Region {
         let r = Ordering::Relaxed;
         let magic = h.magic.load(r);
         if magic != MAGIC {
-            return Err(TransportError::BadMagic { found: magic, expected: MAGIC });
+            return Err(TransportError::BadMagic {
+                found: magic,
+                expected: MAGIC,
+            });
         }
         let version = h.layout_version.load(r);
         if version != LAYOUT_VERSION {
-            return Err(TransportError::LayoutVersion { found: version, expected: LAYOUT_VERSION });
+            return Err(TransportError::LayoutVersion {
+                found: version,
+                expected: LAYOUT_VERSION,
+            });
         }
         let word = h.word_size.load(r);
         if word as usize != std::mem::size_of::<usize>() {
-            return Err(TransportError::WordSize { found: word, expected: std::mem::size_of::<usize>() as u32 });
+            return Err(TransportError::WordSize {
+                found: word,
+                expected: std::mem::size_of::<usize>() as u32,
+            });
         }
         // SYNC POINT: pairs with the Release store of INIT_READY in `Region::initialise`; every field
         // below was written before it.
@@ -255,9 +300,21 @@ impl Region {
         )
         .map_err(TransportError::BadHeader)?;
         let stored = [
-            (h.block_table_offset.load(r), layout.block_table_offset, "block_table_offset"),
-            (h.channels_offset.load(r), layout.channels_offset, "channels_offset"),
-            (h.channel_stride.load(r), layout.channel_stride, "channel_stride"),
+            (
+                h.block_table_offset.load(r),
+                layout.block_table_offset,
+                "block_table_offset",
+            ),
+            (
+                h.channels_offset.load(r),
+                layout.channels_offset,
+                "channels_offset",
+            ),
+            (
+                h.channel_stride.load(r),
+                layout.channel_stride,
+                "channel_stride",
+            ),
             (h.bulk_offset.load(r), layout.bulk_offset, "bulk_offset"),
             (h.capacity.load(r), layout.capacity, "capacity"),
         ];
@@ -265,19 +322,37 @@ impl Region {
             return Err(TransportError::BadHeader(field));
         }
         if layout.capacity > map.len() as u64 {
-            return Err(TransportError::TooSmall { needed: layout.capacity, actual: map.len() as u64 });
+            return Err(TransportError::TooSmall {
+                needed: layout.capacity,
+                actual: map.len() as u64,
+            });
         }
-        let mode = DoorbellMode::from_word(h.doorbell.load(r)).ok_or(TransportError::BadHeader("doorbell"))?;
+        let mode = DoorbellMode::from_word(h.doorbell.load(r))
+            .ok_or(TransportError::BadHeader("doorbell"))?;
         let timeout_ms = h.peer_timeout_ms.load(r);
         if !(1..=3_600_000).contains(&timeout_ms) {
             return Err(TransportError::BadHeader("peer_timeout_ms"));
         }
         let generation = h.generation.load(r);
-        Ok(Region::from_parts(map, layout, mode, Duration::from_millis(timeout_ms), generation))
+        Ok(Region::from_parts(
+            map,
+            layout,
+            mode,
+            Duration::from_millis(timeout_ms),
+            generation,
+        ))
     }
 
-    fn from_parts(map: Mapping, layout: Layout, mode: DoorbellMode, peer_timeout: Duration, generation: u64) -> Self {
+    fn from_parts(
+        map: Mapping,
+        layout: Layout,
+        mode: DoorbellMode,
+        peer_timeout: Duration,
+        generation: u64,
+    ) -> Self {
         let block = u64::from(layout.bulk_block_size);
+        // Message chunks: an eighth of the bulk area so several channels stream at once, at most 1 MiB
+        // (measured best on 2 cores: large enough to amortise the frame, small enough to pipeline).
         let chunk_cap = (layout.bulk_size / 8).clamp(block, (1 << 20).max(block)) / block * block;
         let n = layout.channel_count as usize;
         Region {
@@ -303,11 +378,12 @@ impl Region {
         let l = &self.inner.layout;
         let h = self.header();
         let r = Ordering::Relaxed;
-        let old_generation = if h.magic.load(r) == MAGIC && h.layout_version.load(r) == LAYOUT_VERSION {
-            h.generation.load(r)
-        } else {
-            0
-        };
+        let old_generation =
+            if h.magic.load(r) == MAGIC && h.layout_version.load(r) == LAYOUT_VERSION {
+                h.generation.load(r)
+            } else {
+                0
+            };
         // SYNC POINT: a guest opening concurrently sees INIT_BUSY (Acquire load in `attach`) and refuses.
         h.initialised.store(INIT_BUSY, Ordering::Release);
         h.magic.store(MAGIC, r);
@@ -324,7 +400,8 @@ impl Region {
         h.channels_offset.store(l.channels_offset, r);
         h.channel_stride.store(l.channel_stride, r);
         h.bulk_offset.store(l.bulk_offset, r);
-        h.peer_timeout_ms.store(config.peer_timeout.as_millis().max(1) as u64, r);
+        h.peer_timeout_ms
+            .store(config.peer_timeout.as_millis().max(1) as u64, r);
         h.host_pid.store(sys::pid(), r);
         h.host_start_time.store(sys::start_time(sys::pid()), r);
         h.host_beat.store(0, r);
@@ -371,7 +448,10 @@ impl Region {
 
     /// Channel `index`'s control block. Panics (a bug in this crate, never peer input) if out of range.
     pub(crate) fn channel(&self, index: u32) -> &ChannelControl {
-        assert!(index < self.inner.layout.channel_count, "channel index out of range");
+        assert!(
+            index < self.inner.layout.channel_count,
+            "channel index out of range"
+        );
         let off = self.inner.layout.channel_offset(index) as usize;
         // SAFETY: the layout was validated to fit in the mapping; `off` is page aligned; all fields atomic.
         unsafe { &*self.inner.map.base().add(off).cast::<ChannelControl>() }
@@ -382,7 +462,11 @@ impl Region {
         // SAFETY: the table lies inside the validated layout, 8-byte aligned, and holds `blocks()` words.
         unsafe {
             std::slice::from_raw_parts(
-                self.inner.map.base().add(l.block_table_offset as usize).cast::<AtomicU64>(),
+                self.inner
+                    .map
+                    .base()
+                    .add(l.block_table_offset as usize)
+                    .cast::<AtomicU64>(),
                 l.blocks() as usize,
             )
         }
@@ -390,7 +474,11 @@ impl Region {
 
     /// Pointer to byte `off` of the region; `off + len` must lie inside the validated layout.
     pub(crate) fn ptr_at(&self, off: u64, len: u64) -> *mut u8 {
-        assert!(off.checked_add(len).is_some_and(|end| end <= self.inner.layout.capacity), "region bounds");
+        assert!(
+            off.checked_add(len)
+                .is_some_and(|end| end <= self.inner.layout.capacity),
+            "region bounds"
+        );
         // SAFETY: just checked to lie inside the mapping (capacity ≤ mapping length).
         unsafe { self.inner.map.base().add(off as usize) }
     }
@@ -426,7 +514,10 @@ impl Region {
         let mut t = self.inner.token.lock().unwrap_or_else(|e| e.into_inner());
         if t.0 != me || t.1 == 0 {
             // SYNC POINT: RMW on the header counter; no data depends on it, uniqueness is all.
-            let token = self.header().next_client_token.fetch_add(1, Ordering::Relaxed);
+            let token = self
+                .header()
+                .next_client_token
+                .fetch_add(1, Ordering::Relaxed);
             *t = (me, token.max(1));
         }
         t.1
@@ -441,12 +532,15 @@ impl Region {
             return;
         }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let period = (self.inner.peer_timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(500));
-        let spawned = std::thread::Builder::new().name("vgpu-heartbeat".into()).spawn(move || loop {
-            std::thread::sleep(period);
-            let Some(inner) = weak.upgrade() else { return };
-            Region { inner }.beat(me);
-        });
+        let period = (self.inner.peer_timeout / 10)
+            .clamp(Duration::from_millis(1), Duration::from_millis(500));
+        let spawned = std::thread::Builder::new()
+            .name("vgpu-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let Some(inner) = weak.upgrade() else { return };
+                Region { inner }.beat(me);
+            });
         if spawned.is_err() {
             self.inner.beating_pid.store(0, Ordering::Release);
         }
@@ -499,7 +593,9 @@ impl Region {
                 STATE_FREE => true,
                 STATE_CLAIMED | STATE_CLOSED | STATE_CLAIMING => {
                     let pid = m.owner_pid.load(Ordering::Relaxed);
-                    pid != 0 && pid != me && !sys::process_alive(pid, m.owner_start.load(Ordering::Relaxed))
+                    pid != 0
+                        && pid != me
+                        && !sys::process_alive(pid, m.owner_start.load(Ordering::Relaxed))
                 }
                 _ => true,
             };
@@ -510,7 +606,12 @@ impl Region {
             // SYNC POINT: Acquire pairs with the Release store that freed the channel (the previous users
             // are done with its rings); the CAS makes us the only claimer.
             if m.status
-                .compare_exchange(word, status(epoch, STATE_CLAIMING), Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    word,
+                    status(epoch, STATE_CLAIMING),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_err()
             {
                 continue;
@@ -530,7 +631,8 @@ impl Region {
             self.inner.guest_reg[index as usize].store((u64::from(me) << 32) | u64::from(epoch), r);
             // SYNC POINT: pairs with the Acquire loads of `status` in `accept`/`serve`: the identity
             // fields and ring resets above are visible to whoever sees CLAIMED.
-            m.status.store(status(epoch, STATE_CLAIMED), Ordering::Release);
+            m.status
+                .store(status(epoch, STATE_CLAIMED), Ordering::Release);
             self.announce_claim(index);
             self.ensure_heartbeat();
             return Ok(GuestChannel::new(self.clone(), index, epoch, token));
@@ -562,7 +664,12 @@ impl Region {
         let count = self.inner.layout.channel_count;
         let mut nap = Duration::from_micros(50);
         loop {
-            let next = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+            let next = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
             if let Some(index) = next {
                 if let Some(claim) = self.claim_of(index) {
                     return Ok(Some(claim));
@@ -585,7 +692,11 @@ impl Region {
                 }
             }
             if !found.is_empty() {
-                self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(found);
+                self.inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(found);
                 continue;
             }
             let now = Instant::now();
@@ -653,8 +764,10 @@ impl Region {
         // SYNC POINT: pairs with the Acquire load of `server_pid` in the guest's liveness check, which
         // then reads `server_start`.
         m.server_pid.store(me, Ordering::Release);
-        self.inner.server_reg[claim.index as usize]
-            .store((u64::from(me) << 32) | u64::from(claim.epoch), Ordering::Relaxed);
+        self.inner.server_reg[claim.index as usize].store(
+            (u64::from(me) << 32) | u64::from(claim.epoch),
+            Ordering::Relaxed,
+        );
         self.ensure_heartbeat();
         Ok(HostChannel::new(self.clone(), *claim))
     }
@@ -666,9 +779,11 @@ impl Region {
     /// `BulkExhausted` when no free run is large enough; `BadConfig` for `len == 0` or `owner == 0`.
     pub fn bulk_alloc(&self, len: u64, owner: u64) -> Result<BulkBlock, TransportError> {
         if len == 0 || owner == 0 {
-            return Err(TransportError::BadConfig("bulk_alloc needs len > 0 and owner != 0"));
+            return Err(TransportError::BadConfig(
+                "bulk_alloc needs len > 0 and owner != 0",
+            ));
         }
-        crate::bulk::alloc(self, len, owner).ok_or(TransportError::BulkExhausted(len))
+        crate::bulk::alloc(self, len, owner, false).ok_or(TransportError::BulkExhausted(len))
     }
 
     /// Frees a block from [`Region::bulk_alloc`].
@@ -690,11 +805,13 @@ impl Region {
     /// # Errors
     /// `BadBlock` when the block lies outside the bulk area.
     pub fn bulk_ptr(&self, block: &BulkBlock) -> Result<*mut u8, TransportError> {
-        crate::bulk::check_range(self, block.offset, block.len).ok_or(TransportError::BadBlock {
-            offset: block.offset,
-            len: block.len,
-            owner: block.owner,
-        })?;
+        crate::bulk::check_range(self, block.offset, block.len).ok_or(
+            TransportError::BadBlock {
+                offset: block.offset,
+                len: block.len,
+                owner: block.owner,
+            },
+        )?;
         Ok(self.ptr_at(self.inner.layout.bulk_offset + block.offset, block.len))
     }
 
@@ -702,7 +819,12 @@ impl Region {
     ///
     /// # Errors
     /// `BadBlock` when `at + data.len()` exceeds the block or the block lies outside the bulk area.
-    pub fn bulk_write(&self, block: &BulkBlock, at: u64, data: &[u8]) -> Result<(), TransportError> {
+    pub fn bulk_write(
+        &self,
+        block: &BulkBlock,
+        at: u64,
+        data: &[u8],
+    ) -> Result<(), TransportError> {
         let p = self.bulk_range(block, at, data.len() as u64)?;
         // SAFETY: `p..p+len` lies inside the mapped bulk area (checked); source is a distinct local slice.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
@@ -713,7 +835,12 @@ impl Region {
     ///
     /// # Errors
     /// `BadBlock` when `at + out.len()` exceeds the block or the block lies outside the bulk area.
-    pub fn bulk_read(&self, block: &BulkBlock, at: u64, out: &mut [u8]) -> Result<(), TransportError> {
+    pub fn bulk_read(
+        &self,
+        block: &BulkBlock,
+        at: u64,
+        out: &mut [u8],
+    ) -> Result<(), TransportError> {
         let p = self.bulk_range(block, at, out.len() as u64)?;
         // SAFETY: `p..p+len` lies inside the mapped bulk area (checked); destination is a local slice.
         unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
@@ -721,7 +848,11 @@ impl Region {
     }
 
     fn bulk_range(&self, block: &BulkBlock, at: u64, len: u64) -> Result<*mut u8, TransportError> {
-        let bad = TransportError::BadBlock { offset: block.offset, len: block.len, owner: block.owner };
+        let bad = TransportError::BadBlock {
+            offset: block.offset,
+            len: block.len,
+            owner: block.owner,
+        };
         if at.checked_add(len).is_none_or(|end| end > block.len) {
             return Err(bad);
         }
@@ -731,7 +862,12 @@ impl Region {
     }
 
     /// Guest-side view of the host's liveness for channel `index` (used by waits).
-    pub(crate) fn check_server(&self, index: u32, epoch: u32, watch: &mut BeatWatch) -> Result<(), TransportError> {
+    pub(crate) fn check_server(
+        &self,
+        index: u32,
+        epoch: u32,
+        watch: &mut BeatWatch,
+    ) -> Result<(), TransportError> {
         let h = self.header();
         if h.generation.load(Ordering::Relaxed) != self.inner.generation {
             return Err(TransportError::PeerGone(GoneReason::HostRestarted));
@@ -743,10 +879,20 @@ impl Region {
         // SYNC POINT: pairs with the Release store of `server_pid` in `serve`.
         let spid = m.server_pid.load(Ordering::Acquire);
         let (pid, start, beat, source) = if spid != 0 {
-            (spid, m.server_start.load(Ordering::Relaxed), m.server_beat.load(Ordering::Relaxed), u64::from(spid))
+            (
+                spid,
+                m.server_start.load(Ordering::Relaxed),
+                m.server_beat.load(Ordering::Relaxed),
+                u64::from(spid),
+            )
         } else {
             let hpid = h.host_pid.load(Ordering::Relaxed);
-            (hpid, h.host_start_time.load(Ordering::Relaxed), h.host_beat.load(Ordering::Relaxed), 1 << 40)
+            (
+                hpid,
+                h.host_start_time.load(Ordering::Relaxed),
+                h.host_beat.load(Ordering::Relaxed),
+                1 << 40,
+            )
         };
         if self.inner.mode == DoorbellMode::Futex && !sys::process_alive(pid, start) {
             return Err(TransportError::PeerGone(GoneReason::ProcessExited));
@@ -758,7 +904,11 @@ impl Region {
     }
 
     /// Host-side view of the client's liveness for channel `claim` (used by waits).
-    pub(crate) fn check_client(&self, claim: &ChannelClaim, watch: &mut BeatWatch) -> Result<(), TransportError> {
+    pub(crate) fn check_client(
+        &self,
+        claim: &ChannelClaim,
+        watch: &mut BeatWatch,
+    ) -> Result<(), TransportError> {
         let m = &self.channel(claim.index).meta.0;
         let word = m.status.load(Ordering::Relaxed);
         if word == status(claim.epoch, STATE_CLOSED) {
@@ -770,10 +920,16 @@ impl Region {
         if self.header().generation.load(Ordering::Relaxed) != self.inner.generation {
             return Err(TransportError::PeerGone(GoneReason::HostRestarted));
         }
-        if self.inner.mode == DoorbellMode::Futex && !sys::process_alive(claim.pid, claim.start_time) {
+        if self.inner.mode == DoorbellMode::Futex
+            && !sys::process_alive(claim.pid, claim.start_time)
+        {
             return Err(TransportError::PeerGone(GoneReason::ProcessExited));
         }
-        if watch.stalled(0, m.guest_beat.load(Ordering::Relaxed), self.inner.peer_timeout) {
+        if watch.stalled(
+            0,
+            m.guest_beat.load(Ordering::Relaxed),
+            self.inner.peer_timeout,
+        ) {
             return Err(TransportError::PeerGone(GoneReason::HeartbeatStalled));
         }
         Ok(())

@@ -65,7 +65,11 @@ pub(crate) struct Consumer {
 
 impl Producer {
     /// Index of the next free slot, or `None` when the ring is full.
-    pub(crate) fn free_slot(&self, ring: &RingControl, slots: u32) -> Result<Option<u32>, RingCorrupt> {
+    pub(crate) fn free_slot(
+        &self,
+        ring: &RingControl,
+        slots: u32,
+    ) -> Result<Option<u32>, RingCorrupt> {
         // SYNC POINT: pairs with the Release store of `tail` in `Consumer::release`: the consumer has
         // finished reading a slot before we may overwrite it.
         let tail = ring.tail.0.load(Ordering::Acquire);
@@ -110,7 +114,11 @@ impl Producer {
 
 impl Consumer {
     /// Index of the next published slot, or `None` when the ring is empty.
-    pub(crate) fn ready_slot(&self, ring: &RingControl, slots: u32) -> Result<Option<u32>, RingCorrupt> {
+    pub(crate) fn ready_slot(
+        &self,
+        ring: &RingControl,
+        slots: u32,
+    ) -> Result<Option<u32>, RingCorrupt> {
         // SYNC POINT: pairs with the Release store of `head` in `Producer::publish`.
         let head = ring.head.0.load(Ordering::Acquire);
         let avail = head.wrapping_sub(self.tail);
@@ -234,7 +242,10 @@ mod loom_tests {
             let (_, would_sleep) = cursor.prepare_sleep(&shared.ring);
             let woke = producer.join().unwrap();
             if would_sleep {
-                assert!(woke, "consumer slept but producer saw no waiter: lost wake-up");
+                assert!(
+                    woke,
+                    "consumer slept but producer saw no waiter: lost wake-up"
+                );
             }
         });
     }

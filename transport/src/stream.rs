@@ -34,7 +34,14 @@ fn map_io(context: &'static str) -> impl Fn(io::Error) -> TransportError {
 fn send_all(fd: &impl AsRawFd, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         // SAFETY: `data` is a valid readable slice for the duration of the call.
-        let n = unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -62,14 +69,21 @@ fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> 
 
 fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), TransportError> {
     let mut len = [0u8; 8];
-    stream.read_exact(&mut len).map_err(map_io("receive frame"))?;
+    stream
+        .read_exact(&mut len)
+        .map_err(map_io("receive frame"))?;
     let len = u64::from_le_bytes(len);
     out.clear();
-    // Reserve at most 64 MiB up front: a hostile length only costs memory as bytes actually arrive.
-    out.reserve(len.min(64 << 20) as usize);
-    let got = stream.take(len).read_to_end(out).map_err(map_io("receive frame"))?;
-    if got as u64 != len {
-        return Err(TransportError::PeerGone(GoneReason::Disconnected));
+    // Grow in steps of at most 64 MiB: a hostile length only costs memory as bytes actually arrive.
+    let mut left = len;
+    while left > 0 {
+        let step = left.min(64 << 20) as usize;
+        let at = out.len();
+        out.resize(at + step, 0);
+        stream
+            .read_exact(&mut out[at..])
+            .map_err(map_io("receive frame"))?;
+        left -= step as u64;
     }
     Ok(())
 }
@@ -125,8 +139,11 @@ impl<S: Read + AsRawFd> StreamClient<S> {
     /// # Errors
     /// `BadHandshake` when the server answers with another magic/version or refuses; `PeerGone`/`Io`.
     pub fn over(mut stream: S) -> Result<Self, TransportError> {
-        let identity =
-            ClientIdentity { client_token: stream_client_token(), pid: crate::sys::pid(), tid: crate::sys::tid() };
+        let identity = ClientIdentity {
+            client_token: stream_client_token(),
+            pid: crate::sys::pid(),
+            tid: crate::sys::tid(),
+        };
         let mut hello = [0u8; 32];
         hello[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
         hello[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
@@ -135,7 +152,9 @@ impl<S: Read + AsRawFd> StreamClient<S> {
         hello[24..32].copy_from_slice(&identity.client_token.to_le_bytes());
         send_all(&stream, &hello).map_err(map_io("send handshake"))?;
         let mut ack = [0u8; 16];
-        stream.read_exact(&mut ack).map_err(map_io("receive handshake"))?;
+        stream
+            .read_exact(&mut ack)
+            .map_err(map_io("receive handshake"))?;
         if ack[0..8] != STREAM_MAGIC.to_le_bytes() {
             return Err(TransportError::BadHandshake("magic"));
         }
@@ -161,7 +180,9 @@ impl TcpClient {
     /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
         let stream = TcpStream::connect(addr).map_err(TransportError::io("tcp connect"))?;
-        stream.set_nodelay(true).map_err(TransportError::io("tcp nodelay"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(TransportError::io("tcp nodelay"))?;
         set_keepalive(&stream);
         StreamClient::over(stream)
     }
@@ -199,8 +220,11 @@ impl<S: Read + AsRawFd> StreamServer<S> {
     /// `BadHandshake` for a wrong magic/version (the client is told it was refused); `PeerGone`/`Io`.
     pub fn over(mut stream: S) -> Result<Self, TransportError> {
         let mut hello = [0u8; 32];
-        stream.read_exact(&mut hello).map_err(map_io("receive handshake"))?;
-        let u32_at = |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
+        stream
+            .read_exact(&mut hello)
+            .map_err(map_io("receive handshake"))?;
+        let u32_at =
+            |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
         let mut token = [0u8; 8];
         token.copy_from_slice(&hello[24..32]);
         let ok_magic = hello[0..8] == STREAM_MAGIC.to_le_bytes();
@@ -216,7 +240,11 @@ impl<S: Read + AsRawFd> StreamServer<S> {
         if !ok_version {
             return Err(TransportError::BadHandshake("version"));
         }
-        let client = ClientIdentity { client_token: u64::from_le_bytes(token), pid: u32_at(12), tid: u32_at(16) };
+        let client = ClientIdentity {
+            client_token: u64::from_le_bytes(token),
+            pid: u32_at(12),
+            tid: u32_at(16),
+        };
         Ok(StreamServer { stream, client })
     }
 }
@@ -245,7 +273,9 @@ impl TcpServer {
     /// # Errors
     /// `Io` when binding fails.
     pub fn bind(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
-        Ok(TcpServer { listener: TcpListener::bind(addr).map_err(TransportError::io("tcp bind"))? })
+        Ok(TcpServer {
+            listener: TcpListener::bind(addr).map_err(TransportError::io("tcp bind"))?,
+        })
     }
 
     /// The bound address.
@@ -253,7 +283,9 @@ impl TcpServer {
     /// # Errors
     /// `Io` from getsockname.
     pub fn local_addr(&self) -> Result<std::net::SocketAddr, TransportError> {
-        self.listener.local_addr().map_err(TransportError::io("tcp local_addr"))
+        self.listener
+            .local_addr()
+            .map_err(TransportError::io("tcp local_addr"))
     }
 
     /// Waits for the next client and performs the handshake.
@@ -261,8 +293,13 @@ impl TcpServer {
     /// # Errors
     /// `Io` from accept; handshake errors as for [`StreamServer::over`].
     pub fn accept(&self) -> Result<StreamServer<TcpStream>, TransportError> {
-        let (stream, _) = self.listener.accept().map_err(TransportError::io("tcp accept"))?;
-        stream.set_nodelay(true).map_err(TransportError::io("tcp nodelay"))?;
+        let (stream, _) = self
+            .listener
+            .accept()
+            .map_err(TransportError::io("tcp accept"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(TransportError::io("tcp nodelay"))?;
         set_keepalive(&stream);
         StreamServer::over(stream)
     }
@@ -280,7 +317,9 @@ impl UnixServer {
     /// # Errors
     /// `Io` when binding fails (e.g. the path exists).
     pub fn bind(path: impl AsRef<Path>) -> Result<Self, TransportError> {
-        Ok(UnixServer { listener: UnixListener::bind(path).map_err(TransportError::io("unix bind"))? })
+        Ok(UnixServer {
+            listener: UnixListener::bind(path).map_err(TransportError::io("unix bind"))?,
+        })
     }
 
     /// Waits for the next client and performs the handshake.
@@ -288,7 +327,10 @@ impl UnixServer {
     /// # Errors
     /// `Io` from accept; handshake errors as for [`StreamServer::over`].
     pub fn accept(&self) -> Result<StreamServer<UnixStream>, TransportError> {
-        let (stream, _) = self.listener.accept().map_err(TransportError::io("unix accept"))?;
+        let (stream, _) = self
+            .listener
+            .accept()
+            .map_err(TransportError::io("unix accept"))?;
         StreamServer::over(stream)
     }
 }

@@ -23,7 +23,10 @@ impl Mapping {
     /// Maps `len` bytes of `file` with `MAP_SHARED` (required for ivshmem BARs and cross-process use).
     pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Self> {
         if len == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "zero-length region"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "zero-length region",
+            ));
         }
         // SAFETY: a fresh shared mapping of a file we hold open; the kernel picks the address.
         let ptr = unsafe {
@@ -86,7 +89,15 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not dereference other arguments.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }
 

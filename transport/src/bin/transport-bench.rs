@@ -1,1 +1,222 @@
-fn main(){}
+//! Round-trip and throughput of the shared-memory transport against Unix-socket and TCP-loopback
+//! baselines. The server always runs in a forked process, as in the real guest/host setup.
+//! The last line printed is one JSON object (throughputs in GB/s, 10^9 bytes per second).
+
+use std::time::{Duration, Instant};
+use transport::{
+    Region, RegionConfig, ServerTransport, StreamClient, StreamServer, TcpClient, TcpServer,
+    Transport, TransportError,
+};
+
+const SMALL: usize = 64;
+const MIB: usize = 1 << 20;
+
+/// Serves echo for small requests and an 8-byte length for large ones, until the client leaves.
+fn serve_loop(server: &mut dyn ServerTransport) {
+    let mut req = Vec::new();
+    loop {
+        match server.recv(&mut req) {
+            Ok(()) => {
+                let r = if req.len() <= SMALL {
+                    server.reply(&req)
+                } else {
+                    server.reply(&(req.len() as u64).to_le_bytes())
+                };
+                if r.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Forks (while this process has one thread). Returns 0 in the child, the child's pid in the parent.
+fn fork() -> libc::pid_t {
+    // SAFETY: called while this process has a single thread (heartbeat threads start after the fork).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    pid
+}
+
+/// Ends a forked child without running the parent's exit handlers.
+fn exit_child() -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(0) }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+struct Figures {
+    p50_ns: u64,
+    p99_ns: u64,
+    gbps_1m: f64,
+    gbps_64m: f64,
+}
+
+fn measure(
+    client: &mut dyn Transport,
+    rtt_iters: usize,
+    big_iters: (usize, usize),
+) -> Result<Figures, TransportError> {
+    let req = [0x5au8; SMALL];
+    let mut resp = Vec::with_capacity(64 * MIB);
+    for _ in 0..rtt_iters / 10 {
+        client.call(&req, &mut resp)?;
+    }
+    let mut samples = Vec::with_capacity(rtt_iters);
+    for _ in 0..rtt_iters {
+        let t = Instant::now();
+        client.call(&req, &mut resp)?;
+        samples.push(t.elapsed().as_nanos() as u64);
+        assert_eq!(resp.len(), SMALL);
+    }
+    samples.sort_unstable();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    let mut throughput = |size: usize, iters: usize| -> Result<f64, TransportError> {
+        let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        client.call(&payload, &mut resp)?;
+        let t = Instant::now();
+        for _ in 0..iters {
+            client.call(&payload, &mut resp)?;
+            assert_eq!(resp, (size as u64).to_le_bytes());
+        }
+        Ok((size * iters) as f64 / t.elapsed().as_secs_f64() / 1e9)
+    };
+    let gbps_1m = throughput(MIB, big_iters.0)?;
+    let gbps_64m = throughput(64 * MIB, big_iters.1)?;
+    Ok(Figures {
+        p50_ns: pct(0.50),
+        p99_ns: pct(0.99),
+        gbps_1m,
+        gbps_64m,
+    })
+}
+
+fn bench_shm() -> Result<Figures, TransportError> {
+    let path = format!("/dev/shm/vgpu-transport-bench-{}", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let child_path = path.clone();
+    let server = fork();
+    if server == 0 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let region = loop {
+            match Region::open(&child_path) {
+                Ok(r) => break r,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("bench server cannot open region: {e}"),
+            }
+        };
+        let Ok(Some(claim)) = region.accept(Duration::from_secs(10)) else {
+            exit_child()
+        };
+        let Ok(mut channel) = region.serve(&claim) else {
+            exit_child()
+        };
+        serve_loop(&mut channel);
+        exit_child();
+    }
+    let config = RegionConfig {
+        channel_count: 4,
+        slot_count: 16,
+        bulk_size: 32 << 20,
+        ..RegionConfig::default()
+    };
+    let region = Region::create(&path, &config)?;
+    let mut channel = region.connect()?;
+    let figures = measure(&mut channel, 200_000, (400, 6));
+    drop(channel);
+    reap(server);
+    let _ = std::fs::remove_file(&path);
+    figures
+}
+
+fn bench_uds() -> Result<Figures, TransportError> {
+    let (a, b) = std::os::unix::net::UnixStream::pair().map_err(|e| TransportError::Io {
+        context: "socketpair",
+        source: e,
+    })?;
+    let server = fork();
+    if server == 0 {
+        drop(a);
+        if let Ok(mut s) = StreamServer::over(b) {
+            serve_loop(&mut s);
+        }
+        exit_child();
+    }
+    drop(b);
+    let mut client = StreamClient::over(a)?;
+    let figures = measure(&mut client, 20_000, (200, 4));
+    drop(client);
+    reap(server);
+    figures
+}
+
+fn bench_tcp() -> Result<Figures, TransportError> {
+    let listener = TcpServer::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let server = fork();
+    if server == 0 {
+        if let Ok(mut s) = listener.accept() {
+            serve_loop(&mut s);
+        }
+        exit_child();
+    }
+    drop(listener);
+    let mut client = TcpClient::connect(addr)?;
+    let figures = measure(&mut client, 20_000, (200, 4));
+    drop(client);
+    reap(server);
+    figures
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    let run = || -> Result<(), TransportError> {
+        println!("load average before: {}", load());
+        let shm = bench_shm()?;
+        let uds = bench_uds()?;
+        let tcp = bench_tcp()?;
+        for (name, f) in [("shm", &shm), ("uds", &uds), ("tcp", &tcp)] {
+            println!(
+                "{name:>4}: 64 B rtt p50 {:>7} ns  p99 {:>7} ns   1 MiB {:>6.2} GB/s   64 MiB {:>6.2} GB/s",
+                f.p50_ns, f.p99_ns, f.gbps_1m, f.gbps_64m
+            );
+        }
+        println!("load average after: {}", load());
+        println!(
+            "{{\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"uds_rtt_p50_ns\":{},\"bulk_gbps\":{:.3},\"uds_bulk_gbps\":{:.3},\
+             \"bulk_1mib_gbps\":{:.3},\"uds_bulk_1mib_gbps\":{:.3},\"uds_rtt_p99_ns\":{},\"tcp_rtt_p50_ns\":{},\
+             \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3}}}",
+            shm.p50_ns,
+            shm.p99_ns,
+            uds.p50_ns,
+            shm.gbps_64m,
+            uds.gbps_64m,
+            shm.gbps_1m,
+            uds.gbps_1m,
+            uds.p99_ns,
+            tcp.p50_ns,
+            tcp.p99_ns,
+            tcp.gbps_64m,
+            tcp.gbps_1m
+        );
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("transport-bench: {e}");
+        std::process::exit(1);
+    }
+}
