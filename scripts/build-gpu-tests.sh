@@ -97,7 +97,7 @@ main() {
         | awk '{print $NF}' | grep -E '^cu[A-Z]' | sort -u)
     provide_libcuda "${symbols[@]}"
     for p in "${programs[@]}"; do
-        "${CC}" -o "${BIN}/${p}" "${BUILD}/${p}.o" -L"${BUILD}" -lcuda -lpthread -ldl -lm
+        "${CC}" -o "${BIN}/${p}" "${BUILD}/${p}.o" -L"${BUILD}" -Wl,--as-needed -lcuda -lpthread -ldl -lm
     done
     log "built ${#programs[@]} programs into ${BIN}: ${programs[*]}"
 }
