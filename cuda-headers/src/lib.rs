@@ -17,7 +17,10 @@
     non_upper_case_globals,
     missing_docs,
     clippy::all,
-    clippy::pedantic
+    clippy::pedantic,
+    // bindgen's `Default` impls zero the struct in an uncommented `unsafe` block: all-zero is a
+    // valid value of every plain C struct it generates.
+    clippy::undocumented_unsafe_blocks
 )]
 mod bindings {
     include!("generated/cuda.rs");
@@ -28,9 +31,11 @@ pub use bindings::*;
 #[allow(non_camel_case_types, non_snake_case)]
 pub mod supplement;
 
+pub mod cu_result;
 pub mod results;
 pub mod versions;
 
+pub use cu_result::{CuError, CuResult};
 pub use supplement::{CUoutput_mode, CUoutput_mode_enum};
 
 /// Path of the signature file, relative to this crate's manifest directory.

@@ -3,9 +3,8 @@
 //
 // An entry whose real parameters are unknown is declared without parameters: under the x86-64 System V
 // calling convention a callee that ignores its arguments is safe whatever the caller passes, and these
-// stubs only ever return an error code.
-
-use ::std::os::raw::{c_char, c_uint};
+// stubs only ever return an error code. Types are written in full, as in the generated file, because
+// the macros paste them into other crates.
 
 use crate::CUresult;
 
@@ -13,7 +12,7 @@ use crate::CUresult;
 /// (`enum CUoutput_mode_enum`), which the CUDA 13 wheel no longer ships.
 #[repr(transparent)]
 #[derive(Debug, Default, Copy, Clone, Hash, PartialEq, Eq)]
-pub struct CUoutput_mode_enum(pub c_uint);
+pub struct CUoutput_mode_enum(pub ::std::os::raw::c_uint);
 
 impl CUoutput_mode_enum {
     /// Output mode Key-Value pair format.
@@ -37,8 +36,8 @@ extern "system" {
     pub fn cuMemGetAttribute_v2() -> CUresult;
     /// From `cudaProfilerTypedefs.h` (CUDA 13.0.96): `PFN_cuProfilerInitialize_v4000`.
     pub fn cuProfilerInitialize(
-        configFile: *const c_char,
-        outputFile: *const c_char,
+        configFile: *const ::std::os::raw::c_char,
+        outputFile: *const ::std::os::raw::c_char,
         outputMode: CUoutput_mode,
     ) -> CUresult;
     /// From `cudaProfilerTypedefs.h` (CUDA 13.0.96): `PFN_cuProfilerStart_v4000`; `cudaProfiler.h`,

@@ -1,0 +1,112 @@
+//! A typed view of `CUresult`: `Result<(), CuError>`, where [`CuError`] is a non-zero code, so `?`
+//! works in handlers and the value still fits in a `CUresult`.
+
+use std::fmt;
+use std::num::NonZeroU32;
+
+use crate::CUresult;
+
+/// A failed `CUresult`: any code but `CUDA_SUCCESS`.
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CuError(NonZeroU32);
+
+/// The result of a driver call: `Ok` is `CUDA_SUCCESS`.
+pub type CuResult<T = ()> = Result<T, CuError>;
+
+// The niche of `NonZeroU32` makes `CuResult<()>` exactly as large as the C enum.
+const _: () = assert!(std::mem::size_of::<CuResult>() == std::mem::size_of::<CUresult>());
+const _: () = assert!(std::mem::size_of::<CuError>() == std::mem::size_of::<CUresult>());
+
+impl CuError {
+    /// `CUDA_ERROR_INVALID_VALUE`.
+    pub const INVALID_VALUE: Self = Self::from_const(CUresult::CUDA_ERROR_INVALID_VALUE);
+    /// `CUDA_ERROR_NOT_INITIALIZED`.
+    pub const NOT_INITIALIZED: Self = Self::from_const(CUresult::CUDA_ERROR_NOT_INITIALIZED);
+    /// `CUDA_ERROR_NOT_SUPPORTED`.
+    pub const NOT_SUPPORTED: Self = Self::from_const(CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    /// `CUDA_ERROR_UNKNOWN`.
+    pub const UNKNOWN: Self = Self::from_const(CUresult::CUDA_ERROR_UNKNOWN);
+
+    const fn from_const(code: CUresult) -> Self {
+        match NonZeroU32::new(code.0) {
+            Some(code) => Self(code),
+            None => panic!("CUDA_SUCCESS is not an error"),
+        }
+    }
+
+    /// The error for a non-success code; `None` for `CUDA_SUCCESS`.
+    pub const fn new(code: CUresult) -> Option<Self> {
+        match NonZeroU32::new(code.0) {
+            Some(code) => Some(Self(code)),
+            None => None,
+        }
+    }
+
+    /// The raw code.
+    pub const fn code(self) -> CUresult {
+        CUresult(self.0.get())
+    }
+
+    /// The enumerator's name, e.g. `CUDA_ERROR_NOT_SUPPORTED`, if `cuda.h` defines the code.
+    pub fn name(self) -> Option<&'static str> {
+        crate::results::lookup(self.0.get()).and_then(|r| r.name.to_str().ok())
+    }
+}
+
+/// Splits a raw code into the typed form.
+pub fn check(code: CUresult) -> CuResult {
+    match CuError::new(code) {
+        None => Ok(()),
+        Some(error) => Err(error),
+    }
+}
+
+/// Folds the typed form back into a raw code.
+pub fn to_code(result: CuResult) -> CUresult {
+    match result {
+        Ok(()) => CUresult::CUDA_SUCCESS,
+        Err(error) => error.code(),
+    }
+}
+
+impl fmt::Debug for CuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}({})", self.0),
+            None => write!(f, "CUresult({})", self.0),
+        }
+    }
+}
+
+impl fmt::Display for CuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for CuError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_codes() {
+        assert_eq!(check(CUresult::CUDA_SUCCESS), Ok(()));
+        assert_eq!(
+            check(CUresult::CUDA_ERROR_NOT_SUPPORTED),
+            Err(CuError::NOT_SUPPORTED)
+        );
+        assert_eq!(to_code(Err(CuError::UNKNOWN)), CUresult::CUDA_ERROR_UNKNOWN);
+        assert_eq!(to_code(Ok(())), CUresult::CUDA_SUCCESS);
+        assert_eq!(
+            CuError::NOT_INITIALIZED.to_string(),
+            "CUDA_ERROR_NOT_INITIALIZED(3)"
+        );
+        assert_eq!(
+            CuError::new(CUresult(77_777)).map(|e| e.to_string()),
+            Some("CUresult(77777)".into())
+        );
+    }
+}
