@@ -1,5 +1,5 @@
 /*
- * memhog MIB: allocates MIB MiB of device memory, touches it, prints `allocated MIB MiB`, then
+ * memhog MIB: allocates MIB MiB of device memory, touches it, prints `allocated MIB MiB pid=PID`, then
  * sleeps until killed (the SIGKILL-frees-memory test of scripts/gpu-suite.sh).
  */
 #include <unistd.h>
@@ -19,7 +19,7 @@ int main(int argc, char **argv) {
     CK(cuMemAlloc(&p, mib << 20));
     CK(cuMemsetD8(p, 0xA5, mib << 20));
     CK(cuCtxSynchronize());
-    printf("allocated %zu MiB\n", mib);
+    printf("allocated %zu MiB pid=%d\n", mib, (int)getpid());
     fflush(stdout);
     for (;;) pause();
 }

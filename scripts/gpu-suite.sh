@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Runs the driver-API GPU suite on the GPU machine, natively and through vgpu, and writes
+# $OUT/summary.md (a Markdown table) and $OUT/logs.txt. See docs/gpu-suite.md.
+#
+# Builds nothing: it expects, under .gpu-artifacts/,
+#   bin/                        the programs (scripts/build-gpu-tests.sh, run elsewhere)
+#   vgpuctl, vgpu-host, libvgpu-cuda.so, libcuda.so.1 -> libvgpu-cuda.so   (not with --native-only)
+# The one exception: when tests/gpu/kernels.sm_90.cubin is missing it is assembled with ptxas
+# from tests/gpu/kernels.ptx, and always copied to $OUT/ so that it can be committed.
+#
+# Usage: scripts/gpu-suite.sh [--native-only] [--out DIR] [--timeout SECONDS]
+#   --native-only   run each program natively twice and diff run 1 against run 2 (checks that
+#                   the programs are correct and their output deterministic, before the shim)
+#   --out DIR       where summary.md and logs.txt go (default: $OUT, else ./gpu-suite-out)
+#   --timeout S     per-program limit (default 300)
+# Exit status: 0 when every row passed, 1 otherwise, 2 for bad usage or missing artifacts.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${ROOT}"
+ART="${ROOT}/.gpu-artifacts"
+BIN="${ART}/bin"
+VGPUCTL="${ART}/vgpuctl"
+CUBIN="${ROOT}/tests/gpu/kernels.sm_90.cubin"
+NATIVE_ONLY=0
+OUT_DIR="${OUT:-${ROOT}/gpu-suite-out}"
+LIMIT=300
+HOG_MIB=4096
+HOG_TOLERANCE_MIB=512
+KILL_LIMIT_MS=1000
+DISCOVERY_LIMIT_MS=50
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --native-only) NATIVE_ONLY=1 ;;
+        --out) OUT_DIR="$2"; shift ;;
+        --timeout) LIMIT="$2"; shift ;;
+        *) echo "gpu-suite: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+mkdir -p "${OUT_DIR}"
+WORK="$(mktemp -d)"
+SUMMARY="${OUT_DIR}/summary.md"
+LOGS="${OUT_DIR}/logs.txt"
+: > "${LOGS}"
+ROWS=()
+FAILED=0
+BG_PIDS=()
+
+# Stops a background `timeout` runner: SIGTERM, which timeout forwards to its child, then
+# SIGKILL if it is still there after 2 s.
+stop_runner() {
+    local pid="$1" i
+    kill -TERM "${pid}" 2>/dev/null || return 0
+    for i in $(seq 1 20); do
+        kill -0 "${pid}" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "${pid}" 2>/dev/null
+    wait "${pid}" 2>/dev/null
+}
+
+cleanup() {
+    local pid
+    for pid in "${BG_PIDS[@]}"; do
+        stop_runner "${pid}"
+    done
+    rm -rf "${WORK}"
+}
+trap cleanup EXIT
+
+log() { echo "$*" | tee -a "${LOGS}" >&2; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# Appends a file to logs.txt, at most 64 KiB of it (the tail).
+log_file() {
+    local title="$1" file="$2"
+    {
+        echo "----- ${title} ($(wc -c < "${file}") bytes, last 64 KiB) -----"
+        tail -c 65536 "${file}"
+        echo
+    } >> "${LOGS}"
+}
+
+require() {
+    local missing=0 f
+    for f in "$@"; do
+        if [[ ! -e "${f}" ]]; then
+            echo "gpu-suite: missing ${f}" >&2
+            missing=1
+        fi
+    done
+    [[ ${missing} -eq 0 ]] || exit 2
+}
+
+# run_one MODE TAG PROG ARGS...: runs natively (MODE=native) or through vgpuctl (MODE=vgpu);
+# stdout to $WORK/TAG.out, stderr to $WORK/TAG.err; sets RC and MS.
+run_one() {
+    local mode="$1" tag="$2" prog="$3"
+    shift 3
+    local t0
+    t0=$(now_ms)
+    if [[ "${mode}" == native ]]; then
+        timeout -k 5 "${LIMIT}" "${BIN}/${prog}" "$@" > "${WORK}/${tag}.out" 2> "${WORK}/${tag}.err"
+    else
+        timeout -k 5 "${LIMIT}" "${VGPUCTL}" run -- "${BIN}/${prog}" "$@" \
+            > "${WORK}/${tag}.out" 2> "${WORK}/${tag}.err"
+    fi
+    RC=$?
+    MS=$(( $(now_ms) - t0 ))
+    [[ ${RC} -eq 124 || ${RC} -eq 137 ]] && echo "TIMEOUT after ${LIMIT}s" >> "${WORK}/${tag}.err"
+    log_file "${tag} stdout (rc ${RC}, ${MS} ms)" "${WORK}/${tag}.out"
+    log_file "${tag} stderr" "${WORK}/${tag}.err"
+}
+
+# Runs PROG twice (native+native or native+vgpu) and adds a table row.
+compare() {
+    local prog="$1"
+    shift
+    local second=vgpu
+    [[ ${NATIVE_ONLY} -eq 1 ]] && second=native
+    log "== ${prog} $*"
+    run_one native "${prog}.1" "${prog}" "$@"
+    local rc1=${RC} ms1=${MS}
+    run_one "${second}" "${prog}.2" "${prog}" "$@"
+    local rc2=${RC} ms2=${MS}
+    local same=no
+    if diff -u "${WORK}/${prog}.1.out" "${WORK}/${prog}.2.out" > "${WORK}/${prog}.diff"; then
+        same=yes
+    else
+        log_file "${prog} diff (run 1 vs run 2)" "${WORK}/${prog}.diff"
+    fi
+    local verdict=PASS
+    if [[ ${rc1} -ne 0 || ${rc2} -ne 0 || ${same} != yes ]]; then
+        verdict=FAIL
+        FAILED=1
+    fi
+    log "   ${verdict}: rc ${rc1}/${rc2}, identical ${same}, ${ms1}/${ms2} ms"
+    ROWS+=("| ${prog} | ${rc1} | ${rc2} | ${same} | ${ms1} / ${ms2} | ${verdict} |")
+}
+
+# Prints the free MiB reported by meminfo (MODE native or vgpu), or nothing on failure.
+free_mib() {
+    local mode="$1" out
+    if [[ "${mode}" == native ]]; then
+        out=$(timeout -k 2 20 "${BIN}/meminfo" 2>>"${WORK}/meminfo.err")
+    else
+        out=$(timeout -k 2 20 "${VGPUCTL}" run -- "${BIN}/meminfo" 2>>"${WORK}/meminfo.err")
+    fi
+    sed -n 's/^free_mib=\([0-9]*\).*/\1/p' <<< "${out}"
+}
+
+# Starts memhog (MODE native or vgpu), kills the memhog process with SIGKILL once it has
+# allocated, and polls meminfo every 100 ms until free memory is back at the native baseline.
+sigkill_test() {
+    local mode="$1"
+    log "== sigkill (${mode}): memhog ${HOG_MIB} MiB, kill -9, poll meminfo"
+    local baseline
+    baseline=$(free_mib native)
+    if [[ -z "${baseline}" ]]; then
+        log "   FAIL: native meminfo gave no value"
+        ROWS+=("| sigkill_frees_memory (${mode}) | - | - | - | - | FAIL (no baseline) |")
+        FAILED=1
+        return
+    fi
+    local hog_out="${WORK}/memhog.${mode}.out"
+    if [[ "${mode}" == native ]]; then
+        timeout -k 5 120 "${BIN}/memhog" "${HOG_MIB}" > "${hog_out}" 2> "${WORK}/memhog.${mode}.err" &
+    else
+        timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/memhog" "${HOG_MIB}" \
+            > "${hog_out}" 2> "${WORK}/memhog.${mode}.err" &
+    fi
+    local runner=$!
+    BG_PIDS+=("${runner}")
+    local hog_pid="" i
+    for i in $(seq 1 600); do
+        hog_pid=$(sed -n 's/^allocated .* pid=\([0-9]*\)$/\1/p' "${hog_out}")
+        [[ -n "${hog_pid}" ]] && break
+        kill -0 "${runner}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "${hog_pid}" ]]; then
+        log "   FAIL: memhog did not report its allocation"
+        stop_runner "${runner}"
+        log_file "memhog ${mode} stderr" "${WORK}/memhog.${mode}.err"
+        ROWS+=("| sigkill_frees_memory (${mode}) | - | - | - | - | FAIL (memhog did not allocate) |")
+        FAILED=1
+        return
+    fi
+    local during
+    during=$(free_mib "${mode}")
+    log "   baseline free ${baseline} MiB, with memhog ${during:-?} MiB"
+    kill -9 "${hog_pid}" 2>/dev/null
+    local t0 elapsed=-1 now_free=""
+    t0=$(now_ms)
+    while (( $(now_ms) - t0 < 10000 )); do
+        now_free=$(free_mib "${mode}")
+        if [[ -n "${now_free}" ]] && (( now_free + HOG_TOLERANCE_MIB >= baseline )); then
+            elapsed=$(( $(now_ms) - t0 ))
+            break
+        fi
+        sleep 0.1
+    done
+    wait "${runner}" 2>/dev/null
+    log_file "memhog ${mode} stderr" "${WORK}/memhog.${mode}.err"
+    local verdict=PASS
+    if (( elapsed < 0 || elapsed > KILL_LIMIT_MS )); then
+        verdict=FAIL
+        FAILED=1
+    fi
+    local hog_visible=no
+    [[ -n "${during}" ]] && (( during + HOG_MIB / 2 <= baseline )) && hog_visible=yes
+    log "   ${verdict}: memory back after ${elapsed} ms (last free ${now_free:-?} MiB, hog visible ${hog_visible})"
+    ROWS+=("| sigkill_frees_memory (${mode}) | - | - | hog visible: ${hog_visible} | ${elapsed} ms to baseline | ${verdict} (limit ${KILL_LIMIT_MS} ms) |")
+}
+
+# Median of the discovery_ms values of runs 2..N of ollama_discovery in one warm session.
+discovery_test() {
+    local mode="$1" prog="$2"
+    local script="for i in 1 2 3 4; do '${BIN}/${prog}' > /dev/null || exit 1; done"
+    log "== discovery timing ${prog} (${mode})"
+    if [[ "${mode}" == native ]]; then
+        timeout -k 5 120 bash -c "${script}" 2> "${WORK}/disc.err"
+    else
+        timeout -k 5 120 "${VGPUCTL}" run -- bash -c "${script}" 2> "${WORK}/disc.err"
+    fi
+    local rc=$?
+    log_file "${prog} ${mode} discovery stderr" "${WORK}/disc.err"
+    local median
+    median=$(sed -n 's/^discovery_ms=\([0-9.]*\)$/\1/p' "${WORK}/disc.err" | tail -n 3 | sort -g \
+        | sed -n 2p)
+    local verdict=PASS
+    if [[ ${rc} -ne 0 || -z "${median}" ]]; then
+        verdict=FAIL
+        FAILED=1
+    elif [[ "${mode}" == vgpu ]] && ! awk -v m="${median}" -v l="${DISCOVERY_LIMIT_MS}" 'BEGIN{exit !(m < l)}'; then
+        verdict=FAIL
+        FAILED=1
+    fi
+    log "   ${verdict}: discovery_ms median of warm runs ${median:-?} (rc ${rc})"
+    ROWS+=("| ${prog} discovery_ms (${mode}) | ${rc} | - | - | ${median:-?} ms (median of 3 warm runs) | ${verdict}$([[ ${mode} == vgpu ]] && echo " (limit ${DISCOVERY_LIMIT_MS} ms)") |")
+}
+
+ensure_cubin() {
+    if [[ ! -f "${CUBIN}" ]]; then
+        # The one build step allowed here: the cubin needs ptxas, which only this machine has.
+        local ptxas
+        ptxas=$(command -v ptxas || echo /usr/local/cuda/bin/ptxas)
+        log "== assembling ${CUBIN} with ${ptxas}"
+        "${ptxas}" -arch=sm_90 "${ROOT}/tests/gpu/kernels.ptx" -o "${CUBIN}" >> "${LOGS}" 2>&1 \
+            || { log "ptxas failed"; exit 2; }
+    fi
+    cp "${CUBIN}" "${OUT_DIR}/"
+}
+
+main() {
+    require "${BIN}/devquery" "${BIN}/meminfo" "${BIN}/memhog"
+    if [[ ${NATIVE_ONLY} -eq 0 ]]; then
+        require "${VGPUCTL}" "${ART}/vgpu-host" "${ART}/libvgpu-cuda.so" "${ART}/libcuda.so.1"
+    fi
+    ensure_cubin
+    {
+        echo "gpu-suite $(date -u +%FT%TZ) native_only=${NATIVE_ONLY} commit $(git rev-parse --short HEAD 2>/dev/null)"
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -n 5
+    } >> "${LOGS}"
+
+    compare devquery
+    compare module_ptx
+    compare module_cubin "${CUBIN}"
+    compare memcpy
+    compare streams_events
+    compare two_threads
+    compare host_callback
+    compare ollama_discovery
+    compare ollama_discovery_new
+
+    if [[ ${NATIVE_ONLY} -eq 1 ]]; then
+        sigkill_test native
+        discovery_test native ollama_discovery
+        discovery_test native ollama_discovery_new
+    else
+        sigkill_test vgpu
+        discovery_test native ollama_discovery
+        discovery_test vgpu ollama_discovery
+        discovery_test native ollama_discovery_new
+        discovery_test vgpu ollama_discovery_new
+    fi
+
+    local second="vgpu"
+    [[ ${NATIVE_ONLY} -eq 1 ]] && second="native run 2"
+    {
+        echo "# vgpu driver-API GPU suite"
+        echo
+        echo "$(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null), mode: $([[ ${NATIVE_ONLY} -eq 1 ]] && echo native-only || echo native vs vgpu)"
+        echo
+        echo "| test | native rc | ${second} rc | output identical? | time (ms, native / ${second}) | result |"
+        echo "|---|---|---|---|---|---|"
+        printf '%s\n' "${ROWS[@]}"
+        echo
+        echo "Overall: $([[ ${FAILED} -eq 0 ]] && echo PASS || echo FAIL). Logs: logs.txt."
+    } > "${SUMMARY}"
+    cat "${SUMMARY}" >&2
+    exit "${FAILED}"
+}
+
+main
