@@ -183,23 +183,17 @@ fn walk_container(
                 available: end,
             });
         }
-        let payload_len = read_u64(src, entry + 8)?;
-        let compressed_len = u64::from(read_u32(src, entry + 16)?);
-        let sm_arch = if header_len >= 32 {
-            Some(read_u32(src, entry + 28)?)
-        } else {
-            None
-        };
-        let flags = if header_len >= 48 {
-            read_u64(src, entry + 40)?
-        } else {
-            0
-        };
-        let uncompressed_len = if header_len >= 64 {
-            Some(read_u64(src, entry + 56)?)
-        } else {
-            None
-        };
+        // One read for the fields this crate knows (the first 64 bytes of the header).
+        let mut h = [0u8; 64];
+        let known = &mut h[..header_len.min(64) as usize];
+        src.read_at(entry, known)?;
+        let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let u64_at = |at: usize| u64::from(u32_at(at)) | (u64::from(u32_at(at + 4)) << 32);
+        let payload_len = u64_at(8);
+        let compressed_len = u64::from(u32_at(16));
+        let sm_arch = (header_len >= 32).then(|| u32_at(28));
+        let flags = if header_len >= 48 { u64_at(40) } else { 0 };
+        let uncompressed_len = (header_len >= 64).then(|| u64_at(56));
         let next = checked_end(header_end, payload_len.max(compressed_len))?;
         if next > end {
             return Err(ImageError::Truncated {
