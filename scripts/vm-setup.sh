@@ -2,7 +2,7 @@
 # Prepares the VM test harness (scripts/vm-run.sh): host tools and a guest kernel.
 #
 # Idempotent: installs only what is missing, downloads the kernel only once.
-#   - apt packages: qemu-system-x86 (QEMU + SeaBIOS), busybox-static, cpio, gcc, libc6-dev
+#   - apt packages: qemu-system-x86 (QEMU + SeaBIOS), busybox-static, cpio, gcc, libc6-dev, kmod
 #   - Debian's cloud kernel (linux-image-cloud-amd64), extracted into the cache:
 #       $VGPU_VM_CACHE/vmlinuz          the guest kernel
 #       $VGPU_VM_CACHE/modules/         its /lib/modules/<version> tree
@@ -20,6 +20,7 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
     || need_pkgs+=(busybox-static)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v gcc >/dev/null || need_pkgs+=(gcc)
+command -v depmod >/dev/null || need_pkgs+=(kmod)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_pkgs+=(libc6-dev)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
@@ -35,7 +36,7 @@ else
 fi
 
 mkdir -p "$cache"
-if [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] && [ -d "$cache/modules" ]; then
+if [ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-version" ] && [ -s "$cache/modules/modules.dep" ]; then
     log "kernel cached: $(cat "$cache/kernel-version") in $cache"
     exit 0
 fi
@@ -63,6 +64,8 @@ deb="$(ls "$work"/*.deb 2>/dev/null | head -1)"
 dpkg -x "$deb" "$work/root"
 vmlinuz="$(ls "$work"/root/boot/vmlinuz-* | head -1)"
 version="${vmlinuz##*/vmlinuz-}"
+# dpkg -x skips the postinst that would run depmod; vm-run.sh --module needs modules.dep.
+depmod -b "$work/root" "$version"
 rm -rf "$cache/modules"
 mv "$work/root/lib/modules/$version" "$cache/modules"
 cp "$work/root/boot/config-$version" "$cache/config"

@@ -4,14 +4,21 @@
 # sysfs resource2) exchange data both ways. Also checks that the harness itself reports guest
 # failures and never hangs.
 #
-# Usage: tests/vm/run-ivshmem-smoke.sh        (runs scripts/vm-setup.sh first; needs root or the
-#                                               tools already installed)
+# Usage: tests/vm/run-ivshmem-smoke.sh [--debian]
+#   Runs scripts/vm-setup.sh first (needs root, or the tools and kernel already in place).
+#   --debian also runs the ping-pong in a Debian guest with systemd as PID 1 (scripts/vm-debian.sh
+#   builds its image on first use: about 1 minute with network; each boot then takes about 17 s).
 # Last line: "vm-ivshmem: N passed, M failed"; exit 0 only when nothing failed.
 set -uo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 run="$repo/scripts/vm-run.sh"
-passed=0 failed=0
+passed=0 failed=0 debian=0
+case "${1:-}" in
+    --debian) debian=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--debian]" >&2; exit 2 ;;
+esac
 
 "$repo/scripts/vm-setup.sh" || { echo "vm-ivshmem: 0 passed, 1 failed (vm-setup.sh failed)"; exit 1; }
 
@@ -63,6 +70,20 @@ check "harness kills a hung guest at --timeout" 1 'hit the time limit.*|guest ne
 
 check "harness stops the guest when the host command fails" 1 'host rc=3 ' -- \
     --quiet --timeout 60 --grace 2 --host 'exit 3' -- sleep 1000
+
+if [ "$debian" -eq 1 ]; then
+    cache="${VGPU_VM_CACHE:-$HOME/.cache/vgpu/vm}"
+    if "$repo/scripts/vm-debian.sh"; then
+        check "ivshmem ping-pong in a Debian guest, systemd as PID 1" 0 \
+            'host\| host: ok: guest attached.* 1000 round trips' -- \
+            --quiet --timeout 180 --root-image "$cache/debian-bookworm.ext4" \
+            --bin "$pingpong" --host "'$pingpong' host \"\$VGPU_REGION\" 1000" \
+            -- sh -c '[ "$(cat /proc/1/comm)" = systemd ] && ivshmem_pingpong guest "$VGPU_REGION" 1000'
+    else
+        echo "--- FAIL Debian guest: scripts/vm-debian.sh could not build the image"
+        failed=$((failed + 1))
+    fi
+fi
 
 echo "vm-ivshmem: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
