@@ -2,13 +2,15 @@
  *
  * Preloaded in BOTH runs of each program (with and without the shim), it writes, at process exit,
  * what the process holds: its threads, its open fds and the files it maps, into
- * $VGPU_OBSERVE_DIR/report.<pid>. The test compares the two runs' reports. */
+ * $VGPU_OBSERVE_DIR/report.<pid>. The test compares the two runs' reports. It reports from a
+ * destructor (exit) and from an interposed _exit (dash and forked children end that way). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char report[1 << 20];
@@ -43,7 +45,7 @@ static void list_fds(void) {
     struct dirent *e;
     while ((e = readdir(dir))) {
         if (e->d_name[0] == '.' || atoi(e->d_name) == own) continue;
-        char path[64], target[4096], line[4200];
+        char path[300], target[4096], line[4400];
         snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
         ssize_t n = readlink(path, target, sizeof target - 1);
         target[n < 0 ? 0 : n] = 0;
@@ -69,9 +71,12 @@ static void list_maps(void) {
     }
 }
 
-__attribute__((destructor)) static void observe(void) {
+static int reported;
+
+static void observe(void) {
     const char *out_dir = getenv("VGPU_OBSERVE_DIR");
-    if (!out_dir) return;
+    if (!out_dir || reported) return;
+    reported = 1;
     char exe[4096] = {0};
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     exe[n < 0 ? 0 : n] = 0;
@@ -91,4 +96,11 @@ __attribute__((destructor)) static void observe(void) {
         done += (size_t)w;
     }
     close(fd);
+}
+
+__attribute__((destructor)) static void observe_at_exit(void) { observe(); }
+
+void _exit(int status) {
+    observe();
+    for (;;) syscall(SYS_exit_group, status);
 }

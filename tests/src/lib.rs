@@ -87,21 +87,24 @@ pub fn dynamic_info(path: &Path) -> DynamicInfo {
     }
 }
 
-/// Compiles a C source from `tests/c/` with `cc` into the test scratch directory.
+/// Compiles a C source from `tests/c/` with `cc` into the test scratch directory. The result is
+/// renamed into place, so a running copy is never overwritten (callers compile once per process).
 ///
 /// # Panics
 /// If `cc` is missing or the compile fails.
 pub fn compile_c(scratch: &Path, source: &str, output: &str, extra: &[&str]) -> PathBuf {
     std::fs::create_dir_all(scratch).expect("create scratch dir");
     let out = scratch.join(output);
+    let staging = scratch.join(format!(".{output}.{}", std::process::id()));
     let status = Command::new("cc")
         .args(["-O1", "-Wall", "-Werror", "-o"])
-        .arg(&out)
+        .arg(&staging)
         .arg(workspace_root().join("tests/c").join(source))
         .args(extra)
         .status()
         .expect("run cc (a C compiler is needed for the preload tests)");
     assert!(status.success(), "cc failed for {source}");
+    std::fs::rename(&staging, &out).expect("move the compiled file into place");
     out
 }
 
