@@ -183,6 +183,9 @@ pub fn run(
                 },
             );
             list.print(a.json, out);
+            if !a.json {
+                install::print_recorded(runner, out);
+            }
             Ok(i32::from(list.failed()))
         }
         Command::Uninstall(a) => {

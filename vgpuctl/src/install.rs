@@ -253,7 +253,13 @@ pub fn install(
     }
     for (i, (path, wanted)) in file_plan.iter().enumerate() {
         let action = report.actions[i].1;
+        if currents[i] == Entry::Absent && *wanted == Entry::Absent {
+            continue;
+        }
         writeln!(out, "  {:<9} {}", action.word(), path.display()).ok();
+        if path == Path::new(paths::STATE_FILE) {
+            continue; // its diff would repeat this plan
+        }
         if opts.dry_run && action != Action::Unchanged {
             write!(out, "{}", fsops::describe_diff(&currents[i], wanted)).ok();
         }

@@ -11,6 +11,22 @@ use std::path::Path;
 use crate::paths;
 use crate::state::{Entry, State};
 
+/// Deletes only the lines of "$P" that name "$LIB" or a file called "$BASE"; comment lines and
+/// every other byte stay; the file is rewritten in place, and only when a line was removed.
+const PRELOAD_FILTER: &str = r#"if [ -f "$P" ]; then
+  awk -v lib="$LIB" -v base="$BASE" '
+    /^[ \t]*#/ { print; next }
+    { drop = 0; n = split($0, t, /[ \t:]+/)
+      for (i = 1; i <= n; i++) { b = t[i]; sub(/.*\//, "", b)
+        if (t[i] != "" && (t[i] == lib || b == base)) drop = 1 }
+      if (!drop) print }' "$P" > "$P.vgpu-tmp"
+  if ! cmp -s "$P" "$P.vgpu-tmp"; then
+    cat "$P.vgpu-tmp" > "$P" && echo "removed shim lines from $P"
+  fi
+  rm -f "$P.vgpu-tmp"
+fi
+"#;
+
 /// Single-quotes `s` for sh.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -45,6 +61,9 @@ echo \"vgpu emergency recovery for {unit}\"\n",
     );
     // The drop-in first: it is what puts the shim into the service.
     for r in state.files.iter().rev() {
+        if r.path == Path::new(paths::RECOVERY_SCRIPT) {
+            continue; // removed last, below
+        }
         let target = rooted(&r.path);
         match &r.prior {
             Entry::Absent | Entry::Dir => {
@@ -79,22 +98,8 @@ echo \"vgpu emergency recovery for {unit}\"\n",
             }
         }
     }
-    s.push_str(&format!(
-        "P=\"$R\"{preload}\n\
-if [ -f \"$P\" ]; then\n\
-  awk -v lib=\"$LIB\" -v base=\"$BASE\" '\n\
-    /^[ \\t]*#/ {{ print; next }}\n\
-    {{ drop = 0; n = split($0, t, /[ \\t:]+/)\n\
-      for (i = 1; i <= n; i++) {{ b = t[i]; sub(/.*\\//, \"\", b)\n\
-        if (t[i] != \"\" && (t[i] == lib || b == base)) drop = 1 }}\n\
-      if (!drop) print }}' \"$P\" > \"$P.vgpu-tmp\"\n\
-  if ! cmp -s \"$P\" \"$P.vgpu-tmp\"; then\n\
-    cat \"$P.vgpu-tmp\" > \"$P\" && echo \"removed shim lines from {preload}\"\n\
-  fi\n\
-  rm -f \"$P.vgpu-tmp\"\n\
-fi\n",
-        preload = sh_quote(paths::LD_SO_PRELOAD),
-    ));
+    s.push_str(&format!("P=\"$R\"{}\n", sh_quote(paths::LD_SO_PRELOAD)));
+    s.push_str(PRELOAD_FILTER);
     s.push_str(&format!("rm -f {}\n", rooted(Path::new(paths::STATE_FILE))));
     s.push_str(&format!(
         "rm -f {}\n",
