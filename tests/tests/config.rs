@@ -2,8 +2,8 @@
 //! CUDA_ERROR_NOT_INITIALIZED (3) and one log line naming the cause; nothing crashes.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use vgpu_tests::{compile_c, run_with_timeout, shim_library, Outcome};
@@ -39,7 +39,10 @@ fn missing_configuration_gives_not_initialized_and_one_line() {
     assert_eq!(out.code, Some(0));
     assert_eq!(out.stdout, "cuInit=3\ncuInit=3\ncuInit=3\n");
     let line = single_line(&out.stderr);
-    assert!(line.contains("neither VGPU_REGION nor VGPU_HOST is set"), "{line}");
+    assert!(
+        line.contains("neither VGPU_REGION nor VGPU_HOST is set"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn broken_configuration_names_the_cause() {
     let out = probe(&[("VGPU_HOST", "gpu-box")], &["init", "2"]);
     assert_eq!(out.stdout, "cuInit=3\ncuInit=3\n");
     let line = single_line(&out.stderr);
-    assert!(line.contains("VGPU_HOST=\"gpu-box\" is not an ip:port address"), "{line}");
+    assert!(
+        line.contains("VGPU_HOST=\"gpu-box\" is not an ip:port address"),
+        "{line}"
+    );
 
     let out = probe(&[("VGPU_REGION", "relative/region")], &["init"]);
     assert_eq!(out.stdout, "cuInit=3\n");
@@ -73,6 +79,10 @@ fn vgpu_log_off_silences_everything() {
 fn local_calls_print_nothing_without_configuration() {
     let out = probe(&[], &[]);
     assert_eq!(out.code, Some(0));
-    assert!(out.stdout.starts_with("rc=0 text=The API call failed"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("rc=0 text=The API call failed"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(out.stderr, "");
 }

@@ -19,13 +19,20 @@ fn needed_is_exactly_libc_and_the_loader() {
     needed.sort();
     let mut allowed: Vec<String> = ALLOWED_NEEDED.iter().map(|s| (*s).to_owned()).collect();
     allowed.sort();
-    assert_eq!(needed, allowed, "DT_NEEDED changed: a preloaded shim would add these mappings");
+    assert_eq!(
+        needed, allowed,
+        "DT_NEEDED changed: a preloaded shim would add these mappings"
+    );
 }
 
 #[test]
 fn exported_symbols_snapshot() {
     let info = dynamic_info(shim_library());
-    assert!(info.exports.len() > 600, "only {} exports", info.exports.len());
+    assert!(
+        info.exports.len() > 600,
+        "only {} exports",
+        info.exports.len()
+    );
     insta::assert_snapshot!("exported_symbols", info.exports.join("\n"));
 }
 
@@ -34,7 +41,10 @@ fn exports_are_exactly_the_signature_list() {
     let info = dynamic_info(shim_library());
     let listed: &[&str] = shim_macros::cuda_function_names!();
     assert!(!listed.is_empty());
-    assert_eq!(info.exports, listed, "every listed function is exported, and nothing else");
+    assert_eq!(
+        info.exports, listed,
+        "every listed function is exported, and nothing else"
+    );
 }
 
 #[test]
@@ -47,7 +57,12 @@ fn exports_cover_the_real_driver() {
         .unwrap_or_else(|e| panic!("{}: {e}", copy_path.display()));
     let original = workspace_root().join("../shared/observed/libcuda-580.159.04-exports.txt");
     if let Ok(text) = std::fs::read_to_string(&original) {
-        assert_eq!(text, observed, "tests/data copy differs from {}", original.display());
+        assert_eq!(
+            text,
+            observed,
+            "tests/data copy differs from {}",
+            original.display()
+        );
     }
     let observed: Vec<&str> = observed.split_whitespace().collect();
     assert_eq!(observed.len(), 674, "the observed list has 674 names");
@@ -57,5 +72,8 @@ fn exports_cover_the_real_driver() {
         .copied()
         .filter(|name| exports.binary_search_by(|e| e.as_str().cmp(name)).is_err())
         .collect();
-    assert!(missing.is_empty(), "missing exports of the real libcuda: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "missing exports of the real libcuda: {missing:?}"
+    );
 }

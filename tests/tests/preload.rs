@@ -21,7 +21,14 @@ fn scratch() -> PathBuf {
 
 fn observer() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| compile_c(&scratch(), "observer.c", "libobserver.so", &["-shared", "-fPIC"]))
+    PATH.get_or_init(|| {
+        compile_c(
+            &scratch(),
+            "observer.c",
+            "libobserver.so",
+            &["-shared", "-fPIC"],
+        )
+    })
 }
 
 fn cuda_probe() -> &'static Path {
@@ -139,7 +146,11 @@ fn compare(case: &Case, library: &Path) -> Result<(), String> {
         return Err(format!("{}: the observer wrote no report", case.name));
     }
     let library_path = library.display().to_string();
-    if let Some(report) = with.reports.iter().find(|r| !r.mapped_files.contains(&library_path)) {
+    if let Some(report) = with
+        .reports
+        .iter()
+        .find(|r| !r.mapped_files.contains(&library_path))
+    {
         return Err(format!(
             "{}: {library_path} is not mapped in {} (was it preloaded?)",
             case.name, report.exe
@@ -181,7 +192,10 @@ fn harness_catches_a_leaked_fd() {
     let leaky = compile_c(&scratch(), "leaky.c", "libleaky.so", &["-shared", "-fPIC"]);
     let difference = compare(&case("leaky_cat", "cat", &["/etc/hostname"]), &leaky)
         .expect_err("an extra fd must be detected");
-    assert!(difference.contains("threads, fds or mappings"), "{difference}");
+    assert!(
+        difference.contains("threads, fds or mappings"),
+        "{difference}"
+    );
 }
 
 #[test]
@@ -189,13 +203,20 @@ fn bash() {
     check(&case(
         "bash",
         "bash",
-        &["-c", "echo \"bash $((6 * 7))\"; for f in /etc/host*; do echo \"$f\"; done; exit 3"],
+        &[
+            "-c",
+            "echo \"bash $((6 * 7))\"; for f in /etc/host*; do echo \"$f\"; done; exit 3",
+        ],
     ));
 }
 
 #[test]
 fn sh() {
-    check(&case("sh", "sh", &["-c", "echo sh; printf '%s\\n' one two >&2"]));
+    check(&case(
+        "sh",
+        "sh",
+        &["-c", "echo sh; printf '%s\\n' one two >&2"],
+    ));
 }
 
 #[test]
@@ -203,7 +224,10 @@ fn python3() {
     check(&case(
         "python3",
         "/usr/bin/python3",
-        &["-c", "import os, sys; print(sorted(os.listdir('/etc'))[:5]); print('err', file=sys.stderr)"],
+        &[
+            "-c",
+            "import os, sys; print(sorted(os.listdir('/etc'))[:5]); print('err', file=sys.stderr)",
+        ],
     ));
 }
 
@@ -242,7 +266,10 @@ fn forking_shell() {
     check(&case(
         "forking_shell",
         "sh",
-        &["-c", "echo parent; (echo subshell); echo piped | cat; sh -c 'echo child'"],
+        &[
+            "-c",
+            "echo parent; (echo subshell); echo piped | cat; sh -c 'echo child'",
+        ],
     ));
 }
 
@@ -295,7 +322,10 @@ fn dlopen_returns_the_preloaded_shim() {
              other resources to perform the requested operation."
         )
     );
-    let from = lines.next().and_then(|l| l.strip_prefix("from=")).expect("from= line");
+    let from = lines
+        .next()
+        .and_then(|l| l.strip_prefix("from="))
+        .expect("from= line");
     assert_eq!(
         std::fs::canonicalize(from).expect("canonicalize dli_fname"),
         std::fs::canonicalize(shim).expect("canonicalize shim")
