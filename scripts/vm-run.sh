@@ -16,7 +16,7 @@
 #   --timeout SECS      hard limit for the whole run; QEMU and the host command are killed (default 120)
 #   --grace SECS        how long one side may keep running after the other failed (default 10)
 #   --mem SIZE          guest memory (default 512M)   --smp N   guest CPUs (default 1)
-#   --accel tcg|kvm     default tcg; kvm needs /dev/kvm
+#   --accel tcg|kvm     default tcg; kvm (-cpu host) needs /dev/kvm and is not tested (see docs/vm.md)
 #   --root-image IMG    boot IMG (an ext4 image from scripts/vm-debian.sh) with systemd as PID 1;
 #                       it is opened read-only (changes go to a throw-away overlay)
 #   --log PATH          keep the guest serial log here (default: printed, then deleted)
@@ -62,7 +62,11 @@ done
 [ $# -gt 0 ] || die_usage "no guest command given (… -- GUEST_COMMAND)"
 [[ "$timeout_s" =~ ^[0-9]+$ ]] && [ "$timeout_s" -gt 0 ] || die_usage "--timeout must be a positive integer"
 [[ "$grace_s" =~ ^[0-9]+$ ]] || die_usage "--grace must be an integer"
-case "$accel" in tcg|kvm) ;; *) die_usage "--accel must be tcg or kvm" ;; esac
+case "$accel" in
+    tcg) cpu=max ;;
+    kvm) cpu=host; [ -w /dev/kvm ] || die_usage "--accel kvm needs a writable /dev/kvm" ;;
+    *) die_usage "--accel must be tcg or kvm" ;;
+esac
 
 to_bytes() {
     local v="$1" n unit
@@ -169,7 +173,7 @@ serial="${keep_log:-$work/serial.log}"
 : >"$serial"
 qemu_args=(
     -nodefaults -no-user-config -nographic -no-reboot
-    -machine pc -accel "$accel" -cpu max -m "$mem" -smp "$smp"
+    -machine pc -accel "$accel" -cpu "$cpu" -m "$mem" -smp "$smp"
     -kernel "$cache/vmlinuz" -initrd "$work/initrd.cpio"
     -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init mitigations=off${root_image:+ vgpu.root=/dev/vda}"
     -serial "file:$serial" -monitor none
