@@ -13,6 +13,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
+#![cfg_attr(loom, allow(dead_code))]
 
 mod ring;
 mod sync;
@@ -33,6 +34,9 @@ mod region;
 mod stream;
 #[cfg(not(loom))]
 mod sys;
+
+#[cfg(all(test, not(loom)))]
+mod hostile_tests;
 
 #[cfg(not(loom))]
 pub use crate::{

@@ -31,7 +31,7 @@ pub(crate) struct RingCorrupt;
 
 impl RingControl {
     /// Builds a zeroed ring (used by model tests; shared rings are reset with [`RingControl::reset`]).
-    #[cfg(any(loom, test))]
+    #[cfg(loom)]
     pub(crate) fn new() -> Self {
         RingControl {
             head: Line(AtomicU32::new(0)),

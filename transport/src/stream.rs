@@ -74,10 +74,10 @@ fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), Transport
         .map_err(map_io("receive frame"))?;
     let len = u64::from_le_bytes(len);
     out.clear();
-    // Grow in steps of at most 64 MiB: a hostile length only costs memory as bytes actually arrive.
+    // Grow in steps of at most 8 MiB: a hostile length only costs memory as bytes actually arrive.
     let mut left = len;
     while left > 0 {
-        let step = left.min(64 << 20) as usize;
+        let step = left.min(8 << 20) as usize;
         let at = out.len();
         out.resize(at + step, 0);
         stream
