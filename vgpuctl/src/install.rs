@@ -176,6 +176,18 @@ pub fn install(
         .ok();
     }
 
+    if crate::ld_so_preload::entries(root)?
+        .iter()
+        .any(|e| dropin::names_shim(e, &opts.lib))
+    {
+        writeln!(
+            out,
+            "warning: {} names the shim, so every process loads it; vgpuctl will not edit it here: run `vgpuctl recover`",
+            paths::LD_SO_PRELOAD
+        )
+        .ok();
+    }
+
     // Directories: those absent now are created (and recorded); earlier-created ones stay recorded.
     let mut created_dirs = previous
         .as_ref()

@@ -16,6 +16,10 @@ use vgpuctl::verify::check_processes;
 struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        // The `sleep` children first (by pid), then the shell.
+        for k in procfs::descendants(Path::new("/proc"), self.0.id()) {
+            let _ = Command::new("kill").arg(k.to_string()).status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
