@@ -27,7 +27,8 @@ pub struct BulkBlock {
 pub(crate) fn check_range(region: &Region, offset: u64, len: u64) -> Option<(usize, usize)> {
     let l = &region.inner.layout;
     let block = u64::from(l.bulk_block_size);
-    if len == 0 || offset % block != 0 || offset.checked_add(len)? > l.bulk_size {
+    // `block` is a power of two (validated at open).
+    if len == 0 || offset & (block - 1) != 0 || offset.checked_add(len)? > l.bulk_size {
         return None;
     }
     Some(((offset / block) as usize, len.div_ceil(block) as usize))

@@ -9,7 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn temp_path(tag: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("/dev/shm/vgpu-transport-unit-{tag}-{}", std::process::id()))
+    std::path::PathBuf::from(format!(
+        "/dev/shm/vgpu-transport-unit-{tag}-{}",
+        std::process::id()
+    ))
 }
 
 fn config() -> RegionConfig {
@@ -25,13 +28,19 @@ fn config() -> RegionConfig {
 }
 
 /// Offsets of header fields, to aim some corruption at meaningful places.
-const FIELDS: [u64; 20] = [0, 8, 12, 16, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120];
+const FIELDS: [u64; 20] = [
+    0, 8, 12, 16, 24, 28, 32, 36, 40, 44, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120,
+];
 
 #[test]
 fn corrupt_headers_are_refused_or_safely_bounded() {
     let path = temp_path("hdr");
     let _host = Region::create(&path, &config()).unwrap();
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let file_len = file.metadata().unwrap().len();
     let mut pristine = vec![0u8; 4096];
     file.read_exact_at(&mut pristine, 0).unwrap();
@@ -49,11 +58,16 @@ fn corrupt_headers_are_refused_or_safely_bounded() {
             }
             for (f, value, wide) in fields {
                 let v = value.to_le_bytes();
-                file.write_all_at(if wide { &v[..] } else { &v[..4] }, FIELDS[f]).unwrap();
+                file.write_all_at(if wide { &v[..] } else { &v[..4] }, FIELDS[f])
+                    .unwrap();
             }
             let result = Region::open(&path);
             let (ok, err) = opened.get();
-            opened.set(if result.is_ok() { (ok + 1, err) } else { (ok, err + 1) });
+            opened.set(if result.is_ok() {
+                (ok + 1, err)
+            } else {
+                (ok, err + 1)
+            });
             if let Ok(region) = result {
                 let l = region.inner.layout;
                 prop_assert!(l.capacity <= file_len);
@@ -66,7 +80,10 @@ fn corrupt_headers_are_refused_or_safely_bounded() {
         })
         .unwrap();
     let (ok, err) = opened.get();
-    assert!(ok > 0 && err > 0, "corruption both accepted and refused: {ok} opened, {err} refused");
+    assert!(
+        ok > 0 && err > 0,
+        "corruption both accepted and refused: {ok} opened, {err} refused"
+    );
     drop(file);
     let _ = std::fs::remove_file(&path);
 }
@@ -88,9 +105,18 @@ fn hostile_frame() -> impl Strategy<Value = HostileFrame> {
         any::<u32>(),
     ];
     let len = prop_oneof![0u32..300, any::<u32>()];
-    let off = prop_oneof![(0u64..6).prop_map(|b| b * (64 << 10)), 0u64..(300 << 10), any::<u64>()];
+    let off = prop_oneof![
+        (0u64..6).prop_map(|b| b * (64 << 10)),
+        0u64..(300 << 10),
+        any::<u64>()
+    ];
     let blen = prop_oneof![1u64..(200 << 10), Just(64 << 10), any::<u64>()];
-    (kind, len, off, blen).prop_map(|(kind, len, bulk_offset, bulk_len)| HostileFrame { kind, len, bulk_offset, bulk_len })
+    (kind, len, off, blen).prop_map(|(kind, len, bulk_offset, bulk_len)| HostileFrame {
+        kind,
+        len,
+        bulk_offset,
+        bulk_len,
+    })
 }
 
 #[test]
@@ -114,18 +140,34 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
                 bulk::alloc(&region, owned_blocks * (64 << 10), claim.client_token, true);
             }
             for (slot, f) in frames.iter().enumerate().take(l.slot_count as usize) {
-                let h = FrameHeader { kind: f.kind, len: f.len, bulk_offset: f.bulk_offset, bulk_len: f.bulk_len };
-                let p = region.ptr_at(l.slot_offset(claim.index, false, slot as u32), u64::from(l.slot_size));
+                let h = FrameHeader {
+                    kind: f.kind,
+                    len: f.len,
+                    bulk_offset: f.bulk_offset,
+                    bulk_len: f.bulk_len,
+                };
+                let p = region.ptr_at(
+                    l.slot_offset(claim.index, false, slot as u32),
+                    u64::from(l.slot_size),
+                );
                 let bytes = h.encode();
                 // SAFETY: `p` points at a whole slot inside the mapping (checked by ptr_at).
                 unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, FRAME_HEADER_SIZE) };
             }
-            region.channel(claim.index).request.head.0.store(head, Ordering::Release);
+            region
+                .channel(claim.index)
+                .request
+                .head
+                .0
+                .store(head, Ordering::Release);
             drop(guest);
             let mut out = Vec::new();
             let r = host.recv(&mut out);
             prop_assert!(
-                matches!(r, Ok(()) | Err(TransportError::Corrupt(_)) | Err(TransportError::Closed)),
+                matches!(
+                    r,
+                    Ok(()) | Err(TransportError::Corrupt(_)) | Err(TransportError::Closed)
+                ),
                 "unexpected {r:?}"
             );
             prop_assert!(out.len() <= 4 * (200 << 10) + 4 * 256);
@@ -142,7 +184,10 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
         })
         .unwrap();
     let o = outcomes.get();
-    assert!(o.iter().all(|&n| n > 0), "messages accepted / corrupt / closed: {o:?}");
+    assert!(
+        o.iter().all(|&n| n > 0),
+        "messages accepted / corrupt / closed: {o:?}"
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -152,17 +197,23 @@ fn hostile_bulk_handles_are_refused() {
     let region = Region::create(&path, &config()).unwrap();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(500));
     runner
-        .run(&(any::<u64>(), any::<u64>(), 0u64..4, any::<u64>()), |(offset, len, owner, at)| {
-            let block = crate::BulkBlock { offset, len, owner };
-            let in_range = bulk::check_range(&region, offset, len).is_some();
-            prop_assert_eq!(region.bulk_ptr(&block).is_ok(), in_range);
-            let mut buf = [0u8; 16];
-            if region.bulk_read(&block, at, &mut buf).is_ok() {
-                prop_assert!(in_range && at + 16 <= len);
-            }
-            prop_assert!(region.bulk_free(block).is_err(), "nothing is allocated, nothing can be freed");
-            Ok(())
-        })
+        .run(
+            &(any::<u64>(), any::<u64>(), 0u64..4, any::<u64>()),
+            |(offset, len, owner, at)| {
+                let block = crate::BulkBlock { offset, len, owner };
+                let in_range = bulk::check_range(&region, offset, len).is_some();
+                prop_assert_eq!(region.bulk_ptr(&block).is_ok(), in_range);
+                let mut buf = [0u8; 16];
+                if region.bulk_read(&block, at, &mut buf).is_ok() {
+                    prop_assert!(in_range && at + 16 <= len);
+                }
+                prop_assert!(
+                    region.bulk_free(block).is_err(),
+                    "nothing is allocated, nothing can be freed"
+                );
+                Ok(())
+            },
+        )
         .unwrap();
     let _ = std::fs::remove_file(&path);
 }
@@ -173,31 +224,36 @@ fn hostile_stream_bytes_give_errors() {
     use crate::ServerTransport;
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
     runner
-        .run(&(proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()), |(garbage, good_hello)| {
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let mut bytes = Vec::new();
-            if good_hello {
-                bytes.extend_from_slice(&crate::STREAM_MAGIC.to_le_bytes());
-                bytes.extend_from_slice(&crate::STREAM_VERSION.to_le_bytes());
-                bytes.extend_from_slice(&[0u8; 20]);
-            }
-            bytes.extend_from_slice(&garbage);
-            std::io::Write::write_all(&mut &a, &bytes).unwrap();
-            drop(a);
-            match StreamServer::over(b) {
-                Ok(mut s) => {
-                    let mut req = Vec::new();
-                    while s.recv(&mut req).is_ok() {}
+        .run(
+            &(proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()),
+            |(garbage, good_hello)| {
+                let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                let mut bytes = Vec::new();
+                if good_hello {
+                    bytes.extend_from_slice(&crate::STREAM_MAGIC.to_le_bytes());
+                    bytes.extend_from_slice(&crate::STREAM_VERSION.to_le_bytes());
+                    bytes.extend_from_slice(&[0u8; 20]);
                 }
-                Err(e) => {
-                    let typed = matches!(
-                        e,
-                        TransportError::BadHandshake(_) | TransportError::PeerGone(_) | TransportError::Io { .. }
-                    );
-                    prop_assert!(typed, "unexpected {:?}", e);
+                bytes.extend_from_slice(&garbage);
+                std::io::Write::write_all(&mut &a, &bytes).unwrap();
+                drop(a);
+                match StreamServer::over(b) {
+                    Ok(mut s) => {
+                        let mut req = Vec::new();
+                        while s.recv(&mut req).is_ok() {}
+                    }
+                    Err(e) => {
+                        let typed = matches!(
+                            e,
+                            TransportError::BadHandshake(_)
+                                | TransportError::PeerGone(_)
+                                | TransportError::Io { .. }
+                        );
+                        prop_assert!(typed, "unexpected {:?}", e);
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .unwrap();
 }

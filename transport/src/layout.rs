@@ -173,7 +173,7 @@ impl Layout {
         if !slot_count.is_power_of_two() || !(2..=1024).contains(&slot_count) {
             return Err("slot_count");
         }
-        if slot_size % 64 != 0 || !(128..=(1 << 20)).contains(&slot_size) {
+        if slot_size & 63 != 0 || !(128..=(1 << 20)).contains(&slot_size) {
             return Err("slot_size");
         }
         if !bulk_block_size.is_power_of_two()
@@ -181,7 +181,10 @@ impl Layout {
         {
             return Err("bulk_block_size");
         }
-        if bulk_size == 0 || bulk_size % u64::from(bulk_block_size) != 0 || bulk_size > (1 << 40) {
+        if bulk_size == 0
+            || bulk_size & (u64::from(bulk_block_size) - 1) != 0
+            || bulk_size > (1 << 40)
+        {
             return Err("bulk_size");
         }
         let blocks = bulk_size / u64::from(bulk_block_size);

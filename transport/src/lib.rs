@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(loom, allow(dead_code))]
 
+mod claim;
 mod ring;
 mod sync;
 

@@ -642,10 +642,7 @@ impl Region {
 
     fn announce_claim(&self, index: u32) {
         let h = self.header();
-        // SYNC POINT: pairs with the AcqRel swap of `claim_bits` in `accept`.
-        h.claim_bits[(index / 64) as usize].fetch_or(1 << (index % 64), Ordering::Release);
-        // SYNC POINT: pairs with the Acquire load of `claim_seq` in `accept` (its futex word).
-        h.claim_seq.fetch_add(1, Ordering::Release);
+        crate::claim::announce(&h.claim_bits, &h.claim_seq, index);
         // SYNC POINT: pairs with the SeqCst fence in `accept` after setting `accept_waiting` (Dekker).
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.inner.mode == DoorbellMode::Futex && h.accept_waiting.load(Ordering::Relaxed) != 0 {
@@ -676,21 +673,10 @@ impl Region {
                 }
                 continue;
             }
-            // SYNC POINT: pairs with the Release fetch_add of `claim_seq` in `announce_claim`.
+            // SYNC POINT: pairs with the Release fetch_add of `claim_seq` in `claim::announce`.
             let seq = h.claim_seq.load(Ordering::Acquire);
             let mut found = Vec::new();
-            for (w, word) in h.claim_bits.iter().enumerate() {
-                // SYNC POINT: pairs with the Release fetch_or in `announce_claim`.
-                let mut bits = word.swap(0, Ordering::AcqRel);
-                while bits != 0 {
-                    let bit = bits.trailing_zeros();
-                    bits &= bits - 1;
-                    let index = w as u32 * 64 + bit;
-                    if index < count {
-                        found.push(index);
-                    }
-                }
-            }
+            crate::claim::take(&h.claim_bits, count, &mut found);
             if !found.is_empty() {
                 self.inner
                     .pending

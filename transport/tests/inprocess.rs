@@ -7,8 +7,8 @@ use common::*;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 use transport::{
-    DoorbellMode, GoneReason, Region, RegionConfig, ServerTransport, TcpClient, TcpServer, Transport, TransportError,
-    UnixClient, UnixServer, LAYOUT_VERSION, MAGIC,
+    DoorbellMode, GoneReason, Region, RegionConfig, ServerTransport, TcpClient, TcpServer,
+    Transport, TransportError, UnixClient, UnixServer, LAYOUT_VERSION, MAGIC,
 };
 
 fn small(mode: DoorbellMode, timeout: Duration) -> RegionConfig {
@@ -24,8 +24,14 @@ fn small(mode: DoorbellMode, timeout: Duration) -> RegionConfig {
 }
 
 /// Serves one channel in a thread: echoes every request after `delay`, until the client leaves.
-fn echo_server(region: &Region, delay: Duration) -> std::thread::JoinHandle<Result<u32, TransportError>> {
-    let claim = region.accept(Duration::from_secs(5)).unwrap().expect("claim");
+fn echo_server(
+    region: &Region,
+    delay: Duration,
+) -> std::thread::JoinHandle<Result<u32, TransportError>> {
+    let claim = region
+        .accept(Duration::from_secs(5))
+        .unwrap()
+        .expect("claim");
     let mut ch = region.serve(&claim).unwrap();
     std::thread::spawn(move || {
         let mut req = Vec::new();
@@ -46,52 +52,99 @@ fn echo_server(region: &Region, delay: Duration) -> std::thread::JoinHandle<Resu
 #[test]
 fn open_refuses_bad_headers_with_typed_errors() {
     let tmp = TempRegion::new("badhdr");
-    drop(Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap());
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(tmp.path()).unwrap();
+    drop(
+        Region::create(
+            tmp.path(),
+            &small(DoorbellMode::Futex, Duration::from_secs(5)),
+        )
+        .unwrap(),
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.path())
+        .unwrap();
     let patch = |at: u64, bytes: &[u8]| file.write_all_at(bytes, at).unwrap();
     assert!(Region::open(tmp.path()).is_ok());
 
     patch(0, &(MAGIC ^ 1).to_le_bytes());
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::BadMagic { .. })));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::BadMagic { .. })
+    ));
     patch(0, &MAGIC.to_le_bytes());
 
     patch(8, &(LAYOUT_VERSION + 1).to_le_bytes());
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::LayoutVersion { .. })));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::LayoutVersion { .. })
+    ));
     patch(8, &LAYOUT_VERSION.to_le_bytes());
 
     patch(12, &4u32.to_le_bytes());
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::WordSize { found: 4, .. })));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::WordSize { found: 4, .. })
+    ));
     patch(12, &8u32.to_le_bytes());
 
     patch(24, &0u32.to_le_bytes());
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::NotInitialised)));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::NotInitialised)
+    ));
     patch(24, &2u32.to_le_bytes());
 
     patch(32, &5000u32.to_le_bytes()); // channel_count beyond MAX_CHANNELS
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::BadHeader("channel_count"))));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::BadHeader("channel_count"))
+    ));
     patch(32, &4u32.to_le_bytes());
 
     patch(80, &12345u64.to_le_bytes()); // bulk_offset disagrees with the layout
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::BadHeader("bulk_offset"))));
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::BadHeader("bulk_offset"))
+    ));
 
     let tiny = TempRegion::new("tiny");
     std::fs::write(tiny.path(), [0u8; 100]).unwrap();
-    assert!(matches!(Region::open(tiny.path()), Err(TransportError::TooSmall { .. })));
+    assert!(matches!(
+        Region::open(tiny.path()),
+        Err(TransportError::TooSmall { .. })
+    ));
     let zeros = TempRegion::new("zeros");
     std::fs::write(zeros.path(), vec![0u8; 8192]).unwrap();
-    assert!(matches!(Region::open(zeros.path()), Err(TransportError::BadMagic { found: 0, .. })));
+    assert!(matches!(
+        Region::open(zeros.path()),
+        Err(TransportError::BadMagic { found: 0, .. })
+    ));
 }
 
 #[test]
 fn existing_fixed_size_file_is_used_as_is() {
     let tmp = TempRegion::new("fixed");
     let size = 16u64 << 20; // like a QEMU memory-backend-file of a power-of-two size
-    std::fs::File::create(tmp.path()).unwrap().set_len(size).unwrap();
-    let config = small(DoorbellMode::Poll, Duration::from_secs(5)).fit_to(size).unwrap();
+    std::fs::File::create(tmp.path())
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let config = small(DoorbellMode::Poll, Duration::from_secs(5))
+        .fit_to(size)
+        .unwrap();
     assert!(config.required_size().unwrap() <= size);
-    assert!(config.bulk_size > 15 << 20, "bulk area fills the file: {}", config.bulk_size);
+    assert!(
+        config.bulk_size > 15 << 20,
+        "bulk area fills the file: {}",
+        config.bulk_size
+    );
     let host = Region::create(tmp.path(), &config).unwrap();
-    assert_eq!(std::fs::metadata(tmp.path()).unwrap().len(), size, "file size unchanged");
+    assert_eq!(
+        std::fs::metadata(tmp.path()).unwrap().len(),
+        size,
+        "file size unchanged"
+    );
     let guest = Region::open(tmp.path()).unwrap();
     assert_eq!(guest.doorbell_mode(), DoorbellMode::Poll);
     assert_eq!(guest.bulk_size(), config.bulk_size);
@@ -105,7 +158,11 @@ fn existing_fixed_size_file_is_used_as_is() {
 #[test]
 fn slow_reply_is_not_a_timeout() {
     let tmp = TempRegion::new("slow");
-    let region = Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_millis(150))).unwrap();
+    let region = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_millis(150)),
+    )
+    .unwrap();
     let mut ch = region.connect().unwrap();
     let server = echo_server(&region, Duration::from_millis(700));
     let mut resp = Vec::new();
@@ -120,7 +177,11 @@ fn slow_reply_is_not_a_timeout() {
 #[test]
 fn dropping_the_guest_channel_closes_and_frees_it() {
     let tmp = TempRegion::new("close");
-    let region = Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap();
+    let region = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
     let mut ch = region.connect().unwrap();
     let index = ch.index();
     let server = echo_server(&region, Duration::ZERO);
@@ -132,19 +193,39 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
     }
     assert!(region.claim_of(index).is_some());
     drop(ch);
-    assert_eq!(server.join().unwrap().unwrap(), 7, "server saw Closed after 7 calls");
-    assert!(region.claim_of(index).is_none(), "host freed the closed channel");
-    assert_eq!(region.bulk_blocks_owned_by(region.client_token()), 0, "no chunk leaked");
+    assert_eq!(
+        server.join().unwrap().unwrap(),
+        7,
+        "server saw Closed after 7 calls"
+    );
+    assert!(
+        region.claim_of(index).is_none(),
+        "host freed the closed channel"
+    );
+    assert_eq!(
+        region.bulk_blocks_owned_by(region.client_token()),
+        0,
+        "no chunk leaked"
+    );
     // All channels can be claimed again, then the region is full.
-    let all: Vec<_> = (0..region.channel_count()).map(|_| region.connect().unwrap()).collect();
-    assert!(matches!(region.connect(), Err(TransportError::NoFreeChannel)));
+    let all: Vec<_> = (0..region.channel_count())
+        .map(|_| region.connect().unwrap())
+        .collect();
+    assert!(matches!(
+        region.connect(),
+        Err(TransportError::NoFreeChannel)
+    ));
     drop(all);
 }
 
 #[test]
 fn accept_times_out_quietly() {
     let tmp = TempRegion::new("accept");
-    let region = Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap();
+    let region = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
     let t = Instant::now();
     assert!(region.accept(Duration::from_millis(50)).unwrap().is_none());
     assert!(t.elapsed() >= Duration::from_millis(50) && t.elapsed() < Duration::from_secs(2));
@@ -161,16 +242,29 @@ fn host_restart_is_reported_to_old_guests() {
     assert_eq!(second.generation(), first.generation() + 1);
     let mut resp = Vec::new();
     let t = Instant::now();
-    assert!(matches!(ch.call(b"x", &mut resp), Err(TransportError::PeerGone(GoneReason::HostRestarted))));
+    assert!(matches!(
+        ch.call(b"x", &mut resp),
+        Err(TransportError::PeerGone(GoneReason::HostRestarted))
+    ));
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert!(matches!(guest.connect(), Err(TransportError::PeerGone(GoneReason::HostRestarted))));
-    assert!(Region::open(tmp.path()).unwrap().connect().is_ok(), "a fresh open joins the new generation");
+    assert!(matches!(
+        guest.connect(),
+        Err(TransportError::PeerGone(GoneReason::HostRestarted))
+    ));
+    assert!(
+        Region::open(tmp.path()).unwrap().connect().is_ok(),
+        "a fresh open joins the new generation"
+    );
 }
 
 #[test]
 fn forked_child_cannot_use_or_release_parent_channel() {
     let tmp = TempRegion::new("fork");
-    let region = Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap();
+    let region = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
     let mut ch = region.connect().unwrap();
     let index = ch.index();
     let server = echo_server(&region, Duration::ZERO);
@@ -180,17 +274,29 @@ fn forked_child_cannot_use_or_release_parent_channel() {
     assert!(pid >= 0);
     if pid == 0 {
         let mut resp = Vec::new();
-        let refused = matches!(ch.call(b"x", &mut resp), Err(TransportError::ForkedChild { .. }));
+        let refused = matches!(
+            ch.call(b"x", &mut resp),
+            Err(TransportError::ForkedChild { .. })
+        );
         drop(ch);
         let still_claimed = region.claim_of(index).is_some();
         let token_differs = region.client_token() != 0;
         // SAFETY: _exit is always safe.
-        unsafe { libc::_exit(if refused && still_claimed && token_differs { 0 } else { 1 }) };
+        unsafe {
+            libc::_exit(if refused && still_claimed && token_differs {
+                0
+            } else {
+                1
+            })
+        };
     }
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
     let mut resp = Vec::new();
     ch.call(b"parent still works", &mut resp).unwrap();
     assert_eq!(resp, b"parent still works");
@@ -201,7 +307,11 @@ fn forked_child_cannot_use_or_release_parent_channel() {
 #[test]
 fn bulk_blocks_are_shared_owned_and_bounded() {
     let tmp = TempRegion::new("bulk");
-    let host = Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap();
+    let host = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
     let guest = Region::open(tmp.path()).unwrap();
     let owner = guest.client_token();
     let block = guest.bulk_alloc(100_000, owner).unwrap();
@@ -210,17 +320,39 @@ fn bulk_blocks_are_shared_owned_and_bounded() {
     let mut out = [0u8; 15];
     host.bulk_read(&block, 10, &mut out).unwrap();
     assert_eq!(&out, b"zero-copy later");
-    assert!(matches!(guest.bulk_write(&block, block.len - 2, b"abc"), Err(TransportError::BadBlock { .. })));
-    assert!(matches!(guest.bulk_alloc(1 << 20, owner), Err(TransportError::BulkExhausted(_))));
+    assert!(matches!(
+        guest.bulk_write(&block, block.len - 2, b"abc"),
+        Err(TransportError::BadBlock { .. })
+    ));
+    assert!(matches!(
+        guest.bulk_alloc(1 << 20, owner),
+        Err(TransportError::BulkExhausted(_))
+    ));
     let rest = guest.bulk_alloc(384 << 10, owner).unwrap();
-    assert!(matches!(guest.bulk_alloc(1, owner), Err(TransportError::BulkExhausted(_))));
-    let foreign = transport::BulkBlock { owner: owner + 1, ..block };
-    assert!(matches!(host.bulk_free(foreign), Err(TransportError::BadBlock { .. })));
-    let outside = transport::BulkBlock { offset: 512 << 10, ..block };
+    assert!(matches!(
+        guest.bulk_alloc(1, owner),
+        Err(TransportError::BulkExhausted(_))
+    ));
+    let foreign = transport::BulkBlock {
+        owner: owner + 1,
+        ..block
+    };
+    assert!(matches!(
+        host.bulk_free(foreign),
+        Err(TransportError::BadBlock { .. })
+    ));
+    let outside = transport::BulkBlock {
+        offset: 512 << 10,
+        ..block
+    };
     assert!(host.bulk_ptr(&outside).is_err());
     guest.bulk_free(rest).unwrap();
     assert_eq!(host.bulk_blocks_owned_by(owner), 2);
-    assert_eq!(host.bulk_release_owner(owner), 2, "host frees a dead client's blocks");
+    assert_eq!(
+        host.bulk_release_owner(owner),
+        2,
+        "host frees a dead client's blocks"
+    );
     assert_eq!(host.bulk_blocks_owned_by(owner), 0);
 }
 
@@ -284,6 +416,9 @@ fn socket_server_gone_is_peer_gone() {
     });
     let mut client = TcpClient::connect(addr).unwrap();
     let mut resp = Vec::new();
-    assert!(matches!(client.call(b"x", &mut resp), Err(TransportError::PeerGone(GoneReason::Disconnected))));
+    assert!(matches!(
+        client.call(b"x", &mut resp),
+        Err(TransportError::PeerGone(GoneReason::Disconnected))
+    ));
     server.join().unwrap();
 }

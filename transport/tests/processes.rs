@@ -60,9 +60,13 @@ fn guest_role(args: &[String]) -> i32 {
                 for seq in 0..messages {
                     let len = SIZES[(seq as usize + t as usize) % SIZES.len()];
                     let req = make_payload(pid, t, seq, len);
-                    ch.call(&req, &mut resp).map_err(|e| format!("call {seq}: {e}"))?;
+                    ch.call(&req, &mut resp)
+                        .map_err(|e| format!("call {seq}: {e}"))?;
                     if resp != req {
-                        return Err(format!("thread {t} seq {seq}: reply is not our request ({:?})", check_payload(&resp)));
+                        return Err(format!(
+                            "thread {t} seq {seq}: reply is not our request ({:?})",
+                            check_payload(&resp)
+                        ));
                     }
                 }
                 Ok(())
@@ -88,7 +92,10 @@ fn worker_role(args: &[String]) -> i32 {
     let mut threads = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let line = line.expect("stdin");
-        let f: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         let claim = ChannelClaim {
             index: f[0] as u32,
             epoch: f[1] as u32,
@@ -113,13 +120,18 @@ fn worker_role(args: &[String]) -> i32 {
                 match check_payload(&req) {
                     Ok((pid, thread, seq)) => {
                         if pid != claim.pid {
-                            return fail(format!("misrouted: pid {pid} on channel of {}", claim.pid));
+                            return fail(format!(
+                                "misrouted: pid {pid} on channel of {}",
+                                claim.pid
+                            ));
                         }
                         if *thread_tag.get_or_insert(thread) != thread {
                             return fail("two guest threads on one channel".into());
                         }
                         if seq != next_seq {
-                            return fail(format!("lost or duplicated: seq {seq}, expected {next_seq}"));
+                            return fail(format!(
+                                "lost or duplicated: seq {seq}, expected {next_seq}"
+                            ));
                         }
                         next_seq += 1;
                     }
@@ -154,20 +166,39 @@ fn many_processes(mode: DoorbellMode, n: usize, m: u32, k: u32) {
     let tmp = TempRegion::new("many");
     let region = Region::create(tmp.path(), &config(mode, Duration::from_secs(5))).unwrap();
     let path = tmp.path().display().to_string();
-    let mut guests: Vec<Child> =
-        (0..n).map(|_| spawn_role(ENTRY, "guest", &[path.clone(), m.to_string(), k.to_string()])).collect();
+    let mut guests: Vec<Child> = (0..n)
+        .map(|_| {
+            spawn_role(
+                ENTRY,
+                "guest",
+                &[path.clone(), m.to_string(), k.to_string()],
+            )
+        })
+        .collect();
     let mut workers: HashMap<u64, Child> = HashMap::new();
     let mut done = vec![false; n];
     let deadline = Instant::now() + Duration::from_secs(90);
     while done.iter().any(|d| !d) {
         assert!(Instant::now() < deadline, "guests did not finish in time");
         if let Some(claim) = region.accept(Duration::from_millis(20)).unwrap() {
-            let worker = workers.entry(claim.client_token).or_insert_with(|| spawn_role(ENTRY, "worker", &[path.clone()]));
+            let worker = workers
+                .entry(claim.client_token)
+                .or_insert_with(|| spawn_role(ENTRY, "worker", std::slice::from_ref(&path)));
             let line = format!(
                 "{} {} {} {} {} {}\n",
-                claim.index, claim.epoch, claim.client_token, claim.pid, claim.tid, claim.start_time
+                claim.index,
+                claim.epoch,
+                claim.client_token,
+                claim.pid,
+                claim.tid,
+                claim.start_time
             );
-            worker.stdin.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+            worker
+                .stdin
+                .as_mut()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .unwrap();
         }
         for (i, g) in guests.iter_mut().enumerate() {
             if !done[i] {
@@ -190,10 +221,21 @@ fn many_processes(mode: DoorbellMode, n: usize, m: u32, k: u32) {
         channels += f[1].parse::<u64>().unwrap();
         messages += f[2].parse::<u64>().unwrap();
     }
-    assert_eq!(channels, n as u64 * u64::from(m), "every guest thread got one channel");
-    assert_eq!(messages, n as u64 * u64::from(m) * u64::from(k), "no message lost or duplicated");
+    assert_eq!(
+        channels,
+        n as u64 * u64::from(m),
+        "every guest thread got one channel"
+    );
+    assert_eq!(
+        messages,
+        n as u64 * u64::from(m) * u64::from(k),
+        "no message lost or duplicated"
+    );
     for i in 0..region.channel_count() {
-        assert!(region.claim_of(i).is_none(), "channel {i} still claimed after all clients left");
+        assert!(
+            region.claim_of(i).is_none(),
+            "channel {i} still claimed after all clients left"
+        );
     }
 }
 
@@ -210,7 +252,10 @@ fn many_processes_threads_messages_poll() {
 /// Server that takes one request and then never answers (until killed).
 fn sleepy_server_role(args: &[String]) -> i32 {
     let region = Region::open(&args[0]).expect("open");
-    let claim = region.accept(Duration::from_secs(20)).unwrap().expect("a claim");
+    let claim = region
+        .accept(Duration::from_secs(20))
+        .unwrap()
+        .expect("a claim");
     let mut ch = region.serve(&claim).unwrap();
     let mut req = Vec::new();
     ch.recv(&mut req).unwrap();
@@ -246,7 +291,10 @@ fn host_killed_mid_call(mode: DoorbellMode, timeout: Duration, expect: GoneReaso
     assert_eq!(next_report(&mut out).as_deref(), Some("GOT"));
     // The call must keep waiting while the server lives, even past the peer timeout.
     std::thread::sleep(timeout + Duration::from_millis(300));
-    assert!(!caller.is_finished(), "call gave up although the server is alive");
+    assert!(
+        !caller.is_finished(),
+        "call gave up although the server is alive"
+    );
     server.kill().unwrap();
     let killed = Instant::now();
     let (result, ended) = caller.join().unwrap();
@@ -256,24 +304,38 @@ fn host_killed_mid_call(mode: DoorbellMode, timeout: Duration, expect: GoneReaso
         Err(TransportError::PeerGone(reason)) => assert_eq!(reason, expect),
         other => panic!("expected PeerGone, got {other:?}"),
     }
-    assert!(took <= timeout + Duration::from_millis(500), "noticed after {took:?}, bound {timeout:?}");
+    assert!(
+        took <= timeout + Duration::from_millis(500),
+        "noticed after {took:?}, bound {timeout:?}"
+    );
 }
 
 #[test]
 fn host_killed_mid_call_futex_pid_check() {
-    host_killed_mid_call(DoorbellMode::Futex, Duration::from_secs(1), GoneReason::ProcessExited);
+    host_killed_mid_call(
+        DoorbellMode::Futex,
+        Duration::from_secs(1),
+        GoneReason::ProcessExited,
+    );
 }
 
 #[test]
 fn host_killed_mid_call_poll_heartbeat() {
-    host_killed_mid_call(DoorbellMode::Poll, Duration::from_millis(700), GoneReason::HeartbeatStalled);
+    host_killed_mid_call(
+        DoorbellMode::Poll,
+        Duration::from_millis(700),
+        GoneReason::HeartbeatStalled,
+    );
 }
 
 fn guest_killed(mode: DoorbellMode, timeout: Duration, expect: GoneReason) {
     let tmp = TempRegion::new("guestkill");
     let region = Region::create(tmp.path(), &config(mode, timeout)).unwrap();
     let mut guest = spawn_role(ENTRY, "hang-guest", &[tmp.path().display().to_string()]);
-    let claim = region.accept(Duration::from_secs(20)).unwrap().expect("a claim");
+    let claim = region
+        .accept(Duration::from_secs(20))
+        .unwrap()
+        .expect("a claim");
     assert_eq!(claim.pid, guest.id());
     let mut ch = region.serve(&claim).unwrap();
     let mut req = Vec::new();
@@ -284,7 +346,10 @@ fn guest_killed(mode: DoorbellMode, timeout: Duration, expect: GoneReason) {
     let line = next_report(&mut out).unwrap();
     let token: u64 = line.strip_prefix("CALLED ").unwrap().parse().unwrap();
     assert_eq!(token, claim.client_token);
-    assert!(region.bulk_blocks_owned_by(token) >= 2, "guest's long-lived block is recorded");
+    assert!(
+        region.bulk_blocks_owned_by(token) >= 2,
+        "guest's long-lived block is recorded"
+    );
     let server = std::thread::spawn(move || {
         let mut req = Vec::new();
         let r = ch.recv(&mut req);
@@ -301,18 +366,36 @@ fn guest_killed(mode: DoorbellMode, timeout: Duration, expect: GoneReason) {
         other => panic!("expected PeerGone, got {other:?}"),
     }
     let took = ended.duration_since(killed);
-    assert!(took <= timeout + Duration::from_millis(500), "noticed after {took:?}, bound {timeout:?}");
+    assert!(
+        took <= timeout + Duration::from_millis(500),
+        "noticed after {took:?}, bound {timeout:?}"
+    );
     drop(ch);
-    assert_eq!(region.bulk_blocks_owned_by(token), 0, "dead client's blocks freed");
-    assert!(region.claim_of(claim.index).is_none(), "dead client's channel freed");
+    assert_eq!(
+        region.bulk_blocks_owned_by(token),
+        0,
+        "dead client's blocks freed"
+    );
+    assert!(
+        region.claim_of(claim.index).is_none(),
+        "dead client's channel freed"
+    );
 }
 
 #[test]
 fn guest_killed_host_notices_futex() {
-    guest_killed(DoorbellMode::Futex, Duration::from_secs(1), GoneReason::ProcessExited);
+    guest_killed(
+        DoorbellMode::Futex,
+        Duration::from_secs(1),
+        GoneReason::ProcessExited,
+    );
 }
 
 #[test]
 fn guest_killed_host_notices_poll() {
-    guest_killed(DoorbellMode::Poll, Duration::from_millis(700), GoneReason::HeartbeatStalled);
+    guest_killed(
+        DoorbellMode::Poll,
+        Duration::from_millis(700),
+        GoneReason::HeartbeatStalled,
+    );
 }

@@ -13,7 +13,10 @@ impl TempRegion {
     pub fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        TempRegion(PathBuf::from(format!("/dev/shm/vgpu-transport-test-{tag}-{}-{n}", std::process::id())))
+        TempRegion(PathBuf::from(format!(
+            "/dev/shm/vgpu-transport-test-{tag}-{}-{n}",
+            std::process::id()
+        )))
     }
     pub fn path(&self) -> &Path {
         &self.0
@@ -71,7 +74,11 @@ pub fn check_payload(v: &[u8]) -> Result<(u32, u32, u32), String> {
     }
     let u32_at = |i: usize| u32::from_le_bytes([v[i], v[i + 1], v[i + 2], v[i + 3]]);
     if u32_at(12) as usize != v.len() {
-        return Err(format!("payload says {} bytes, got {}", u32_at(12), v.len()));
+        return Err(format!(
+            "payload says {} bytes, got {}",
+            u32_at(12),
+            v.len()
+        ));
     }
     let mut sum = [0u8; 8];
     sum.copy_from_slice(&v[v.len() - 8..]);
