@@ -1,1 +1,7 @@
-//! The host executor (filled by issue 4).
+//! vgpu-host: serves a region, runs one worker process per guest process, and runs each guest
+//! call on the real driver.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod dispatch;
+pub mod driver;

@@ -1,0 +1,86 @@
+//! The real CUDA driver, loaded with libloading.
+
+use std::ffi::{c_void, CStr};
+use std::path::{Path, PathBuf};
+
+/// The default driver: whatever `libcuda.so.1` the system's loader finds.
+pub const DEFAULT_DRIVER: &str = "libcuda.so.1";
+
+/// Why the driver could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// dlopen failed.
+    #[error("cannot load the CUDA driver {path}: {source}")]
+    Load {
+        /// What was opened.
+        path: PathBuf,
+        /// The loader's message.
+        source: libloading::Error,
+    },
+    /// The library loaded but is not a CUDA driver.
+    #[error("{path} is not a CUDA driver: it lacks {symbol}")]
+    NotADriver {
+        /// What was opened.
+        path: PathBuf,
+        /// The missing symbol.
+        symbol: &'static str,
+    },
+    /// The file loaded is our own shim: forwarding to ourselves would loop.
+    #[error("{path} is the vgpu shim, not the real driver (set --driver to the real libcuda.so.1)")]
+    IsShim {
+        /// What was opened.
+        path: PathBuf,
+    },
+}
+
+/// A loaded real driver library.
+pub struct Driver {
+    lib: libloading::Library,
+    path: PathBuf,
+}
+
+impl Driver {
+    /// Loads the driver at `path` (a file name is searched the loader's usual way).
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError`] when the library is missing, is not a CUDA driver, or is the shim.
+    pub fn open(path: &Path) -> Result<Self, DriverError> {
+        // SAFETY: loading a shared library runs its initialisers; the real libcuda's
+        // initialisers are benign (it initialises on cuInit).
+        let lib = unsafe { libloading::Library::new(path) }.map_err(|source| DriverError::Load {
+            path: path.to_owned(),
+            source,
+        })?;
+        let driver = Self {
+            lib,
+            path: path.to_owned(),
+        };
+        if driver.symbol(c"cuInit").is_none() {
+            return Err(DriverError::NotADriver {
+                path: path.to_owned(),
+                symbol: "cuInit",
+            });
+        }
+        if driver.symbol(c"vgpu_shim_marker").is_some() {
+            return Err(DriverError::IsShim {
+                path: path.to_owned(),
+            });
+        }
+        Ok(driver)
+    }
+
+    /// The path the driver was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Address of an exported symbol, if the driver has it.
+    pub fn symbol(&self, name: &CStr) -> Option<*const c_void> {
+        // SAFETY: we only read the symbol's address; the caller casts it to the type the
+        // signature list gives for that name before calling it.
+        let sym = unsafe { self.lib.get::<*const c_void>(name.to_bytes_with_nul()) }.ok()?;
+        let addr = *sym;
+        (!addr.is_null()).then_some(addr)
+    }
+}
