@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 use transport::{
-    Region, RegionConfig, ServerTransport, StreamClient, StreamServer, TcpClient, TcpServer,
-    Transport, TransportError,
+    DoorbellMode, Region, RegionConfig, ServerTransport, StreamClient, StreamServer, TcpClient,
+    TcpServer, Transport, TransportError,
 };
 
 const SMALL: usize = 64;
@@ -97,7 +97,7 @@ fn measure(
     })
 }
 
-fn bench_shm() -> Result<Figures, TransportError> {
+fn bench_shm(doorbell: DoorbellMode, rtt_iters: usize) -> Result<Figures, TransportError> {
     let path = format!("/dev/shm/vgpu-transport-bench-{}", std::process::id());
     let _ = std::fs::remove_file(&path);
     let child_path = path.clone();
@@ -120,15 +120,17 @@ fn bench_shm() -> Result<Figures, TransportError> {
         serve_loop(&mut channel);
         exit_child();
     }
+    // A 32 MiB bulk area: 1 MiB payloads go through it, 64 MiB payloads stream through it in chunks.
     let config = RegionConfig {
         channel_count: 4,
         slot_count: 16,
         bulk_size: 32 << 20,
+        doorbell,
         ..RegionConfig::default()
     };
     let region = Region::create(&path, &config)?;
     let mut channel = region.connect()?;
-    let figures = measure(&mut channel, 200_000, (400, 6));
+    let figures = measure(&mut channel, rtt_iters, (400, 6));
     drop(channel);
     reap(server);
     let _ = std::fs::remove_file(&path);
@@ -186,10 +188,11 @@ fn load() -> String {
 fn main() {
     let run = || -> Result<(), TransportError> {
         println!("load average before: {}", load());
-        let shm = bench_shm()?;
+        let shm = bench_shm(DoorbellMode::Futex, 200_000)?;
+        let poll = bench_shm(DoorbellMode::Poll, 50_000)?;
         let uds = bench_uds()?;
         let tcp = bench_tcp()?;
-        for (name, f) in [("shm", &shm), ("uds", &uds), ("tcp", &tcp)] {
+        for (name, f) in [("shm", &shm), ("poll", &poll), ("uds", &uds), ("tcp", &tcp)] {
             println!(
                 "{name:>4}: 64 B rtt p50 {:>7} ns  p99 {:>7} ns   1 MiB {:>6.2} GB/s   64 MiB {:>6.2} GB/s",
                 f.p50_ns, f.p99_ns, f.gbps_1m, f.gbps_64m
@@ -199,7 +202,8 @@ fn main() {
         println!(
             "{{\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"uds_rtt_p50_ns\":{},\"bulk_gbps\":{:.3},\"uds_bulk_gbps\":{:.3},\
              \"bulk_1mib_gbps\":{:.3},\"uds_bulk_1mib_gbps\":{:.3},\"uds_rtt_p99_ns\":{},\"tcp_rtt_p50_ns\":{},\
-             \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3}}}",
+             \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3},\"poll_rtt_p50_ns\":{},\
+             \"poll_rtt_p99_ns\":{},\"poll_bulk_gbps\":{:.3}}}",
             shm.p50_ns,
             shm.p99_ns,
             uds.p50_ns,
@@ -211,7 +215,10 @@ fn main() {
             tcp.p50_ns,
             tcp.p99_ns,
             tcp.gbps_64m,
-            tcp.gbps_1m
+            tcp.gbps_1m,
+            poll.p50_ns,
+            poll.p99_ns,
+            poll.gbps_64m
         );
         Ok(())
     };
