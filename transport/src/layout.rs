@@ -15,7 +15,7 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const HEADER_SIZE: u64 = 4096;
 /// Upper bound on channels (the claim bitmap has this many bits).
 pub const MAX_CHANNELS: u32 = 1024;
-/// Bytes at the start of each slot holding a [`FrameHeader`].
+/// Bytes at the start of each slot holding the frame header (kind, length, bulk offset and length).
 pub const FRAME_HEADER_SIZE: usize = 32;
 /// Page granularity of the layout.
 pub const PAGE: u64 = 4096;

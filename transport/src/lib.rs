@@ -10,6 +10,36 @@
 //!   [`GuestChannel::call`].
 //! - **Remote host**: [`TcpServer`] / [`TcpClient`], behind the same [`Transport`] /
 //!   [`ServerTransport`] traits.
+//!
+//! ```
+//! use std::time::Duration;
+//! use transport::{Region, RegionConfig};
+//!
+//! let path = format!("/dev/shm/vgpu-doc-example-{}", std::process::id());
+//! let config = RegionConfig { channel_count: 2, bulk_size: 1 << 20, ..RegionConfig::default() };
+//! let host = Region::create(&path, &config)?;
+//!
+//! // Guest side (normally another process): one channel per calling thread.
+//! let guest = Region::open(&path)?;
+//! let mut channel = guest.connect()?;
+//!
+//! // Host side: learn of the claim, serve it (normally in a worker process).
+//! let claim = host.accept(Duration::from_secs(1))?.expect("a claim");
+//! let mut served = host.serve(&claim)?;
+//! let server = std::thread::spawn(move || {
+//!     let mut request = Vec::new();
+//!     served.recv(&mut request)?;
+//!     served.reply(&request.repeat(2))
+//! });
+//!
+//! let mut response = Vec::new();
+//! channel.call(b"ping", &mut response)?;
+//! assert_eq!(response, b"pingping");
+//! server.join().unwrap()?;
+//! # drop(channel);
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok::<(), transport::TransportError>(())
+//! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
