@@ -17,7 +17,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+mod classify;
 mod expand;
+mod handwritten;
 mod model;
 mod signatures;
 
@@ -33,9 +35,9 @@ use proc_macro::TokenStream;
 #[proc_macro]
 pub fn cuda_functions(input: TokenStream) -> TokenStream {
     let invocation = syn::parse_macro_input!(input as expand::Invocation);
-    let result = signatures::all_functions()
+    let result = signatures::classified_functions()
         .map_err(|e| syn::Error::new(proc_macro2::Span::call_site(), e))
-        .and_then(|functions| expand::functions(&invocation, &functions));
+        .and_then(|classified| expand::functions(&invocation, &classified));
     match result {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
@@ -52,6 +54,53 @@ pub fn cuda_function_names(input: TokenStream) -> TokenStream {
     }
     match signatures::all_functions() {
         Ok(functions) => expand::names(&functions).into(),
+        Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
+            .to_compile_error()
+            .into(),
+    }
+}
+
+/// Hands every function with generated marshalling to a template in ONE call:
+/// `template! { { name: cuX, id: 17, params: (a: T, …), marshal: [(a: T => value), (b: *mut U => inout U), …] } … }`.
+///
+/// `marshal` says how each parameter travels: `value` (by value), `inout U` (`*mut U`: sent, and
+/// sent back) or `input U` (`*const U`: sent). `id` is the wire call id (the function's index in
+/// the sorted signature list). The shim builds its forwarders from it and the host its dispatch
+/// table, so both sides agree by construction.
+#[proc_macro]
+pub fn cuda_forwarders(input: TokenStream) -> TokenStream {
+    let template = syn::parse_macro_input!(input as syn::Path);
+    match signatures::classified_functions() {
+        Ok(classified) => expand::forwarders(&template, &classified).into(),
+        Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
+            .to_compile_error()
+            .into(),
+    }
+}
+
+/// The wire call id of one function, a `u32` literal: `cuda_call_id!(cuMemcpyHtoD_v2)`.
+#[proc_macro]
+pub fn cuda_call_id(input: TokenStream) -> TokenStream {
+    let name = syn::parse_macro_input!(input as proc_macro2::Ident);
+    let result = signatures::all_functions()
+        .map_err(|e| syn::Error::new(name.span(), e))
+        .and_then(|functions| expand::call_id(&name, &functions));
+    match result {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Fingerprint of the signature list, a `u64` literal compared in the handshake.
+#[proc_macro]
+pub fn signature_fingerprint(input: TokenStream) -> TokenStream {
+    if !input.is_empty() {
+        return syn::Error::new(proc_macro2::Span::call_site(), "takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    match signatures::all_functions() {
+        Ok(functions) => expand::fingerprint(&functions).into(),
         Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
             .to_compile_error()
             .into(),
