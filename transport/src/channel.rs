@@ -422,6 +422,17 @@ impl HostChannel {
         self.note(r)
     }
 
+    /// Checks, without waiting, whether the client is still there (status, generation, pid where one
+    /// kernel is shared, heartbeat). A heartbeat stall is only seen by calls spread over more than the
+    /// peer timeout, as `recv` does while it waits.
+    ///
+    /// # Errors
+    /// As for [`HostChannel::recv`].
+    pub fn check_client(&mut self) -> Result<(), TransportError> {
+        let r = self.region.check_client(&self.claim, &mut self.watch);
+        self.note(r)
+    }
+
     fn note(&mut self, r: Result<(), TransportError>) -> Result<(), TransportError> {
         if matches!(r, Err(TransportError::PeerGone(_))) {
             self.client_gone = true;

@@ -123,6 +123,9 @@ pub(crate) struct Inner {
     pub(crate) generation: u64,
     pub(crate) chunk_cap: u64,
     pending: Mutex<VecDeque<u32>>,
+    /// Per channel: `epoch + 1` of the last claim `accept` returned through this handle (0 = none), so a
+    /// channel announced twice is handed out once per claim.
+    accepted: Vec<AtomicU64>,
     /// Pid that runs this handle's heartbeat thread (0 = none).
     beating_pid: AtomicU32,
     /// Pid that created (hosts) the region through this handle (0 = none).
@@ -364,6 +367,7 @@ impl Region {
                 generation,
                 chunk_cap,
                 pending: Mutex::new(VecDeque::new()),
+                accepted: (0..n).map(|_| AtomicU64::new(0)).collect(),
                 beating_pid: AtomicU32::new(0),
                 host_pid: AtomicU32::new(0),
                 guest_reg: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -668,9 +672,16 @@ impl Region {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_front();
             if let Some(index) = next {
+                let seen = &self.inner.accepted[index as usize];
                 if let Some(claim) = self.claim_of(index) {
-                    return Ok(Some(claim));
+                    if seen.swap(u64::from(claim.epoch) + 1, Ordering::Relaxed)
+                        != u64::from(claim.epoch) + 1
+                    {
+                        return Ok(Some(claim));
+                    }
+                    continue;
                 }
+                self.free_if_closed_unserved(index, seen.load(Ordering::Relaxed));
                 continue;
             }
             // SYNC POINT: pairs with the Release fetch_add of `claim_seq` in `claim::announce`.
@@ -705,6 +716,25 @@ impl Region {
                     nap = (nap * 2).min(Duration::from_millis(5));
                 }
             }
+        }
+    }
+
+    /// A channel announced but already CLOSED when `accept` took it, and whose claim `accept` never
+    /// handed out (`accepted` is `epoch + 1` of the last one handed out), was never served, so nobody
+    /// else will free it: free it here.
+    fn free_if_closed_unserved(&self, index: u32, accepted: u64) {
+        let m = &self.channel(index).meta.0;
+        // SYNC POINT: Acquire pairs with the Release CAS to CLOSED in `GuestChannel::drop`.
+        let word = m.status.load(Ordering::Acquire);
+        let (epoch, state) = status_parts(word);
+        if state == STATE_CLOSED && accepted != u64::from(epoch) + 1 {
+            // SYNC POINT: Release pairs with the Acquire CAS of `status` in `connect`.
+            let _ = m.status.compare_exchange(
+                word,
+                status(epoch, STATE_FREE),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
         }
     }
 

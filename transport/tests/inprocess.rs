@@ -219,6 +219,32 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
 }
 
 #[test]
+fn channel_closed_before_accept_is_freed_by_accept() {
+    let tmp = TempRegion::new("early");
+    let region = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
+    let short: Vec<_> = (0..region.channel_count())
+        .map(|_| region.connect().unwrap())
+        .collect();
+    drop(short);
+    assert!(
+        matches!(region.connect(), Err(TransportError::NoFreeChannel)),
+        "closed, not yet freed"
+    );
+    assert!(
+        region.accept(Duration::from_millis(10)).unwrap().is_none(),
+        "closed claims are not handed out"
+    );
+    let again: Vec<_> = (0..region.channel_count())
+        .map(|_| region.connect().unwrap())
+        .collect();
+    assert_eq!(again.len(), 4);
+}
+
+#[test]
 fn accept_times_out_quietly() {
     let tmp = TempRegion::new("accept");
     let region = Region::create(
