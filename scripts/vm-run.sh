@@ -88,11 +88,12 @@ shm_path="/dev/shm/vgpu-vm-$$-${work##*.}"
 qemu_pid="" host_pid="" host_pgid=""
 kill_qemu() { [ -z "$qemu_pid" ] || kill -KILL "$qemu_pid" 2>/dev/null || true; }
 kill_host() {
-    [ -z "$host_pid" ] && return
+    [ -n "$host_pid" ] || return 0
     kill -KILL -- "-$host_pid" 2>/dev/null || true
     kill -KILL "$host_pid" 2>/dev/null || true
 }
 cleanup() {
+    set +e
     kill_qemu
     kill_host
     # Anything the host command left behind in its process group.
