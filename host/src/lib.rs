@@ -5,3 +5,10 @@
 
 pub mod dispatch;
 pub mod driver;
+pub mod cli;
+pub mod driver_check;
+pub mod liveness;
+pub mod signals;
+pub mod supervisor;
+pub mod worker;
+pub mod worker_link;

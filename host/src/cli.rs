@@ -1,0 +1,101 @@
+//! The `vgpu-host` command line: the serving supervisor (default) and the hidden `worker` mode
+//! the supervisor re-executes itself in.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default region size: 64 MiB, of which [`DEFAULT_BULK`] is the bulk area.
+pub const DEFAULT_REGION_SIZE: u64 = 64 << 20;
+/// Bulk area of a default-sized region.
+pub const DEFAULT_BULK: u64 = 32 << 20;
+
+/// Serves a vgpu region: guests' CUDA calls run here on the real driver.
+#[derive(Debug, Parser)]
+#[command(name = "vgpu-host", version, about, subcommand_negates_reqs = true)]
+pub struct Cli {
+    /// Serving options (ignored by the hidden `worker` mode).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Log level filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive);
+    /// default from `VGPU_HOST_LOG`, then `RUST_LOG`, then `info`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log: Option<String>,
+    /// Internal modes.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+/// How waiters sleep (the region's doorbell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Doorbell {
+    /// Futex wake-ups: host and guests on one kernel.
+    Futex,
+    /// Spin, yield, then back-off sleeps: across a VM boundary (ivshmem), no shared futexes.
+    Poll,
+}
+
+/// Options of the serving supervisor.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Region file to create and serve (e.g. /dev/shm/vgpu, or a QEMU memory-backend file).
+    #[arg(long, required = true, value_name = "PATH")]
+    pub region: Option<PathBuf>,
+    /// Region size in bytes; the bulk area takes what the channels leave. An existing file
+    /// (e.g. an ivshmem backing file) is never shrunk.
+    #[arg(long, default_value_t = DEFAULT_REGION_SIZE, value_name = "BYTES")]
+    pub region_size: u64,
+    /// Channels (guest threads that may call at once).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub channels: u32,
+    /// Doorbell mode.
+    #[arg(long, value_enum, default_value_t = Doorbell::Futex)]
+    pub doorbell: Doorbell,
+    /// The real CUDA driver.
+    #[arg(long, default_value = crate::driver::DEFAULT_DRIVER, value_name = "PATH")]
+    pub driver: PathBuf,
+    /// How long a silent peer is presumed alive before its calls fail, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub peer_timeout_ms: u64,
+    /// Keep one spare worker with the driver loaded and initialised for the next client.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub prewarm: bool,
+    /// Write `ready\n` to this inherited file descriptor (then close it) instead of printing
+    /// the ready line on stderr.
+    #[arg(long, value_name = "FD")]
+    pub ready_fd: Option<i32>,
+    /// Leave the region file in place on exit even if this process created it.
+    #[arg(long)]
+    pub keep_region: bool,
+}
+
+/// Internal modes.
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// One client's worker process (started by the supervisor, never by hand).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Options of a worker process.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Region file (already created by the supervisor).
+    #[arg(long, value_name = "PATH")]
+    pub region: PathBuf,
+    /// The real CUDA driver.
+    #[arg(long, value_name = "PATH")]
+    pub driver: PathBuf,
+    /// The client this worker serves; absent for a spare, which learns it on stdin.
+    #[arg(long, value_name = "T")]
+    pub client_token: Option<u64>,
+    /// Guest process id of the client.
+    #[arg(long, default_value_t = 0, value_name = "P")]
+    pub pid: u32,
+    /// Guest process start time (clock ticks since boot, 0 = unknown).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub start_time: u64,
+    /// Load and initialise the driver before any client arrives.
+    #[arg(long)]
+    pub prewarm: bool,
+}
