@@ -51,6 +51,8 @@ check() {
     fi
 }
 
+shm_before="$(ls /dev/shm | grep '^vgpu-vm-' | sort)"
+
 check "ivshmem ping-pong, 1000 rounds both ways" 0 \
     'host\| host: ok: guest attached.* 1000 round trips' -- \
     --quiet --timeout 120 --shm-size 1M --env VGPU_PINGPONG_TIMEOUT=60 \
@@ -70,6 +72,16 @@ check "harness kills a hung guest at --timeout" 1 'hit the time limit.*|guest ne
 
 check "harness stops the guest when the host command fails" 1 'host rc=3 ' -- \
     --quiet --timeout 60 --grace 2 --host 'exit 3' -- sleep 1000
+
+echo "=== harness leaves no /dev/shm backing file behind (after passing, failing and killed runs)"
+leftover="$(comm -13 <(printf '%s\n' "$shm_before") <(ls /dev/shm | grep '^vgpu-vm-' | sort) | grep . || true)"
+if [ -z "$leftover" ]; then
+    echo "--- PASS no leftover backing files"
+    passed=$((passed + 1))
+else
+    echo "--- FAIL leftover backing files in /dev/shm: $leftover"
+    failed=$((failed + 1))
+fi
 
 if [ "$debian" -eq 1 ]; then
     cache="${VGPU_VM_CACHE:-$HOME/.cache/vgpu/vm}"
