@@ -238,6 +238,7 @@ pub struct GuestChannel {
     tx: Producer,
     rx: Consumer,
     watch: BeatWatch,
+    server_gone: bool,
 }
 
 impl std::fmt::Debug for GuestChannel {
@@ -260,6 +261,7 @@ impl GuestChannel {
             tx: Producer::default(),
             rx: Consumer::default(),
             watch: BeatWatch::new(),
+            server_gone: false,
         }
     }
 
@@ -291,7 +293,7 @@ impl GuestChannel {
         }
         let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
         let mut live = || region.check_server(index, epoch, watch);
-        send(
+        let r = send(
             region,
             index,
             false,
@@ -299,16 +301,22 @@ impl GuestChannel {
             request,
             self.token,
             &mut live,
-        )?;
-        recv(
-            region,
-            index,
-            true,
-            &mut self.rx,
-            response,
-            self.token,
-            &mut live,
         )
+        .and_then(|()| {
+            recv(
+                region,
+                index,
+                true,
+                &mut self.rx,
+                response,
+                self.token,
+                &mut live,
+            )
+        });
+        if matches!(r, Err(TransportError::PeerGone(_))) {
+            self.server_gone = true;
+        }
+        r
     }
 }
 
@@ -325,11 +333,17 @@ impl Drop for GuestChannel {
         }
         self.region.inner.guest_reg[self.index as usize].store(0, Ordering::Relaxed);
         let c = self.region.channel(self.index);
-        // SYNC POINT: pairs with the Acquire load of `status` in the host's liveness check / drop, which
-        // then frees the channel.
+        // With its server gone nobody would free a CLOSED channel: free it directly.
+        let next = if self.server_gone {
+            STATE_FREE
+        } else {
+            STATE_CLOSED
+        };
+        // SYNC POINT: pairs with the Acquire load of `status` in the host's liveness check / drop (which
+        // then frees the channel) and with the Acquire CAS in `Region::connect`.
         let _ = c.meta.0.status.compare_exchange(
             status(self.epoch, STATE_CLAIMED),
-            status(self.epoch, STATE_CLOSED),
+            status(self.epoch, next),
             Ordering::Release,
             Ordering::Relaxed,
         );

@@ -257,3 +257,29 @@ fn hostile_stream_bytes_give_errors() {
         )
         .unwrap();
 }
+
+#[test]
+fn bar_size_comes_from_the_sysfs_resource_table() {
+    let dir = temp_path("sysfs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Format of /sys/bus/pci/devices/*/resource: one "start end flags" line per BAR.
+    let table = "0x00000000fea00000 0x00000000fea000ff 0x0000000000040200\n\
+                 0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+                 0x0000000800000000 0x0000000807ffffff 0x000000000014220c\n";
+    std::fs::write(dir.join("resource"), table).unwrap();
+    assert_eq!(
+        crate::region::sysfs_bar_size(&dir.join("resource2")),
+        Some(128 << 20)
+    );
+    assert_eq!(
+        crate::region::sysfs_bar_size(&dir.join("resource1")),
+        None,
+        "empty BAR"
+    );
+    assert_eq!(
+        crate::region::sysfs_bar_size(&dir.join("resource7")),
+        None,
+        "no such BAR"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -172,7 +172,7 @@ fn is_sysfs_resource(path: &Path) -> bool {
 }
 
 /// Size of PCI BAR N from the sibling `resource` file (`start end flags` per line) when fstat says 0.
-fn sysfs_bar_size(path: &Path) -> Option<u64> {
+pub(crate) fn sysfs_bar_size(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     let bar: usize = name
         .strip_prefix("resource")?

@@ -285,7 +285,7 @@ fn host_killed_mid_call(mode: DoorbellMode, timeout: Duration, expect: GoneReaso
     let caller = std::thread::spawn(move || {
         let mut resp = Vec::new();
         let r = ch.call(b"work that never completes", &mut resp);
-        (r, Instant::now())
+        (r, Instant::now(), ch)
     });
     let mut out = BufReader::new(server.stdout.take().unwrap());
     assert_eq!(next_report(&mut out).as_deref(), Some("GOT"));
@@ -297,7 +297,7 @@ fn host_killed_mid_call(mode: DoorbellMode, timeout: Duration, expect: GoneReaso
     );
     server.kill().unwrap();
     let killed = Instant::now();
-    let (result, ended) = caller.join().unwrap();
+    let (result, ended, ch) = caller.join().unwrap();
     let took = ended.duration_since(killed);
     server.wait().unwrap();
     match result {
@@ -307,6 +307,16 @@ fn host_killed_mid_call(mode: DoorbellMode, timeout: Duration, expect: GoneReaso
     assert!(
         took <= timeout + Duration::from_millis(500),
         "noticed after {took:?}, bound {timeout:?}"
+    );
+    let index = ch.index();
+    assert!(
+        region.claim_of(index).is_some(),
+        "channel still held by the guest"
+    );
+    drop(ch);
+    assert!(
+        region.claim_of(index).is_none() && region.connect().is_ok(),
+        "the guest freed the channel its dead server cannot free"
     );
 }
 
