@@ -37,6 +37,7 @@ fn role_entry() {
         "worker" => worker_role(&args),
         "sleepy-server" => sleepy_server_role(&args),
         "hang-guest" => hang_guest_role(&args),
+        "thread-count" => thread_count_role(&args),
         other => {
             eprintln!("unknown role {other}");
             2
@@ -408,4 +409,49 @@ fn guest_killed_host_notices_poll() {
         Duration::from_millis(700),
         GoneReason::HeartbeatStalled,
     );
+}
+
+fn threads_now() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Reports the thread count before opening, after opening, and after the first and second connect.
+fn thread_count_role(args: &[String]) -> i32 {
+    let before = threads_now();
+    let region = Region::open(&args[0]).expect("open");
+    let opened = threads_now();
+    let first = region.connect().unwrap();
+    let connected = threads_now();
+    let second = region.connect().unwrap();
+    let connected_twice = threads_now();
+    drop((first, second));
+    report(&format!("{before} {opened} {connected} {connected_twice}"));
+    0
+}
+
+/// The shim must start no thread in processes that never call: opening starts none, the first
+/// `connect` starts exactly one (the heartbeat), later connects none.
+#[test]
+fn guest_starts_no_thread_before_first_connect() {
+    let tmp = TempRegion::new("threads");
+    let _region = Region::create(
+        tmp.path(),
+        &config(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
+    let mut child = spawn_role(ENTRY, "thread-count", &[tmp.path().display().to_string()]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let line = next_report(&mut out).expect("report");
+    assert!(child.wait().unwrap().success());
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(n[1], n[0], "open started a thread: {line}");
+    assert_eq!(
+        n[2],
+        n[0] + 1,
+        "first connect starts exactly the heartbeat thread: {line}"
+    );
+    assert_eq!(n[3], n[2], "second connect starts nothing: {line}");
 }
