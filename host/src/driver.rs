@@ -26,7 +26,9 @@ pub enum DriverError {
         symbol: &'static str,
     },
     /// The file loaded is our own shim: forwarding to ourselves would loop.
-    #[error("{path} is the vgpu shim, not the real driver (set --driver to the real libcuda.so.1)")]
+    #[error(
+        "{path} is the vgpu shim, not the real driver (set --driver to the real libcuda.so.1)"
+    )]
     IsShim {
         /// What was opened.
         path: PathBuf,
@@ -48,10 +50,11 @@ impl Driver {
     pub fn open(path: &Path) -> Result<Self, DriverError> {
         // SAFETY: loading a shared library runs its initialisers; the real libcuda's
         // initialisers are benign (it initialises on cuInit).
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|source| DriverError::Load {
-            path: path.to_owned(),
-            source,
-        })?;
+        let lib =
+            unsafe { libloading::Library::new(path) }.map_err(|source| DriverError::Load {
+                path: path.to_owned(),
+                source,
+            })?;
         let driver = Self {
             lib,
             path: path.to_owned(),

@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod frame;
 pub mod handshake;
+pub mod jit;
 pub mod special;
 
 pub use codec::{DecodeError, Decoder, Encoder, Pod};

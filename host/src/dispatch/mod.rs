@@ -5,8 +5,32 @@
 //! [`ThreadSession`] per guest thread (channel), and calls [`ThreadSession::handle`] for every
 //! request frame. Everything CUDA-specific lives below this module.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod callbacks;
+mod generated;
+mod handlers;
+pub mod real;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cuda_headers::CUresult;
+use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
+use protocol::{special, CallId, DecodeError, Decoder, RequestHeader, ResponseHeader};
+
+use crate::driver::Driver;
+
+pub use callbacks::CallbackQueue;
+
+/// The fingerprint of the signature list this host's dispatch was generated from.
+pub const SIGNATURE_FINGERPRINT: u64 = shim_macros::signature_fingerprint!();
+
+/// The real driver of this worker process (one worker serves one guest process).
+static DRIVER: OnceLock<Driver> = OnceLock::new();
+
+/// The loaded driver, once a handshake (or prewarm) loaded it.
+pub fn driver() -> Option<&'static Driver> {
+    DRIVER.get()
+}
 
 /// What the channel thread should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,34 +42,124 @@ pub enum Flow {
     Close,
 }
 
-/// Everything one guest process shares across its threads: the driver, host-callback queue,
-/// kernel-parameter layouts.
+/// Everything one guest process shares across its threads: the driver, the host-callback
+/// queue.
 pub struct ClientContext {
     driver_path: PathBuf,
+    /// Result of loading the driver and `cuInit`, with the `CUDA_VISIBLE_DEVICES` it was done
+    /// under.
+    init: Mutex<Option<Result<Option<String>, String>>>,
+    callbacks: Arc<CallbackQueue>,
 }
 
 impl ClientContext {
     /// A context for one guest process. The driver is loaded on the first handshake, after the
-    /// guest's `CUDA_VISIBLE_DEVICES` (sent in the handshake) has been applied.
+    /// guest's `CUDA_VISIBLE_DEVICES` (sent in the handshake) has been applied, or earlier by
+    /// [`ClientContext::prewarm`].
     pub fn new(driver_path: PathBuf) -> Arc<Self> {
-        Arc::new(Self { driver_path })
+        Arc::new(Self {
+            driver_path,
+            init: Mutex::new(None),
+            callbacks: Arc::new(CallbackQueue::default()),
+        })
     }
 
     /// The driver this client will use.
-    pub fn driver_path(&self) -> &std::path::Path {
+    pub fn driver_path(&self) -> &Path {
         &self.driver_path
+    }
+
+    /// Loads the driver and runs `cuInit` ahead of any client, with this process's own
+    /// `CUDA_VISIBLE_DEVICES`, so that a client whose handshake asks for the same set starts
+    /// without paying for driver initialisation.
+    ///
+    /// # Errors
+    /// Why the driver could not be loaded or initialised.
+    pub fn prewarm(&self) -> Result<(), String> {
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        self.initialise(&visible)
+    }
+
+    /// Whether a client asking for `visible` can use this (possibly prewarmed) context.
+    pub fn accepts(&self, visible: &Option<String>) -> bool {
+        match &*self.init.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => true,
+            Some(Ok(done_with)) => done_with == visible,
+            Some(Err(_)) => true,
+        }
+    }
+
+    fn initialise(&self, visible: &Option<String>) -> Result<(), String> {
+        let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = &*init {
+            return match done {
+                Ok(done_with) if done_with == visible => Ok(()),
+                Ok(done_with) => Err(format!(
+                    "driver already initialised with CUDA_VISIBLE_DEVICES={done_with:?}, client asks {visible:?}"
+                )),
+                Err(e) => Err(e.clone()),
+            };
+        }
+        let result = self.load(visible);
+        *init = Some(
+            result
+                .as_ref()
+                .map(|()| visible.clone())
+                .map_err(Clone::clone),
+        );
+        result
+    }
+
+    fn load(&self, visible: &Option<String>) -> Result<(), String> {
+        // The driver reads CUDA_VISIBLE_DEVICES once, at cuInit: set it before loading. The
+        // worker has no other thread reading the environment at this point.
+        match visible {
+            Some(v) => std::env::set_var("CUDA_VISIBLE_DEVICES", v),
+            None => std::env::remove_var("CUDA_VISIBLE_DEVICES"),
+        }
+        let driver = Driver::open(&self.driver_path).map_err(|e| e.to_string())?;
+        let _ = DRIVER.set(driver);
+        let init = real::cuInit().ok_or("the driver has no cuInit")?;
+        // SAFETY: cuInit takes a flags word and has no other preconditions.
+        let result = unsafe { init(0) };
+        if result != CUresult::CUDA_SUCCESS {
+            return Err(format!("cuInit failed with {}", result.0));
+        }
+        Ok(())
+    }
+
+    fn driver_version(&self) -> i32 {
+        let mut version = 0;
+        if let Some(get) = real::cuDriverGetVersion() {
+            // SAFETY: the pointer is to a live local.
+            unsafe { get(&mut version) };
+        }
+        version
     }
 }
 
 /// One guest thread's session.
 pub struct ThreadSession {
     client: Arc<ClientContext>,
+    greeted: bool,
+}
+
+/// Writes `CUDA_ERROR_NOT_SUPPORTED` for a function the real driver lacks, with one log line.
+fn missing(name: &str, out: &mut Vec<u8>) {
+    tracing::warn!(
+        function = name,
+        "the real driver does not export this function"
+    );
+    ResponseHeader::start(out, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
 }
 
 impl ThreadSession {
     /// A session for a newly claimed channel.
     pub fn new(client: Arc<ClientContext>) -> Self {
-        Self { client }
+        Self {
+            client,
+            greeted: false,
+        }
     }
 
     /// The client this session belongs to.
@@ -56,8 +170,80 @@ impl ThreadSession {
     /// Handles one request frame and writes the response frame into `response`. Never panics on
     /// hostile input: a malformed frame gets an error response and one log line.
     pub fn handle(&mut self, request: &[u8], response: &mut Vec<u8>) -> Flow {
-        let _ = request;
-        protocol::ResponseHeader::start(response, 3 /* CUDA_ERROR_NOT_INITIALIZED */);
-        Flow::Close
+        let mut dec = Decoder::new(request);
+        let header = match RequestHeader::read(&mut dec) {
+            Ok(h) => h,
+            Err(e) => return self.malformed("header", &e, response),
+        };
+        if header.call == special::HELLO {
+            return self.hello(&mut dec, response);
+        }
+        if !self.greeted {
+            tracing::warn!(call = header.call.0, "call before the handshake");
+            ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
+            return Flow::Close;
+        }
+        let outcome = match header.call {
+            special::GOODBYE => {
+                ResponseHeader::start(response, 0);
+                return Flow::Close;
+            }
+            special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
+            special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
+            CallId(id) => match generated::dispatch(id, &mut dec, response) {
+                Some(outcome) => outcome,
+                None => match handlers::dispatch(id, &self.client, &mut dec, response) {
+                    Some(outcome) => outcome,
+                    None => {
+                        tracing::warn!(call = id, "call has no host handler");
+                        ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+                        Ok(())
+                    }
+                },
+            },
+        };
+        match outcome {
+            Ok(()) => Flow::Continue,
+            Err(e) => self.malformed("arguments", &e, response),
+        }
+    }
+
+    fn malformed(&self, what: &str, e: &DecodeError, response: &mut Vec<u8>) -> Flow {
+        tracing::warn!("malformed request {what}: {e}");
+        ResponseHeader::start(response, CUresult::CUDA_ERROR_INVALID_VALUE.0);
+        Flow::Continue
+    }
+
+    fn hello(&mut self, dec: &mut Decoder<'_>, response: &mut Vec<u8>) -> Flow {
+        let hello = match Hello::decode(dec) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("malformed handshake: {e}");
+                ResponseHeader::start(response, CUresult::CUDA_ERROR_INVALID_VALUE.0);
+                return Flow::Close;
+            }
+        };
+        if let Err(mismatch) = hello.check(SIGNATURE_FINGERPRINT) {
+            tracing::error!(pid = hello.pid, "handshake refused: {mismatch}");
+            ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
+            return Flow::Close;
+        }
+        if let Err(e) = self.client.initialise(&hello.visible_devices) {
+            tracing::error!(pid = hello.pid, "cannot serve client: {e}");
+            ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
+            return Flow::Close;
+        }
+        self.greeted = true;
+        tracing::debug!(pid = hello.pid, tid = hello.tid, "guest thread greeted");
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            driver_version: self.client.driver_version(),
+            worker_pid: std::process::id(),
+        };
+        welcome.encode(&mut ResponseHeader::start(response, 0));
+        Flow::Continue
     }
 }
+
+/// How many functions the host runs through generated marshalling.
+pub const GENERATED_FUNCTIONS: usize = generated::COUNT;

@@ -1,0 +1,99 @@
+//! Host-side dispatch of every function with generated marshalling: decode the arguments the
+//! guest's generated forwarder encoded, call the real driver, send the out-values back.
+
+#![allow(
+    non_snake_case,
+    unused_imports,
+    unused_mut,
+    unused_variables,
+    clippy::too_many_arguments
+)]
+
+use cuda_headers::supplement::*;
+use cuda_headers::*;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+/// Reads one parameter from the request into a local of the same name.
+macro_rules! get_param {
+    ($dec:ident, $p:ident: $t:ty, value) => {
+        // SAFETY: the classifier only passes plain data by value: any bit pattern is a valid
+        // `$t` (the driver validates handles and enums itself).
+        let $p: $t = unsafe { $dec.get_raw()? };
+    };
+    ($dec:ident, $p:ident: $t:ty, inout $inner:ty) => {
+        // SAFETY: `$inner` is plain data.
+        let mut $p: Option<$inner> = unsafe { $dec.get_opt_raw()? };
+    };
+    ($dec:ident, $p:ident: $t:ty, input $inner:ty) => {
+        // SAFETY: `$inner` is plain data.
+        let $p: Option<$inner> = unsafe { $dec.get_opt_raw()? };
+    };
+}
+
+/// The argument handed to the real function.
+macro_rules! arg {
+    ($p:ident, value) => {
+        $p
+    };
+    ($p:ident, inout $inner:ty) => {
+        $p.as_mut()
+            .map_or(std::ptr::null_mut(), |v| v as *mut $inner)
+    };
+    ($p:ident, input $inner:ty) => {
+        $p.as_ref().map_or(std::ptr::null(), |v| v as *const $inner)
+    };
+}
+
+/// Writes one out-value into the response.
+macro_rules! put_back {
+    ($enc:ident, $p:ident, value) => {};
+    ($enc:ident, $p:ident, input $inner:ty) => {};
+    ($enc:ident, $p:ident, inout $inner:ty) => {
+        if let Some(v) = &$p {
+            // SAFETY: `$inner` is plain data.
+            unsafe { $enc.put_raw(v) }
+        }
+    };
+}
+
+/// The template `shim_macros::cuda_forwarders!` fills: one function per entry, and
+/// [`dispatch`] over all of them.
+macro_rules! host_forwarders {
+    ($({ name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
+         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*] })*) => {
+        $(
+            fn $name(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+                $( get_param!(dec, $mp: $mt, $($kind)+); )*
+                dec.finish()?;
+                let Some(real) = super::real::$name() else {
+                    super::missing(stringify!($name), out);
+                    return Ok(());
+                };
+                // SAFETY: every argument is a decoded plain value or a pointer to a local of
+                // the type the driver expects, alive for the whole call.
+                let result = unsafe { real($( arg!($mp, $($kind)+) ),*) };
+                let mut enc = ResponseHeader::start(out, result.0);
+                $( put_back!(enc, $mp, $($kind)+); )*
+                Ok(())
+            }
+        )*
+
+        /// Runs generated function `id`, or returns `None` when `id` has no generated
+        /// marshalling.
+        pub fn dispatch(
+            id: u32,
+            dec: &mut Decoder<'_>,
+            out: &mut Vec<u8>,
+        ) -> Option<Result<(), DecodeError>> {
+            match id {
+                $( $id => Some($name(dec, out)), )*
+                _ => None,
+            }
+        }
+
+        /// How many functions have generated marshalling.
+        pub const COUNT: usize = [$(stringify!($name)),*].len();
+    };
+}
+
+shim_macros::cuda_forwarders!(host_forwarders);

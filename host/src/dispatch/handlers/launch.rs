@@ -1,0 +1,269 @@
+//! Kernel launches: parameter layouts from the host driver, packed parameter buffers from the
+//! guest.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cuda_headers::*;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::{real_or_unsupported, respond};
+use crate::dispatch::ClientContext;
+
+/// At most this many kernel parameters (the driver's limit is far lower in practice).
+const MAX_PARAMS: u32 = 4096;
+/// Largest packed parameter buffer (CUDA 12.1+ allows 32 KiB of parameters).
+const MAX_PARAM_BYTES: usize = 64 * 1024;
+
+/// `(offset, size)` of each parameter of `func`, from `cuFuncGetParamInfo` (or
+/// `cuKernelGetParamInfo` for a `CUkernel` used as a function).
+pub fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
+    let mut layout = Vec::new();
+    let by_func = crate::dispatch::real::cuFuncGetParamInfo();
+    let by_kernel = crate::dispatch::real::cuKernelGetParamInfo();
+    for index in 0..MAX_PARAMS {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: out-pointers are live locals; the handle is validated by the driver.
+        let mut r = by_func.map_or(CUresult::CUDA_ERROR_NOT_SUPPORTED, |f| unsafe {
+            f(func as CUfunction, index as usize, &mut offset, &mut size)
+        });
+        if r != CUresult::CUDA_SUCCESS && r != CUresult::CUDA_ERROR_INVALID_VALUE {
+            // SAFETY: as above.
+            r = by_kernel.map_or(r, |f| unsafe {
+                f(func as CUkernel, index as usize, &mut offset, &mut size)
+            });
+        }
+        match r {
+            CUresult::CUDA_SUCCESS => layout.push((offset as u32, size as u32)),
+            CUresult::CUDA_ERROR_INVALID_VALUE if index > 0 || layout.is_empty() => break,
+            other => return Err(other),
+        }
+    }
+    Ok(layout)
+}
+
+/// `PARAM_LAYOUT`: `u64 func` → result, `u32 n, n × (u32 offset, u32 size)`.
+pub fn param_layout(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let func: u64 = dec.get()?;
+    dec.finish()?;
+    match layout_of(func) {
+        Ok(layout) => {
+            let mut enc = ResponseHeader::start(out, 0);
+            enc.put(layout.len() as u32);
+            for (offset, size) in layout {
+                enc.put(offset);
+                enc.put(size);
+            }
+        }
+        Err(r) => respond(out, r),
+    }
+    Ok(())
+}
+
+/// Launch dimensions as sent by the guest.
+struct Dims {
+    grid: [u32; 3],
+    block: [u32; 3],
+    shared: u32,
+    stream: u64,
+}
+
+impl Dims {
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            grid: [dec.get()?, dec.get()?, dec.get()?],
+            block: [dec.get()?, dec.get()?, dec.get()?],
+            shared: dec.get()?,
+            stream: dec.get()?,
+        })
+    }
+}
+
+/// Parameters as the driver wants them: a pointer per parameter into `packed`, or the `extra`
+/// array around it.
+struct Params {
+    packed: Vec<u8>,
+    pointers: Vec<*mut c_void>,
+    extra: Vec<*mut c_void>,
+    size: usize,
+}
+
+const FORM_NONE: u8 = 0;
+const FORM_POINTERS: u8 = 1;
+const FORM_EXTRA: u8 = 2;
+
+impl Params {
+    /// `u8 form, bytes packed, u32 n, n × (u32 offset, u32 size)`: form 1 is `kernelParams`
+    /// (packed at the layout's offsets), form 2 the `extra` buffer.
+    fn decode(dec: &mut Decoder<'_>) -> Result<Result<Self, CUresult>, DecodeError> {
+        let form: u8 = dec.get()?;
+        let packed = dec.get_bytes()?.to_vec();
+        let count: u32 = dec.get()?;
+        if count > MAX_PARAMS || packed.len() > MAX_PARAM_BYTES {
+            return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
+        }
+        let layout: Vec<(u32, u32)> = (0..count)
+            .map(|_| Ok((dec.get::<u32>()?, dec.get::<u32>()?)))
+            .collect::<Result<_, DecodeError>>()?;
+        let mut params = Params {
+            size: packed.len(),
+            packed,
+            pointers: Vec::new(),
+            extra: Vec::new(),
+        };
+        match form {
+            FORM_NONE => {}
+            FORM_POINTERS => {
+                for (offset, size) in layout {
+                    let end = offset as usize + size as usize;
+                    if end > params.packed.len() {
+                        return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
+                    }
+                    // SAFETY: offset < end <= len, so the pointer is inside `packed`.
+                    params
+                        .pointers
+                        .push(unsafe { params.packed.as_mut_ptr().add(offset as usize) }.cast());
+                }
+            }
+            FORM_EXTRA => {
+                params.extra = vec![
+                    CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize as *mut c_void,
+                    params.packed.as_mut_ptr().cast(),
+                    CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize as *mut c_void,
+                    (&mut params.size as *mut usize).cast(),
+                    CU_LAUNCH_PARAM_END_AS_INT as usize as *mut c_void,
+                ];
+            }
+            other => {
+                return Err(DecodeError::BadTag {
+                    what: "kernel parameter form",
+                    tag: other,
+                })
+            }
+        }
+        Ok(Ok(params))
+    }
+
+    fn kernel_params(&mut self) -> *mut *mut c_void {
+        if self.pointers.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            self.pointers.as_mut_ptr()
+        }
+    }
+
+    fn extra(&mut self) -> *mut *mut c_void {
+        if self.extra.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            self.extra.as_mut_ptr()
+        }
+    }
+}
+
+/// `cuLaunchKernel*`/`cuLaunchCooperativeKernel*`: `u64 func`, dims (`3 × u32 grid, 3 × u32
+/// block, u32 shared, u64 stream`), params → result.
+pub fn launch_kernel(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let func: u64 = dec.get()?;
+    let d = Dims::decode(dec)?;
+    let mut params = match Params::decode(dec)? {
+        Ok(p) => p,
+        Err(r) => {
+            respond(out, r);
+            return Ok(());
+        }
+    };
+    dec.finish()?;
+    let (f, s) = (func as CUfunction, d.stream as CUstream);
+    let (kp, ex) = (params.kernel_params(), params.extra());
+    // SAFETY (all arms): parameter pointers point into `params.packed`, alive for the call; the
+    // driver copies parameters at launch.
+    let r = unsafe {
+        match name {
+            "cuLaunchKernel" => real_or_unsupported!(cuLaunchKernel, out)(
+                f, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2], d.shared,
+                s, kp, ex,
+            ),
+            "cuLaunchKernel_ptsz" => real_or_unsupported!(cuLaunchKernel_ptsz, out)(
+                f, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2], d.shared,
+                s, kp, ex,
+            ),
+            "cuLaunchCooperativeKernel_ptsz" => {
+                real_or_unsupported!(cuLaunchCooperativeKernel_ptsz, out)(
+                    f, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2],
+                    d.shared, s, kp,
+                )
+            }
+            _ => real_or_unsupported!(cuLaunchCooperativeKernel, out)(
+                f, d.grid[0], d.grid[1], d.grid[2], d.block[0], d.block[1], d.block[2], d.shared,
+                s, kp,
+            ),
+        }
+    };
+    respond(out, r);
+    Ok(())
+}
+
+/// Largest attribute list accepted for `cuLaunchKernelEx`.
+const MAX_ATTRS: u32 = 64;
+
+/// `cuLaunchKernelEx*`: `u64 func`, dims, `u32 n, n × CUlaunchAttribute`, params → result.
+pub fn launch_kernel_ex(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let func: u64 = dec.get()?;
+    let d = Dims::decode(dec)?;
+    let count: u32 = dec.get()?;
+    if count > MAX_ATTRS {
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
+    // SAFETY: CUlaunchAttribute is a plain C struct (an id and a union of integers, handles and
+    // device addresses).
+    let mut attrs: Vec<CUlaunchAttribute> = (0..count)
+        .map(|_| unsafe { dec.get_raw() })
+        .collect::<Result<_, _>>()?;
+    let mut params = match Params::decode(dec)? {
+        Ok(p) => p,
+        Err(r) => {
+            respond(out, r);
+            return Ok(());
+        }
+    };
+    dec.finish()?;
+    let config = CUlaunchConfig {
+        gridDimX: d.grid[0],
+        gridDimY: d.grid[1],
+        gridDimZ: d.grid[2],
+        blockDimX: d.block[0],
+        blockDimY: d.block[1],
+        blockDimZ: d.block[2],
+        sharedMemBytes: d.shared,
+        hStream: d.stream as CUstream,
+        attrs: if attrs.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            attrs.as_mut_ptr()
+        },
+        numAttrs: count,
+    };
+    let (kp, ex) = (params.kernel_params(), params.extra());
+    // SAFETY: `config`, its attributes and the parameters live for the whole call.
+    let r = unsafe {
+        if name.ends_with("_ptsz") {
+            real_or_unsupported!(cuLaunchKernelEx_ptsz, out)(&config, func as CUfunction, kp, ex)
+        } else {
+            real_or_unsupported!(cuLaunchKernelEx, out)(&config, func as CUfunction, kp, ex)
+        }
+    };
+    respond(out, r);
+    Ok(())
+}

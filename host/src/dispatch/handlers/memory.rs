@@ -1,0 +1,330 @@
+//! Copies that touch guest host memory, and pointer attributes.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cuda_headers::*;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::{real_or_unsupported, respond};
+use crate::dispatch::ClientContext;
+
+fn per_thread(name: &str) -> bool {
+    name.ends_with("_ptds") || name.ends_with("_ptsz")
+}
+
+/// `cuMemcpyHtoD*`: `u64 dst, u64 stream, bytes data` → result. The `Async` forms run
+/// asynchronously on the host: the driver stages pageable memory before it returns.
+pub fn htod(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let dst: u64 = dec.get()?;
+    let stream: u64 = dec.get()?;
+    let data = dec.get_bytes()?;
+    dec.finish()?;
+    let (ptr, len) = (data.as_ptr().cast::<c_void>(), data.len());
+    // SAFETY (all arms): `ptr` is valid for `len` bytes for the whole call; the device pointer
+    // and stream are the guest's values, validated by the driver.
+    let result = match (name.contains("Async"), per_thread(name)) {
+        (false, false) => unsafe { real_or_unsupported!(cuMemcpyHtoD_v2, out)(dst, ptr, len) },
+        (false, true) => unsafe { real_or_unsupported!(cuMemcpyHtoD_v2_ptds, out)(dst, ptr, len) },
+        (true, false) => unsafe {
+            real_or_unsupported!(cuMemcpyHtoDAsync_v2, out)(dst, ptr, len, stream as CUstream)
+        },
+        (true, true) => unsafe {
+            real_or_unsupported!(cuMemcpyHtoDAsync_v2_ptsz, out)(dst, ptr, len, stream as CUstream)
+        },
+    };
+    respond(out, result);
+    Ok(())
+}
+
+/// Largest single device-to-host copy a guest may ask for (the card's memory, rounded up).
+const MAX_COPY: u64 = 1 << 38;
+
+/// `cuMemcpyDtoH*`: `u64 src, u64 len, u64 stream` → result, `bytes data`. The `Async` forms
+/// are made synchronous here: the bytes must exist before they can be sent.
+pub fn dtoh(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let src: u64 = dec.get()?;
+    let len: u64 = dec.get()?;
+    let stream: u64 = dec.get()?;
+    dec.finish()?;
+    if len > MAX_COPY {
+        tracing::warn!(len, "refusing a device-to-host copy larger than any device");
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
+    let mut data = vec![0u8; len as usize];
+    let (ptr, len) = (data.as_mut_ptr().cast::<c_void>(), data.len());
+    // SAFETY (all arms): `ptr` is valid for writes of `len` bytes for the whole call (the async
+    // forms are synchronised before `data` is read or dropped).
+    let mut result = match (name.contains("Async"), per_thread(name)) {
+        (false, false) => unsafe { real_or_unsupported!(cuMemcpyDtoH_v2, out)(ptr, src, len) },
+        (false, true) => unsafe { real_or_unsupported!(cuMemcpyDtoH_v2_ptds, out)(ptr, src, len) },
+        (true, false) => unsafe {
+            real_or_unsupported!(cuMemcpyDtoHAsync_v2, out)(ptr, src, len, stream as CUstream)
+        },
+        (true, true) => unsafe {
+            real_or_unsupported!(cuMemcpyDtoHAsync_v2_ptsz, out)(ptr, src, len, stream as CUstream)
+        },
+    };
+    if result == CUresult::CUDA_SUCCESS && name.contains("Async") {
+        // SAFETY: a stream handle from the guest; the driver validates it.
+        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
+    }
+    let mut enc = ResponseHeader::start(out, result.0);
+    if result == CUresult::CUDA_SUCCESS {
+        enc.put_bytes(&data);
+    }
+    Ok(())
+}
+
+/// Whether `ptr` is memory the device owns (device, array or managed), as opposed to host
+/// memory that merely has a unified address.
+fn is_device_memory(ptr: u64) -> bool {
+    let Some(get) = crate::dispatch::real::cuPointerGetAttribute() else {
+        return false;
+    };
+    let mut kind: u32 = 0;
+    // SAFETY: MEMORY_TYPE writes one 32-bit value into `kind`.
+    let r = unsafe {
+        get(
+            (&mut kind as *mut u32).cast(),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+            ptr,
+        )
+    };
+    r == CUresult::CUDA_SUCCESS && kind != CUmemorytype::CU_MEMORYTYPE_HOST.0
+}
+
+/// `cuMemcpy`/`cuMemcpyAsync` (unified addressing): `u64 dst, u64 src, u64 len, u64 stream`
+/// → result. The guest routes copies touching its own memory through HtoD/DtoH; here both
+/// ends must be device memory, so a guest can never name host-worker memory.
+pub fn unified(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let dst: u64 = dec.get()?;
+    let src: u64 = dec.get()?;
+    let len: u64 = dec.get()?;
+    let stream: u64 = dec.get()?;
+    dec.finish()?;
+    if !is_device_memory(dst) || !is_device_memory(src) {
+        tracing::warn!(
+            name,
+            "unified copy with an end that is not device memory refused"
+        );
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
+    let len = len as usize;
+    // SAFETY (all arms): both ends are device memory the driver validates.
+    let result = match (name.contains("Async"), per_thread(name)) {
+        (false, false) => unsafe { real_or_unsupported!(cuMemcpy, out)(dst, src, len) },
+        (false, true) => unsafe { real_or_unsupported!(cuMemcpy_ptds, out)(dst, src, len) },
+        (true, false) => unsafe {
+            real_or_unsupported!(cuMemcpyAsync, out)(dst, src, len, stream as CUstream)
+        },
+        (true, true) => unsafe {
+            real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream as CUstream)
+        },
+    };
+    respond(out, result);
+    Ok(())
+}
+
+fn is_host(kind: CUmemorytype) -> bool {
+    kind == CUmemorytype::CU_MEMORYTYPE_HOST
+}
+
+/// `cuMemcpy2D*`: `CUDA_MEMCPY2D` (raw; host pointers are ignored), `u64 stream`, then when the
+/// source is host memory `bytes rows` (packed, `WidthInBytes × Height`) → result, then when the
+/// destination is host memory `bytes rows` (packed). The guest resolves `UNIFIED` to `HOST` or
+/// `DEVICE` before sending.
+pub fn copy_2d(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    // SAFETY: CUDA_MEMCPY2D is a plain C struct; its pointer fields are overwritten below
+    // before the driver sees them.
+    let mut copy: CUDA_MEMCPY2D = unsafe { dec.get_raw()? };
+    let stream: u64 = dec.get()?;
+    let packed = copy.WidthInBytes.checked_mul(copy.Height);
+    let src_rows = if is_host(copy.srcMemoryType) {
+        Some(dec.get_bytes()?)
+    } else {
+        None
+    };
+    dec.finish()?;
+    let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    };
+    if let Some(rows) = src_rows {
+        if rows.len() != packed {
+            respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+            return Ok(());
+        }
+        copy.srcHost = rows.as_ptr().cast();
+        (copy.srcXInBytes, copy.srcY, copy.srcPitch) = (0, 0, copy.WidthInBytes);
+    } else {
+        copy.srcHost = std::ptr::null();
+    }
+    let mut dst_rows = Vec::new();
+    if is_host(copy.dstMemoryType) {
+        dst_rows = vec![0u8; packed];
+        copy.dstHost = dst_rows.as_mut_ptr().cast();
+        (copy.dstXInBytes, copy.dstY, copy.dstPitch) = (0, 0, copy.WidthInBytes);
+    } else {
+        copy.dstHost = std::ptr::null_mut();
+    }
+    let is_async = name.contains("Async");
+    // SAFETY (all arms): host pointers in `copy` point into buffers alive for the whole call
+    // (and the async forms are synchronised below before they are dropped).
+    let mut result = match (is_async, per_thread(name), name.contains("Unaligned")) {
+        (false, false, false) => unsafe { real_or_unsupported!(cuMemcpy2D_v2, out)(&copy) },
+        (false, true, false) => unsafe { real_or_unsupported!(cuMemcpy2D_v2_ptds, out)(&copy) },
+        (false, false, true) => unsafe { real_or_unsupported!(cuMemcpy2DUnaligned_v2, out)(&copy) },
+        (false, true, true) => unsafe {
+            real_or_unsupported!(cuMemcpy2DUnaligned_v2_ptds, out)(&copy)
+        },
+        (true, false, _) => unsafe {
+            real_or_unsupported!(cuMemcpy2DAsync_v2, out)(&copy, stream as CUstream)
+        },
+        (true, true, _) => unsafe {
+            real_or_unsupported!(cuMemcpy2DAsync_v2_ptsz, out)(&copy, stream as CUstream)
+        },
+    };
+    if is_async && result == CUresult::CUDA_SUCCESS {
+        // SAFETY: a guest stream handle, validated by the driver.
+        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
+    }
+    let mut enc = ResponseHeader::start(out, result.0);
+    if is_host(copy.dstMemoryType) && result == CUresult::CUDA_SUCCESS {
+        enc.put_bytes(&dst_rows);
+    }
+    Ok(())
+}
+
+/// `cuMemcpy3D*`: like [`copy_2d`] with `CUDA_MEMCPY3D`; packed host data is
+/// `WidthInBytes × Height × Depth`.
+pub fn copy_3d(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    // SAFETY: CUDA_MEMCPY3D is a plain C struct; its pointer fields are overwritten below.
+    let mut copy: CUDA_MEMCPY3D = unsafe { dec.get_raw()? };
+    let stream: u64 = dec.get()?;
+    let packed = copy
+        .WidthInBytes
+        .checked_mul(copy.Height)
+        .and_then(|n| n.checked_mul(copy.Depth));
+    let src_rows = if is_host(copy.srcMemoryType) {
+        Some(dec.get_bytes()?)
+    } else {
+        None
+    };
+    dec.finish()?;
+    let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    };
+    copy.reserved0 = std::ptr::null_mut();
+    copy.reserved1 = std::ptr::null_mut();
+    if let Some(rows) = src_rows {
+        if rows.len() != packed {
+            respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+            return Ok(());
+        }
+        copy.srcHost = rows.as_ptr().cast();
+        (copy.srcXInBytes, copy.srcY, copy.srcZ) = (0, 0, 0);
+        (copy.srcPitch, copy.srcHeight) = (copy.WidthInBytes, copy.Height);
+    } else {
+        copy.srcHost = std::ptr::null();
+    }
+    let mut dst_rows = Vec::new();
+    if is_host(copy.dstMemoryType) {
+        dst_rows = vec![0u8; packed];
+        copy.dstHost = dst_rows.as_mut_ptr().cast();
+        (copy.dstXInBytes, copy.dstY, copy.dstZ) = (0, 0, 0);
+        (copy.dstPitch, copy.dstHeight) = (copy.WidthInBytes, copy.Height);
+    } else {
+        copy.dstHost = std::ptr::null_mut();
+    }
+    let is_async = name.contains("Async");
+    // SAFETY (all arms): as in `copy_2d`.
+    let mut result = match (is_async, per_thread(name)) {
+        (false, false) => unsafe { real_or_unsupported!(cuMemcpy3D_v2, out)(&copy) },
+        (false, true) => unsafe { real_or_unsupported!(cuMemcpy3D_v2_ptds, out)(&copy) },
+        (true, false) => unsafe {
+            real_or_unsupported!(cuMemcpy3DAsync_v2, out)(&copy, stream as CUstream)
+        },
+        (true, true) => unsafe {
+            real_or_unsupported!(cuMemcpy3DAsync_v2_ptsz, out)(&copy, stream as CUstream)
+        },
+    };
+    if is_async && result == CUresult::CUDA_SUCCESS {
+        // SAFETY: a guest stream handle, validated by the driver.
+        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
+    }
+    let mut enc = ResponseHeader::start(out, result.0);
+    if is_host(copy.dstMemoryType) && result == CUresult::CUDA_SUCCESS {
+        enc.put_bytes(&dst_rows);
+    }
+    Ok(())
+}
+
+/// Size of the value `cuPointerGetAttribute` writes for `attribute`, or `None` for attributes
+/// this build does not know.
+pub fn pointer_attribute_size(attribute: u32) -> Option<usize> {
+    Some(match attribute {
+        2 | 6 | 8 | 9 | 10 | 13 | 15 | 16 | 21 => 4,
+        1 | 3 | 4 | 7 | 11 | 12 | 14 | 17 | 18 | 19 | 20 => 8,
+        5 => std::mem::size_of::<CUDA_POINTER_ATTRIBUTE_P2P_TOKENS>(),
+        _ => return None,
+    })
+}
+
+/// `cuPointerGetAttribute`: `u32 attribute, u64 ptr` → result, `bytes value`.
+pub fn pointer_attribute(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let attribute: u32 = dec.get()?;
+    let ptr: u64 = dec.get()?;
+    dec.finish()?;
+    let Some(size) = pointer_attribute_size(attribute) else {
+        tracing::warn!(attribute, "unknown pointer attribute");
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    };
+    let mut value = [0u8; 64];
+    let get = real_or_unsupported!(cuPointerGetAttribute, out);
+    // SAFETY: `value` has room for the largest attribute value (64 bytes ≥ every size above).
+    let result = unsafe {
+        get(
+            value.as_mut_ptr().cast(),
+            CUpointer_attribute(attribute),
+            ptr,
+        )
+    };
+    let mut enc = ResponseHeader::start(out, result.0);
+    enc.put_bytes(&value[..size]);
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Module and library images, and lookups by name.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cuda_headers::*;
+use protocol::jit::{
+    self, ERROR_LOG_BUFFER, ERROR_LOG_BUFFER_SIZE_BYTES, INFO_LOG_BUFFER,
+    INFO_LOG_BUFFER_SIZE_BYTES, MAX_LOG,
+};
+use protocol::{DecodeError, Decoder, Encoder, ResponseHeader};
+
+use super::device::c_string;
+use super::real_or_unsupported;
+use crate::dispatch::ClientContext;
+
+/// JIT options ready for the driver, with host log buffers in place of the guest's.
+struct JitOptions {
+    options: Vec<CUjit_option>,
+    values: Vec<*mut c_void>,
+    info_log: Vec<u8>,
+    error_log: Vec<u8>,
+}
+
+impl JitOptions {
+    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let raw = jit::get_options(dec, 64)?;
+        let size_of = |which: u32| {
+            raw.iter()
+                .find(|(o, _)| *o == which)
+                .map_or(0, |(_, v)| (*v).min(MAX_LOG) as usize)
+        };
+        let mut jit = Self {
+            options: Vec::with_capacity(raw.len()),
+            values: Vec::with_capacity(raw.len()),
+            info_log: vec![0; size_of(INFO_LOG_BUFFER_SIZE_BYTES)],
+            error_log: vec![0; size_of(ERROR_LOG_BUFFER_SIZE_BYTES)],
+        };
+        for (option, slot) in raw {
+            let value = match option {
+                INFO_LOG_BUFFER => jit.info_log.as_mut_ptr().cast(),
+                ERROR_LOG_BUFFER => jit.error_log.as_mut_ptr().cast(),
+                INFO_LOG_BUFFER_SIZE_BYTES => jit.info_log.len() as *mut c_void,
+                ERROR_LOG_BUFFER_SIZE_BYTES => jit.error_log.len() as *mut c_void,
+                _ if jit::POINTER_ARRAY_OPTIONS.contains(&option) => {
+                    return Err(DecodeError::BadTag {
+                        what: "JIT option with guest pointers",
+                        tag: option as u8,
+                    })
+                }
+                _ => slot as *mut c_void,
+            };
+            jit.options.push(CUjit_option(option));
+            jit.values.push(value);
+        }
+        Ok(jit)
+    }
+
+    fn options_ptr(&mut self) -> *mut CUjit_option {
+        if self.options.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            self.options.as_mut_ptr()
+        }
+    }
+
+    fn values_ptr(&mut self) -> *mut *mut c_void {
+        if self.values.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            self.values.as_mut_ptr()
+        }
+    }
+
+    /// The slots after the call (sizes and wall time the driver wrote), then both logs.
+    fn encode(&self, enc: &mut Encoder<'_>) {
+        enc.put(self.values.len() as u32);
+        for v in &self.values {
+            enc.put(*v as u64);
+        }
+        enc.put_bytes(&self.info_log);
+        enc.put_bytes(&self.error_log);
+    }
+}
+
+/// `cuModuleLoadData`/`cuModuleLoadFatBinary`: `bytes image` → result, `u64 module`.
+pub fn load_data(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let image = dec.get_bytes()?.to_vec();
+    dec.finish()?;
+    let mut module: CUmodule = std::ptr::null_mut();
+    // SAFETY: `image` is the exact image the guest sized, alive for the call; the driver copies
+    // what it keeps.
+    let r = unsafe {
+        if name == "cuModuleLoadFatBinary" {
+            real_or_unsupported!(cuModuleLoadFatBinary, out)(&mut module, image.as_ptr().cast())
+        } else {
+            real_or_unsupported!(cuModuleLoadData, out)(&mut module, image.as_ptr().cast())
+        }
+    };
+    ResponseHeader::start(out, r.0).put(module as u64);
+    Ok(())
+}
+
+/// `cuModuleLoadDataEx`: `bytes image, JIT options` → result, `u64 module`, JIT results.
+pub fn load_data_ex(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let image = dec.get_bytes()?.to_vec();
+    let mut jit = JitOptions::decode(dec)?;
+    dec.finish()?;
+    let mut module: CUmodule = std::ptr::null_mut();
+    let f = real_or_unsupported!(cuModuleLoadDataEx, out);
+    let count = jit.options.len() as u32;
+    // SAFETY: the image and the option arrays (and the log buffers they point to) live for the
+    // whole call.
+    let r = unsafe {
+        f(
+            &mut module,
+            image.as_ptr().cast(),
+            count,
+            jit.options_ptr(),
+            jit.values_ptr(),
+        )
+    };
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(module as u64);
+    jit.encode(&mut enc);
+    Ok(())
+}
+
+/// `cuLibraryLoadData`: `bytes image, JIT options, u32 n, n × (u32 option, u64 value)` →
+/// result, `u64 library`, JIT results. `CU_LIBRARY_BINARY_IS_PRESERVED` is dropped: the host's
+/// copy of the image does not outlive the call, so the driver must copy it.
+pub fn library_load_data(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let image = dec.get_bytes()?.to_vec();
+    let mut jit = JitOptions::decode(dec)?;
+    let library_options = jit::get_options(dec, 8)?;
+    dec.finish()?;
+    let (mut lib_opts, mut lib_values): (Vec<CUlibraryOption>, Vec<*mut c_void>) = library_options
+        .into_iter()
+        .filter(|(o, _)| *o != CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED.0)
+        .map(|(o, v)| (CUlibraryOption(o), v as *mut c_void))
+        .unzip();
+    if lib_opts
+        .iter()
+        .any(|o| *o == CUlibraryOption::CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE)
+    {
+        ResponseHeader::start(out, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+        return Ok(());
+    }
+    let mut library: CUlibrary = std::ptr::null_mut();
+    let f = real_or_unsupported!(cuLibraryLoadData, out);
+    let (jit_count, lib_count) = (jit.options.len() as u32, lib_opts.len() as u32);
+    let lib_opts_ptr = if lib_opts.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        lib_opts.as_mut_ptr()
+    };
+    let lib_values_ptr = if lib_values.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        lib_values.as_mut_ptr()
+    };
+    // SAFETY: every array and buffer lives for the whole call and the counts match.
+    let r = unsafe {
+        f(
+            &mut library,
+            image.as_ptr().cast(),
+            jit.options_ptr(),
+            jit.values_ptr(),
+            jit_count,
+            lib_opts_ptr,
+            lib_values_ptr,
+            lib_count,
+        )
+    };
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(library as u64);
+    jit.encode(&mut enc);
+    Ok(())
+}
+
+/// `cuModuleGetFunction`: `u64 module, bytes name` → result, `u64 function`.
+pub fn get_function(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let module: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let mut func: CUfunction = std::ptr::null_mut();
+    let f = real_or_unsupported!(cuModuleGetFunction, out);
+    // SAFETY: `name` is NUL-terminated; the module handle is the guest's, validated by the driver.
+    let r = unsafe { f(&mut func, module as CUmodule, name.as_ptr()) };
+    ResponseHeader::start(out, r.0).put(func as u64);
+    Ok(())
+}
+
+/// `cuModuleGetGlobal_v2`: `u64 module, bytes name` → result, `u64 dptr, u64 bytes`.
+pub fn get_global(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let module: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
+    let f = real_or_unsupported!(cuModuleGetGlobal_v2, out);
+    // SAFETY: as in `get_function`.
+    let r = unsafe { f(&mut dptr, &mut bytes, module as CUmodule, name.as_ptr()) };
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(dptr);
+    enc.put(bytes as u64);
+    Ok(())
+}
+
+/// `cuLibraryGetKernel`: `u64 library, bytes name` → result, `u64 kernel`.
+pub fn library_get_kernel(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let library: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let mut kernel: CUkernel = std::ptr::null_mut();
+    let f = real_or_unsupported!(cuLibraryGetKernel, out);
+    // SAFETY: as in `get_function`.
+    let r = unsafe { f(&mut kernel, library as CUlibrary, name.as_ptr()) };
+    ResponseHeader::start(out, r.0).put(kernel as u64);
+    Ok(())
+}
+
+/// `cuLibraryGetGlobal`: `u64 library, bytes name` → result, `u64 dptr, u64 bytes`.
+pub fn library_get_global(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let library: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
+    let f = real_or_unsupported!(cuLibraryGetGlobal, out);
+    // SAFETY: as in `get_function`.
+    let r = unsafe { f(&mut dptr, &mut bytes, library as CUlibrary, name.as_ptr()) };
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(dptr);
+    enc.put(bytes as u64);
+    Ok(())
+}
+
+/// `cuFuncGetName`/`cuKernelGetName`: `u64 handle` → result, `bytes name`.
+pub fn get_name(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let handle: u64 = dec.get()?;
+    dec.finish()?;
+    let mut text: *const std::os::raw::c_char = std::ptr::null();
+    // SAFETY: the handle is the guest's, validated by the driver; `text` is a live local.
+    let r = unsafe {
+        if name == "cuKernelGetName" {
+            real_or_unsupported!(cuKernelGetName, out)(&mut text, handle as CUkernel)
+        } else {
+            real_or_unsupported!(cuFuncGetName, out)(&mut text, handle as CUfunction)
+        }
+    };
+    let mut enc = ResponseHeader::start(out, r.0);
+    if r == CUresult::CUDA_SUCCESS && !text.is_null() {
+        // SAFETY: the driver returned a NUL-terminated string it owns.
+        enc.put_bytes(unsafe { std::ffi::CStr::from_ptr(text) }.to_bytes());
+    } else {
+        enc.put_bytes(&[]);
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! JIT options (`cuModuleLoadDataEx`, `cuLibraryLoadData`) on the wire.
+//!
+//! Each option is `(u32 option, u64 slot)`, where `slot` is the raw `void*` value the guest put
+//! in `optionValues[i]`: an integer for most options, a size for `*_LOG_BUFFER_SIZE_BYTES`. The
+//! log buffers themselves (`*_LOG_BUFFER`) are guest memory: the host allocates its own of the
+//! size its `*_SIZE_BYTES` option gives, and sends the text back. Options whose values point to
+//! arrays of guest pointers are refused by the guest before sending.
+
+use crate::codec::{DecodeError, Decoder, Encoder};
+
+/// `CU_JIT_INFO_LOG_BUFFER`.
+pub const INFO_LOG_BUFFER: u32 = 3;
+/// `CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES`.
+pub const INFO_LOG_BUFFER_SIZE_BYTES: u32 = 4;
+/// `CU_JIT_ERROR_LOG_BUFFER`.
+pub const ERROR_LOG_BUFFER: u32 = 5;
+/// `CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES`.
+pub const ERROR_LOG_BUFFER_SIZE_BYTES: u32 = 6;
+/// Options whose value points to guest arrays (symbol names and addresses, referenced kernel
+/// and variable names): not forwarded.
+pub const POINTER_ARRAY_OPTIONS: [u32; 4] = [17, 18, 25, 27];
+/// The largest log buffer the host allocates for a guest.
+pub const MAX_LOG: u64 = 1 << 20;
+
+/// Encodes the options.
+pub fn put_options(enc: &mut Encoder<'_>, options: &[(u32, u64)]) {
+    enc.put(options.len() as u32);
+    for &(option, slot) in options {
+        enc.put(option);
+        enc.put(slot);
+    }
+}
+
+/// Decodes options written by [`put_options`], at most `limit` of them.
+///
+/// # Errors
+/// Truncation, or more than `limit` options.
+pub fn get_options(dec: &mut Decoder<'_>, limit: u32) -> Result<Vec<(u32, u64)>, DecodeError> {
+    let count: u32 = dec.get()?;
+    if count > limit {
+        return Err(DecodeError::BadTag {
+            what: "JIT option count",
+            tag: u8::MAX,
+        });
+    }
+    (0..count)
+        .map(|_| Ok((dec.get::<u32>()?, dec.get::<u64>()?)))
+        .collect()
+}
