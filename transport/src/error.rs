@@ -64,6 +64,10 @@ pub enum TransportError {
         /// Bytes available.
         actual: u64,
     },
+    /// The region uses futex doorbells but was created on another kernel (e.g. this is a VM guest and
+    /// the file is an ivshmem BAR): futexes and pids do not cross kernels.
+    #[error("region uses futex doorbells but was created on another kernel (a VM host?); the host must create it with DoorbellMode::Poll")]
+    ForeignKernel,
     /// A header field is out of range or inconsistent.
     #[error("region header field `{0}` is invalid")]
     BadHeader(&'static str),

@@ -67,10 +67,14 @@ pub(crate) struct Header {
     pub(crate) bulk_hint: AtomicU32,
     pub(crate) _reserved1: AtomicU32,
     pub(crate) claim_bits: [AtomicU64; (MAX_CHANNELS / 64) as usize],
+    /// Kernel boot id of the creating host (`/proc/sys/kernel/random/boot_id`; 0 = unknown).
+    pub(crate) boot_id: [AtomicU64; 2],
+    /// Pid-namespace inode of the creating host (`/proc/self/ns/pid`; 0 = unknown).
+    pub(crate) host_pid_ns: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() as u64 <= HEADER_SIZE);
-const _: () = assert!(std::mem::size_of::<Header>() == 280);
+const _: () = assert!(std::mem::size_of::<Header>() == 304);
 
 /// Identity and liveness words of one channel.
 #[repr(C)]
@@ -82,7 +86,8 @@ pub(crate) struct ChannelMeta {
     pub(crate) owner_start: AtomicU64,
     pub(crate) guest_beat: AtomicU64,
     pub(crate) server_pid: AtomicU32,
-    pub(crate) _reserved: AtomicU32,
+    /// Low 32 bits of the guest's pid-namespace inode (0 = unknown): pids are compared only within one.
+    pub(crate) owner_pid_ns: AtomicU32,
     pub(crate) server_start: AtomicU64,
     pub(crate) server_beat: AtomicU64,
 }

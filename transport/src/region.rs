@@ -122,6 +122,10 @@ pub(crate) struct Inner {
     pub(crate) peer_timeout: Duration,
     pub(crate) generation: u64,
     pub(crate) chunk_cap: u64,
+    /// Futex mode and same pid namespace as the host: the host's and workers' pids can be checked.
+    pub(crate) host_pids_comparable: bool,
+    /// Low 32 bits of this process's pid-namespace inode.
+    pub(crate) own_pid_ns: u32,
     pending: Mutex<VecDeque<u32>>,
     /// Per channel: `epoch + 1` of the last claim `accept` returned through this handle (0 = none), so a
     /// channel announced twice is handed out once per claim.
@@ -236,6 +240,7 @@ impl Region {
         let generation = region.initialise(config);
         if let Some(inner) = Arc::get_mut(&mut region.inner) {
             inner.generation = generation;
+            inner.host_pids_comparable = config.doorbell == DoorbellMode::Futex;
         }
         region.inner.host_pid.store(sys::pid(), Ordering::Relaxed);
         region.ensure_heartbeat();
@@ -337,13 +342,24 @@ impl Region {
             return Err(TransportError::BadHeader("peer_timeout_ms"));
         }
         let generation = h.generation.load(r);
-        Ok(Region::from_parts(
+        let boot = (u128::from(h.boot_id[1].load(r)) << 64) | u128::from(h.boot_id[0].load(r));
+        let mine = sys::boot_id();
+        if mode == DoorbellMode::Futex && boot != 0 && mine != 0 && boot != mine {
+            return Err(TransportError::ForeignKernel);
+        }
+        let host_ns = h.host_pid_ns.load(r);
+        let mut region = Region::from_parts(
             map,
             layout,
             mode,
             Duration::from_millis(timeout_ms),
             generation,
-        ))
+        );
+        if let Some(inner) = Arc::get_mut(&mut region.inner) {
+            inner.host_pids_comparable =
+                mode == DoorbellMode::Futex && (host_ns == 0 || host_ns == sys::pid_ns());
+        }
+        Ok(region)
     }
 
     fn from_parts(
@@ -366,6 +382,8 @@ impl Region {
                 peer_timeout,
                 generation,
                 chunk_cap,
+                host_pids_comparable: false,
+                own_pid_ns: sys::pid_ns() as u32,
                 pending: Mutex::new(VecDeque::new()),
                 accepted: (0..n).map(|_| AtomicU64::new(0)).collect(),
                 beating_pid: AtomicU32::new(0),
@@ -409,6 +427,10 @@ impl Region {
         h.host_pid.store(sys::pid(), r);
         h.host_start_time.store(sys::start_time(sys::pid()), r);
         h.host_beat.store(0, r);
+        let boot = sys::boot_id();
+        h.boot_id[0].store(boot as u64, r);
+        h.boot_id[1].store((boot >> 64) as u64, r);
+        h.host_pid_ns.store(sys::pid_ns(), r);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -432,6 +454,7 @@ impl Region {
             m.owner_start.store(0, r);
             m.guest_beat.store(0, r);
             m.server_pid.store(0, r);
+            m.owner_pid_ns.store(0, r);
             m.server_start.store(0, r);
             m.server_beat.store(0, r);
             c.request.reset();
@@ -596,9 +619,12 @@ impl Region {
             let stale = match state {
                 STATE_FREE => true,
                 STATE_CLAIMED | STATE_CLOSED | STATE_CLAIMING => {
+                    // Pids are only comparable within one pid namespace (all guests of a VM share
+                    // the guest kernel's).
                     let pid = m.owner_pid.load(Ordering::Relaxed);
                     pid != 0
                         && pid != me
+                        && m.owner_pid_ns.load(Ordering::Relaxed) == self.inner.own_pid_ns
                         && !sys::process_alive(pid, m.owner_start.load(Ordering::Relaxed))
                 }
                 _ => true,
@@ -624,6 +650,7 @@ impl Region {
             m.owner_pid.store(me, r);
             m.owner_tid.store(sys::tid(), r);
             m.owner_start.store(sys::start_time(me), r);
+            m.owner_pid_ns.store(self.inner.own_pid_ns, r);
             m.client_token.store(token, r);
             m.guest_beat.store(0, r);
             m.server_pid.store(0, r);
@@ -910,7 +937,7 @@ impl Region {
                 1 << 40,
             )
         };
-        if self.inner.mode == DoorbellMode::Futex && !sys::process_alive(pid, start) {
+        if self.inner.host_pids_comparable && !sys::process_alive(pid, start) {
             return Err(TransportError::PeerGone(GoneReason::ProcessExited));
         }
         if watch.stalled(source, beat, self.inner.peer_timeout) {
@@ -937,6 +964,7 @@ impl Region {
             return Err(TransportError::PeerGone(GoneReason::HostRestarted));
         }
         if self.inner.mode == DoorbellMode::Futex
+            && m.owner_pid_ns.load(Ordering::Relaxed) == self.inner.own_pid_ns
             && !sys::process_alive(claim.pid, claim.start_time)
         {
             return Err(TransportError::PeerGone(GoneReason::ProcessExited));

@@ -101,6 +101,20 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     }
 }
 
+/// This kernel's boot id (a UUID, new on every boot, different in every VM), 0 when unknown.
+pub(crate) fn boot_id() -> u128 {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .and_then(|s| u128::from_str_radix(&s.trim().replace('-', ""), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Inode of this process's pid namespace (pids are only comparable within one), 0 when unknown.
+pub(crate) fn pid_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
 /// The calling process's id.
 pub(crate) fn pid() -> u32 {
     std::process::id()
