@@ -111,6 +111,11 @@ impl<'a> Encoder<'a> {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Appends bytes as they are, with no length: a fragment encoded separately.
+    pub fn put_raw_bytes(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Appends a length-prefixed UTF-8 or C string (without its NUL).
     pub fn put_str(&mut self, s: &[u8]) {
         self.put_bytes(s);

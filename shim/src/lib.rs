@@ -8,8 +8,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod channel;
 pub mod config;
 pub mod exports;
+pub mod forward;
 pub mod handlers;
 pub mod init;
 pub mod log;

@@ -71,6 +71,20 @@ macro_rules! stub {
             })
         }
     };
+    (kind: forwarded, name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
+     marshal: $marshal:tt, ret: $ret:ty) => {
+        #[doc = concat!("`", stringify!($name), "`: forwarded to the host by generated marshalling.")]
+        ///
+        /// # Safety
+        /// The caller upholds the CUDA driver API's contract for this function.
+        #[no_mangle]
+        pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
+            $crate::stub::guarded(stringify!($name), || {
+                // SAFETY: the caller upholds the driver API contract, which the forwarder relies on.
+                unsafe { $crate::forward::generated::$name($($p),*) }
+            })
+        }
+    };
     (kind: default, name: $name:ident, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => {
         #[doc = concat!("`", stringify!($name), "`: not supported yet.")]
         ///

@@ -1,0 +1,205 @@
+//! The calling thread's connection to the host: one transport channel per guest thread, opened
+//! on the thread's first forwarded call, greeted with the handshake, and released when the
+//! thread ends.
+//!
+//! CUDA's current context is per thread, so the host runs one thread per channel. A forked child
+//! never reuses its parent's channel: the pid is checked on every call.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use cuda_headers::{CUresult, CuError, CuResult};
+use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
+use protocol::{special, Decoder, RequestHeader, ResponseHeader};
+use transport::{Region, TcpClient, Transport, TransportError};
+
+use crate::config;
+use crate::init::host_transport;
+use crate::log::{log, Level};
+
+/// The fingerprint of the signature list this shim's marshalling was generated from.
+pub const SIGNATURE_FINGERPRINT: u64 = shim_macros::signature_fingerprint!();
+
+/// Set once the host went away mid-call: like a sticky CUDA error, every later call fails fast.
+static HOST_LOST: AtomicBool = AtomicBool::new(false);
+
+/// The region, mapped on first use by any thread (never before a CUDA call needs the host).
+static REGION: OnceLock<Result<Region, String>> = OnceLock::new();
+
+/// One thread's connection and its reusable buffers.
+pub struct ThreadChannel {
+    pid: u32,
+    transport: Box<dyn Transport>,
+    /// Request frame under construction.
+    pub request: Vec<u8>,
+    /// Last response frame.
+    pub response: Vec<u8>,
+    /// What the host said in the handshake.
+    pub welcome: Welcome,
+}
+
+thread_local! {
+    static CHANNEL: RefCell<Option<ThreadChannel>> = const { RefCell::new(None) };
+}
+
+/// `CUDA_ERROR_DEVICE_UNAVAILABLE`: the host (and with it every handle) is gone.
+pub const HOST_GONE: CuError = match CuError::new(CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE) {
+    Some(e) => e,
+    None => unreachable!(),
+};
+
+fn region(path: &std::path::Path) -> CuResult<&'static Region> {
+    let opened = REGION.get_or_init(|| {
+        Region::open(path).map_err(|e| format!("cannot open region {}: {e}", path.display()))
+    });
+    match opened {
+        Ok(region) => Ok(region),
+        Err(why) => {
+            report_once(why);
+            Err(CuError::NOT_INITIALIZED)
+        }
+    }
+}
+
+fn report_once(why: &str) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    // No ordering needed: the flag only deduplicates a log line.
+    if !REPORTED.swap(true, Ordering::Relaxed) {
+        log!(
+            Level::Error,
+            "vgpu host unreachable, CUDA calls return CUDA_ERROR_NOT_INITIALIZED: {why}"
+        );
+    }
+}
+
+fn open() -> CuResult<ThreadChannel> {
+    let transport: Box<dyn Transport> = match host_transport()? {
+        config::Transport::Region(path) => {
+            let region = region(path)?;
+            match region.connect() {
+                Ok(channel) => Box::new(channel),
+                Err(e) => {
+                    report_once(&format!(
+                        "cannot claim a channel in {}: {e}",
+                        path.display()
+                    ));
+                    return Err(CuError::NOT_INITIALIZED);
+                }
+            }
+        }
+        config::Transport::Tcp(addr) => match TcpClient::connect(addr) {
+            Ok(client) => Box::new(client),
+            Err(e) => {
+                report_once(&format!("cannot connect to {addr}: {e}"));
+                return Err(CuError::NOT_INITIALIZED);
+            }
+        },
+    };
+    let mut channel = ThreadChannel {
+        pid: std::process::id(),
+        transport,
+        request: Vec::with_capacity(4096),
+        response: Vec::with_capacity(4096),
+        welcome: Welcome {
+            protocol_version: 0,
+            driver_version: 0,
+            worker_pid: 0,
+        },
+    };
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        signature_fingerprint: SIGNATURE_FINGERPRINT,
+        word_size: std::mem::size_of::<usize>() as u8,
+        pid: std::process::id(),
+        // SAFETY: gettid has no preconditions.
+        tid: unsafe { libc::gettid() } as u32,
+        visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+    };
+    let result = channel.exchange(
+        |req| hello.encode(&mut RequestHeader::start(req, special::HELLO, 0)),
+        |dec| Welcome::decode(dec).map_err(|_| CuError::UNKNOWN),
+    );
+    match result {
+        Ok(welcome) => {
+            channel.welcome = welcome;
+            Ok(channel)
+        }
+        Err(e) => {
+            report_once(&format!("the host refused the handshake ({e:?})"));
+            Err(CuError::NOT_INITIALIZED)
+        }
+    }
+}
+
+impl ThreadChannel {
+    /// One round trip: `encode` writes the whole request frame, `decode` reads the response after
+    /// its header. A non-success result code from the host is returned as the error; `decode`
+    /// runs whenever the host sent a body, for failures too (a JIT error log comes with one).
+    ///
+    /// # Errors
+    /// The host's result code, [`HOST_GONE`] when the host died, `CUDA_ERROR_UNKNOWN` for a
+    /// response that does not decode.
+    pub fn exchange<R>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>),
+        decode: impl FnOnce(&mut Decoder<'_>) -> CuResult<R>,
+    ) -> CuResult<R> {
+        encode(&mut self.request);
+        if let Err(e) = self.transport.call(&self.request, &mut self.response) {
+            return Err(transport_failure(&e));
+        }
+        let mut dec = Decoder::new(&self.response);
+        let header = ResponseHeader::read(&mut dec).map_err(|e| {
+            log!(Level::Error, "malformed response from the host: {e}");
+            CuError::UNKNOWN
+        })?;
+        let result = cuda_headers::cu_result::check(CUresult(header.result));
+        if result.is_err() && dec.remaining() == 0 {
+            return Err(result.unwrap_err());
+        }
+        let value = decode(&mut dec)?;
+        result.map(|()| value)
+    }
+}
+
+fn transport_failure(e: &TransportError) -> CuError {
+    // No ordering needed: a flag read by later calls; the log line is deduplicated by it.
+    if !HOST_LOST.swap(true, Ordering::Relaxed) {
+        log!(
+            Level::Error,
+            "lost the vgpu host ({e}); CUDA calls now return CUDA_ERROR_DEVICE_UNAVAILABLE"
+        );
+    }
+    HOST_GONE
+}
+
+/// Runs `body` with this thread's channel, opening it first if needed.
+///
+/// # Errors
+/// `CUDA_ERROR_NOT_INITIALIZED` when the host cannot be reached, [`HOST_GONE`] after it was lost,
+/// or whatever `body` returns.
+pub fn with_channel<R>(body: impl FnOnce(&mut ThreadChannel) -> CuResult<R>) -> CuResult<R> {
+    // No ordering needed: see `transport_failure`.
+    if HOST_LOST.load(Ordering::Relaxed) {
+        return Err(HOST_GONE);
+    }
+    CHANNEL.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(|_| {
+            log!(
+                Level::Error,
+                "a CUDA call was made re-entrantly on one thread"
+            );
+            CuError::UNKNOWN
+        })?;
+        if slot.as_ref().is_some_and(|c| c.pid != std::process::id()) {
+            // A forked child: the channel is the parent's. Forget it without releasing it.
+            std::mem::forget(slot.take());
+        }
+        if slot.is_none() {
+            *slot = Some(open()?);
+        }
+        let channel = slot.as_mut().expect("opened above");
+        body(channel)
+    })
+}

@@ -1,0 +1,119 @@
+//! Guest-side marshalling generated from the signature list: one forwarder per function the
+//! classifier accepts (see `shim-macros/src/classify.rs`). The host's dispatch is generated from
+//! the same list by the same macro, so ids and encodings agree by construction.
+
+use cuda_headers::CuResult;
+use protocol::{CallId, Decoder, Encoder, RequestHeader};
+
+use crate::channel::with_channel;
+
+/// Sends one call: `encode` writes the arguments after the header, `decode` reads what comes
+/// back. The host's result code becomes the `Err`.
+///
+/// # Errors
+/// The host's result, or the channel's failure (see [`crate::channel::ThreadChannel::exchange`]).
+pub fn call(
+    id: u32,
+    encode: impl FnOnce(&mut Encoder<'_>),
+    decode: impl FnOnce(&mut Decoder<'_>) -> CuResult,
+) -> CuResult {
+    call_with(id, encode, decode)
+}
+
+/// Sends one call whose response carries a value: `decode` reads it (see
+/// [`crate::channel::ThreadChannel::exchange`] for when it runs).
+///
+/// # Errors
+/// The host's result, or the channel's failure.
+pub fn call_with<R>(
+    id: u32,
+    encode: impl FnOnce(&mut Encoder<'_>),
+    decode: impl FnOnce(&mut Decoder<'_>) -> CuResult<R>,
+) -> CuResult<R> {
+    with_channel(|channel| {
+        channel.exchange(
+            |buf| encode(&mut RequestHeader::start(buf, CallId(id), 0)),
+            decode,
+        )
+    })
+}
+
+/// Maps a truncated or malformed response to `CUDA_ERROR_UNKNOWN`.
+pub fn bad_response(e: protocol::DecodeError) -> cuda_headers::CuError {
+    crate::log::log!(
+        crate::log::Level::Error,
+        "malformed response from the host: {e}"
+    );
+    cuda_headers::CuError::UNKNOWN
+}
+
+/// Writes one parameter into the request.
+macro_rules! put_param {
+    ($enc:ident, $p:ident, value) => {
+        // SAFETY: the classifier only passes plain data (integers, newtype enums, handles and
+        // structs of them) by value.
+        unsafe { $enc.put_raw(&$p) }
+    };
+    ($enc:ident, $p:ident, inout $inner:ty) => {
+        // SAFETY: the caller's pointer is NULL or points to one `$inner` (driver API contract);
+        // `$inner` is plain data.
+        unsafe { $enc.put_opt_raw::<$inner>($p.cast_const().as_ref()) }
+    };
+    ($enc:ident, $p:ident, input $inner:ty) => {
+        // SAFETY: as for `inout`.
+        unsafe { $enc.put_opt_raw::<$inner>($p.as_ref()) }
+    };
+}
+
+/// Copies one parameter back from the response.
+macro_rules! take_param {
+    ($dec:ident, $p:ident, value) => {};
+    ($dec:ident, $p:ident, input $inner:ty) => {};
+    ($dec:ident, $p:ident, inout $inner:ty) => {
+        if !$p.is_null() {
+            // SAFETY: the host sends back one plain `$inner` for every non-NULL pointer, and
+            // the caller's pointer is valid for writes of one `$inner`.
+            unsafe {
+                let value: $inner = $dec.get_raw().map_err(|_| cuda_headers::CuError::UNKNOWN)?;
+                $p.write(value);
+            }
+        }
+    };
+}
+
+/// The template `shim_macros::cuda_forwarders!` fills: one `unsafe fn` per function.
+macro_rules! forwarders {
+    ($({ name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
+         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*] })*) => {
+        $(
+            #[doc = concat!("Forwards `", stringify!($name), "` to the host.")]
+            ///
+            /// # Safety
+            /// The caller upholds the driver API's contract for the pointers it passes.
+            ///
+            /// # Errors
+            /// The host's result code, or the channel's failure.
+            #[allow(non_snake_case, clippy::too_many_arguments, unused_variables)]
+            pub unsafe fn $name($($p: $t),*) -> cuda_headers::CuResult {
+                $crate::forward::call(
+                    $id,
+                    |enc| { $( $crate::forward::put_param!(enc, $mp, $($kind)+); )* },
+                    |dec| {
+                        $( $crate::forward::take_param!(dec, $mp, $($kind)+); )*
+                        Ok(())
+                    },
+                )
+            }
+        )*
+    };
+}
+pub(crate) use {forwarders, put_param, take_param};
+
+/// One forwarder per generated function, named like the export.
+pub mod generated {
+    #![allow(unused_imports)]
+    use cuda_headers::supplement::*;
+    use cuda_headers::*;
+
+    shim_macros::cuda_forwarders!(super::forwarders);
+}

@@ -1,0 +1,655 @@
+//! Copies that touch guest memory, pinned host memory (guest memory for now), pointer
+//! attributes. Host halves: `host/src/dispatch/handlers/memory.rs`, which documents each wire
+//! format.
+#![allow(non_snake_case)]
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use cuda_headers::*;
+use protocol::Decoder;
+
+use crate::forward::{bad_response, call_with};
+
+/// Host allocations made by `cuMemAllocHost`/`cuMemHostAlloc`: address → (length, flags).
+static PINNED: Mutex<BTreeMap<usize, (usize, u32)>> = Mutex::new(BTreeMap::new());
+
+fn pinned() -> std::sync::MutexGuard<'static, BTreeMap<usize, (usize, u32)>> {
+    PINNED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pinned allocation containing `addr`, if any: (base, length, flags).
+fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
+    let map = pinned();
+    let (&base, &(len, flags)) = map.range(..=addr).next_back()?;
+    (addr < base + len.max(1)).then_some((base, len, flags))
+}
+
+fn htod(id: u32, dst: CUdeviceptr, src: *const c_void, len: usize, stream: CUstream) -> CuResult {
+    if len > 0 && src.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
+    let data = if len == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
+    };
+    call_with(
+        id,
+        |enc| {
+            enc.put(dst);
+            enc.put(stream as u64);
+            enc.put_bytes(data);
+        },
+        |_| Ok(()),
+    )
+}
+
+fn dtoh(id: u32, dst: *mut c_void, src: CUdeviceptr, len: usize, stream: CUstream) -> CuResult {
+    if len > 0 && dst.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    call_with(
+        id,
+        |enc| {
+            enc.put(src);
+            enc.put(len as u64);
+            enc.put(stream as u64);
+        },
+        |dec| {
+            let data = dec.get_bytes().map_err(bad_response)?;
+            if data.len() != len {
+                return Err(CuError::UNKNOWN);
+            }
+            // SAFETY: the caller gives `len` writable bytes at `dst`; `data` is the host's
+            // buffer, which cannot overlap guest application memory.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), len) };
+            Ok(())
+        },
+    )
+}
+
+macro_rules! htod_fns {
+    ($($name:ident),*) => { $(
+        /// Host-to-device copy: the bytes travel with the request.
+        ///
+        /// # Safety
+        /// `srcHost` is valid for `ByteCount` bytes.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize) -> CuResult {
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, std::ptr::null_mut())
+        }
+    )* };
+}
+macro_rules! htod_async_fns {
+    ($($name:ident),*) => { $(
+        /// Host-to-device copy on a stream: the bytes are captured at the call.
+        ///
+        /// # Safety
+        /// `srcHost` is valid for `ByteCount` bytes.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize, hStream: CUstream) -> CuResult {
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, hStream)
+        }
+    )* };
+}
+macro_rules! dtoh_fns {
+    ($($name:ident),*) => { $(
+        /// Device-to-host copy: the bytes come back with the response.
+        ///
+        /// # Safety
+        /// `dstHost` is valid for writes of `ByteCount` bytes.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: usize) -> CuResult {
+            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, std::ptr::null_mut())
+        }
+    )* };
+}
+macro_rules! dtoh_async_fns {
+    ($($name:ident),*) => { $(
+        /// Device-to-host copy on a stream, completed before it returns.
+        ///
+        /// # Safety
+        /// `dstHost` is valid for writes of `ByteCount` bytes.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: usize, hStream: CUstream) -> CuResult {
+            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, hStream)
+        }
+    )* };
+}
+htod_fns!(cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds);
+htod_async_fns!(cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync_v2_ptsz);
+dtoh_fns!(cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds);
+dtoh_async_fns!(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz);
+
+/// Where a unified address lives, as far as the guest can tell.
+fn is_guest_memory(addr: CUdeviceptr) -> CuResult<bool> {
+    if pinned_containing(addr as usize).is_some() {
+        return Ok(true);
+    }
+    let mut kind: u32 = 0;
+    // SAFETY: MEMORY_TYPE writes one u32.
+    let r = unsafe {
+        cuPointerGetAttribute(
+            (&mut kind as *mut u32).cast(),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+            addr,
+        )
+    };
+    match r {
+        // Unknown to the device: ordinary guest memory.
+        Err(e) if e.code() == CUresult::CUDA_ERROR_INVALID_VALUE => Ok(true),
+        Err(e) => Err(e),
+        Ok(()) => Ok(kind == CUmemorytype::CU_MEMORYTYPE_HOST.0),
+    }
+}
+
+fn unified(
+    id: u32,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    len: usize,
+    stream: CUstream,
+    per_thread: bool,
+) -> CuResult {
+    let (dst_guest, src_guest) = (is_guest_memory(dst)?, is_guest_memory(src)?);
+    let (htod_id, dtoh_id) = match (stream.is_null(), per_thread) {
+        (true, false) => (
+            shim_macros::cuda_call_id!(cuMemcpyHtoD_v2),
+            shim_macros::cuda_call_id!(cuMemcpyDtoH_v2),
+        ),
+        (true, true) => (
+            shim_macros::cuda_call_id!(cuMemcpyHtoD_v2_ptds),
+            shim_macros::cuda_call_id!(cuMemcpyDtoH_v2_ptds),
+        ),
+        (false, false) => (
+            shim_macros::cuda_call_id!(cuMemcpyHtoDAsync_v2),
+            shim_macros::cuda_call_id!(cuMemcpyDtoHAsync_v2),
+        ),
+        (false, true) => (
+            shim_macros::cuda_call_id!(cuMemcpyHtoDAsync_v2_ptsz),
+            shim_macros::cuda_call_id!(cuMemcpyDtoHAsync_v2_ptsz),
+        ),
+    };
+    match (dst_guest, src_guest) {
+        (true, true) => {
+            // SAFETY: both are guest memory valid for `len` bytes (driver API contract); CUDA
+            // allows overlapping host-to-host copies to behave as memmove.
+            unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
+            Ok(())
+        }
+        (false, true) => htod(htod_id, dst, src as usize as *const c_void, len, stream),
+        (true, false) => dtoh(dtoh_id, dst as usize as *mut c_void, src, len, stream),
+        (false, false) => call_with(
+            id,
+            |enc| {
+                enc.put(dst);
+                enc.put(src);
+                enc.put(len as u64);
+                enc.put(stream as u64);
+            },
+            |_| Ok(()),
+        ),
+    }
+}
+
+/// Unified-address copy: routed by where each end lives.
+///
+/// # Safety
+/// Guest ends are valid for `ByteCount` bytes.
+///
+/// # Errors
+/// The host's result.
+pub unsafe fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize) -> CuResult {
+    unified(
+        shim_macros::cuda_call_id!(cuMemcpy),
+        dst,
+        src,
+        ByteCount,
+        std::ptr::null_mut(),
+        false,
+    )
+}
+/// As [`cuMemcpy`], per-thread default stream.
+///
+/// # Safety
+/// As [`cuMemcpy`].
+///
+/// # Errors
+/// The host's result.
+pub unsafe fn cuMemcpy_ptds(dst: CUdeviceptr, src: CUdeviceptr, ByteCount: usize) -> CuResult {
+    unified(
+        shim_macros::cuda_call_id!(cuMemcpy_ptds),
+        dst,
+        src,
+        ByteCount,
+        std::ptr::null_mut(),
+        true,
+    )
+}
+/// As [`cuMemcpy`], on a stream.
+///
+/// # Safety
+/// As [`cuMemcpy`].
+///
+/// # Errors
+/// The host's result.
+pub unsafe fn cuMemcpyAsync(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    ByteCount: usize,
+    hStream: CUstream,
+) -> CuResult {
+    unified(
+        shim_macros::cuda_call_id!(cuMemcpyAsync),
+        dst,
+        src,
+        ByteCount,
+        hStream,
+        false,
+    )
+}
+/// As [`cuMemcpyAsync`], per-thread default stream.
+///
+/// # Safety
+/// As [`cuMemcpy`].
+///
+/// # Errors
+/// The host's result.
+pub unsafe fn cuMemcpyAsync_ptsz(
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    ByteCount: usize,
+    hStream: CUstream,
+) -> CuResult {
+    unified(
+        shim_macros::cuda_call_id!(cuMemcpyAsync_ptsz),
+        dst,
+        src,
+        ByteCount,
+        hStream,
+        true,
+    )
+}
+
+/// Resolves `UNIFIED` to `HOST` or `DEVICE`, moving the address to the matching field.
+fn resolve(kind: &mut CUmemorytype, host: &mut usize, device: &mut CUdeviceptr) -> CuResult {
+    if *kind == CUmemorytype::CU_MEMORYTYPE_UNIFIED {
+        if is_guest_memory(*device)? {
+            *kind = CUmemorytype::CU_MEMORYTYPE_HOST;
+            *host = *device as usize;
+        } else {
+            *kind = CUmemorytype::CU_MEMORYTYPE_DEVICE;
+        }
+    }
+    Ok(())
+}
+
+/// Gathers `depth × height` rows of `width` bytes from guest memory.
+///
+/// # Safety
+/// Every row is readable (driver API contract for the copy descriptor).
+unsafe fn gather(
+    base: usize,
+    x: usize,
+    y: usize,
+    z: usize,
+    pitch: usize,
+    rows_per_slice: usize,
+    width: usize,
+    height: usize,
+    depth: usize,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(width * height * depth);
+    for slice in 0..depth {
+        for row in 0..height {
+            let at = base + x + (y + row) * pitch + (z + slice) * rows_per_slice * pitch;
+            // SAFETY: per the contract, `width` bytes at `at` are readable.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(at as *const u8, width) });
+        }
+    }
+    out
+}
+
+/// Scatters packed rows back into guest memory.
+///
+/// # Safety
+/// Every row is writable.
+unsafe fn scatter(
+    data: &[u8],
+    base: usize,
+    x: usize,
+    y: usize,
+    z: usize,
+    pitch: usize,
+    rows_per_slice: usize,
+    width: usize,
+    height: usize,
+    depth: usize,
+) {
+    let mut chunks = data.chunks_exact(width.max(1));
+    for slice in 0..depth {
+        for row in 0..height {
+            let Some(chunk) = chunks.next() else { return };
+            let at = base + x + (y + row) * pitch + (z + slice) * rows_per_slice * pitch;
+            // SAFETY: per the contract, `width` bytes at `at` are writable.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
+        }
+    }
+}
+
+fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream) -> CuResult {
+    // SAFETY: the caller passes a valid descriptor (driver API contract).
+    let mut c = unsafe { copy.as_ref() }
+        .copied()
+        .ok_or(CuError::INVALID_VALUE)?;
+    let mut src_host = c.srcHost as usize;
+    let mut dst_host = c.dstHost as usize;
+    resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
+    resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
+    let host = CUmemorytype::CU_MEMORYTYPE_HOST;
+    let (w, h) = (c.WidthInBytes, c.Height);
+    call_with(
+        id,
+        |enc| {
+            // SAFETY: CUDA_MEMCPY2D is a plain C struct; the host ignores its host pointers.
+            unsafe { enc.put_raw(&c) };
+            enc.put(stream as u64);
+            if c.srcMemoryType == host {
+                // SAFETY: the descriptor promises readable source rows.
+                enc.put_bytes(&unsafe {
+                    gather(src_host, c.srcXInBytes, c.srcY, 0, c.srcPitch, 0, w, h, 1)
+                });
+            }
+        },
+        |dec: &mut Decoder<'_>| {
+            if c.dstMemoryType == host {
+                let data = dec.get_bytes().map_err(bad_response)?;
+                // SAFETY: the descriptor promises writable destination rows.
+                unsafe {
+                    scatter(
+                        data,
+                        dst_host,
+                        c.dstXInBytes,
+                        c.dstY,
+                        0,
+                        c.dstPitch,
+                        0,
+                        w,
+                        h,
+                        1,
+                    )
+                };
+            }
+            Ok(())
+        },
+    )
+}
+
+fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream) -> CuResult {
+    // SAFETY: the caller passes a valid descriptor (driver API contract).
+    let mut c = unsafe { copy.as_ref() }
+        .copied()
+        .ok_or(CuError::INVALID_VALUE)?;
+    let mut src_host = c.srcHost as usize;
+    let mut dst_host = c.dstHost as usize;
+    resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
+    resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
+    let host = CUmemorytype::CU_MEMORYTYPE_HOST;
+    let (w, h, d) = (c.WidthInBytes, c.Height, c.Depth);
+    call_with(
+        id,
+        |enc| {
+            // SAFETY: CUDA_MEMCPY3D is a plain C struct; the host ignores its host pointers.
+            unsafe { enc.put_raw(&c) };
+            enc.put(stream as u64);
+            if c.srcMemoryType == host {
+                // SAFETY: the descriptor promises readable source rows.
+                enc.put_bytes(&unsafe {
+                    gather(
+                        src_host,
+                        c.srcXInBytes,
+                        c.srcY,
+                        c.srcZ,
+                        c.srcPitch,
+                        c.srcHeight,
+                        w,
+                        h,
+                        d,
+                    )
+                });
+            }
+        },
+        |dec: &mut Decoder<'_>| {
+            if c.dstMemoryType == host {
+                let data = dec.get_bytes().map_err(bad_response)?;
+                // SAFETY: the descriptor promises writable destination rows.
+                unsafe {
+                    scatter(
+                        data,
+                        dst_host,
+                        c.dstXInBytes,
+                        c.dstY,
+                        c.dstZ,
+                        c.dstPitch,
+                        c.dstHeight,
+                        w,
+                        h,
+                        d,
+                    )
+                };
+            }
+            Ok(())
+        },
+    )
+}
+
+macro_rules! copy2d_fns {
+    ($($name:ident),*) => { $(
+        /// 2D copy; host rows travel packed.
+        ///
+        /// # Safety
+        /// `pCopy` is a valid descriptor whose host rows are accessible.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D) -> CuResult {
+            copy_2d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut())
+        }
+    )* };
+}
+macro_rules! copy2d_async_fns {
+    ($($name:ident),*) => { $(
+        /// 2D copy on a stream, completed before it returns when it writes guest memory.
+        ///
+        /// # Safety
+        /// As for the synchronous form.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CuResult {
+            copy_2d(shim_macros::cuda_call_id!($name), pCopy, hStream)
+        }
+    )* };
+}
+macro_rules! copy3d_fns {
+    ($($name:ident),*) => { $(
+        /// 3D copy; host rows travel packed.
+        ///
+        /// # Safety
+        /// `pCopy` is a valid descriptor whose host rows are accessible.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D) -> CuResult {
+            copy_3d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut())
+        }
+    )* };
+}
+macro_rules! copy3d_async_fns {
+    ($($name:ident),*) => { $(
+        /// 3D copy on a stream.
+        ///
+        /// # Safety
+        /// As for the synchronous form.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CuResult {
+            copy_3d(shim_macros::cuda_call_id!($name), pCopy, hStream)
+        }
+    )* };
+}
+copy2d_fns!(
+    cuMemcpy2D_v2,
+    cuMemcpy2D_v2_ptds,
+    cuMemcpy2DUnaligned_v2,
+    cuMemcpy2DUnaligned_v2_ptds
+);
+copy2d_async_fns!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz);
+copy3d_fns!(cuMemcpy3D_v2, cuMemcpy3D_v2_ptds);
+copy3d_async_fns!(cuMemcpy3DAsync_v2, cuMemcpy3DAsync_v2_ptsz);
+
+/// Pointer attributes: answered here for the guest's own pinned allocations, by the host
+/// otherwise.
+///
+/// # Safety
+/// `data` is valid for the attribute's value.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for NULL or unknown attributes; the host's result.
+pub unsafe fn cuPointerGetAttribute(
+    data: *mut c_void,
+    attribute: CUpointer_attribute,
+    ptr: CUdeviceptr,
+) -> CuResult {
+    if data.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    if let Some((base, len, _)) = pinned_containing(ptr as usize) {
+        let value: Option<u64> = match attribute {
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => {
+                Some(u64::from(CUmemorytype::CU_MEMORYTYPE_HOST.0))
+            }
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(ptr),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => Some(base as u64),
+            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE => Some(len as u64),
+            _ => None,
+        };
+        if let Some(value) = value {
+            let size = if attribute == CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE {
+                4
+            } else {
+                8
+            };
+            // SAFETY: `data` holds the attribute's value, `size` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (&value as *const u64).cast::<u8>(),
+                    data.cast::<u8>(),
+                    size,
+                )
+            };
+            return Ok(());
+        }
+    }
+    call_with(
+        shim_macros::cuda_call_id!(cuPointerGetAttribute),
+        |enc| {
+            enc.put(attribute.0);
+            enc.put(ptr);
+        },
+        |dec| {
+            let value = dec.get_bytes().map_err(bad_response)?;
+            // SAFETY: the host sends exactly the attribute's size, which `data` holds.
+            unsafe {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), data.cast::<u8>(), value.len())
+            };
+            Ok(())
+        },
+    )
+}
+
+const PAGE: usize = 4096;
+
+fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
+    crate::init::host_transport()?;
+    if pp.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let mut p: *mut c_void = std::ptr::null_mut();
+    // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
+    let rc = unsafe { libc::posix_memalign(&mut p, PAGE, bytesize.max(1)) };
+    if rc != 0 {
+        return Err(CuError::new(CUresult::CUDA_ERROR_OUT_OF_MEMORY).expect("non-zero"));
+    }
+    pinned().insert(p as usize, (bytesize, flags));
+    // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).
+    unsafe { pp.write(p) };
+    Ok(())
+}
+
+/// Page-aligned guest memory standing in for pinned memory (zero-copy comes later).
+///
+/// # Safety
+/// `pp` is valid for one pointer write.
+///
+/// # Errors
+/// `CUDA_ERROR_OUT_OF_MEMORY`, `CUDA_ERROR_INVALID_VALUE`, `CUDA_ERROR_NOT_INITIALIZED`.
+pub unsafe fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytesize: usize) -> CuResult {
+    alloc_host(pp, bytesize, 0)
+}
+
+/// As [`cuMemAllocHost_v2`], remembering `Flags`.
+///
+/// # Safety
+/// As [`cuMemAllocHost_v2`].
+///
+/// # Errors
+/// As [`cuMemAllocHost_v2`].
+pub unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytesize: usize, Flags: u32) -> CuResult {
+    alloc_host(pp, bytesize, Flags)
+}
+
+/// Frees memory from [`cuMemAllocHost_v2`]/[`cuMemHostAlloc`].
+///
+/// # Safety
+/// `p` came from one of them and is not used afterwards.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for any other pointer.
+pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
+    if pinned().remove(&(p as usize)).is_none() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    // SAFETY: `p` came from posix_memalign and was just removed from the table.
+    unsafe { libc::free(p) };
+    Ok(())
+}
+
+/// The flags given to [`cuMemHostAlloc`].
+///
+/// # Safety
+/// `pFlags` is valid for one write.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for memory not from it.
+pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
+    let (_, _, flags) = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    if pFlags.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    // SAFETY: checked non-NULL; driver API contract.
+    unsafe { pFlags.write(flags) };
+    Ok(())
+}
