@@ -61,11 +61,17 @@ fn broken_configuration_names_the_cause() {
 }
 
 #[test]
-fn configured_but_unsupported_logs_the_function_once() {
+fn unreachable_host_is_not_initialized_with_one_line() {
+    // Port 9 (discard) on loopback: nothing listens there, so the connection is refused.
     let out = probe(&[("VGPU_HOST", "127.0.0.1:9")], &["init", "2"]);
-    assert_eq!(out.stdout, "cuInit=801\ncuInit=801\n");
+    assert_eq!(out.stdout, "cuInit=3\ncuInit=3\n");
     let line = single_line(&out.stderr);
-    assert!(line.contains("cuInit is not supported yet"), "{line}");
+    assert!(line.contains("vgpu host unreachable"), "{line}");
+    assert!(line.contains("127.0.0.1:9"), "{line}");
+
+    let out = probe(&[("VGPU_REGION", "/nonexistent/vgpu-region")], &["init"]);
+    assert_eq!(out.stdout, "cuInit=3\n");
+    assert!(single_line(&out.stderr).contains("cannot open region /nonexistent/vgpu-region"));
 }
 
 #[test]
