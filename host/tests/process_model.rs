@@ -1,0 +1,498 @@
+//! The host's process model, end to end on this machine without a GPU: a fake `libcuda.so.1`
+//! (tests/fake_driver/libcuda.c, built here with `cc`) stands in for the driver, and guest
+//! processes (this test binary re-executed as `helper_guest_process`) talk to the real
+//! `vgpu-host` through the real transport.
+//!
+//! These tests assert routing and liveness (which worker process serves which guest, who exits
+//! when), never the dispatch layer's answers. Until the dispatch layer handles HELLO, every
+//! request is answered (NOT_INITIALIZED) and the channel thread ends; once it answers with a
+//! Welcome, `worker_pid` in it can be checked against the `/proc` view used here (marked
+//! "TIGHTEN" below).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use protocol::handshake::{Hello, PROTOCOL_VERSION};
+use protocol::{special, RequestHeader, ResponseHeader};
+
+const GUEST_ENV: &str = "VGPU_TEST_GUEST_REGION";
+const GUEST_CHANNELS_ENV: &str = "VGPU_TEST_GUEST_CHANNELS";
+
+fn fake_driver() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake-cuda-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let lib = dir.join("libcuda.so.1");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_driver/libcuda.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("run cc (install a C compiler)");
+        assert!(status.success(), "cc failed building the fake driver");
+        lib
+    })
+}
+
+fn unique_region(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(format!(
+        "/dev/shm/vgpu-hosttest-{tag}-{}-{n}",
+        std::process::id()
+    ))
+}
+
+/// A running `vgpu-host`; stopped (SIGTERM, then SIGKILL) on drop.
+struct Host {
+    child: Child,
+    region: PathBuf,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Host {
+    fn start(tag: &str, extra: &[&str]) -> Host {
+        let region = unique_region(tag);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+            .arg("--region")
+            .arg(&region)
+            .arg("--driver")
+            .arg(fake_driver())
+            .args(["--region-size", "8388608", "--channels", "16"])
+            .args(["--peer-timeout-ms", "1000", "--log", "debug"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn vgpu-host");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[host] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("vgpu-host: serving ") => break,
+                Ok(_) => {}
+                Err(e) => panic!("vgpu-host never became ready: {e}"),
+            }
+        }
+        Host {
+            child,
+            region,
+            stderr: rx,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "vgpu-host ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal(self.pid(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.region);
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill with a pid of a process this test started and has not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Parent pid, process name, and whether the process is running (not a zombie).
+fn proc_info(pid: u32) -> Option<(u32, String, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let mut rest = stat[close + 1..].split_ascii_whitespace();
+    let state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((ppid, comm, state != "Z" && state != "X"))
+}
+
+fn running(pid: u32) -> bool {
+    proc_info(pid).is_some_and(|(_, _, run)| run)
+}
+
+/// Live children of `parent` named `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        if let Some((ppid, comm, true)) = proc_info(pid) {
+            if ppid == parent && comm == name {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Waits (bounded) until `parent` has exactly one live child named `name`; returns its pid.
+fn one_child_named(parent: u32, name: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = children_named(parent, name);
+        if found.len() == 1 {
+            return found[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected one child {name:?} of {parent}, found {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn worker_of(host: &Host, guest_pid: u32) -> u32 {
+    one_child_named(host.pid(), &format!("vgpuw-{guest_pid}"))
+}
+
+/// A guest process (this test binary running `helper_guest_process`).
+struct Guest {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Guest {
+    /// Starts a guest that connects `channels` channels, one per thread, and says HELLO on each.
+    fn start(region: &Path, channels: usize) -> Guest {
+        let mut child = Command::new(std::env::current_exe().expect("test exe"))
+            .args([
+                "--exact",
+                "helper_guest_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(GUEST_ENV, region)
+            .env(GUEST_CHANNELS_ENV, channels.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn guest");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut guest = Guest {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = guest.answer();
+        assert_eq!(ready, format!("ready {channels}"), "guest start");
+        guest
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next `GUEST …` line the helper printed.
+    fn answer(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("guest stdout");
+            assert!(n > 0, "guest ended without answering");
+            // libtest prints "test helper_guest_process ... " before the first line.
+            if let Some((_, rest)) = line.trim_end().split_once("GUEST ") {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    fn ask(&mut self, command: &str) -> String {
+        writeln!(self.stdin, "{command}").expect("guest stdin");
+        self.answer()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hello_frame() -> Vec<u8> {
+    let mut frame = Vec::new();
+    let mut enc = RequestHeader::start(&mut frame, special::HELLO, 0);
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        signature_fingerprint: shim_macros::signature_fingerprint!(),
+        word_size: std::mem::size_of::<usize>() as u8,
+        pid: std::process::id(),
+        // SAFETY: gettid takes no arguments and cannot fail.
+        tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
+        client_token: 0,
+    }
+    .encode(&mut enc);
+    frame
+}
+
+/// Says HELLO on a channel; returns the response's result code.
+fn hello(channel: &mut transport::GuestChannel) -> Result<u32, transport::TransportError> {
+    let mut response = Vec::new();
+    channel.call(&hello_frame(), &mut response)?;
+    let mut dec = protocol::Decoder::new(&response);
+    let header = ResponseHeader::read(&mut dec).expect("response header");
+    // TIGHTEN: once dispatch answers HELLO, decode the Welcome here and return its worker_pid.
+    Ok(header.result)
+}
+
+fn describe(r: Result<u32, transport::TransportError>) -> String {
+    match r {
+        Ok(code) => format!("ok {code}"),
+        Err(e) => format!("err {e:?}"),
+    }
+}
+
+/// Not a test of its own: the guest process the other tests start (does nothing unless
+/// started by them). Commands on stdin: `call0` (call again on the first channel), `connect`
+/// (a new channel from a new thread, HELLO on it).
+#[test]
+fn helper_guest_process() {
+    let Some(region) = std::env::var_os(GUEST_ENV) else {
+        return;
+    };
+    let channels: usize = std::env::var(GUEST_CHANNELS_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let region = transport::Region::open(&region).expect("guest: open region");
+    let connect = |region: &transport::Region| {
+        let region = region.clone();
+        std::thread::spawn(move || {
+            let mut channel = region.connect()?;
+            hello(&mut channel)?;
+            Ok::<_, transport::TransportError>(channel)
+        })
+        .join()
+        .expect("guest thread")
+    };
+    let mut open: Vec<transport::GuestChannel> = (0..channels)
+        .map(|_| connect(&region).expect("guest: connect + hello"))
+        .collect();
+    println!("GUEST ready {}", open.len());
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match line.trim() {
+            "call0" => describe(hello(&mut open[0])),
+            "connect" => match connect(&region) {
+                Ok(c) => {
+                    open.push(c);
+                    "ok".to_owned()
+                }
+                Err(e) => format!("err {e:?}"),
+            },
+            other => format!("err unknown command {other}"),
+        };
+        println!("GUEST {answer}");
+    }
+}
+
+fn host_output(cmd: &mut Command) -> (i32, Vec<String>) {
+    let out = cmd.output().expect("run vgpu-host");
+    let lines = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (out.status.code().expect("exit code"), lines)
+}
+
+#[test]
+fn missing_driver_is_one_line_and_exit_3() {
+    let region = unique_region("nodriver");
+    let (code, lines) = host_output(
+        Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+            .arg("--region")
+            .arg(&region)
+            .args(["--driver", "/nonexistent/libcuda.so.1"]),
+    );
+    assert_eq!(code, 3, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("vgpu-host: cannot load the CUDA driver /nonexistent/libcuda.so.1")
+    );
+    assert!(!region.exists());
+}
+
+#[test]
+fn driver_without_gpu_is_one_line_and_exit_4() {
+    let region = unique_region("nogpu");
+    let (code, lines) = host_output(
+        Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+            .arg("--region")
+            .arg(&region)
+            .arg("--driver")
+            .arg(fake_driver())
+            .env("FAKE_CUDA_DEVICES", "0"),
+    );
+    assert_eq!(code, 4, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("no CUDA-capable GPU"), "{lines:?}");
+    assert!(!region.exists());
+}
+
+#[test]
+fn threads_share_their_process_worker_and_processes_get_their_own() {
+    let host = Host::start("routing", &["--prewarm", "false"]);
+    let mut a = Guest::start(&host.region, 2);
+    let b = Guest::start(&host.region, 1);
+    let wa = worker_of(&host, a.pid());
+    let wb = worker_of(&host, b.pid());
+    assert_ne!(wa, wb);
+    // A third thread of A lands in the same worker: still exactly one worker for A.
+    assert_eq!(a.ask("connect"), "ok");
+    assert_eq!(worker_of(&host, a.pid()), wa);
+    // Only these two workers exist (no spare with --prewarm false).
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&pid| {
+            proc_info(pid)
+                .is_some_and(|(pp, c, r)| pp == host.pid() && r && c.starts_with("vgpuw-"))
+        })
+        .collect();
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
+#[test]
+fn sigkill_of_a_client_ends_its_worker_within_a_second() {
+    let host = Host::start("clientkill", &["--prewarm", "false"]);
+    let mut a = Guest::start(&host.region, 2);
+    let b = Guest::start(&host.region, 1);
+    let wa = worker_of(&host, a.pid());
+    let wb = worker_of(&host, b.pid());
+    let _ = a.child.kill();
+    let killed = Instant::now();
+    let _ = a.child.wait();
+    while running(wa) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(1),
+            "worker {wa} outlived its client by 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(running(wb), "the other client's worker ended too");
+    assert!(running(host.pid()));
+}
+
+#[test]
+fn a_crashed_worker_leaves_other_clients_alone() {
+    let host = Host::start("workerkill", &["--prewarm", "false"]);
+    let mut a = Guest::start(&host.region, 1);
+    let mut b = Guest::start(&host.region, 1);
+    let wa = worker_of(&host, a.pid());
+    let wb = worker_of(&host, b.pid());
+    signal(wa, libc::SIGKILL);
+    // A's open channel reports its server gone.
+    let answer = a.ask("call0");
+    assert!(answer.starts_with("err PeerGone"), "{answer}");
+    // B keeps its worker and is still served.
+    assert_eq!(b.ask("connect"), "ok");
+    assert_eq!(worker_of(&host, b.pid()), wb);
+    // A new thread of A is served by a fresh worker.
+    assert_eq!(a.ask("connect"), "ok");
+    let wa2 = worker_of(&host, a.pid());
+    assert_ne!(wa2, wa);
+    assert!(running(host.pid()));
+}
+
+#[test]
+fn the_spare_worker_takes_the_next_client_and_is_replaced() {
+    let host = Host::start("spare", &[]);
+    let spare = one_child_named(host.pid(), "vgpuw-spare");
+    let a = Guest::start(&host.region, 1);
+    assert_eq!(
+        worker_of(&host, a.pid()),
+        spare,
+        "the spare did not serve the client"
+    );
+    let next = one_child_named(host.pid(), "vgpuw-spare");
+    assert_ne!(next, spare);
+}
+
+#[test]
+fn sigterm_stops_workers_and_removes_the_region_it_created() {
+    let mut host = Host::start("sigterm", &[]);
+    let a = Guest::start(&host.region, 1);
+    let wa = worker_of(&host, a.pid());
+    let spare = one_child_named(host.pid(), "vgpuw-spare");
+    let status = host.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(!running(wa) && !running(spare));
+    assert!(!host.region.exists(), "region file left behind");
+    while let Ok(line) = host.stderr.try_recv() {
+        assert!(!line.contains("panicked"), "{line}");
+    }
+}
+
+#[test]
+fn an_existing_region_file_is_kept_on_exit() {
+    let region = unique_region("keep");
+    std::fs::write(&region, []).expect("create region file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+        .arg("--region")
+        .arg(&region)
+        .arg("--driver")
+        .arg(fake_driver())
+        .args(["--region-size", "8388608", "--prewarm", "false"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.starts_with("vgpu-host: serving") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).expect("read") > 0,
+            "host ended early"
+        );
+    }
+    signal(child.id(), libc::SIGTERM);
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert!(region.exists());
+    std::fs::remove_file(&region).expect("cleanup");
+}
