@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::paths::{self, Root};
 use crate::systemctl::CommandRunner;
-use crate::{doctor, host_install, install, recover, status, uninstall, verify};
+use crate::{
+    doctor, host_install, install, recover, run as run_cmd, smi, status, uninstall, verify,
+};
 
 /// Install, verify and roll back vgpu in one systemd service.
 #[derive(Debug, Parser)]
@@ -41,6 +43,49 @@ pub enum Command {
     /// Host-side commands.
     #[command(subcommand)]
     Host(HostCommand),
+    /// Run a command on this machine's GPU through vgpu (starts and stops vgpu-host).
+    Run(RunArgs),
+    /// List the GPUs as a program under vgpu sees them.
+    Smi(SmiArgs),
+    /// The probe `smi` runs under the shim.
+    #[command(hide = true)]
+    SmiProbe,
+}
+
+/// Where `run` and `smi` find the host, the shim and the region.
+#[derive(Debug, Args)]
+pub struct RunTargetArgs {
+    /// Region of a running vgpu-host (default: start one on a fresh /dev/shm region).
+    #[arg(long, value_name = "PATH")]
+    pub region: Option<PathBuf>,
+    /// vgpu-host binary (default: next to vgpuctl).
+    #[arg(long, value_name = "PATH")]
+    pub host_bin: Option<PathBuf>,
+    /// The shim (default: libvgpu-cuda.so next to vgpuctl).
+    #[arg(long, value_name = "PATH")]
+    pub shim: Option<PathBuf>,
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Host, shim and region.
+    #[command(flatten)]
+    pub target: RunTargetArgs,
+    /// Leave the started host running after CMD ends.
+    #[arg(long)]
+    pub keep_host: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `smi` arguments.
+#[derive(Debug, Args)]
+pub struct SmiArgs {
+    /// Host, shim and region.
+    #[command(flatten)]
+    pub target: RunTargetArgs,
 }
 
 /// `install` arguments.
@@ -230,6 +275,34 @@ pub fn run(
             out,
         )
         .map(|_| 0),
+        Command::Run(a) => run_cmd::run(
+            &run_cmd::RunOptions {
+                region: a.target.region,
+                host_bin: a.target.host_bin,
+                shim: a.target.shim,
+                keep_host: a.keep_host,
+                command: a.command,
+            },
+            err,
+        ),
+        Command::Smi(a) => std::env::current_exe()
+            .map_err(|e| crate::Error::io("find", "own executable", e))
+            .and_then(|exe| {
+                run_cmd::run(
+                    &run_cmd::RunOptions {
+                        region: a.target.region,
+                        host_bin: a.target.host_bin,
+                        shim: a.target.shim,
+                        keep_host: false,
+                        command: vec![exe.into_os_string(), "smi-probe".into()],
+                    },
+                    err,
+                )
+            }),
+        Command::SmiProbe => smi::probe().map(|gpus| {
+            smi::print_table(&gpus, out);
+            0
+        }),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,8 @@ pub mod paths;
 pub mod procfs;
 pub mod recover;
 pub mod recovery_script;
+pub mod run;
+pub mod smi;
 pub mod state;
 pub mod status;
 pub mod systemctl;

@@ -1,0 +1,234 @@
+//! `vgpuctl run` and `vgpuctl smi` end to end without a GPU: the real `vgpu-host` (built by
+//! `cargo test -p host -p vgpuctl`, or built here when missing) loads a fake `libcuda.so.1`
+//! (host/tests/fake_driver/libcuda.c, built with `cc`) found through `LD_LIBRARY_PATH`. The
+//! same fake library stands in for the shim, so `smi`'s probe reads the fake's answers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn fake_driver_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("vgpuctl-fake-cuda-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/tests/fake_driver/libcuda.c");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+            .arg(dir.join("libcuda.so.1"))
+            .arg(&src)
+            .status()
+            .expect("run cc (install a C compiler)");
+        assert!(status.success(), "cc failed building the fake driver");
+        dir
+    })
+}
+
+fn fake_driver() -> PathBuf {
+    fake_driver_dir().join("libcuda.so.1")
+}
+
+/// `target/<profile>/vgpu-host`, next to this test's `deps/` folder.
+fn host_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = profile_dir.join("vgpu-host");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "host", "--bin", "vgpu-host"])
+                .status()
+                .expect("run cargo build -p host");
+            assert!(status.success() && bin.exists(), "cannot build vgpu-host");
+        }
+        bin
+    })
+}
+
+fn vgpuctl(args: &[&str], devices: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args(args)
+        .env("LD_LIBRARY_PATH", fake_driver_dir())
+        .env("FAKE_CUDA_DEVICES", devices)
+        .env_remove("LD_PRELOAD")
+        .env_remove("VGPU_HOST_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run vgpuctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_forwards_the_exit_code_and_removes_its_region() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let shim = shim.to_str().expect("utf-8 path");
+    let out = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim,
+            "--",
+            "sh",
+            "-c",
+            "echo $VGPU_REGION; echo $LD_PRELOAD; test -e $VGPU_REGION && echo present; exit 7",
+        ],
+        "1",
+    );
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("/dev/shm/vgpu-run-"), "{stdout}");
+    assert_eq!(lines[1], shim);
+    assert_eq!(
+        lines[2], "present",
+        "the region did not exist while CMD ran"
+    );
+    assert!(
+        !Path::new(lines[0]).exists(),
+        "region {} left behind",
+        lines[0]
+    );
+}
+
+#[test]
+fn run_reports_death_by_signal_as_128_plus_signal() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let out = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8 path"),
+            "--",
+            "sh",
+            "-c",
+            "kill -9 $$",
+        ],
+        "1",
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out.stderr));
+}
+
+#[test]
+fn run_without_a_gpu_says_so_in_one_line_and_runs_nothing() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let marker = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("vgpuctl-run-marker-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let touch = format!("touch {}", marker.display());
+    let out = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8 path"),
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+        "0",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no CUDA-capable GPU"), "{stderr}");
+    assert!(!marker.exists(), "CMD ran without a GPU");
+}
+
+#[test]
+fn run_with_a_missing_region_refuses_in_one_line() {
+    let shim = fake_driver();
+    let out = vgpuctl(
+        &[
+            "run",
+            "--region",
+            "/dev/shm/vgpu-no-such-region",
+            "--shim",
+            shim.to_str().expect("utf-8 path"),
+            "--",
+            "true",
+        ],
+        "1",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+}
+
+#[test]
+fn smi_lists_the_devices_the_preloaded_library_reports() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let out = vgpuctl(
+        &[
+            "smi",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8 path"),
+        ],
+        "2",
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("GPU"), "{stdout}");
+    for (i, uuid) in [
+        (0, "GPU-10111213-1415-1617-1819-1a1b1c1d1e1f"),
+        (1, "GPU-20212223-2425-2627-2829-2a2b2c2d2e2f"),
+    ] {
+        let row = lines[1 + i];
+        assert!(row.starts_with(&format!("{i}  ")), "{row}");
+        assert!(row.contains("Fake GPU"), "{row}");
+        assert!(row.contains(uuid), "{row}");
+        assert!(row.contains("81920 MiB"), "{row}");
+        assert!(row.ends_with("9.0"), "{row}");
+    }
+}
+
+#[test]
+fn smi_without_a_gpu_is_one_line_and_non_zero() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let out = vgpuctl(
+        &[
+            "smi",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8 path"),
+        ],
+        "0",
+    );
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(out.stdout.is_empty());
+}
