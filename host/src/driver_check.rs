@@ -93,10 +93,12 @@ pub fn open_and_init(path: &Path) -> Result<Driver, CheckError> {
 /// A [`CheckError`]; [`CheckError::exit_code`] gives the exit status.
 pub fn check(path: &Path) -> Result<DriverInfo, CheckError> {
     let driver = open_and_init(path)?;
-    let count = driver.symbol(c"cuDeviceGetCount").ok_or(CheckError::Missing {
-        path: path.display().to_string(),
-        symbol: "cuDeviceGetCount",
-    })?;
+    let count = driver
+        .symbol(c"cuDeviceGetCount")
+        .ok_or(CheckError::Missing {
+            path: path.display().to_string(),
+            symbol: "cuDeviceGetCount",
+        })?;
     // SAFETY: `cuDeviceGetCount` has the signature `CUresult cuDeviceGetCount(int *count)`.
     let count: CuDeviceGetCount =
         unsafe { std::mem::transmute::<*const std::ffi::c_void, CuDeviceGetCount>(count) };

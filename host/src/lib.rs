@@ -3,9 +3,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cli;
 pub mod dispatch;
 pub mod driver;
-pub mod cli;
 pub mod driver_check;
 pub mod liveness;
 pub mod signals;

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
@@ -124,7 +124,7 @@ fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, transport::Tra
 
 /// Tells whoever started us that the region is served: a line on stderr, or `ready\n` on the
 /// inherited descriptor `fd`.
-fn announce_ready(path: &PathBuf, fd: Option<i32>) {
+fn announce_ready(path: &Path, fd: Option<i32>) {
     let pid = std::process::id();
     let Some(fd) = fd else {
         eprintln!("vgpu-host: serving {} (pid {pid})", path.display());

@@ -147,7 +147,9 @@ impl Supervisor {
             }
         }
         let client = ClientId::of(&claim);
-        let Some(mut worker) = self.take_spare(client).or_else(|| self.start_worker(client))
+        let Some(mut worker) = self
+            .take_spare(client)
+            .or_else(|| self.start_worker(client))
         else {
             return;
         };

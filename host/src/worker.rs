@@ -67,24 +67,21 @@ pub fn run(args: &WorkerArgs) -> i32 {
             return 1;
         }
     };
-    // Kept loaded for the life of the process: the dispatch layer's own dlopen of the same
-    // path then finds the library already initialised.
-    let _warm_driver = if args.prewarm {
-        match crate::driver_check::open_and_init(&args.driver) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::error!("spare worker cannot initialise the driver: {e}");
-                return crate::driver_check::EXIT_NO_DRIVER;
-            }
+    let context = ClientContext::new(args.driver.clone());
+    if args.prewarm {
+        if let Err(e) = context.prewarm() {
+            tracing::error!("spare worker cannot initialise the driver: {e}");
+            return crate::driver_check::EXIT_NO_DRIVER;
         }
-    } else {
-        None
-    };
+    }
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
     if args.prewarm {
         let mut out = std::io::stdout();
-        if writeln!(out, "{WARM_LINE}").and_then(|()| out.flush()).is_err() {
+        if writeln!(out, "{WARM_LINE}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return 0;
         }
         detach_stdout();
@@ -107,7 +104,6 @@ pub fn run(args: &WorkerArgs) -> i32 {
         "worker {} serving client",
         std::process::id()
     );
-    let context = ClientContext::new(args.driver.clone());
     Worker {
         region,
         client,
@@ -160,7 +156,10 @@ fn wait_for_client(rx: &Receiver<Event>) -> Option<ClientId> {
         match rx.recv().ok()? {
             Event::Record(Record::Client(c)) => return Some(c),
             Event::Record(Record::Claim(c)) => {
-                tracing::warn!(index = c.index, "spare worker got a claim before its client")
+                tracing::warn!(
+                    index = c.index,
+                    "spare worker got a claim before its client"
+                )
             }
             Event::SupervisorGone => return None,
             Event::ChannelEnded { .. } | Event::ClientExited => {}
@@ -263,9 +262,8 @@ impl Worker {
         let spawned = std::thread::Builder::new()
             .name(format!("vgpu-ch-{index}"))
             .spawn(move || {
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    serve_channel(channel, context)
-                }));
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| serve_channel(channel, context)));
                 let peer_gone = match result {
                     Ok(Ok(())) | Ok(Err(TransportError::Closed)) => false,
                     Ok(Err(TransportError::PeerGone(reason))) => {

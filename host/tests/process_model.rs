@@ -4,10 +4,8 @@
 //! `vgpu-host` through the real transport.
 //!
 //! These tests assert routing and liveness (which worker process serves which guest, who exits
-//! when), never the dispatch layer's answers. Until the dispatch layer handles HELLO, every
-//! request is answered (NOT_INITIALIZED) and the channel thread ends; once it answers with a
-//! Welcome, `worker_pid` in it can be checked against the `/proc` view used here (marked
-//! "TIGHTEN" below).
+//! when): the worker pid in each HELLO's Welcome must match the worker found through `/proc`
+//! (workers are named `vgpuw-<guest pid>`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use protocol::handshake::{Hello, PROTOCOL_VERSION};
+use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, RequestHeader, ResponseHeader};
 
 const GUEST_ENV: &str = "VGPU_TEST_GUEST_REGION";
@@ -193,6 +191,8 @@ struct Guest {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// Worker pid from each start-up channel's Welcome.
+    welcomed: Vec<u32>,
 }
 
 impl Guest {
@@ -217,9 +217,18 @@ impl Guest {
             child,
             stdin,
             stdout,
+            welcomed: Vec::new(),
         };
         let ready = guest.answer();
-        assert_eq!(ready, format!("ready {channels}"), "guest start");
+        let (count, workers) = ready
+            .strip_prefix("ready ")
+            .and_then(|r| r.split_once(' '))
+            .unwrap_or_else(|| panic!("guest start: {ready}"));
+        assert_eq!(count, channels.to_string(), "guest start");
+        guest.welcomed = workers
+            .split(',')
+            .map(|p| p.parse().expect("pid"))
+            .collect();
         guest
     }
 
@@ -264,20 +273,23 @@ fn hello_frame() -> Vec<u8> {
         pid: std::process::id(),
         // SAFETY: gettid takes no arguments and cannot fail.
         tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
-        client_token: 0,
+        visible_devices: None,
     }
     .encode(&mut enc);
     frame
 }
 
-/// Says HELLO on a channel; returns the response's result code.
+/// Says HELLO on a channel; returns the serving worker's pid from the Welcome (0 when the
+/// handshake was refused: the result code is then in the error).
 fn hello(channel: &mut transport::GuestChannel) -> Result<u32, transport::TransportError> {
     let mut response = Vec::new();
     channel.call(&hello_frame(), &mut response)?;
     let mut dec = protocol::Decoder::new(&response);
     let header = ResponseHeader::read(&mut dec).expect("response header");
-    // TIGHTEN: once dispatch answers HELLO, decode the Welcome here and return its worker_pid.
-    Ok(header.result)
+    if header.result != 0 {
+        return Ok(0);
+    }
+    Ok(Welcome::decode(&mut dec).expect("welcome").worker_pid)
 }
 
 fn describe(r: Result<u32, transport::TransportError>) -> String {
@@ -304,24 +316,25 @@ fn helper_guest_process() {
         let region = region.clone();
         std::thread::spawn(move || {
             let mut channel = region.connect()?;
-            hello(&mut channel)?;
-            Ok::<_, transport::TransportError>(channel)
+            let worker = hello(&mut channel)?;
+            Ok::<_, transport::TransportError>((channel, worker))
         })
         .join()
         .expect("guest thread")
     };
-    let mut open: Vec<transport::GuestChannel> = (0..channels)
+    let (mut open, workers): (Vec<transport::GuestChannel>, Vec<u32>) = (0..channels)
         .map(|_| connect(&region).expect("guest: connect + hello"))
-        .collect();
-    println!("GUEST ready {}", open.len());
+        .unzip();
+    let workers: Vec<String> = workers.iter().map(u32::to_string).collect();
+    println!("GUEST ready {} {}", open.len(), workers.join(","));
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let answer = match line.trim() {
             "call0" => describe(hello(&mut open[0])),
             "connect" => match connect(&region) {
-                Ok(c) => {
+                Ok((c, worker)) => {
                     open.push(c);
-                    "ok".to_owned()
+                    format!("ok {worker}")
                 }
                 Err(e) => format!("err {e:?}"),
             },
@@ -382,8 +395,11 @@ fn threads_share_their_process_worker_and_processes_get_their_own() {
     let wa = worker_of(&host, a.pid());
     let wb = worker_of(&host, b.pid());
     assert_ne!(wa, wb);
+    // Both threads of A were welcomed by A's worker, B's by B's.
+    assert_eq!(a.welcomed, vec![wa, wa]);
+    assert_eq!(b.welcomed, vec![wb]);
     // A third thread of A lands in the same worker: still exactly one worker for A.
-    assert_eq!(a.ask("connect"), "ok");
+    assert_eq!(a.ask("connect"), format!("ok {wa}"));
     assert_eq!(worker_of(&host, a.pid()), wa);
     // Only these two workers exist (no spare with --prewarm false).
     let all: Vec<u32> = std::fs::read_dir("/proc")
@@ -431,12 +447,13 @@ fn a_crashed_worker_leaves_other_clients_alone() {
     let answer = a.ask("call0");
     assert!(answer.starts_with("err PeerGone"), "{answer}");
     // B keeps its worker and is still served.
-    assert_eq!(b.ask("connect"), "ok");
+    assert_eq!(b.ask("connect"), format!("ok {wb}"));
     assert_eq!(worker_of(&host, b.pid()), wb);
     // A new thread of A is served by a fresh worker.
-    assert_eq!(a.ask("connect"), "ok");
+    let answer = a.ask("connect");
     let wa2 = worker_of(&host, a.pid());
     assert_ne!(wa2, wa);
+    assert_eq!(answer, format!("ok {wa2}"));
     assert!(running(host.pid()));
 }
 
