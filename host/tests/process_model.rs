@@ -273,7 +273,6 @@ fn hello_frame() -> Vec<u8> {
         pid: std::process::id(),
         // SAFETY: gettid takes no arguments and cannot fail.
         tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
-        visible_devices: None,
     }
     .encode(&mut enc);
     frame

@@ -18,9 +18,6 @@ pub struct Hello {
     pub pid: u32,
     /// Guest thread id.
     pub tid: u32,
-    /// The guest's `CUDA_VISIBLE_DEVICES`, applied by the host worker before it initialises
-    /// the driver, so device filtering and numbering match what the guest asked for.
-    pub visible_devices: Option<String>,
 }
 
 /// The host's answer to a matching [`Hello`].
@@ -71,10 +68,6 @@ impl Hello {
         enc.put(self.word_size);
         enc.put(self.pid);
         enc.put(self.tid);
-        enc.put_flag(self.visible_devices.is_some());
-        if let Some(v) = &self.visible_devices {
-            enc.put_str(v.as_bytes());
-        }
     }
 
     /// Decodes a greeting.
@@ -89,11 +82,6 @@ impl Hello {
             word_size: dec.get()?,
             pid: dec.get()?,
             tid: dec.get()?,
-            visible_devices: if dec.get_flag("visible_devices")? {
-                Some(String::from_utf8_lossy(dec.get_bytes()?).into_owned())
-            } else {
-                None
-            },
         })
     }
 
@@ -159,7 +147,6 @@ mod tests {
             word_size: std::mem::size_of::<usize>() as u8,
             pid: 10,
             tid: 11,
-            visible_devices: Some("GPU-1234".into()),
         }
     }
 

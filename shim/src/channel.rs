@@ -114,7 +114,6 @@ fn open() -> CuResult<ThreadChannel> {
         pid: std::process::id(),
         // SAFETY: gettid has no preconditions.
         tid: unsafe { libc::gettid() } as u32,
-        visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
     };
     let result = channel.exchange(
         |req| hello.encode(&mut RequestHeader::start(req, special::HELLO, 0)),

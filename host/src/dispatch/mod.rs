@@ -46,16 +46,16 @@ pub enum Flow {
 /// queue.
 pub struct ClientContext {
     driver_path: PathBuf,
-    /// Result of loading the driver and `cuInit`, with the `CUDA_VISIBLE_DEVICES` it was done
-    /// under.
-    init: Mutex<Option<Result<Option<String>, String>>>,
+    /// Result of loading the driver and `cuInit`.
+    init: Mutex<Option<Result<(), String>>>,
     callbacks: Arc<CallbackQueue>,
 }
 
 impl ClientContext {
-    /// A context for one guest process. The driver is loaded on the first handshake, after the
-    /// guest's `CUDA_VISIBLE_DEVICES` (sent in the handshake) has been applied, or earlier by
-    /// [`ClientContext::prewarm`].
+    /// A context for one guest process. The driver is loaded on the first handshake, or earlier
+    /// by [`ClientContext::prewarm`]. The worker sees every device the host process sees; the
+    /// guest's `CUDA_VISIBLE_DEVICES` is applied by the shim (`shim/src/handlers/devices.rs`), so
+    /// a prewarmed worker suits every client.
     pub fn new(driver_path: PathBuf) -> Arc<Self> {
         Arc::new(Self {
             driver_path,
@@ -69,54 +69,26 @@ impl ClientContext {
         &self.driver_path
     }
 
-    /// Loads the driver and runs `cuInit` ahead of any client, with this process's own
-    /// `CUDA_VISIBLE_DEVICES`, so that a client whose handshake asks for the same set starts
+    /// Loads the driver and runs `cuInit` ahead of any client, so the next client starts
     /// without paying for driver initialisation.
     ///
     /// # Errors
     /// Why the driver could not be loaded or initialised.
     pub fn prewarm(&self) -> Result<(), String> {
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-        self.initialise(&visible)
+        self.initialise()
     }
 
-    /// Whether a client asking for `visible` can use this (possibly prewarmed) context.
-    pub fn accepts(&self, visible: &Option<String>) -> bool {
-        match &*self.init.lock().unwrap_or_else(|e| e.into_inner()) {
-            None => true,
-            Some(Ok(done_with)) => done_with == visible,
-            Some(Err(_)) => true,
-        }
-    }
-
-    fn initialise(&self, visible: &Option<String>) -> Result<(), String> {
+    fn initialise(&self) -> Result<(), String> {
         let mut init = self.init.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(done) = &*init {
-            return match done {
-                Ok(done_with) if done_with == visible => Ok(()),
-                Ok(done_with) => Err(format!(
-                    "driver already initialised with CUDA_VISIBLE_DEVICES={done_with:?}, client asks {visible:?}"
-                )),
-                Err(e) => Err(e.clone()),
-            };
+            return done.clone();
         }
-        let result = self.load(visible);
-        *init = Some(
-            result
-                .as_ref()
-                .map(|()| visible.clone())
-                .map_err(Clone::clone),
-        );
+        let result = self.load();
+        *init = Some(result.clone());
         result
     }
 
-    fn load(&self, visible: &Option<String>) -> Result<(), String> {
-        // The driver reads CUDA_VISIBLE_DEVICES once, at cuInit: set it before loading. The
-        // worker has no other thread reading the environment at this point.
-        match visible {
-            Some(v) => std::env::set_var("CUDA_VISIBLE_DEVICES", v),
-            None => std::env::remove_var("CUDA_VISIBLE_DEVICES"),
-        }
+    fn load(&self) -> Result<(), String> {
         let driver = Driver::open(&self.driver_path).map_err(|e| e.to_string())?;
         let _ = DRIVER.set(driver);
         let init = real::cuInit().ok_or("the driver has no cuInit")?;
@@ -228,7 +200,7 @@ impl ThreadSession {
             ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
             return Flow::Close;
         }
-        if let Err(e) = self.client.initialise(&hello.visible_devices) {
+        if let Err(e) = self.client.initialise() {
             tracing::error!(pid = hello.pid, "cannot serve client: {e}");
             ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
             return Flow::Close;

@@ -54,14 +54,14 @@ pub unsafe fn cuDeviceGetPCIBusId(pciBusId: *mut c_char, len: i32, dev: CUdevice
     )
 }
 
-/// The device with a PCI bus id.
+/// The host device with a PCI bus id (visibility is applied in `devices.rs`).
 ///
 /// # Safety
 /// `pciBusId` is NUL-terminated; `dev` is valid for one write.
 ///
 /// # Errors
 /// The host's result.
-pub unsafe fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, pciBusId: *const c_char) -> CuResult {
+pub unsafe fn pci_lookup(dev: *mut CUdevice, pciBusId: *const c_char) -> CuResult {
     if dev.is_null() || pciBusId.is_null() {
         return Err(CuError::INVALID_VALUE);
     }

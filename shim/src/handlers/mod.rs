@@ -4,6 +4,7 @@
 
 mod context;
 mod device;
+mod devices;
 mod errors;
 mod hostfn;
 pub(crate) mod launch;
@@ -11,7 +12,8 @@ mod memory;
 mod module;
 
 pub use context::*;
-pub use device::*;
+pub use device::{cuDeviceGetName, cuDeviceGetPCIBusId};
+pub use devices::{cuDeviceGet, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuInit};
 pub use errors::{cuGetErrorName, cuGetErrorString};
 pub use hostfn::*;
 pub use launch::{
