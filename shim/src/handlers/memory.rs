@@ -26,9 +26,13 @@ fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
     (addr < base + len.max(1)).then_some((base, len, flags))
 }
 
-fn htod(id: u32, dst: CUdeviceptr, src: *const c_void, len: usize, stream: CUstream) -> CuResult {
+/// `on_stream`: `Some(per_thread)` for the asynchronous forms.
+fn htod(id: u32, dst: CUdeviceptr, src: *const c_void, len: usize, stream: CUstream, on_stream: Option<bool>) -> CuResult {
     if len > 0 && src.is_null() {
         return Err(CuError::INVALID_VALUE);
+    }
+    if let (Some(per_thread), Some(_)) = (on_stream, pinned_containing(src as usize)) {
+        wait_for_stream(stream, per_thread)?;
     }
     // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
     let data = if len == 0 {
@@ -81,13 +85,29 @@ macro_rules! htod_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize) -> CuResult {
-            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, std::ptr::null_mut())
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, std::ptr::null_mut(), None)
         }
     )* };
 }
+/// Waits until `stream` reaches this point, so that bytes captured now are the bytes the copy
+/// would read when the stream gets to it. Needed for pinned sources: CUDA reads them at stream
+/// time (an earlier host function may still write them), while pageable sources are staged at
+/// the call. Zero-copy pinned memory in the shared region will make this wait unnecessary.
+fn wait_for_stream(stream: CUstream, per_thread: bool) -> CuResult {
+    // SAFETY: a stream handle from the application, validated by the host.
+    unsafe {
+        if per_thread {
+            crate::forward::generated::cuStreamSynchronize_ptsz(stream)
+        } else {
+            crate::forward::generated::cuStreamSynchronize(stream)
+        }
+    }
+}
+
 macro_rules! htod_async_fns {
-    ($($name:ident),*) => { $(
-        /// Host-to-device copy on a stream: the bytes are captured at the call.
+    ($($name:ident: $per_thread:expr),*) => { $(
+        /// Host-to-device copy on a stream. Pageable bytes are captured at the call, as CUDA
+        /// stages them; pinned bytes once the stream has reached the copy.
         ///
         /// # Safety
         /// `srcHost` is valid for `ByteCount` bytes.
@@ -95,7 +115,7 @@ macro_rules! htod_async_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize, hStream: CUstream) -> CuResult {
-            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, hStream)
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, hStream, Some($per_thread))
         }
     )* };
 }
@@ -128,7 +148,7 @@ macro_rules! dtoh_async_fns {
     )* };
 }
 htod_fns!(cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds);
-htod_async_fns!(cuMemcpyHtoDAsync_v2, cuMemcpyHtoDAsync_v2_ptsz);
+htod_async_fns!(cuMemcpyHtoDAsync_v2: false, cuMemcpyHtoDAsync_v2_ptsz: true);
 dtoh_fns!(cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds);
 dtoh_async_fns!(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz);
 
@@ -188,7 +208,7 @@ fn unified(
             unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
             Ok(())
         }
-        (false, true) => htod(htod_id, dst, src as usize as *const c_void, len, stream),
+        (false, true) => htod(htod_id, dst, src as usize as *const c_void, len, stream, (!stream.is_null()).then_some(per_thread)),
         (true, false) => dtoh(dtoh_id, dst as usize as *mut c_void, src, len, stream),
         (false, false) => call_with(
             id,
@@ -348,7 +368,7 @@ unsafe fn scatter(
     }
 }
 
-fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream) -> CuResult {
+fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream, on_stream: Option<bool>) -> CuResult {
     // SAFETY: the caller passes a valid descriptor (driver API contract).
     let mut c = unsafe { copy.as_ref() }
         .copied()
@@ -358,6 +378,9 @@ fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream) -> CuResult {
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
+    if let (Some(per_thread), true) = (on_stream, c.srcMemoryType == host && pinned_containing(src_host).is_some()) {
+        wait_for_stream(stream, per_thread)?;
+    }
     let (w, h) = (c.WidthInBytes, c.Height);
     call_with(
         id,
@@ -396,7 +419,7 @@ fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream) -> CuResult {
     )
 }
 
-fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream) -> CuResult {
+fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream, on_stream: Option<bool>) -> CuResult {
     // SAFETY: the caller passes a valid descriptor (driver API contract).
     let mut c = unsafe { copy.as_ref() }
         .copied()
@@ -406,6 +429,9 @@ fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream) -> CuResult {
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
+    if let (Some(per_thread), true) = (on_stream, c.srcMemoryType == host && pinned_containing(src_host).is_some()) {
+        wait_for_stream(stream, per_thread)?;
+    }
     let (w, h, d) = (c.WidthInBytes, c.Height, c.Depth);
     call_with(
         id,
@@ -464,12 +490,12 @@ macro_rules! copy2d_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D) -> CuResult {
-            copy_2d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut())
+            copy_2d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut(), None)
         }
     )* };
 }
 macro_rules! copy2d_async_fns {
-    ($($name:ident),*) => { $(
+    ($($name:ident: $per_thread:expr),*) => { $(
         /// 2D copy on a stream, completed before it returns when it writes guest memory.
         ///
         /// # Safety
@@ -478,7 +504,7 @@ macro_rules! copy2d_async_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CuResult {
-            copy_2d(shim_macros::cuda_call_id!($name), pCopy, hStream)
+            copy_2d(shim_macros::cuda_call_id!($name), pCopy, hStream, Some($per_thread))
         }
     )* };
 }
@@ -492,12 +518,12 @@ macro_rules! copy3d_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D) -> CuResult {
-            copy_3d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut())
+            copy_3d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut(), None)
         }
     )* };
 }
 macro_rules! copy3d_async_fns {
-    ($($name:ident),*) => { $(
+    ($($name:ident: $per_thread:expr),*) => { $(
         /// 3D copy on a stream.
         ///
         /// # Safety
@@ -506,7 +532,7 @@ macro_rules! copy3d_async_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CuResult {
-            copy_3d(shim_macros::cuda_call_id!($name), pCopy, hStream)
+            copy_3d(shim_macros::cuda_call_id!($name), pCopy, hStream, Some($per_thread))
         }
     )* };
 }
@@ -516,9 +542,9 @@ copy2d_fns!(
     cuMemcpy2DUnaligned_v2,
     cuMemcpy2DUnaligned_v2_ptds
 );
-copy2d_async_fns!(cuMemcpy2DAsync_v2, cuMemcpy2DAsync_v2_ptsz);
+copy2d_async_fns!(cuMemcpy2DAsync_v2: false, cuMemcpy2DAsync_v2_ptsz: true);
 copy3d_fns!(cuMemcpy3D_v2, cuMemcpy3D_v2_ptds);
-copy3d_async_fns!(cuMemcpy3DAsync_v2, cuMemcpy3DAsync_v2_ptsz);
+copy3d_async_fns!(cuMemcpy3DAsync_v2: false, cuMemcpy3DAsync_v2_ptsz: true);
 
 /// Pointer attributes: answered here for the guest's own pinned allocations, by the host
 /// otherwise.

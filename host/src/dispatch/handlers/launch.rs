@@ -85,7 +85,8 @@ struct Params {
     packed: Vec<u8>,
     pointers: Vec<*mut c_void>,
     extra: Vec<*mut c_void>,
-    size: usize,
+    /// Boxed: `extra` points at it, and `Params` moves.
+    size: Box<usize>,
 }
 
 const FORM_NONE: u8 = 0;
@@ -106,7 +107,7 @@ impl Params {
             .map(|_| Ok((dec.get::<u32>()?, dec.get::<u32>()?)))
             .collect::<Result<_, DecodeError>>()?;
         let mut params = Params {
-            size: packed.len(),
+            size: Box::new(packed.len()),
             packed,
             pointers: Vec::new(),
             extra: Vec::new(),
@@ -130,7 +131,7 @@ impl Params {
                     CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize as *mut c_void,
                     params.packed.as_mut_ptr().cast(),
                     CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize as *mut c_void,
-                    (&mut params.size as *mut usize).cast(),
+                    (&mut *params.size as *mut usize).cast(),
                     CU_LAUNCH_PARAM_END_AS_INT as usize as *mut c_void,
                 ];
             }
