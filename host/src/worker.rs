@@ -77,13 +77,10 @@ pub fn run(args: &WorkerArgs) -> i32 {
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
     if args.prewarm {
+        // The supervisor stops reading once it has handed this spare a client, which may
+        // happen before the driver is warm: a closed pipe here is not a reason to stop.
         let mut out = std::io::stdout();
-        if writeln!(out, "{WARM_LINE}")
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            return 0;
-        }
+        let _ = writeln!(out, "{WARM_LINE}").and_then(|()| out.flush());
         detach_stdout();
     }
     let client = match args.client_token {

@@ -471,6 +471,29 @@ fn the_spare_worker_takes_the_next_client_and_is_replaced() {
 }
 
 #[test]
+fn a_client_handed_a_still_warming_spare_is_served() {
+    // The real driver's cuInit takes 100-300 ms: the next client often gets a spare that is
+    // not warm yet. The supervisor stops reading the spare's stdout once it has a client; the
+    // spare must not die on that closed pipe.
+    std::env::set_var("FAKE_CUDA_INIT_MS", "300");
+    let host = Host::start("warming", &[]);
+    std::env::remove_var("FAKE_CUDA_INIT_MS");
+    let region = host.region.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let guest = Guest::start(&region, 1);
+            let _ = tx.send(guest.pid());
+            drop(guest);
+        }
+    });
+    for n in 1..=2 {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("client {n} was never served"));
+    }
+}
+
+#[test]
 fn sigterm_stops_workers_and_removes_the_region_it_created() {
     let mut host = Host::start("sigterm", &[]);
     let a = Guest::start(&host.region, 1);

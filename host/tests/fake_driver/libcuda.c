@@ -3,6 +3,7 @@
  * CUDA_ERROR_NO_DEVICE (100), like the real driver on a machine without a GPU. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -13,7 +14,13 @@ static int device_count(void) {
     return s ? atoi(s) : 1;
 }
 
-CUresult cuInit(unsigned int flags) { (void)flags; return device_count() > 0 ? 0 : 100; }
+/* FAKE_CUDA_INIT_MS makes cuInit take that long, like the real driver (100-300 ms). */
+CUresult cuInit(unsigned int flags) {
+    (void)flags;
+    const char *ms = getenv("FAKE_CUDA_INIT_MS");
+    if (ms) usleep((useconds_t)atoi(ms) * 1000);
+    return device_count() > 0 ? 0 : 100;
+}
 CUresult cuDriverGetVersion(int *v) { if (!v) return 1; *v = 12080; return 0; }
 CUresult cuDeviceGetCount(int *n) { if (!n) return 1; *n = device_count(); return 0; }
 CUresult cuDeviceGet(CUdevice *d, int ordinal) {
