@@ -68,6 +68,8 @@ routes! {
     cuLaunchKernelEx | cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
     cuLaunchHostFunc | cuLaunchHostFunc_ptsz => hostfn::launch_host_func,
     cuStreamAddCallback | cuStreamAddCallback_ptsz => hostfn::stream_add_callback,
+    // Handlers for what real stacks touch (graphs, pools, attributes, VMM, linking).
+    // -- stacks routes end --
 }
 
 /// Writes a response that is only a result code.
