@@ -5,6 +5,7 @@
 //!   function in one sorted `extern "system"` block: the list the shim macros expand.
 //! - [`supplement`]: the few exports that no header declares.
 //! - [`results`]: `CUresult` names and descriptions; [`versions`]: `cuGetProcAddress` version data.
+//! - [`proc_address`]: the real driver's `cuGetProcAddress_v2` answers, probed on the GPU machine.
 //!
 //! The `extern` declarations are never called from Rust (nothing links the real driver here); they
 //! exist as the machine-readable signature list.
@@ -32,6 +33,8 @@ pub use bindings::*;
 pub mod supplement;
 
 pub mod cu_result;
+#[path = "generated/proc_address.rs"]
+pub mod proc_address;
 pub mod results;
 pub mod versions;
 

@@ -6,6 +6,7 @@
 pub mod bindings;
 pub mod error;
 pub mod merge;
+pub mod proc_address;
 pub mod render;
 pub mod tables;
 pub mod wheel;
