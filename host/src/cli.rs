@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// Keep one spare worker with the driver loaded and initialised for the next client.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub prewarm: bool,
+    /// Contexts the spare worker creates ahead (device 0, default flags) and hands to the next
+    /// client's `cuCtxCreate`, which otherwise costs ~100 ms; 0 turns it off. Each costs the GPU
+    /// memory of one context while the spare waits.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub context_pool: u32,
     /// Write `ready\n` to this inherited file descriptor (then close it) instead of printing
     /// the ready line on stderr.
     #[arg(long, value_name = "FD")]
@@ -98,4 +103,7 @@ pub struct WorkerArgs {
     /// Load and initialise the driver before any client arrives.
     #[arg(long)]
     pub prewarm: bool,
+    /// Contexts to create ahead while prewarming (see the host's `--context-pool`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub context_pool: u32,
 }

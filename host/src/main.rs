@@ -94,6 +94,7 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         region: path.clone(),
         driver: args.driver.clone(),
         log,
+        context_pool: args.context_pool,
     };
     let mut supervisor = Supervisor::new(region, spawn, args.prewarm);
     supervisor.warm_up(WARM_BOUND);

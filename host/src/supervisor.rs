@@ -31,6 +31,8 @@ pub struct WorkerSpawn {
     pub driver: PathBuf,
     /// Log filter handed to workers.
     pub log: String,
+    /// Contexts a spare creates ahead.
+    pub context_pool: u32,
 }
 
 struct WorkerProcess {
@@ -215,7 +217,10 @@ impl Supervisor {
             }
         }
         let mut cmd = self.worker_command();
-        cmd.arg("--prewarm").stdout(Stdio::piped());
+        cmd.arg("--prewarm")
+            .arg("--context-pool")
+            .arg(self.spawn.context_pool.to_string())
+            .stdout(Stdio::piped());
         match spawn(cmd) {
             Ok((worker, stdout)) => {
                 tracing::debug!(worker = worker.pid(), "spare worker started");

@@ -69,7 +69,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
     };
     let context = ClientContext::new(args.driver.clone());
     if args.prewarm {
-        if let Err(e) = context.prewarm() {
+        if let Err(e) = context.prewarm(args.context_pool) {
             tracing::error!("spare worker cannot initialise the driver: {e}");
             return crate::driver_check::EXIT_NO_DRIVER;
         }

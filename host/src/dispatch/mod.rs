@@ -6,6 +6,7 @@
 //! request frame. Everything CUDA-specific lives below this module.
 
 mod callbacks;
+mod contexts;
 mod generated;
 mod handlers;
 pub mod real;
@@ -49,6 +50,7 @@ pub struct ClientContext {
     /// Result of loading the driver and `cuInit`.
     init: Mutex<Option<Result<(), String>>>,
     callbacks: Arc<CallbackQueue>,
+    contexts: contexts::ContextPool,
 }
 
 impl ClientContext {
@@ -61,6 +63,7 @@ impl ClientContext {
             driver_path,
             init: Mutex::new(None),
             callbacks: Arc::new(CallbackQueue::default()),
+            contexts: contexts::ContextPool::default(),
         })
     }
 
@@ -70,12 +73,15 @@ impl ClientContext {
     }
 
     /// Loads the driver and runs `cuInit` ahead of any client, so the next client starts
-    /// without paying for driver initialisation.
+    /// without paying for driver initialisation, and creates `contexts` contexts ahead for its
+    /// `cuCtxCreate` (see `contexts.rs`).
     ///
     /// # Errors
     /// Why the driver could not be loaded or initialised.
-    pub fn prewarm(&self) -> Result<(), String> {
-        self.initialise()
+    pub fn prewarm(&self, contexts: u32) -> Result<(), String> {
+        self.initialise()?;
+        self.contexts.fill(contexts);
+        Ok(())
     }
 
     fn initialise(&self) -> Result<(), String> {
@@ -162,9 +168,11 @@ impl ThreadSession {
             }
             special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
-            CallId(id) => match generated::dispatch(id, &mut dec, response) {
+            // Hand-written host halves first: one may override a generated function, keeping
+            // its generated wire format (the context pool does).
+            CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {
                 Some(outcome) => outcome,
-                None => match handlers::dispatch(id, &self.client, &mut dec, response) {
+                None => match generated::dispatch(id, &mut dec, response) {
                     Some(outcome) => outcome,
                     None => {
                         tracing::warn!(call = id, "call has no host handler");

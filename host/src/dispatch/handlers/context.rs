@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
-use super::real_or_unsupported;
+use super::{real_or_unsupported, respond};
 use crate::dispatch::ClientContext;
 
 const MAX_AFFINITY: usize = 64;
@@ -25,7 +25,7 @@ fn affinity(dec: &mut Decoder<'_>) -> Result<Vec<CUexecAffinityParam>, DecodeErr
 /// `cuCtxCreate_v3`: `u32 n, n × CUexecAffinityParam, u32 flags, i32 dev` → result, `u64 ctx`.
 pub fn create_v3(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -33,6 +33,12 @@ pub fn create_v3(
     let flags: u32 = dec.get()?;
     let dev: i32 = dec.get()?;
     dec.finish()?;
+    if params.is_empty() {
+        if let Some(ctx) = client.contexts.take(dev, flags) {
+            ResponseHeader::start(out, 0).put(ctx);
+            return Ok(());
+        }
+    }
     let mut ctx: CUcontext = std::ptr::null_mut();
     let f = real_or_unsupported!(cuCtxCreate_v3, out);
     let ptr = if params.is_empty() {
@@ -50,7 +56,7 @@ pub fn create_v3(
 /// result, `u64 ctx`. The guest refuses CIG parameters (shared graphics contexts) itself.
 pub fn create_v4(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -63,6 +69,12 @@ pub fn create_v4(
     let flags: u32 = dec.get()?;
     let dev: i32 = dec.get()?;
     dec.finish()?;
+    if affinity.is_empty() {
+        if let Some(ctx) = client.contexts.take(dev, flags) {
+            ResponseHeader::start(out, 0).put(ctx);
+            return Ok(());
+        }
+    }
     let mut params = CUctxCreateParams {
         execAffinityParams: if affinity.is_empty() {
             std::ptr::null_mut()
@@ -82,5 +94,69 @@ pub fn create_v4(
     // SAFETY: every pointer is NULL or to a live local of the right type.
     let r = unsafe { f(&mut ctx, params_ptr, flags, dev) };
     ResponseHeader::start(out, r.0).put(ctx as u64);
+    Ok(())
+}
+
+/// `cuCtxCreate_v2`, overriding its generated host half with the same wire format
+/// (`u8 present, [u64 ctx], u32 flags, i32 dev` → result, `[u64 ctx]`), to use the context pool.
+pub fn create_v2(
+    _: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    // SAFETY: a handle is plain data.
+    let pctx: Option<u64> = unsafe { dec.get_opt_raw()? };
+    let flags: u32 = dec.get()?;
+    let dev: i32 = dec.get()?;
+    dec.finish()?;
+    let mut ctx: CUcontext = std::ptr::null_mut();
+    let result = match client.contexts.take(dev, flags) {
+        Some(pooled) => {
+            ctx = pooled as CUcontext;
+            CUresult::CUDA_SUCCESS
+        }
+        None => {
+            let f = real_or_unsupported!(cuCtxCreate_v2, out);
+            let ptr: *mut CUcontext = if pctx.is_some() {
+                &mut ctx
+            } else {
+                std::ptr::null_mut()
+            };
+            // SAFETY: NULL or a live local.
+            unsafe { f(ptr, flags, dev) }
+        }
+    };
+    let mut enc = ResponseHeader::start(out, result.0);
+    if pctx.is_some() {
+        enc.put(ctx as u64);
+    }
+    Ok(())
+}
+
+/// `cuCtxDestroy`/`cuCtxDestroy_v2`, overriding the generated host half with the same wire
+/// format (`u64 ctx` → result): the calling thread's current context is popped now and
+/// destroyed behind (see `dispatch/contexts.rs`).
+pub fn destroy(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let ctx: u64 = dec.get()?;
+    dec.finish()?;
+    if client.contexts.destroy_behind(ctx) {
+        respond(out, CUresult::CUDA_SUCCESS);
+        return Ok(());
+    }
+    // SAFETY: the guest's handle, validated by the driver.
+    let r = unsafe {
+        if name == "cuCtxDestroy" {
+            real_or_unsupported!(cuCtxDestroy, out)(ctx as CUcontext)
+        } else {
+            real_or_unsupported!(cuCtxDestroy_v2, out)(ctx as CUcontext)
+        }
+    };
+    respond(out, r);
     Ok(())
 }
