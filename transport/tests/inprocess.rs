@@ -109,12 +109,30 @@ fn open_refuses_bad_headers_with_typed_errors() {
     ));
 
     patch(80, &0u64.to_le_bytes());
-    drop(Region::create(tmp.path(), &small(DoorbellMode::Futex, Duration::from_secs(5))).unwrap());
+    drop(
+        Region::create(
+            tmp.path(),
+            &small(DoorbellMode::Futex, Duration::from_secs(5)),
+        )
+        .unwrap(),
+    );
     patch(280, &0x1234_5678u64.to_le_bytes()); // boot id of another kernel, e.g. the VM host's
-    assert!(matches!(Region::open(tmp.path()), Err(TransportError::ForeignKernel)));
-    drop(Region::create(tmp.path(), &small(DoorbellMode::Poll, Duration::from_secs(5))).unwrap());
+    assert!(matches!(
+        Region::open(tmp.path()),
+        Err(TransportError::ForeignKernel)
+    ));
+    drop(
+        Region::create(
+            tmp.path(),
+            &small(DoorbellMode::Poll, Duration::from_secs(5)),
+        )
+        .unwrap(),
+    );
     patch(280, &0x1234_5678u64.to_le_bytes());
-    assert!(Region::open(tmp.path()).is_ok(), "Poll regions work across kernels");
+    assert!(
+        Region::open(tmp.path()).is_ok(),
+        "Poll regions work across kernels"
+    );
 
     let tiny = TempRegion::new("tiny");
     std::fs::write(tiny.path(), [0u8; 100]).unwrap();
