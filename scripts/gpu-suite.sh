@@ -219,7 +219,9 @@ sigkill_test() {
 # Median of the discovery_ms values of runs 2..N of ollama_discovery in one warm session.
 discovery_test() {
     local mode="$1" prog="$2"
-    local script="for i in 1 2 3 4; do '${BIN}/${prog}' > /dev/null || exit 1; done"
+    # Half a second apart, as discoveries are (Ollama runs them seconds apart): time enough for
+    # the host to have a warm spare worker again.
+    local script="for i in 1 2 3 4; do '${BIN}/${prog}' > /dev/null || exit 1; sleep 0.5; done"
     log "== discovery timing ${prog} (${mode})"
     if [[ "${mode}" == native ]]; then
         timeout -k 5 120 bash -c "${script}" 2> "${WORK}/disc.err"
@@ -243,6 +245,28 @@ discovery_test() {
     ROWS+=("| ${prog} discovery_ms (${mode}) | ${rc} | - | - | ${median:-?} ms (median of 3 warm runs) | ${verdict}$([[ ${mode} == vgpu ]] && echo " (limit ${DISCOVERY_LIMIT_MS} ms)") |")
 }
 
+# Figures for the record: where context set-up time goes (native and through vgpu, warm host),
+# and the transport's round trip and bandwidth on this machine.
+BENCH=()
+benchmarks() {
+    log "== benchmarks"
+    if [[ -x "${BIN}/ctx_timing" ]]; then
+        BENCH+=("- ctx_timing native: \`$("${BIN}/ctx_timing" 2>&1 >/dev/null | tail -n1)\`")
+        if [[ ${NATIVE_ONLY} -eq 0 ]]; then
+            local lines
+            lines=$(timeout -k 5 60 "${VGPUCTL}" run -- bash -c "'${BIN}/ctx_timing'; '${BIN}/ctx_timing'" 2>&1 >/dev/null \
+                | grep '^init_ms=')
+            BENCH+=("- ctx_timing through vgpu, first client (prewarmed spare): \`$(echo "${lines}" | sed -n 1p)\`")
+            BENCH+=("- ctx_timing through vgpu, second client: \`$(echo "${lines}" | sed -n 2p)\`")
+        fi
+    fi
+    if [[ -x "${ART}/transport-bench" ]]; then
+        local json
+        json=$(timeout -k 5 120 "${ART}/transport-bench" 2>> "${LOGS}" | tee -a "${LOGS}" | tail -n1)
+        BENCH+=("- transport-bench ($(nproc) CPUs): \`${json}\`")
+    fi
+}
+
 ensure_cubin() {
     if [[ ! -f "${CUBIN}" ]]; then
         # The one build step allowed here: the cubin needs ptxas, which only this machine has.
@@ -262,7 +286,7 @@ main() {
     fi
     ensure_cubin
     {
-        echo "gpu-suite $(date -u +%FT%TZ) native_only=${NATIVE_ONLY} commit $(git rev-parse --short HEAD 2>/dev/null)"
+        echo "gpu-suite $(date -u +%FT%TZ) native_only=${NATIVE_ONLY} commit ${VGPU_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}"
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -n 5
     } >> "${LOGS}"
 
@@ -290,16 +314,23 @@ main() {
 
     local second="vgpu"
     [[ ${NATIVE_ONLY} -eq 1 ]] && second="native run 2"
+    benchmarks
     {
         echo "# vgpu driver-API GPU suite"
         echo
-        echo "$(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null), mode: $([[ ${NATIVE_ONLY} -eq 1 ]] && echo native-only || echo native vs vgpu)"
+        echo "$(date -u +%FT%TZ), commit ${VGPU_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}, mode: $([[ ${NATIVE_ONLY} -eq 1 ]] && echo native-only || echo native vs vgpu)"
         echo
         echo "| test | native rc | ${second} rc | output identical? | time (ms, native / ${second}) | result |"
         echo "|---|---|---|---|---|---|"
         printf '%s\n' "${ROWS[@]}"
         echo
         echo "Overall: $([[ ${FAILED} -eq 0 ]] && echo PASS || echo FAIL). Logs: logs.txt."
+        if ((${#BENCH[@]})); then
+            echo
+            echo "## Benchmarks (figures, not pass/fail)"
+            echo
+            printf '%s\n' "${BENCH[@]}"
+        fi
     } > "${SUMMARY}"
     cat "${SUMMARY}" >&2
     exit "${FAILED}"
