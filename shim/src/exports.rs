@@ -71,5 +71,15 @@ shim_macros::cuda_functions!(
             cuLaunchHostFunc_ptsz,
             cuStreamAddCallback,
             cuStreamAddCallback_ptsz,
+            // Runtime entry points (shim/src/runtime_api, docs/runtime-api.md).
+            cuGetProcAddress,
+            cuGetProcAddress_v2,
+            cuGetExportTable,
+            cuDriverGetVersion,
+            cuDevicePrimaryCtxReset,
+            cuDevicePrimaryCtxReset_v2,
+            cuCtxDestroy,
+            cuCtxDestroy_v2,
+            // -- runtime-api list end --
         ]
 );

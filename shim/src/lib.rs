@@ -15,7 +15,9 @@ pub mod forward;
 pub mod handlers;
 pub mod init;
 pub mod log;
+pub mod runtime_api;
 pub mod stub;
+pub mod trace;
 
 /// Every exported driver function name, sorted.
 pub const EXPORTED_FUNCTIONS: &[&str] = shim_macros::cuda_function_names!();

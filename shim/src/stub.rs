@@ -12,10 +12,17 @@ use crate::init::{ensure_init, host_transport, in_stub};
 use crate::log::{log, Level};
 
 /// Every stub's body: `ensure_init()`, then `dispatch` inside `catch_unwind`. A panic becomes
-/// `CUDA_ERROR_UNKNOWN` and one log line; nothing unwinds into the caller.
-pub fn guarded(name: &'static str, dispatch: impl FnOnce() -> CuResult) -> CUresult {
+/// `CUDA_ERROR_UNKNOWN` and one log line; nothing unwinds into the caller. In trace mode
+/// (`VGPU_TRACE`, see [`crate::trace`]) the call is logged with the arguments `describe` writes;
+/// otherwise `describe` is never run and tracing costs one relaxed load.
+pub fn guarded(
+    name: &'static str,
+    describe: impl FnOnce(&mut String),
+    dispatch: impl FnOnce() -> CuResult,
+) -> CUresult {
     ensure_init();
-    match catch_unwind(AssertUnwindSafe(|| in_stub(dispatch))) {
+    let traced = crate::trace::Call::start(name, describe);
+    let code = match catch_unwind(AssertUnwindSafe(|| in_stub(dispatch))) {
         Ok(result) => to_code(result),
         Err(payload) => {
             log!(
@@ -25,7 +32,11 @@ pub fn guarded(name: &'static str, dispatch: impl FnOnce() -> CuResult) -> CUres
             );
             to_code(Err(CuError::UNKNOWN))
         }
+    };
+    if let Some(call) = traced {
+        call.finish(code);
     }
+    code
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -65,7 +76,11 @@ macro_rules! stub {
         /// The caller upholds the CUDA driver API's contract for this function.
         #[no_mangle]
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
-            $crate::stub::guarded(stringify!($name), || {
+            $crate::stub::guarded(stringify!($name), |_out| {
+                #[allow(unused_imports)]
+                use $crate::trace::{ShowDebug as _, ShowOpaque as _};
+                $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
+            }, || {
                 // SAFETY: the caller upholds the driver API contract, which the handler relies on.
                 unsafe { $crate::handlers::$name($($p),*) }
             })
@@ -79,7 +94,11 @@ macro_rules! stub {
         /// The caller upholds the CUDA driver API's contract for this function.
         #[no_mangle]
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
-            $crate::stub::guarded(stringify!($name), || {
+            $crate::stub::guarded(stringify!($name), |_out| {
+                #[allow(unused_imports)]
+                use $crate::trace::{ShowDebug as _, ShowOpaque as _};
+                $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
+            }, || {
                 // SAFETY: the caller upholds the driver API contract, which the forwarder relies on.
                 unsafe { $crate::forward::generated::$name($($p),*) }
             })
@@ -89,13 +108,16 @@ macro_rules! stub {
         #[doc = concat!("`", stringify!($name), "`: not supported yet.")]
         ///
         /// # Safety
-        /// Always safe: the arguments are not read.
+        /// Always safe: the arguments are only formatted (trace mode), never dereferenced.
         #[no_mangle]
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
             static REPORTED: ::std::sync::atomic::AtomicBool =
                 ::std::sync::atomic::AtomicBool::new(false);
-            let _ = ($($p,)*);
-            $crate::stub::guarded(stringify!($name), || {
+            $crate::stub::guarded(stringify!($name), |_out| {
+                #[allow(unused_imports)]
+                use $crate::trace::{ShowDebug as _, ShowOpaque as _};
+                $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
+            }, || {
                 $crate::stub::unsupported(stringify!($name), &REPORTED)
             })
         }
@@ -109,13 +131,18 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_cuda_error_unknown() {
-        let code = guarded("cuTestPanics", || panic!("boom"));
+        let code = guarded("cuTestPanics", |_| {}, || panic!("boom"));
         assert_eq!(code, CUresult::CUDA_ERROR_UNKNOWN);
-        let code = guarded("cuTestPanicsWithString", || {
-            panic!("{}", String::from("boom"))
-        });
+        let code = guarded(
+            "cuTestPanicsWithString",
+            |_| {},
+            || panic!("{}", String::from("boom")),
+        );
         assert_eq!(code, CUresult::CUDA_ERROR_UNKNOWN);
-        assert_eq!(guarded("cuTestOk", || Ok(())), CUresult::CUDA_SUCCESS);
+        assert_eq!(
+            guarded("cuTestOk", |_| {}, || Ok(())),
+            CUresult::CUDA_SUCCESS
+        );
     }
 
     #[test]

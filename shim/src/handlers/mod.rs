@@ -22,3 +22,7 @@ pub use launch::{
 };
 pub use memory::*;
 pub use module::*;
+pub use crate::runtime_api::{
+    cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
+    cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,
+};
