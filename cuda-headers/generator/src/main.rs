@@ -76,9 +76,8 @@ fn run_proc_address(mut args: impl Iterator<Item = String>) -> Result<bool, Gene
             }
         }
     }
-    let probe = probe.ok_or_else(|| {
-        GenerateError::Usage("proc-address needs the probe output file".into())
-    })?;
+    let probe = probe
+        .ok_or_else(|| GenerateError::Usage("proc-address needs the probe output file".into()))?;
     let contents = proc_address::generate_from(&probe)?;
     let current = std::fs::read_to_string(&out).unwrap_or_default();
     if current == contents {

@@ -245,7 +245,9 @@ pub fn resolve(name: &str, version: i32, flags: u64) -> Option<Answer> {
 fn render_answer(answer: &ProbedAnswer) -> String {
     match answer {
         ProbedAnswer::Symbol(s) => format!("Answer::Symbol({s:?})"),
-        ProbedAnswer::Null { status: 1, result } => format!("Answer::NotFound {{ result: {result} }}"),
+        ProbedAnswer::Null { status: 1, result } => {
+            format!("Answer::NotFound {{ result: {result} }}")
+        }
         ProbedAnswer::Null { result, .. } => {
             format!("Answer::VersionNotSufficient {{ result: {result} }}")
         }
@@ -359,13 +361,16 @@ mod tests {
             .to_string()
             .contains("no export matches"));
         assert!(parse("pass x\ncuA 0 2000 cuA\n").is_err(), "no driver line");
-        assert!(parse("driver 1\npass x\ncuA 3 2000 cuA\n").is_err(), "flag 3");
+        assert!(
+            parse("driver 1\npass x\ncuA 3 2000 cuA\n").is_err(),
+            "flag 3"
+        );
     }
 
     #[test]
     fn regeneration_reproduces_the_committed_file() {
-        let probe = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../probe/proc-address-580.159.04.txt");
+        let probe =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../probe/proc-address-580.159.04.txt");
         let fresh = generate_from(&probe).expect("the committed probe generates (rustfmt needed)");
         let committed = std::fs::read_to_string(committed_file()).expect("committed file");
         assert!(fresh.len() > 10_000);
