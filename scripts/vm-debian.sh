@@ -5,7 +5,7 @@
 # Output: $VGPU_VM_CACHE/debian-bookworm.ext4 (default ~/.cache/vgpu/vm), a sparse 2 GiB ext4 image.
 # Then: scripts/vm-run.sh --root-image ~/.cache/vgpu/vm/debian-bookworm.ext4 [--bin …] -- CMD…
 #
-# The image is debootstrap's minbase plus systemd-sysv and udev, with:
+# The image is debootstrap's minbase plus systemd-sysv, udev and openssh-server, with:
 #   - vgpu-test.service: when /run/vgpu/cmd exists (the harness puts it there before handing over
 #     to systemd), runs /run/vgpu/guest-run once multi-user.target is reached, writes its output to
 #     the serial console and powers off;
@@ -17,7 +17,8 @@ set -euo pipefail
 cache="${VGPU_VM_CACHE:-$HOME/.cache/vgpu/vm}"
 image="$cache/debian-bookworm.ext4"
 mirror="${VGPU_VM_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-rebuild=0 include="systemd-sysv,udev"
+# openssh-server: deployment tests check that sshd does not get the shim (tests/vm/run-deploy-systemd.sh).
+rebuild=0 include="systemd-sysv,udev,openssh-server"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rebuild) rebuild=1; shift ;;
@@ -28,9 +29,14 @@ while [ $# -gt 0 ]; do
 done
 log() { echo "vm-debian: $*"; }
 
+# The package list the image was built with sits beside it; another list means another image.
+stamp="$image.packages"
 if [ -s "$image" ] && [ "$rebuild" -eq 0 ]; then
-    log "image present: $image (--rebuild to make it again)"
-    exit 0
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$include" ]; then
+        log "image present: $image (--rebuild to make it again)"
+        exit 0
+    fi
+    log "image present but built with other packages ($(cat "$stamp" 2>/dev/null || echo unknown)); rebuilding"
 fi
 [ "$(id -u)" -eq 0 ] || { echo "vm-debian: error: needs root (debootstrap, chroot)" >&2; exit 1; }
 if ! command -v debootstrap >/dev/null; then
@@ -85,5 +91,6 @@ rm -f "$work/image"
 truncate -s 2G "$work/image"
 mkfs.ext4 -q -F -L vgpu-root -d "$rootfs" "$work/image"
 mv "$work/image" "$image"
+echo "$include" >"$stamp"
 t2=$(date +%s)
 log "built $image ($(du -sh --apparent-size "$rootfs" | cut -f1) of files; debootstrap $((t1 - t0))s, image $((t2 - t1))s)"

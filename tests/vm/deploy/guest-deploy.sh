@@ -1,0 +1,154 @@
+#!/bin/sh
+# Guest side of tests/vm/run-deploy-systemd.sh: runs inside vgpu-test.service of the Debian guest
+# (systemd is PID 1). Sets up a fake ollama.service, then exercises the real vgpuctl:
+#   install --restart, verify --json (checked against /proc, systemctl and journalctl directly),
+#   uninstall --restart (service back without the shim, tree back to what it was).
+# Prints one "DEPLOY PASS name" / "DEPLOY FAIL name: why" line per check and
+# "DEPLOY-SUMMARY passed=N failed=M"; exits 0 only when nothing failed.
+# Files come from $VGPU_DIR/files (vm-run.sh --file …:/vgpu/files/…); vgpuctl is on PATH.
+F="$VGPU_DIR/files"
+LIB=/usr/lib64/libvgpu-cuda.so
+UNIT=ollama.service
+DROPIN=/etc/systemd/system/ollama.service.d/vgpu.conf
+passed=0 failed=0
+ok() { echo "DEPLOY PASS $1"; passed=$((passed + 1)); }
+bad() { echo "DEPLOY FAIL $1: $2"; failed=$((failed + 1)); }
+check() { name="$1" why="$2"; shift 2; if "$@"; then ok "$name"; else bad "$name" "$why"; fi; }
+not() { ! "$@"; }
+t0=$(cut -d' ' -f1 /proc/uptime)
+stamp() { awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "+%.1fs", b - a }'; }
+say() { echo "deploy: $(stamp) $*"; }
+
+mainpid() { systemctl show -p MainPID --value "$UNIT"; }
+children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
+mapped() { grep -q "libvgpu-cuda.so" /proc/"$1"/maps 2>/dev/null; }
+comm_pids() { for d in /proc/[0-9]*; do [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"; done; }
+# Processes that map the shim, outside the service's cgroup.
+stray_mappers() {
+    for d in /proc/[0-9]*; do
+        p="${d#/proc/}"
+        mapped "$p" || continue
+        grep -q "/$UNIT\$" "$d/cgroup" 2>/dev/null || echo "$p($(cat "$d/comm" 2>/dev/null))"
+    done
+}
+journal_of() { journalctl -q -u "$UNIT" _PID="$1" -o cat --no-pager 2>/dev/null; }
+# wait_for SECONDS CMD…: true once CMD succeeds (polled every 0.2 s).
+wait_for() {
+    n=$(($1 * 5)); shift
+    while [ "$n" -gt 0 ]; do "$@" && return 0; sleep 0.2; n=$((n - 1)); done
+    return 1
+}
+service_up() { # the service is active with a main process, its runner child, and its start line logged
+    [ "$(systemctl is-active "$UNIT")" = active ] || return 1
+    m=$(mainpid); [ -n "$m" ] && [ "$m" != 0 ] || return 1
+    [ -n "$(children "$m")" ] || return 1
+    journal_of "$m" | grep -q 'library='
+}
+# Every path vgpuctl may write, with type, mode, size, link target and content hash.
+tree() {
+    for p in /etc/systemd/system /var/lib/vgpu /etc/ld.so.preload /usr/lib64 /etc/environment; do
+        if [ -e "$p" ] || [ -L "$p" ]; then
+            find "$p" -xdev -exec stat -c '%n %F %a %s %N' {} +
+            find "$p" -xdev -type f -exec md5sum {} +
+        else
+            echo "absent $p"
+        fi
+    done | sort
+}
+# JSON from `vgpuctl verify --json` (serde_json pretty form): "id mark" per check.
+marks() { awk -F'"' '/"id":/ { id = $4 } /"mark":/ { print id, $4 }' "$1"; }
+mark_of() { marks "$1" | awk -v id="$2" '$1 == id { print $2; exit }'; }
+
+check "PID 1 is systemd" "PID 1 is $(cat /proc/1/comm)" test "$(cat /proc/1/comm)" = systemd
+say "setting up the fake ollama.service"
+mkdir -p /usr/lib64 /usr/local/bin
+install -m 0755 "$F/libvgpu-cuda.so" "$LIB"
+install -m 0755 "$F/ollama-fake" /usr/local/bin/ollama
+install -m 0644 "$F/ollama.service" "/etc/systemd/system/$UNIT"
+systemctl daemon-reload
+systemctl start "$UNIT"
+check "before: ollama.service up with its runner child" "$(systemctl status "$UNIT" 2>&1 | head -5)" \
+    wait_for 20 service_up
+m0=$(mainpid)
+check "before: ollama logs library=cpu (no shim)" "$(journal_of "$m0")" sh -c "journalctl -q -u $UNIT _PID=$m0 -o cat | grep -q library=cpu"
+check "before: shim not mapped in ollama (pid $m0)" "mapped" not mapped "$m0"
+sshds=$(comm_pids sshd)
+if [ -n "$sshds" ]; then ok "sshd is running in the guest (pids $(echo $sshds))"
+else echo "deploy: note: no sshd running; the sshd checks only see vgpuctl's 'nothing to check'"; fi
+before=$(tree)
+check "vgpuctl is a dynamic executable using the image's libc" "ldd says: $(ldd "$(command -v vgpuctl)" 2>&1 | head -3)" \
+    sh -c "ldd '$(command -v vgpuctl)' >/dev/null 2>&1"
+
+say "vgpuctl install --service ollama --lib $LIB --restart"
+vgpuctl install --service ollama --lib "$LIB" --restart; rc=$?
+check "install --restart exits 0" "exit $rc" test "$rc" -eq 0
+check "install: ollama.service back up with a new main pid and its runner" "not up" \
+    wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value $UNIT)\" != $m0 ]"
+wait_for 20 service_up
+m1=$(mainpid); kids1=$(children "$m1")
+check "install: drop-in $DROPIN exists" "missing" test -f "$DROPIN"
+check "install: systemctl show -p Environment has LD_PRELOAD=$LIB" "$(systemctl show -p Environment --value "$UNIT")" \
+    sh -c "systemctl show -p Environment --value $UNIT | tr ' ' '\n' | grep -qx 'LD_PRELOAD=$LIB'"
+check "install: shim mapped in the main pid $m1" "not in /proc/$m1/maps" mapped "$m1"
+for k in $kids1; do
+    check "install: shim mapped in the child $k ($(cat /proc/$k/comm))" "not in /proc/$k/maps" mapped "$k"
+done
+check "install: the service has a child to check" "no child" test -n "$kids1"
+check "install: shim not mapped in PID 1 ($(cat /proc/1/comm))" "mapped" not mapped 1
+for s in $(comm_pids sshd); do check "install: shim not mapped in sshd (pid $s)" "mapped" not mapped "$s"; done
+stray=$(stray_mappers)
+check "install: no process outside ollama.service maps the shim" "$stray" test -z "$stray"
+check "install: journal of the new main pid shows library=cuda" "$(journal_of "$m1")" \
+    wait_for 10 sh -c "journalctl -q -u $UNIT _PID=$m1 -o cat | grep -q library=cuda"
+check "install: /etc/ld.so.preload does not name the shim" "$(cat /etc/ld.so.preload 2>/dev/null)" \
+    not grep -qs libvgpu-cuda /etc/ld.so.preload
+check "install: recovery script present" "missing" test -x /var/lib/vgpu/emergency-recovery.sh
+
+say "vgpuctl verify --service ollama --json"
+vgpuctl verify --service ollama --json >/tmp/verify.json; rc=$?
+cat /tmp/verify.json
+check "verify --json exits 0" "exit $rc" test "$rc" -eq 0
+check "verify --json: \"ok\": true" "$(grep '"ok"' /tmp/verify.json)" grep -q '"ok": true' /tmp/verify.json
+for id in dropin environment main children pid1 journal ld_so_preload; do
+    mk=$(mark_of /tmp/verify.json "$id")
+    check "verify --json: check '$id' is pass" "mark '$mk'" test "$mk" = pass
+done
+mk=$(mark_of /tmp/verify.json sshd)
+if [ -n "$sshds" ]; then check "verify --json: check 'sshd' is pass" "mark '$mk'" test "$mk" = pass
+else check "verify --json: check 'sshd' is info (no sshd)" "mark '$mk'" test "$mk" = info; fi
+fails=$(marks /tmp/verify.json | awk '$2 == "fail"' | wc -l)
+check "verify --json: no check failed" "$fails failed" test "$fails" -eq 0
+say "vgpuctl verify --service ollama (human form)"
+vgpuctl verify --service ollama
+
+say "vgpuctl uninstall --restart"
+vgpuctl uninstall --restart; rc=$?
+check "uninstall --restart exits 0" "exit $rc" test "$rc" -eq 0
+check "uninstall: ollama.service back up with a new main pid" "still $m1" \
+    wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value $UNIT)\" != $m1 ]"
+check "uninstall: ollama.service up with its runner child" "not up" wait_for 20 service_up
+m2=$(mainpid); kids2=$(children "$m2")
+check "uninstall: drop-in gone" "still there" not test -e "$DROPIN"
+check "uninstall: drop-in directory gone" "still there" not test -e "${DROPIN%/*}"
+check "uninstall: /var/lib/vgpu gone" "still there" not test -e /var/lib/vgpu
+check "uninstall: systemctl show -p Environment has no LD_PRELOAD" "$(systemctl show -p Environment --value "$UNIT")" \
+    not sh -c "systemctl show -p Environment --value $UNIT | grep -q LD_PRELOAD"
+check "uninstall: shim not mapped in the main pid $m2" "mapped" not mapped "$m2"
+for k in $kids2; do check "uninstall: shim not mapped in the child $k" "mapped" not mapped "$k"; done
+check "uninstall: journal of the new main pid shows library=cpu" "$(journal_of "$m2")" \
+    wait_for 10 sh -c "journalctl -q -u $UNIT _PID=$m2 -o cat | grep -q library=cpu"
+anymap=$(for d in /proc/[0-9]*; do mapped "${d#/proc/}" && echo "${d#/proc/}"; done)
+check "uninstall: no process maps the shim" "$anymap" test -z "$anymap"
+after=$(tree)
+if [ "$before" = "$after" ]; then ok "uninstall: vgpuctl's paths are byte-for-byte as before install"
+else
+    bad "uninstall: vgpuctl's paths are byte-for-byte as before install" "differences below"
+    echo "$before" >/tmp/before.tree; echo "$after" >/tmp/after.tree
+    diff /tmp/before.tree /tmp/after.tree | head -20
+fi
+vgpuctl verify --service ollama >/tmp/verify-after.txt 2>&1; rc=$?
+check "verify after uninstall fails (shim gone)" "exit $rc: $(cat /tmp/verify-after.txt)" test "$rc" -ne 0
+
+say "done"
+echo "DEPLOY-SUMMARY passed=$passed failed=$failed"
+[ "$failed" -eq 0 ]
