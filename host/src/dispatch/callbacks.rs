@@ -148,6 +148,35 @@ pub extern "C" fn host_fn_trampoline(user: *mut c_void) {
     });
 }
 
+/// Makes the `userData` for [`graph_host_fn_trampoline`]: a graph host node runs each time a
+/// graph executes, so this ticket is never freed (the driver gives no word when the last graph
+/// or executable graph holding the node is destroyed). It costs a few dozen bytes per node.
+pub fn persistent_ticket(queue: &Arc<CallbackQueue>, func: u64, data: u64) -> *mut c_void {
+    queue.ticket(KIND_HOST_FN, func, data)
+}
+
+/// The guest function and data behind a ticket from [`persistent_ticket`].
+///
+/// # Safety
+/// `ticket` came from [`persistent_ticket`] in this process.
+pub unsafe fn ticket_target(ticket: *mut c_void) -> (u64, u64) {
+    // SAFETY: per the contract, a live, never-freed ticket.
+    let ticket = unsafe { &*ticket.cast::<Ticket>() };
+    (ticket.func, ticket.data)
+}
+
+/// The host function of graph host nodes: runs the guest's function every time, keeping the
+/// ticket.
+pub extern "C" fn graph_host_fn_trampoline(user: *mut c_void) {
+    // SAFETY: `user` is a ticket from `persistent_ticket`, never freed.
+    let ticket = unsafe { &*user.cast::<Ticket>() };
+    let _ = std::panic::catch_unwind(|| {
+        ticket
+            .queue
+            .run_in_guest(ticket.kind, ticket.func, ticket.data, 0, 0)
+    });
+}
+
 /// The trampoline given to the real `cuStreamAddCallback`.
 pub extern "C" fn stream_callback_trampoline(
     stream: CUstream,

@@ -18,7 +18,7 @@ const KIND_STREAM_CALLBACK: u8 = 1;
 
 static CALLBACK_THREAD: Once = Once::new();
 
-fn ensure_callback_thread() {
+pub(crate) fn ensure_callback_thread() {
     CALLBACK_THREAD.call_once(|| {
         let spawned = std::thread::Builder::new()
             .name("vgpu-callbacks".into())

@@ -60,10 +60,15 @@ const FORM_EXTRA: u8 = 2;
 
 /// The parameters, packed: `u8 form, bytes packed, u32 n, n × (offset, size)`.
 ///
+/// Shared with graph kernel nodes (`graph.rs`), which carry the same parameters.
+///
 /// # Safety
 /// `kernelParams` has one valid pointer per parameter of `func`; `extra` is a valid
 /// `CU_LAUNCH_PARAM_*` list.
-unsafe fn put_params(
+///
+/// # Errors
+/// The layout query's failure, or `CUDA_ERROR_INVALID_VALUE` for a malformed list.
+pub(crate) unsafe fn put_params(
     enc: &mut Encoder<'_>,
     func: u64,
     kernelParams: *mut *mut c_void,

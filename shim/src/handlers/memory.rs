@@ -19,8 +19,37 @@ fn pinned() -> std::sync::MutexGuard<'static, BTreeMap<usize, (usize, u32)>> {
     PINNED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Marks, in the flags, ranges registered with `cuMemHostRegister` (`host_register.rs`) rather
+/// than allocated here.
+pub(crate) const REGISTERED: u32 = 1 << 31;
+
+/// Records a registered range; `false` if it overlaps one already known.
+pub(crate) fn register_pinned(base: usize, len: usize, flags: u32) -> bool {
+    let mut map = pinned();
+    let end = base + len;
+    let overlaps_before = map
+        .range(..=base)
+        .next_back()
+        .is_some_and(|(&b, &(l, _))| b + l.max(1) > base);
+    let overlaps_after = map.range(base..end).next().is_some();
+    if overlaps_before || overlaps_after {
+        return false;
+    }
+    map.insert(base, (len, flags | REGISTERED));
+    true
+}
+
+/// Forgets a registered range starting at `base`; `false` if there is none.
+pub(crate) fn unregister_pinned(base: usize) -> bool {
+    let mut map = pinned();
+    match map.get(&base) {
+        Some(&(_, flags)) if flags & REGISTERED != 0 => map.remove(&base).is_some(),
+        _ => false,
+    }
+}
+
 /// The pinned allocation containing `addr`, if any: (base, length, flags).
-fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
+pub(crate) fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
     let map = pinned();
     let (&base, &(len, flags)) = map.range(..=addr).next_back()?;
     (addr < base + len.max(1)).then_some((base, len, flags))
@@ -153,7 +182,7 @@ dtoh_fns!(cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds);
 dtoh_async_fns!(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz);
 
 /// Where a unified address lives, as far as the guest can tell.
-fn is_guest_memory(addr: CUdeviceptr) -> CuResult<bool> {
+pub(crate) fn is_guest_memory(addr: CUdeviceptr) -> CuResult<bool> {
     if pinned_containing(addr as usize).is_some() {
         return Ok(true);
     }
@@ -655,8 +684,12 @@ pub unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytesize: usize, Flags: u32) 
 /// # Errors
 /// `CUDA_ERROR_INVALID_VALUE` for any other pointer.
 pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
-    if pinned().remove(&(p as usize)).is_none() {
-        return Err(CuError::INVALID_VALUE);
+    {
+        let mut map = pinned();
+        match map.get(&(p as usize)) {
+            Some(&(_, flags)) if flags & REGISTERED == 0 => map.remove(&(p as usize)),
+            _ => return Err(CuError::INVALID_VALUE),
+        };
     }
     // SAFETY: `p` came from posix_memalign and was just removed from the table.
     unsafe { libc::free(p) };
@@ -676,6 +709,6 @@ pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
         return Err(CuError::INVALID_VALUE);
     }
     // SAFETY: checked non-NULL; driver API contract.
-    unsafe { pFlags.write(flags) };
+    unsafe { pFlags.write(flags & !REGISTERED) };
     Ok(())
 }

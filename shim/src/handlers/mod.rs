@@ -2,26 +2,49 @@
 //! (error strings) and the guest halves of calls whose arguments the header cannot describe.
 //! Each is an `unsafe fn` with the exported function's parameters, returning `CuResult`.
 
+mod arrays;
+mod capture;
 mod context;
 mod device;
+mod device_caps;
 mod devices;
 mod errors;
+mod graph;
+mod host_register;
 mod hostfn;
 pub(crate) mod launch;
+mod library;
+mod link;
 mod memory;
 mod module;
+mod occupancy;
+mod pointer;
+mod pool;
+mod profiler;
+mod vmm;
 
 pub use context::*;
 pub use device::{cuDeviceGetName, cuDeviceGetPCIBusId};
 pub use devices::{cuDeviceGet, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuInit};
+pub use capture::*;
+pub use device_caps::*;
 pub use errors::{cuGetErrorName, cuGetErrorString};
+pub use graph::*;
+pub use host_register::*;
 pub use hostfn::*;
 pub use launch::{
     cuLaunchCooperativeKernel, cuLaunchCooperativeKernel_ptsz, cuLaunchKernel, cuLaunchKernelEx,
     cuLaunchKernelEx_ptsz, cuLaunchKernel_ptsz,
 };
+pub use library::*;
+pub use link::*;
 pub use memory::*;
 pub use module::*;
+pub use occupancy::*;
+pub use pointer::*;
+pub use pool::*;
+pub use profiler::*;
+pub use vmm::*;
 pub use crate::runtime_api::{
     cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
     cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,

@@ -42,15 +42,16 @@ fn write<T>(out: *mut T, value: T) {
 }
 
 /// The guest's JIT options: what is sent, and where the results go back.
-struct Jit {
-    sent: Vec<(u32, u64)>,
+pub(crate) struct Jit {
+    /// `(option, slot)` as sent: the log buffers' guest addresses and sizes among them.
+    pub(crate) sent: Vec<(u32, u64)>,
     values: *mut *mut c_void,
 }
 
 impl Jit {
     /// # Safety
     /// `options`/`values` hold `count` entries each (driver API contract).
-    unsafe fn read(
+    pub(crate) unsafe fn read(
         count: u32,
         options: *const CUjit_option,
         values: *mut *mut c_void,
@@ -75,12 +76,12 @@ impl Jit {
         Ok(Self { sent, values })
     }
 
-    fn encode(&self, enc: &mut Encoder<'_>) {
+    pub(crate) fn encode(&self, enc: &mut Encoder<'_>) {
         jit::put_options(enc, &self.sent);
     }
 
     /// Writes back slots the driver changed and copies the logs into the guest's buffers.
-    fn decode(&self, dec: &mut Decoder<'_>) -> CuResult {
+    pub(crate) fn decode(&self, dec: &mut Decoder<'_>) -> CuResult {
         let count: u32 = dec.get().map_err(bad_response)?;
         let mut slots = Vec::with_capacity(count as usize);
         for _ in 0..count {

@@ -81,7 +81,7 @@ impl Dims {
 
 /// Parameters as the driver wants them: a pointer per parameter into `packed`, or the `extra`
 /// array around it.
-struct Params {
+pub(crate) struct Params {
     packed: Vec<u8>,
     pointers: Vec<*mut c_void>,
     extra: Vec<*mut c_void>,
@@ -96,7 +96,7 @@ const FORM_EXTRA: u8 = 2;
 impl Params {
     /// `u8 form, bytes packed, u32 n, n × (u32 offset, u32 size)`: form 1 is `kernelParams`
     /// (packed at the layout's offsets), form 2 the `extra` buffer.
-    fn decode(dec: &mut Decoder<'_>) -> Result<Result<Self, CUresult>, DecodeError> {
+    pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<Result<Self, CUresult>, DecodeError> {
         let form: u8 = dec.get()?;
         let packed = dec.get_bytes()?.to_vec();
         let count: u32 = dec.get()?;
@@ -145,7 +145,7 @@ impl Params {
         Ok(Ok(params))
     }
 
-    fn kernel_params(&mut self) -> *mut *mut c_void {
+    pub(crate) fn kernel_params(&mut self) -> *mut *mut c_void {
         if self.pointers.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -153,7 +153,7 @@ impl Params {
         }
     }
 
-    fn extra(&mut self) -> *mut *mut c_void {
+    pub(crate) fn extra(&mut self) -> *mut *mut c_void {
         if self.extra.is_empty() {
             std::ptr::null_mut()
         } else {

@@ -3,12 +3,23 @@
 //! callbacks. Each guest half lives in `shim/src/handlers/` under the same module name, and each
 //! function's wire format is written once, above its host half.
 
+mod arrays;
+mod capture;
 mod context;
 mod device;
+mod device_caps;
+mod graph;
 mod hostfn;
 mod launch;
+mod library;
+mod link;
 mod memory;
 mod module;
+mod occupancy;
+mod pointer;
+mod pool;
+mod profiler;
+mod vmm;
 
 use std::sync::Arc;
 
@@ -46,6 +57,8 @@ routes! {
     cuDeviceGetByPCIBusId => device::get_by_pci_bus_id,
     cuCtxCreate_v3 => context::create_v3,
     cuCtxCreate_v4 => context::create_v4,
+    cuCtxCreate_v2 => context::create_v2,
+    cuCtxDestroy | cuCtxDestroy_v2 => context::destroy,
     cuMemcpyHtoD | cuMemcpyHtoD_v2 | cuMemcpyHtoD_v2_ptds => memory::htod,
     cuMemcpyHtoDAsync | cuMemcpyHtoDAsync_v2 | cuMemcpyHtoDAsync_v2_ptsz => memory::htod,
     cuMemcpyDtoH | cuMemcpyDtoH_v2 | cuMemcpyDtoH_v2_ptds => memory::dtoh,
@@ -69,6 +82,54 @@ routes! {
     cuLaunchHostFunc | cuLaunchHostFunc_ptsz => hostfn::launch_host_func,
     cuStreamAddCallback | cuStreamAddCallback_ptsz => hostfn::stream_add_callback,
     // Handlers for what real stacks touch (graphs, pools, attributes, VMM, linking).
+    cuStreamGetCaptureInfo_v2 | cuStreamGetCaptureInfo_v2_ptsz | cuStreamGetCaptureInfo_v3
+        | cuStreamGetCaptureInfo_v3_ptsz => capture::capture_info,
+    cuStreamUpdateCaptureDependencies | cuStreamUpdateCaptureDependencies_ptsz
+        | cuStreamUpdateCaptureDependencies_v2
+        | cuStreamUpdateCaptureDependencies_v2_ptsz => capture::update_dependencies,
+    cuStreamBeginCaptureToGraph | cuStreamBeginCaptureToGraph_ptsz => capture::begin_capture_to_graph,
+    cuStreamGetAttribute | cuStreamGetAttribute_ptsz | cuGraphKernelNodeGetAttribute => capture::get_attribute,
+    cuStreamSetAttribute | cuStreamSetAttribute_ptsz | cuGraphKernelNodeSetAttribute => capture::set_attribute,
+    cuGraphGetNodes | cuGraphGetRootNodes | cuGraphGetEdges | cuGraphGetEdges_v2
+        | cuGraphNodeGetDependencies | cuGraphNodeGetDependencies_v2
+        | cuGraphNodeGetDependentNodes | cuGraphNodeGetDependentNodes_v2 => graph::query,
+    cuGraphAddDependencies | cuGraphAddDependencies_v2 | cuGraphRemoveDependencies
+        | cuGraphRemoveDependencies_v2 => graph::edges,
+    cuGraphAddKernelNode_v2 | cuGraphAddMemcpyNode | cuGraphAddMemsetNode | cuGraphAddEmptyNode
+        | cuGraphAddEventRecordNode | cuGraphAddEventWaitNode | cuGraphAddHostNode
+        | cuGraphAddNode | cuGraphAddNode_v2 => graph::add_node,
+    cuGraphNodeSetParams | cuGraphExecNodeSetParams | cuGraphKernelNodeSetParams_v2
+        | cuGraphExecKernelNodeSetParams_v2 | cuGraphMemcpyNodeSetParams
+        | cuGraphExecMemcpyNodeSetParams | cuGraphHostNodeSetParams
+        | cuGraphExecHostNodeSetParams => graph::set_node,
+    cuGraphKernelNodeGetParams_v2 => graph::kernel_get_params,
+    cuGraphMemcpyNodeGetParams => graph::memcpy_get_params,
+    cuGraphHostNodeGetParams => graph::host_get_params,
+    cuGraphInstantiate | cuGraphInstantiate_v2 => graph::instantiate,
+    cuGraphDebugDotPrint => graph::dot_print,
+    cuPointerGetAttributes => pointer::attributes,
+    cuMemPoolGetAttribute | cuDeviceGetGraphMemAttribute => pool::get_sized,
+    cuMemPoolSetAttribute | cuDeviceSetGraphMemAttribute => pool::set_sized,
+    cuMemPoolCreate => pool::create,
+    cuMemPoolSetAccess | cuMemSetAccess => pool::set_access,
+    cuMemRangeGetAttribute | cuMemRangeGetAttributes => pool::range_attributes,
+    cuDeviceGetTexture1DLinearMaxWidth => device_caps::texture_1d_linear_max_width,
+    cuDeviceGetHostAtomicCapabilities | cuDeviceGetP2PAtomicCapabilities => device_caps::atomic_capabilities,
+    cuOccupancyMaxPotentialBlockSize | cuOccupancyMaxPotentialBlockSizeWithFlags => occupancy::potential_block_size,
+    cuOccupancyAvailableDynamicSMemPerBlock => occupancy::available_dynamic_smem,
+    cuOccupancyMaxActiveClusters | cuOccupancyMaxPotentialClusterSize => occupancy::cluster_query,
+    cuLinkCreate | cuLinkCreate_v2 => link::create,
+    cuLinkAddData | cuLinkAddData_v2 | cuLinkAddFile | cuLinkAddFile_v2 => link::add_data,
+    cuLinkComplete => link::complete,
+    cuLinkDestroy => link::destroy,
+    cuMemCreate => vmm::create,
+    cuMemGetAllocationGranularity => vmm::granularity,
+    cuMemGetAllocationPropertiesFromHandle => vmm::properties,
+    cuMemRetainAllocationHandle => vmm::retain,
+    cuProfilerStart | cuProfilerStop => profiler::start_stop,
+    cuLibraryEnumerateKernels => library::enumerate_kernels,
+    cuModuleGetTexRef | cuModuleGetSurfRef => library::get_ref,
+    cuStreamBatchMemOp | cuStreamBatchMemOp_ptsz => library::batch_mem_op,
     // -- stacks routes end --
 }
 

@@ -15,7 +15,7 @@ use super::real_or_unsupported;
 use crate::dispatch::ClientContext;
 
 /// JIT options ready for the driver, with host log buffers in place of the guest's.
-struct JitOptions {
+pub(crate) struct JitOptions {
     options: Vec<CUjit_option>,
     values: Vec<*mut c_void>,
     info_log: Vec<u8>,
@@ -23,7 +23,7 @@ struct JitOptions {
 }
 
 impl JitOptions {
-    fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         let raw = jit::get_options(dec, 64)?;
         let size_of = |which: u32| {
             raw.iter()
@@ -56,7 +56,17 @@ impl JitOptions {
         Ok(jit)
     }
 
-    fn options_ptr(&mut self) -> *mut CUjit_option {
+    /// How many options there are.
+    pub(crate) fn count(&self) -> u32 {
+        self.options.len() as u32
+    }
+
+    /// The info and error logs as the driver left them.
+    pub(crate) fn logs(&self) -> (&[u8], &[u8]) {
+        (&self.info_log, &self.error_log)
+    }
+
+    pub(crate) fn options_ptr(&mut self) -> *mut CUjit_option {
         if self.options.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -64,7 +74,7 @@ impl JitOptions {
         }
     }
 
-    fn values_ptr(&mut self) -> *mut *mut c_void {
+    pub(crate) fn values_ptr(&mut self) -> *mut *mut c_void {
         if self.values.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -73,7 +83,7 @@ impl JitOptions {
     }
 
     /// The slots after the call (sizes and wall time the driver wrote), then both logs.
-    fn encode(&self, enc: &mut Encoder<'_>) {
+    pub(crate) fn encode(&self, enc: &mut Encoder<'_>) {
         enc.put(self.values.len() as u32);
         for v in &self.values {
             enc.put(*v as u64);

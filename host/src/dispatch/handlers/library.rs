@@ -1,0 +1,103 @@
+//! Library kernels, texture/surface references by name, batched stream memory operations.
+//! Guest halves: `shim/src/handlers/library.rs`.
+
+use std::sync::Arc;
+
+use cuda_headers::*;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::device::c_string;
+use super::{real_or_unsupported, respond};
+use crate::dispatch::ClientContext;
+
+/// `cuLibraryEnumerateKernels`: `u64 library, u32 n` → result, `n × u64 kernel`.
+pub fn enumerate_kernels(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let lib = dec.get::<u64>()? as usize as CUlibrary;
+    let n: u32 = dec.get()?;
+    dec.finish()?;
+    if n as usize > super::arrays::MAX_ARRAY {
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
+    let mut kernels: Vec<CUkernel> = vec![std::ptr::null_mut(); n as usize];
+    // SAFETY: `kernels` holds `n` entries.
+    let r = unsafe {
+        real_or_unsupported!(cuLibraryEnumerateKernels, out)(kernels.as_mut_ptr(), n, lib)
+    };
+    let mut enc = ResponseHeader::start(out, r.0);
+    if r == CUresult::CUDA_SUCCESS {
+        for k in kernels {
+            enc.put(k as u64);
+        }
+    }
+    Ok(())
+}
+
+/// `cuModuleGetTexRef`, `cuModuleGetSurfRef`: `u64 module, bytes name` → result, `u64 ref`.
+pub fn get_ref(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let module = dec.get::<u64>()? as usize as CUmodule;
+    let symbol = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let mut handle: u64 = 0;
+    // SAFETY: (both arms) `symbol` is NUL-terminated; the out-pointer is a live local of
+    // handle size.
+    let r = unsafe {
+        if name == "cuModuleGetTexRef" {
+            real_or_unsupported!(cuModuleGetTexRef, out)(
+                (&mut handle as *mut u64).cast(),
+                module,
+                symbol.as_ptr(),
+            )
+        } else {
+            real_or_unsupported!(cuModuleGetSurfRef, out)(
+                (&mut handle as *mut u64).cast(),
+                module,
+                symbol.as_ptr(),
+            )
+        }
+    };
+    ResponseHeader::start(out, r.0).put(handle);
+    Ok(())
+}
+
+/// `cuStreamBatchMemOp(_ptsz)`: `u64 stream, u32 n, n × CUstreamBatchMemOpParams, u32 flags`
+/// → result. The operations name device addresses only; the driver validates them.
+pub fn batch_mem_op(
+    name: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let stream = dec.get::<u64>()? as usize as CUstream;
+    let n: u32 = dec.get()?;
+    if n > 256 {
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
+    // SAFETY: a union of plain data.
+    let mut ops: Vec<CUstreamBatchMemOpParams> = (0..n)
+        .map(|_| unsafe { dec.get_raw() })
+        .collect::<Result<_, _>>()?;
+    let flags: u32 = dec.get()?;
+    dec.finish()?;
+    // SAFETY: (both arms) `ops` holds `n` entries.
+    let r = unsafe {
+        if name.ends_with("_ptsz") {
+            real_or_unsupported!(cuStreamBatchMemOp_ptsz, out)(stream, n, ops.as_mut_ptr(), flags)
+        } else {
+            real_or_unsupported!(cuStreamBatchMemOp, out)(stream, n, ops.as_mut_ptr(), flags)
+        }
+    };
+    respond(out, r);
+    Ok(())
+}

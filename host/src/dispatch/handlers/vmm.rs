@@ -1,0 +1,100 @@
+//! Virtual memory management. Guest halves: `shim/src/handlers/vmm.rs`.
+
+use std::sync::Arc;
+
+use cuda_headers::*;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::real_or_unsupported;
+use crate::dispatch::ClientContext;
+
+fn get_props(dec: &mut Decoder<'_>) -> Result<CUmemAllocationProp, DecodeError> {
+    // SAFETY: a plain C struct; its one pointer is cleared before use.
+    let mut p: CUmemAllocationProp = unsafe { dec.get_raw() }?;
+    p.win32HandleMetaData = std::ptr::null_mut();
+    Ok(p)
+}
+
+/// `cuMemCreate`: `u64 size, CUmemAllocationProp, u64 flags` → result, `u64 handle`.
+pub fn create(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let size: u64 = dec.get()?;
+    let prop = get_props(dec)?;
+    let flags: u64 = dec.get()?;
+    dec.finish()?;
+    let mut handle: CUmemGenericAllocationHandle = 0;
+    // SAFETY: live locals.
+    let r =
+        unsafe { real_or_unsupported!(cuMemCreate, out)(&mut handle, size as usize, &prop, flags) };
+    ResponseHeader::start(out, r.0).put(handle);
+    Ok(())
+}
+
+/// `cuMemGetAllocationGranularity`: `CUmemAllocationProp, u32 option` → result, `u64`.
+pub fn granularity(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let prop = get_props(dec)?;
+    let option = CUmemAllocationGranularity_flags(dec.get()?);
+    dec.finish()?;
+    let mut g = 0usize;
+    // SAFETY: live locals.
+    let r =
+        unsafe { real_or_unsupported!(cuMemGetAllocationGranularity, out)(&mut g, &prop, option) };
+    ResponseHeader::start(out, r.0).put(g as u64);
+    Ok(())
+}
+
+/// `cuMemGetAllocationPropertiesFromHandle`: `u64 handle` → result, `CUmemAllocationProp`
+/// (Windows pointer cleared).
+pub fn properties(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let handle: u64 = dec.get()?;
+    dec.finish()?;
+    // SAFETY: all-zero is valid for this plain struct.
+    let mut p: CUmemAllocationProp = unsafe { std::mem::zeroed() };
+    // SAFETY: a live local.
+    let r = unsafe {
+        real_or_unsupported!(cuMemGetAllocationPropertiesFromHandle, out)(&mut p, handle)
+    };
+    p.win32HandleMetaData = std::ptr::null_mut();
+    let mut enc = ResponseHeader::start(out, r.0);
+    if r == CUresult::CUDA_SUCCESS {
+        // SAFETY: plain data with its pointer cleared.
+        unsafe { enc.put_raw(&p) };
+    }
+    Ok(())
+}
+
+/// `cuMemRetainAllocationHandle`: `u64 device address` → result, `u64 handle`.
+pub fn retain(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let addr: u64 = dec.get()?;
+    dec.finish()?;
+    let mut handle: CUmemGenericAllocationHandle = 0;
+    // SAFETY: a live local; the address is only looked up by the driver, never dereferenced
+    // on the CPU.
+    let r = unsafe {
+        real_or_unsupported!(cuMemRetainAllocationHandle, out)(
+            &mut handle,
+            addr as usize as *mut std::ffi::c_void,
+        )
+    };
+    ResponseHeader::start(out, r.0).put(handle);
+    Ok(())
+}
