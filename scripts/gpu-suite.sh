@@ -299,6 +299,8 @@ main() {
     compare host_callback
     compare ollama_discovery
     compare ollama_discovery_new
+    compare graphs
+    compare pools_vmm
 
     if [[ ${NATIVE_ONLY} -eq 1 ]]; then
         sigkill_test native
