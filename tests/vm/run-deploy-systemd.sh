@@ -13,7 +13,8 @@
 #
 # Usage: tests/vm/run-deploy-systemd.sh [--release]   (debug binaries by default)
 # Needs root the first time (vm-setup.sh, vm-debian.sh build the kernel cache and the image,
-# ~1-2 min, kept in $VGPU_VM_CACHE). Last line: "vm-deploy-systemd: N passed, M failed".
+# ~1-2 min, kept in $VGPU_VM_CACHE). VGPU_DEPLOY_KEEP_LOG=PATH keeps the guest's serial log.
+# Last line: "vm-deploy-systemd: N passed, M failed".
 set -uo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -74,6 +75,7 @@ t=$(date +%s.%N)
     -- sh -c 'sh "$VGPU_DIR/files/guest-deploy.sh"' >"$work/vm-run.out" 2>&1
 rc=$?
 boot_s="$(since "$t")"
+[ -z "${VGPU_DEPLOY_KEEP_LOG:-}" ] || cp "$serial" "$VGPU_DEPLOY_KEEP_LOG"
 tail -1 "$work/vm-run.out"
 clean() { tr -d '\r' <"$serial" | sed -E 's/\x1b(\[[0-9;?]*[A-Za-z]|c)//g'; }
 # vgpuctl's own output and the guest's notes, for the log.

@@ -22,13 +22,14 @@ say() { echo "deploy: $(stamp) $*"; }
 mainpid() { systemctl show -p MainPID --value "$UNIT"; }
 children() { cat /proc/"$1"/task/*/children 2>/dev/null; }
 mapped() { grep -q "libvgpu-cuda.so" /proc/"$1"/maps 2>/dev/null; }
-comm_pids() { for d in /proc/[0-9]*; do [ "$(cat "$d/comm" 2>/dev/null)" = "$1" ] && echo "${d#/proc/}"; done; }
+# (Forks are slow under TCG: one grep reads every process's file, and skips processes that
+# exit meanwhile.)
+comm_pids() { grep -lx -- "$1" /proc/[0-9]*/comm 2>/dev/null | sed 's,^/proc/,,; s,/comm$,,'; }
+mappers() { grep -l 'libvgpu-cuda\.so' /proc/[0-9]*/maps 2>/dev/null | sed 's,^/proc/,,; s,/maps$,,'; }
 # Processes that map the shim, outside the service's cgroup.
 stray_mappers() {
-    for d in /proc/[0-9]*; do
-        p="${d#/proc/}"
-        mapped "$p" || continue
-        grep -q "/$UNIT\$" "$d/cgroup" 2>/dev/null || echo "$p($(cat "$d/comm" 2>/dev/null))"
+    for p in $(mappers); do
+        grep -q "/$UNIT\$" "/proc/$p/cgroup" 2>/dev/null || echo "$p($(cat "/proc/$p/comm" 2>/dev/null))"
     done
 }
 journal_of() { journalctl -q -u "$UNIT" _PID="$1" -o cat --no-pager 2>/dev/null; }
@@ -76,6 +77,7 @@ sshds=$(comm_pids sshd)
 if [ -n "$sshds" ]; then ok "sshd is running in the guest (pids $(echo $sshds))"
 else echo "deploy: note: no sshd running; the sshd checks only see vgpuctl's 'nothing to check'"; fi
 before=$(tree)
+say "baseline recorded"
 check "vgpuctl is a dynamic executable using the image's libc" "ldd says: $(ldd "$(command -v vgpuctl)" 2>&1 | head -3)" \
     sh -c "ldd '$(command -v vgpuctl)' >/dev/null 2>&1"
 
@@ -86,6 +88,7 @@ check "install: ollama.service back up with a new main pid and its runner" "not 
     wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value $UNIT)\" != $m0 ]"
 wait_for 20 service_up
 m1=$(mainpid); kids1=$(children "$m1")
+say "service restarted with the shim (main pid $m1)"
 check "install: drop-in $DROPIN exists" "missing" test -f "$DROPIN"
 check "install: systemctl show -p Environment has LD_PRELOAD=$LIB" "$(systemctl show -p Environment --value "$UNIT")" \
     sh -c "systemctl show -p Environment --value $UNIT | tr ' ' '\n' | grep -qx 'LD_PRELOAD=$LIB'"
@@ -96,6 +99,11 @@ done
 check "install: the service has a child to check" "no child" test -n "$kids1"
 check "install: shim not mapped in PID 1 ($(cat /proc/1/comm))" "mapped" not mapped 1
 for s in $(comm_pids sshd); do check "install: shim not mapped in sshd (pid $s)" "mapped" not mapped "$s"; done
+all=" $(mappers | tr '\n' ' ')"
+case "$all" in
+    *" $m1 "*) ok "install: the /proc scan used below finds the shim in the main pid" ;;
+    *) bad "install: the /proc scan used below finds the shim in the main pid" "found:$all" ;;
+esac
 stray=$(stray_mappers)
 check "install: no process outside ollama.service maps the shim" "$stray" test -z "$stray"
 check "install: journal of the new main pid shows library=cuda" "$(journal_of "$m1")" \
@@ -128,6 +136,7 @@ check "uninstall: ollama.service back up with a new main pid" "still $m1" \
     wait_for 20 sh -c "[ \"\$(systemctl show -p MainPID --value $UNIT)\" != $m1 ]"
 check "uninstall: ollama.service up with its runner child" "not up" wait_for 20 service_up
 m2=$(mainpid); kids2=$(children "$m2")
+say "service restarted without the shim (main pid $m2)"
 check "uninstall: drop-in gone" "still there" not test -e "$DROPIN"
 check "uninstall: drop-in directory gone" "still there" not test -e "${DROPIN%/*}"
 check "uninstall: /var/lib/vgpu gone" "still there" not test -e /var/lib/vgpu
@@ -137,7 +146,7 @@ check "uninstall: shim not mapped in the main pid $m2" "mapped" not mapped "$m2"
 for k in $kids2; do check "uninstall: shim not mapped in the child $k" "mapped" not mapped "$k"; done
 check "uninstall: journal of the new main pid shows library=cpu" "$(journal_of "$m2")" \
     wait_for 10 sh -c "journalctl -q -u $UNIT _PID=$m2 -o cat | grep -q library=cpu"
-anymap=$(for d in /proc/[0-9]*; do mapped "${d#/proc/}" && echo "${d#/proc/}"; done)
+anymap=$(mappers)
 check "uninstall: no process maps the shim" "$anymap" test -z "$anymap"
 after=$(tree)
 if [ "$before" = "$after" ]; then ok "uninstall: vgpuctl's paths are byte-for-byte as before install"

@@ -37,8 +37,14 @@ workers_named() { ps -o comm= --ppid "$host_pid" 2>/dev/null | grep -cx -- "$1";
 
 doorbell=poll
 [ "$mode" = futex ] && doorbell=futex
-# QEMU was started just before us; its command line names the backing file.
-qemu_pid="$(pgrep -f -- "mem-path=$VGPU_REGION," | head -1)"
+# QEMU was started just before us (it may still be exec'ing); its command line names the
+# backing file.
+qemu_pid=""
+for _ in $(seq 100); do
+    qemu_pid="$(pgrep -f -- "mem-path=$VGPU_REGION," | head -1)"
+    [ -n "$qemu_pid" ] && break
+    sleep 0.1
+done
 
 "$E2E_HOST_BIN" --region "$VGPU_REGION" --region-size "$VGPU_REGION_SIZE" --doorbell "$doorbell" \
     --driver "$E2E_DRIVER" --peer-timeout-ms "$peer_ms" --log info 2>"$E2E_HOST_LOG" &
