@@ -183,7 +183,9 @@ pub fn with_channel<R>(body: impl FnOnce(&mut ThreadChannel) -> CuResult<R>) -> 
     if HOST_LOST.load(Ordering::Relaxed) {
         return Err(HOST_GONE);
     }
-    CHANNEL.with(|cell| {
+    let mut body = Some(body);
+    let stored = CHANNEL.try_with(|cell| {
+        let body = body.take().expect("runs once");
         let mut slot = cell.try_borrow_mut().map_err(|_| {
             log!(
                 Level::Error,
@@ -200,5 +202,16 @@ pub fn with_channel<R>(body: impl FnOnce(&mut ThreadChannel) -> CuResult<R>) -> 
         }
         let channel = slot.as_mut().expect("opened above");
         body(channel)
-    })
+    });
+    match stored {
+        Ok(result) => result,
+        // This thread's storage is gone: a call from an exit handler (cudart releases its primary
+        // contexts from one) or from another library's thread-local destructor. Such a call gets
+        // a channel of its own, released when it returns.
+        Err(_) => {
+            let body = body.take().expect("not run yet");
+            let mut channel = open()?;
+            body(&mut channel)
+        }
+    }
 }

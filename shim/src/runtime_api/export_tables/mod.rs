@@ -194,6 +194,31 @@ pub fn unknown_slot_called(
     )
 }
 
+/// What a slot known to be called, with no known effect, does: `CUDA_SUCCESS` (0, which is also
+/// a NULL pointer if the caller reads the result as one), traced like every slot.
+pub fn no_op_slot_called(table: &'static str, index: usize) -> CUresult {
+    slot(
+        table,
+        |out| {
+            let _ = std::fmt::Write::write_fmt(out, format_args!("slot {index} (no-op)"));
+        },
+        || Ok(()),
+    )
+}
+
+/// A distinct function for slot `$index` of table `$table` that real runtimes call but whose
+/// effect is not known publicly and that they accept a success from: observed on the H200,
+/// cuBLAS fails with CUBLAS_STATUS_NOT_SUPPORTED when tools-TLS slot 2 answers an error.
+macro_rules! no_op_slot {
+    ($table:literal, $index:literal) => {{
+        extern "system" fn no_op() -> cuda_headers::CUresult {
+            $crate::runtime_api::export_tables::no_op_slot_called($table, $index)
+        }
+        no_op as extern "system" fn() -> cuda_headers::CUresult as *const std::ffi::c_void
+    }};
+}
+pub(crate) use no_op_slot;
+
 /// A distinct function for slot `$index` of table `$table` whose meaning is unknown: it logs
 /// once and returns `CUDA_ERROR_NOT_SUPPORTED`. Expands to the function's address.
 macro_rules! unknown_slot {
