@@ -41,10 +41,11 @@ pub struct ServeArgs {
     /// Region file to create and serve (e.g. /dev/shm/vgpu, or a QEMU memory-backend file).
     #[arg(long, required = true, value_name = "PATH")]
     pub region: Option<PathBuf>,
-    /// Region size in bytes; the bulk area takes what the channels leave. An existing file
-    /// (e.g. an ivshmem backing file) is never shrunk.
-    #[arg(long, default_value_t = DEFAULT_REGION_SIZE, value_name = "BYTES")]
-    pub region_size: u64,
+    /// Region size in bytes; the bulk area takes what the channels leave. Default: the size of
+    /// an existing file (e.g. an ivshmem backing file, which the guest sees at its own size and
+    /// so must not change), else 64 MiB. A given size larger than an existing file is refused.
+    #[arg(long, value_name = "BYTES")]
+    pub region_size: Option<u64>,
     /// Channels (guest threads that may call at once).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub channels: u32,

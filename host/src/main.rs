@@ -108,7 +108,7 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
     0
 }
 
-fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, transport::TransportError> {
+fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, String> {
     let config = RegionConfig {
         channel_count: args.channels,
         doorbell: match args.doorbell {
@@ -119,8 +119,19 @@ fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, transport::Tra
         ..RegionConfig::default()
     };
     let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let config = config.fit_to(existing.max(args.region_size))?;
-    Region::create(path, &config)
+    let size = match (existing, args.region_size) {
+        (0, size) => size.unwrap_or(host::cli::DEFAULT_REGION_SIZE),
+        (existing, None) => existing,
+        (existing, Some(size)) if size <= existing => existing,
+        (existing, Some(size)) => {
+            // Growing a file a VM maps would give host and guest different regions.
+            return Err(format!(
+                "the file already holds {existing} bytes; --region-size {size} would grow it, and a guest mapping it would not see the growth"
+            ));
+        }
+    };
+    let config = config.fit_to(size).map_err(|e| e.to_string())?;
+    Region::create(path, &config).map_err(|e| e.to_string())
 }
 
 /// Tells whoever started us that the region is served: a line on stderr, or `ready\n` on the

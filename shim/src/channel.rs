@@ -25,7 +25,9 @@ pub const SIGNATURE_FINGERPRINT: u64 = shim_macros::signature_fingerprint!();
 static HOST_LOST: AtomicBool = AtomicBool::new(false);
 
 /// The region, mapped on first use by any thread (never before a CUDA call needs the host).
-static REGION: OnceLock<Result<Region, String>> = OnceLock::new();
+/// A failed open is not remembered: a guest that starts before its host (a VM booting first)
+/// gets `CUDA_ERROR_NOT_INITIALIZED` until the host is up, then works.
+static REGION: OnceLock<Region> = OnceLock::new();
 
 /// One thread's connection and its reusable buffers.
 pub struct ThreadChannel {
@@ -50,13 +52,14 @@ pub const HOST_GONE: CuError = match CuError::new(CUresult::CUDA_ERROR_DEVICE_UN
 };
 
 fn region(path: &std::path::Path) -> CuResult<&'static Region> {
-    let opened = REGION.get_or_init(|| {
-        Region::open(path).map_err(|e| format!("cannot open region {}: {e}", path.display()))
-    });
-    match opened {
-        Ok(region) => Ok(region),
-        Err(why) => {
-            report_once(why);
+    if let Some(region) = REGION.get() {
+        return Ok(region);
+    }
+    match Region::open(path) {
+        // Two threads may both open it; one mapping is kept, the other dropped.
+        Ok(region) => Ok(REGION.get_or_init(|| region)),
+        Err(e) => {
+            report_once(&format!("cannot open region {}: {e}", path.display()));
             Err(CuError::NOT_INITIALIZED)
         }
     }

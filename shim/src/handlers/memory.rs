@@ -56,7 +56,14 @@ pub(crate) fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
 }
 
 /// `on_stream`: `Some(per_thread)` for the asynchronous forms.
-fn htod(id: u32, dst: CUdeviceptr, src: *const c_void, len: usize, stream: CUstream, on_stream: Option<bool>) -> CuResult {
+fn htod(
+    id: u32,
+    dst: CUdeviceptr,
+    src: *const c_void,
+    len: usize,
+    stream: CUstream,
+    on_stream: Option<bool>,
+) -> CuResult {
     if len > 0 && src.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
@@ -237,7 +244,14 @@ fn unified(
             unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
             Ok(())
         }
-        (false, true) => htod(htod_id, dst, src as usize as *const c_void, len, stream, (!stream.is_null()).then_some(per_thread)),
+        (false, true) => htod(
+            htod_id,
+            dst,
+            src as usize as *const c_void,
+            len,
+            stream,
+            (!stream.is_null()).then_some(per_thread),
+        ),
         (true, false) => dtoh(dtoh_id, dst as usize as *mut c_void, src, len, stream),
         (false, false) => call_with(
             id,
@@ -397,7 +411,12 @@ unsafe fn scatter(
     }
 }
 
-fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream, on_stream: Option<bool>) -> CuResult {
+fn copy_2d(
+    id: u32,
+    copy: *const CUDA_MEMCPY2D,
+    stream: CUstream,
+    on_stream: Option<bool>,
+) -> CuResult {
     // SAFETY: the caller passes a valid descriptor (driver API contract).
     let mut c = unsafe { copy.as_ref() }
         .copied()
@@ -407,7 +426,10 @@ fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream, on_stream: Opt
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    if let (Some(per_thread), true) = (on_stream, c.srcMemoryType == host && pinned_containing(src_host).is_some()) {
+    if let (Some(per_thread), true) = (
+        on_stream,
+        c.srcMemoryType == host && pinned_containing(src_host).is_some(),
+    ) {
         wait_for_stream(stream, per_thread)?;
     }
     let (w, h) = (c.WidthInBytes, c.Height);
@@ -448,7 +470,12 @@ fn copy_2d(id: u32, copy: *const CUDA_MEMCPY2D, stream: CUstream, on_stream: Opt
     )
 }
 
-fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream, on_stream: Option<bool>) -> CuResult {
+fn copy_3d(
+    id: u32,
+    copy: *const CUDA_MEMCPY3D,
+    stream: CUstream,
+    on_stream: Option<bool>,
+) -> CuResult {
     // SAFETY: the caller passes a valid descriptor (driver API contract).
     let mut c = unsafe { copy.as_ref() }
         .copied()
@@ -458,7 +485,10 @@ fn copy_3d(id: u32, copy: *const CUDA_MEMCPY3D, stream: CUstream, on_stream: Opt
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    if let (Some(per_thread), true) = (on_stream, c.srcMemoryType == host && pinned_containing(src_host).is_some()) {
+    if let (Some(per_thread), true) = (
+        on_stream,
+        c.srcMemoryType == host && pinned_containing(src_host).is_some(),
+    ) {
         wait_for_stream(stream, per_thread)?;
     }
     let (w, h, d) = (c.WidthInBytes, c.Height, c.Depth);

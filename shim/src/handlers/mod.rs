@@ -21,13 +21,18 @@ mod occupancy;
 mod pointer;
 mod pool;
 mod profiler;
+mod tensor_map;
 mod vmm;
 
+pub use crate::runtime_api::{
+    cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
+    cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,
+};
+pub use capture::*;
 pub use context::*;
 pub use device::{cuDeviceGetName, cuDeviceGetPCIBusId};
-pub use devices::{cuDeviceGet, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuInit};
-pub use capture::*;
 pub use device_caps::*;
+pub use devices::{cuDeviceGet, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuInit};
 pub use errors::{cuGetErrorName, cuGetErrorString};
 pub use graph::*;
 pub use host_register::*;
@@ -44,8 +49,5 @@ pub use occupancy::*;
 pub use pointer::*;
 pub use pool::*;
 pub use profiler::*;
+pub use tensor_map::*;
 pub use vmm::*;
-pub use crate::runtime_api::{
-    cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
-    cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,
-};

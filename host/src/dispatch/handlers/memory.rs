@@ -62,7 +62,16 @@ pub fn dtoh(
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
-    let mut data = vec![0u8; len as usize];
+    let mut data = Vec::new();
+    if data.try_reserve_exact(len as usize).is_err() {
+        tracing::warn!(
+            len,
+            "cannot allocate the host buffer for a device-to-host copy"
+        );
+        respond(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        return Ok(());
+    }
+    data.resize(len as usize, 0);
     let (ptr, len) = (data.as_mut_ptr().cast::<c_void>(), data.len());
     // SAFETY (all arms): `ptr` is valid for writes of `len` bytes for the whole call (the async
     // forms are synchronised before `data` is read or dropped).

@@ -19,6 +19,7 @@ mod occupancy;
 mod pointer;
 mod pool;
 mod profiler;
+mod tensor_map;
 mod vmm;
 
 use std::sync::Arc;
@@ -81,6 +82,9 @@ routes! {
     cuLaunchKernelEx | cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
     cuLaunchHostFunc | cuLaunchHostFunc_ptsz => hostfn::launch_host_func,
     cuStreamAddCallback | cuStreamAddCallback_ptsz => hostfn::stream_add_callback,
+    cuTensorMapEncodeTiled => tensor_map::encode_tiled,
+    cuTensorMapEncodeIm2col => tensor_map::encode_im2col,
+    cuTensorMapReplaceAddress => tensor_map::replace_address,
     // Handlers for what real stacks touch (graphs, pools, attributes, VMM, linking).
     cuStreamGetCaptureInfo_v2 | cuStreamGetCaptureInfo_v2_ptsz | cuStreamGetCaptureInfo_v3
         | cuStreamGetCaptureInfo_v3_ptsz => capture::capture_info,
