@@ -14,6 +14,8 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v depmod >/dev/null || need+=(kmod)
 command -v unzip >/dev/null || need+=(unzip)
 command -v file >/dev/null || need+=(file)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 if ((${#need[@]})); then
     echo "install-test-deps: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -20,3 +20,9 @@ bash scripts/build-gpu-tests.sh
 step "QEMU guest: ivshmem shared memory, then the transport across the VM boundary"
 bash tests/vm/run-ivshmem-smoke.sh
 bash tests/vm/run-transport-pair.sh
+
+step "QEMU guest: the whole vgpu path across the VM (shim in the guest, vgpu-host with a fake driver)"
+bash tests/vm/run-vgpu-e2e.sh
+
+step "QEMU guest with systemd as PID 1: vgpuctl install, verify, uninstall"
+bash tests/vm/run-deploy-systemd.sh
