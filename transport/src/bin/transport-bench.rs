@@ -212,6 +212,63 @@ fn bench_tcp() -> Result<Figures, TransportError> {
     figures
 }
 
+/// The machine's floor: two processes bouncing one cache line through shared memory with nothing
+/// else (no frames, no doorbells), so the transport's own cost can be read off the difference.
+fn floor_rtt_ns(pin_to: Option<(usize, usize)>, rounds: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // SAFETY: a fresh anonymous shared mapping of two pages; checked below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap failed");
+    // SAFETY: the mapping is page-aligned, zeroed and lives until munmap below; one word at the
+    // start of each page, so the two never share a cache line.
+    let (ping, pong) = unsafe {
+        (
+            &*map.cast::<AtomicU64>(),
+            &*map.cast::<u8>().add(4096).cast::<AtomicU64>(),
+        )
+    };
+    let child = fork();
+    if child == 0 {
+        if let Some((cpu, _)) = pin_to {
+            pin(cpu);
+        }
+        for i in 1..=rounds {
+            // SYNC POINT: pairs with the parent's Release store of `ping`.
+            while ping.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            // SYNC POINT: pairs with the parent's Acquire load of `pong`.
+            pong.store(i, Ordering::Release);
+        }
+        exit_child();
+    }
+    let old = pin_to.and_then(|(_, cpu)| pin(cpu));
+    let start = Instant::now();
+    for i in 1..=rounds {
+        // SYNC POINT: pairs with the child's Acquire load of `ping`.
+        ping.store(i, Ordering::Release);
+        // SYNC POINT: pairs with the child's Release store of `pong`.
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = start.elapsed().as_nanos() as u64 / rounds;
+    unpin(old);
+    reap(child);
+    // SAFETY: unmapping what we mapped; nothing refers to it any more.
+    unsafe { libc::munmap(map, 8192) };
+    ns
+}
+
 fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -229,6 +286,9 @@ fn main() {
         // hyperthreads of one core): the mechanism's cost without the scheduler's placement.
         let pinned = bench_shm(DoorbellMode::Futex, 200_000, Some((0, 1)))?;
         let poll = bench_shm(DoorbellMode::Poll, 50_000, None)?;
+        let floor = floor_rtt_ns(None, 200_000);
+        let floor_pinned = floor_rtt_ns(Some((0, 1)), 200_000);
+        println!("floor: bare cache-line ping-pong between two processes {floor} ns ({floor_pinned} ns pinned to CPUs 0 and 1)");
         let uds = bench_uds()?;
         let tcp = bench_tcp()?;
         for (name, f) in [
@@ -249,7 +309,7 @@ fn main() {
              \"bulk_1mib_gbps\":{:.3},\"uds_bulk_1mib_gbps\":{:.3},\"uds_rtt_p99_ns\":{},\"tcp_rtt_p50_ns\":{},\
              \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3},\"poll_rtt_p50_ns\":{},\
              \"poll_rtt_p99_ns\":{},\"poll_bulk_gbps\":{:.3},\"pinned_rtt_p50_ns\":{},\"pinned_rtt_p99_ns\":{},\
-             \"pinned_bulk_gbps\":{:.3}}}",
+             \"pinned_bulk_gbps\":{:.3},\"floor_rtt_ns\":{},\"floor_pinned_rtt_ns\":{}}}",
             shm.p50_ns,
             shm.p99_ns,
             uds.p50_ns,
@@ -267,7 +327,9 @@ fn main() {
             poll.gbps_64m,
             pinned.p50_ns,
             pinned.p99_ns,
-            pinned.gbps_64m
+            pinned.gbps_64m,
+            floor,
+            floor_pinned
         );
         Ok(())
     };

@@ -29,6 +29,7 @@ use crate::log::{log, Level};
 use crate::trace;
 pub use crate::trace::arg as trace_arg;
 
+pub mod blas_streams;
 pub mod context_check;
 pub mod context_storage;
 pub mod cudart;
@@ -44,6 +45,8 @@ pub struct ExportTable<const N: usize>(pub [*const c_void; N]);
 
 // SAFETY: the table is immutable after initialisation and holds only code addresses and sizes.
 unsafe impl<const N: usize> Sync for ExportTable<N> {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl<const N: usize> Send for ExportTable<N> {}
 
 impl<const N: usize> ExportTable<N> {
     /// The table's address, as handed out.
@@ -101,6 +104,7 @@ pub const KNOWN: &[Known] = &[
     context_check::KNOWN,
     integrity_check::KNOWN,
     unidentified::KNOWN,
+    blas_streams::KNOWN,
 ];
 
 /// `0123abcd…` for logs.
@@ -248,6 +252,7 @@ mod tests {
             ("263e88607cd2614392f6bbd5006dfa7e", Some(120)),
             ("d4082055bde6704b8d34ba123c66e1f2", Some(24)),
             ("da9151d33ae6cc41a5c04f26d533e328", Some(56)),
+            ("21318c60971432488ca641ff7324c8f2", Some(744)),
         ];
         assert_eq!(expected.len(), KNOWN.len());
         for (id, size) in expected {
