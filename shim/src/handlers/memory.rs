@@ -129,7 +129,7 @@ macro_rules! htod_fns {
 /// would read when the stream gets to it. Needed for pinned sources: CUDA reads them at stream
 /// time (an earlier host function may still write them), while pageable sources are staged at
 /// the call. Zero-copy pinned memory in the shared region will make this wait unnecessary.
-fn wait_for_stream(stream: CUstream, per_thread: bool) -> CuResult {
+pub(crate) fn wait_for_stream(stream: CUstream, per_thread: bool) -> CuResult {
     // SAFETY: a stream handle from the application, validated by the host.
     unsafe {
         if per_thread {

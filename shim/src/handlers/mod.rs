@@ -16,6 +16,7 @@ pub(crate) mod launch;
 mod library;
 mod link;
 mod memory;
+mod memset;
 mod module;
 mod occupancy;
 mod pointer;
@@ -44,6 +45,7 @@ pub use launch::{
 pub use library::*;
 pub use link::*;
 pub use memory::*;
+pub use memset::*;
 pub use module::*;
 pub use occupancy::*;
 pub use pointer::*;
