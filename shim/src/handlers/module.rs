@@ -294,12 +294,22 @@ unsafe fn library_load(
     // SAFETY: per the contract.
     let jit = unsafe { Jit::read(numJitOptions, jitOptions, jitOptionsValues) }?;
     let mut library_options = Vec::new();
-    if numLibraryOptions > 0 && (libraryOptions.is_null() || libraryOptionValues.is_null()) {
+    // cudart passes CU_LIBRARY_BINARY_IS_PRESERVED with a NULL value array (seen with JAX and
+    // PyTorch on the H200), which the real driver accepts: a missing value reads as 0.
+    if numLibraryOptions > 0 && libraryOptions.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
     for i in 0..numLibraryOptions as usize {
-        // SAFETY: per the contract, both arrays have `numLibraryOptions` entries.
-        let (option, value) = unsafe { (*libraryOptions.add(i), *libraryOptionValues.add(i)) };
+        // SAFETY: per the contract, `libraryOptions` has `numLibraryOptions` entries, and so
+        // does `libraryOptionValues` when it is not NULL.
+        let (option, value) = unsafe {
+            let value = if libraryOptionValues.is_null() {
+                std::ptr::null_mut()
+            } else {
+                *libraryOptionValues.add(i)
+            };
+            (*libraryOptions.add(i), value)
+        };
         if option != CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED {
             log!(Level::Warn, "library option {} is not supported", option.0);
             return Err(CuError::NOT_SUPPORTED);
