@@ -15,6 +15,10 @@ shim_macros::cuda_functions!(
         <= [
             cuGetErrorName,
             cuGetErrorString,
+            // CUDA_VISIBLE_DEVICES, applied in the guest (handlers/devices.rs).
+            cuInit,
+            cuDeviceGet,
+            cuDeviceGetCount,
             cuDeviceGetName,
             cuDeviceGetPCIBusId,
             cuDeviceGetByPCIBusId,
