@@ -126,6 +126,9 @@ fn start_host(bin: &Path, err: &mut dyn Write) -> Result<Start, Error> {
         .arg("--ready-fd")
         .arg(fd.to_string())
         .stdin(Stdio::null())
+        // The command's CUDA_VISIBLE_DEVICES is the guest's to apply (the shim does); the host
+        // must see every GPU, or a guest asking for a device the host hid would find none.
+        .env_remove("CUDA_VISIBLE_DEVICES")
         .process_group(0);
     if std::env::var_os("VGPU_HOST_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
         cmd.args(["--log", "warn"]);

@@ -106,6 +106,42 @@ fn run_forwards_the_exit_code_and_removes_its_region() {
 }
 
 #[test]
+fn the_host_sees_every_gpu_whatever_the_command_hides() {
+    // CUDA_VISIBLE_DEVICES is the guest's to apply (the shim does); the fake driver, like the
+    // real one, hides every device when it is empty. The host must not inherit it.
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let out = Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
+        .args([
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8"),
+            "--",
+        ])
+        .args(["sh", "-c", "echo visible=[$CUDA_VISIBLE_DEVICES]"])
+        .env("LD_LIBRARY_PATH", fake_driver_dir())
+        .env("FAKE_CUDA_DEVICES", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("run vgpuctl");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "visible=[]",
+        "the command keeps its own setting"
+    );
+}
+
+#[test]
 fn run_reports_death_by_signal_as_128_plus_signal() {
     let host = host_bin().to_str().expect("utf-8 path").to_owned();
     let shim = fake_driver();

@@ -14,6 +14,9 @@ typedef struct { char bytes[16]; } CUuuid;
 
 static int device_count(void) {
     const char *s = getenv("FAKE_CUDA_DEVICES");
+    /* Like the real driver, an empty CUDA_VISIBLE_DEVICES hides every device. */
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (visible && !*visible) return 0;
     return s ? atoi(s) : 1;
 }
 
