@@ -12,6 +12,26 @@ use crate::dispatch::callbacks::{
 };
 use crate::dispatch::ClientContext;
 
+/// Registers a trampoline for guest function `func` with `data`: `register(stream, ticket)`
+/// calls the real driver; a ticket the driver refused is freed here.
+fn register_ticket(
+    client: &Arc<ClientContext>,
+    kind: u8,
+    stream: u64,
+    func: u64,
+    data: u64,
+    out: &mut Vec<u8>,
+    register: impl FnOnce(CUstream, *mut std::ffi::c_void) -> CUresult,
+) {
+    let ticket = client.callbacks.ticket(kind, func, data);
+    let r = register(stream as CUstream, ticket);
+    if r != CUresult::CUDA_SUCCESS {
+        // SAFETY: the driver refused, so it never calls the trampoline with this ticket.
+        unsafe { CallbackQueue::forget_ticket(ticket) };
+    }
+    respond(out, r);
+}
+
 /// `cuLaunchHostFunc`: `u64 stream, u64 fn, u64 data` → result.
 pub fn launch_host_func(
     name: &str,
@@ -19,23 +39,25 @@ pub fn launch_host_func(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream: u64 = dec.get()?;
-    let func: u64 = dec.get()?;
-    let data: u64 = dec.get()?;
+    let (stream, func, data): (u64, u64, u64) = (dec.get()?, dec.get()?, dec.get()?);
     dec.finish()?;
-    let ticket = client.callbacks.ticket(KIND_HOST_FN, func, data);
     let f = if name.ends_with("_ptsz") {
         real_or_unsupported!(cuLaunchHostFunc_ptsz, out)
     } else {
         real_or_unsupported!(cuLaunchHostFunc, out)
     };
-    // SAFETY: the trampoline matches CUhostFn and owns `ticket` once the driver takes it.
-    let r = unsafe { f(stream as CUstream, Some(host_fn_trampoline), ticket) };
-    if r != CUresult::CUDA_SUCCESS {
-        // SAFETY: the driver refused, so it never calls the trampoline with this ticket.
-        unsafe { CallbackQueue::forget_ticket(ticket) };
-    }
-    respond(out, r);
+    register_ticket(
+        client,
+        KIND_HOST_FN,
+        stream,
+        func,
+        data,
+        out,
+        |s, ticket| {
+            // SAFETY: the trampoline matches CUhostFn and owns `ticket` once the driver takes it.
+            unsafe { f(s, Some(host_fn_trampoline), ticket) }
+        },
+    );
     Ok(())
 }
 
@@ -46,30 +68,26 @@ pub fn stream_add_callback(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream: u64 = dec.get()?;
-    let func: u64 = dec.get()?;
-    let data: u64 = dec.get()?;
+    let (stream, func, data): (u64, u64, u64) = (dec.get()?, dec.get()?, dec.get()?);
     let flags: u32 = dec.get()?;
     dec.finish()?;
-    let ticket = client.callbacks.ticket(KIND_STREAM_CALLBACK, func, data);
     let f = if name.ends_with("_ptsz") {
         real_or_unsupported!(cuStreamAddCallback_ptsz, out)
     } else {
         real_or_unsupported!(cuStreamAddCallback, out)
     };
-    // SAFETY: the trampoline matches CUstreamCallback and owns `ticket` once the driver takes it.
-    let r = unsafe {
-        f(
-            stream as CUstream,
-            Some(stream_callback_trampoline),
-            ticket,
-            flags,
-        )
-    };
-    if r != CUresult::CUDA_SUCCESS {
-        // SAFETY: the driver refused, so it never calls the trampoline with this ticket.
-        unsafe { CallbackQueue::forget_ticket(ticket) };
-    }
-    respond(out, r);
+    register_ticket(
+        client,
+        KIND_STREAM_CALLBACK,
+        stream,
+        func,
+        data,
+        out,
+        |s, ticket| {
+            // SAFETY: the trampoline matches CUstreamCallback and owns `ticket` once the driver
+            // takes it.
+            unsafe { f(s, Some(stream_callback_trampoline), ticket, flags) }
+        },
+    );
     Ok(())
 }

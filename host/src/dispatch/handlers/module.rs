@@ -203,80 +203,98 @@ pub fn library_load_data(
     Ok(())
 }
 
-/// `cuModuleGetFunction`: `u64 module, bytes name` → result, `u64 function`.
+/// `u64 owner, bytes name` → result, `u64 handle`: a function or kernel looked up by name in a
+/// module or library. `lookup(owner, name)` calls the real driver.
+fn handle_by_name(
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+    lookup: impl FnOnce(u64, *const std::os::raw::c_char) -> (CUresult, u64),
+) -> Result<(), DecodeError> {
+    let owner: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let (r, handle) = lookup(owner, name.as_ptr());
+    ResponseHeader::start(out, r.0).put(handle);
+    Ok(())
+}
+
+/// `u64 owner, bytes name` → result, `u64 dptr, u64 bytes`: a global looked up by name.
+fn global_by_name(
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+    lookup: impl FnOnce(*mut CUdeviceptr, *mut usize, u64, *const std::os::raw::c_char) -> CUresult,
+) -> Result<(), DecodeError> {
+    let owner: u64 = dec.get()?;
+    let name = c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
+    let r = lookup(&mut dptr, &mut bytes, owner, name.as_ptr());
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(dptr);
+    enc.put(bytes as u64);
+    Ok(())
+}
+
+/// `cuModuleGetFunction`: see [`handle_by_name`].
 pub fn get_function(
     _: &str,
     _: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let module: u64 = dec.get()?;
-    let name = c_string(dec.get_bytes()?);
-    dec.finish()?;
-    let mut func: CUfunction = std::ptr::null_mut();
     let f = real_or_unsupported!(cuModuleGetFunction, out);
-    // SAFETY: `name` is NUL-terminated; the module handle is the guest's, validated by the driver.
-    let r = unsafe { f(&mut func, module as CUmodule, name.as_ptr()) };
-    ResponseHeader::start(out, r.0).put(func as u64);
-    Ok(())
+    handle_by_name(dec, out, |module, name| {
+        let mut func: CUfunction = std::ptr::null_mut();
+        // SAFETY: `name` is NUL-terminated and alive; the module handle is the guest's,
+        // validated by the driver.
+        let r = unsafe { f(&mut func, module as CUmodule, name) };
+        (r, func as u64)
+    })
 }
 
-/// `cuModuleGetGlobal_v2`: `u64 module, bytes name` → result, `u64 dptr, u64 bytes`.
-pub fn get_global(
-    _: &str,
-    _: &Arc<ClientContext>,
-    dec: &mut Decoder<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
-    let module: u64 = dec.get()?;
-    let name = c_string(dec.get_bytes()?);
-    dec.finish()?;
-    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
-    let f = real_or_unsupported!(cuModuleGetGlobal_v2, out);
-    // SAFETY: as in `get_function`.
-    let r = unsafe { f(&mut dptr, &mut bytes, module as CUmodule, name.as_ptr()) };
-    let mut enc = ResponseHeader::start(out, r.0);
-    enc.put(dptr);
-    enc.put(bytes as u64);
-    Ok(())
-}
-
-/// `cuLibraryGetKernel`: `u64 library, bytes name` → result, `u64 kernel`.
+/// `cuLibraryGetKernel`: see [`handle_by_name`].
 pub fn library_get_kernel(
     _: &str,
     _: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let library: u64 = dec.get()?;
-    let name = c_string(dec.get_bytes()?);
-    dec.finish()?;
-    let mut kernel: CUkernel = std::ptr::null_mut();
     let f = real_or_unsupported!(cuLibraryGetKernel, out);
-    // SAFETY: as in `get_function`.
-    let r = unsafe { f(&mut kernel, library as CUlibrary, name.as_ptr()) };
-    ResponseHeader::start(out, r.0).put(kernel as u64);
-    Ok(())
+    handle_by_name(dec, out, |library, name| {
+        let mut kernel: CUkernel = std::ptr::null_mut();
+        // SAFETY: as in `get_function`.
+        let r = unsafe { f(&mut kernel, library as CUlibrary, name) };
+        (r, kernel as u64)
+    })
 }
 
-/// `cuLibraryGetGlobal`: `u64 library, bytes name` → result, `u64 dptr, u64 bytes`.
+/// `cuModuleGetGlobal_v2`: see [`global_by_name`].
+pub fn get_global(
+    _: &str,
+    _: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let f = real_or_unsupported!(cuModuleGetGlobal_v2, out);
+    // SAFETY: out-pointers to live locals, `name` NUL-terminated; the handle is validated by
+    // the driver.
+    global_by_name(dec, out, |dptr, bytes, module, name| unsafe {
+        f(dptr, bytes, module as CUmodule, name)
+    })
+}
+
+/// `cuLibraryGetGlobal`: see [`global_by_name`].
 pub fn library_get_global(
     _: &str,
     _: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let library: u64 = dec.get()?;
-    let name = c_string(dec.get_bytes()?);
-    dec.finish()?;
-    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
     let f = real_or_unsupported!(cuLibraryGetGlobal, out);
-    // SAFETY: as in `get_function`.
-    let r = unsafe { f(&mut dptr, &mut bytes, library as CUlibrary, name.as_ptr()) };
-    let mut enc = ResponseHeader::start(out, r.0);
-    enc.put(dptr);
-    enc.put(bytes as u64);
-    Ok(())
+    // SAFETY: as in `get_global`.
+    global_by_name(dec, out, |dptr, bytes, library, name| unsafe {
+        f(dptr, bytes, library as CUlibrary, name)
+    })
 }
 
 /// `cuFuncGetName`/`cuKernelGetName`: `u64 handle` → result, `bytes name`.
