@@ -380,6 +380,9 @@ impl HostChannel {
         };
         let tx = Producer {
             head: c.response.head.0.load(Ordering::Acquire),
+            // SYNC POINT: pairs with the Release store of `tail` in `Consumer::release`, like
+            // every load of `tail` in `Producer::free_slot`.
+            seen_tail: std::cell::Cell::new(c.response.tail.0.load(Ordering::Acquire)),
         };
         HostChannel {
             region,
