@@ -10,7 +10,10 @@ fn names_after(text: &str, marker: &str) -> BTreeSet<String> {
     text.match_indices(marker)
         .filter_map(|(at, _)| {
             let rest = &text[at + marker.len()..];
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             name.starts_with("cu").then_some(name)
         })
         .collect()
@@ -36,9 +39,16 @@ fn every_handler_is_in_the_custom_list() {
         .filter(|w| w.starts_with("cu"))
         .map(str::to_owned)
         .collect();
-    assert!(handlers.len() > 20, "found only {} handlers", handlers.len());
+    assert!(
+        handlers.len() > 20,
+        "found only {} handlers",
+        handlers.len()
+    );
     let missing: Vec<_> = handlers.difference(&listed).collect();
-    assert!(missing.is_empty(), "handlers not in the custom list of shim/src/exports.rs: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "handlers not in the custom list of shim/src/exports.rs: {missing:?}"
+    );
 }
 
 #[test]
@@ -49,9 +59,19 @@ fn macro_made_handlers_are_listed_too() {
     let exports = std::fs::read_to_string(shim.join("exports.rs")).expect("exports.rs");
     for file in ["memset.rs", "memory.rs", "launch.rs"] {
         let text = std::fs::read_to_string(shim.join("handlers").join(file)).expect("read");
-        for line in text.lines().filter(|l| l.contains("_fns!(") || l.trim_start().starts_with("cuMemset") || l.trim_start().starts_with("memset_")) {
-            for word in line.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.starts_with("cu") && w.len() > 4) {
-                assert!(exports.contains(word), "{word} (made by a macro in {file}) is not in the custom list");
+        for line in text.lines().filter(|l| {
+            l.contains("_fns!(")
+                || l.trim_start().starts_with("cuMemset")
+                || l.trim_start().starts_with("memset_")
+        }) {
+            for word in line
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("cu") && w.len() > 4)
+            {
+                assert!(
+                    exports.contains(word),
+                    "{word} (made by a macro in {file}) is not in the custom list"
+                );
             }
         }
     }
