@@ -539,71 +539,49 @@ fn copy_3d(
     )
 }
 
-macro_rules! copy2d_fns {
-    ($($name:ident),*) => { $(
-        /// 2D copy; host rows travel packed.
-        ///
-        /// # Safety
-        /// `pCopy` is a valid descriptor whose host rows are accessible.
-        ///
-        /// # Errors
-        /// The host's result.
-        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D) -> CuResult {
-            copy_2d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut(), None)
-        }
-    )* };
+/// The exported 2D/3D copies: `copy_fns!(DESCRIPTOR, copy_fn, [sync names], [async name: per_thread])`.
+/// Host rows travel packed; the asynchronous forms complete before they return when they write
+/// guest memory.
+macro_rules! copy_fns {
+    ($desc:ty, $copy:ident, [$($sync:ident),*], [$($async_name:ident: $per_thread:expr),*]) => {
+        $(
+            #[doc = concat!("`", stringify!($sync), "`: see [`", stringify!($copy), "`].")]
+            ///
+            /// # Safety
+            /// `pCopy` is a valid descriptor whose host rows are accessible.
+            ///
+            /// # Errors
+            /// The host's result.
+            pub unsafe fn $sync(pCopy: *const $desc) -> CuResult {
+                $copy(shim_macros::cuda_call_id!($sync), pCopy, std::ptr::null_mut(), None)
+            }
+        )*
+        $(
+            #[doc = concat!("`", stringify!($async_name), "`: see [`", stringify!($copy), "`].")]
+            ///
+            /// # Safety
+            /// As for the synchronous form.
+            ///
+            /// # Errors
+            /// The host's result.
+            pub unsafe fn $async_name(pCopy: *const $desc, hStream: CUstream) -> CuResult {
+                $copy(shim_macros::cuda_call_id!($async_name), pCopy, hStream, Some($per_thread))
+            }
+        )*
+    };
 }
-macro_rules! copy2d_async_fns {
-    ($($name:ident: $per_thread:expr),*) => { $(
-        /// 2D copy on a stream, completed before it returns when it writes guest memory.
-        ///
-        /// # Safety
-        /// As for the synchronous form.
-        ///
-        /// # Errors
-        /// The host's result.
-        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY2D, hStream: CUstream) -> CuResult {
-            copy_2d(shim_macros::cuda_call_id!($name), pCopy, hStream, Some($per_thread))
-        }
-    )* };
-}
-macro_rules! copy3d_fns {
-    ($($name:ident),*) => { $(
-        /// 3D copy; host rows travel packed.
-        ///
-        /// # Safety
-        /// `pCopy` is a valid descriptor whose host rows are accessible.
-        ///
-        /// # Errors
-        /// The host's result.
-        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D) -> CuResult {
-            copy_3d(shim_macros::cuda_call_id!($name), pCopy, std::ptr::null_mut(), None)
-        }
-    )* };
-}
-macro_rules! copy3d_async_fns {
-    ($($name:ident: $per_thread:expr),*) => { $(
-        /// 3D copy on a stream.
-        ///
-        /// # Safety
-        /// As for the synchronous form.
-        ///
-        /// # Errors
-        /// The host's result.
-        pub unsafe fn $name(pCopy: *const CUDA_MEMCPY3D, hStream: CUstream) -> CuResult {
-            copy_3d(shim_macros::cuda_call_id!($name), pCopy, hStream, Some($per_thread))
-        }
-    )* };
-}
-copy2d_fns!(
-    cuMemcpy2D_v2,
-    cuMemcpy2D_v2_ptds,
-    cuMemcpy2DUnaligned_v2,
-    cuMemcpy2DUnaligned_v2_ptds
+copy_fns!(
+    CUDA_MEMCPY2D,
+    copy_2d,
+    [cuMemcpy2D_v2, cuMemcpy2D_v2_ptds, cuMemcpy2DUnaligned_v2, cuMemcpy2DUnaligned_v2_ptds],
+    [cuMemcpy2DAsync_v2: false, cuMemcpy2DAsync_v2_ptsz: true]
 );
-copy2d_async_fns!(cuMemcpy2DAsync_v2: false, cuMemcpy2DAsync_v2_ptsz: true);
-copy3d_fns!(cuMemcpy3D_v2, cuMemcpy3D_v2_ptds);
-copy3d_async_fns!(cuMemcpy3DAsync_v2: false, cuMemcpy3DAsync_v2_ptsz: true);
+copy_fns!(
+    CUDA_MEMCPY3D,
+    copy_3d,
+    [cuMemcpy3D_v2, cuMemcpy3D_v2_ptds],
+    [cuMemcpy3DAsync_v2: false, cuMemcpy3DAsync_v2_ptsz: true]
+);
 
 /// Pointer attributes: answered here for the guest's own pinned allocations, by the host
 /// otherwise.
