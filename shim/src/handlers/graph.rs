@@ -1430,7 +1430,7 @@ mod tests {
 
     #[test]
     fn node_bodies_start_with_their_type() {
-        let mut dec_body = |b: Body| {
+        let dec_body = |b: Body| {
             let mut dec = Decoder::new(&b.0);
             let kind: u32 = dec.get().unwrap();
             (kind, dec.remaining())
@@ -1444,7 +1444,7 @@ mod tests {
         let host = Body::host(Some(noop), 7usize as *mut c_void).unwrap();
         let mut dec = Decoder::new(&host.0);
         assert_eq!(dec.get::<u32>().unwrap(), HOST);
-        assert_eq!(dec.get::<u64>().unwrap(), noop as usize as u64);
+        assert_eq!(dec.get::<u64>().unwrap(), noop as *const () as usize as u64);
         assert_eq!(dec.get::<u64>().unwrap(), 7);
         assert!(Body::host(None, std::ptr::null_mut()).is_err());
     }
