@@ -112,12 +112,12 @@ pub(crate) unsafe fn put_params(
             let key = unsafe { *extra.add(i) } as usize;
             match key as u32 {
                 CU_LAUNCH_PARAM_END_AS_INT => break,
-                // SAFETY: as above.
                 CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT => {
+                    // SAFETY: as above; the value follows its key.
                     buffer = unsafe { *extra.add(i + 1) }.cast()
                 }
-                // SAFETY: BUFFER_SIZE's value points to a size_t.
                 CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT => {
+                    // SAFETY: BUFFER_SIZE's value points to a size_t.
                     size = Some(unsafe { *(*extra.add(i + 1)).cast::<usize>() })
                 }
                 _ => return Err(CuError::INVALID_VALUE),
@@ -126,8 +126,8 @@ pub(crate) unsafe fn put_params(
         let (Some(size), false) = (size, buffer.is_null()) else {
             return Err(CuError::INVALID_VALUE);
         };
-        // SAFETY: BUFFER_POINTER holds BUFFER_SIZE bytes.
         enc.put(FORM_EXTRA);
+        // SAFETY: BUFFER_POINTER holds BUFFER_SIZE bytes.
         enc.put_bytes(unsafe { std::slice::from_raw_parts(buffer, size) });
         enc.put(0u32);
         return Ok(());

@@ -74,6 +74,7 @@ fn htod(
     let data = if len == 0 {
         &[][..]
     } else {
+        // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
         unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
     };
     call_with(

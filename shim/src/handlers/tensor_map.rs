@@ -67,7 +67,7 @@ pub unsafe fn cuTensorMapEncodeTiled(
             enc.put(tensorDataType.0);
             enc.put(tensorRank);
             enc.put(globalAddress as u64);
-            // SAFETY (all): per the contract.
+            // SAFETY: per the contract.
             unsafe {
                 put_array(enc, globalDim, rank);
                 put_array(enc, globalStrides, rank - 1);
@@ -116,7 +116,7 @@ pub unsafe fn cuTensorMapEncodeIm2col(
             enc.put(tensorDataType.0);
             enc.put(tensorRank);
             enc.put(globalAddress as u64);
-            // SAFETY (all): per the contract.
+            // SAFETY: per the contract.
             unsafe {
                 put_array(enc, globalDim, rank);
                 put_array(enc, globalStrides, rank - 1);

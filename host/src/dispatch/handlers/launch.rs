@@ -182,7 +182,7 @@ pub fn launch_kernel(
     dec.finish()?;
     let (f, s) = (func as CUfunction, d.stream as CUstream);
     let (kp, ex) = (params.kernel_params(), params.extra());
-    // SAFETY (all arms): parameter pointers point into `params.packed`, alive for the call; the
+    // SAFETY: parameter pointers point into `params.packed`, alive for the call; the
     // driver copies parameters at launch.
     let r = unsafe {
         match name {

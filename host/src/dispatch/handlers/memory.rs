@@ -26,17 +26,22 @@ pub fn htod(
     let data = dec.get_bytes()?;
     dec.finish()?;
     let (ptr, len) = (data.as_ptr().cast::<c_void>(), data.len());
-    // SAFETY (all arms): `ptr` is valid for `len` bytes for the whole call; the device pointer
+    // SAFETY: `ptr` is valid for `len` bytes for the whole call; the device pointer
     // and stream are the guest's values, validated by the driver.
-    let result = match (name.contains("Async"), per_thread(name)) {
-        (false, false) => unsafe { real_or_unsupported!(cuMemcpyHtoD_v2, out)(dst, ptr, len) },
-        (false, true) => unsafe { real_or_unsupported!(cuMemcpyHtoD_v2_ptds, out)(dst, ptr, len) },
-        (true, false) => unsafe {
-            real_or_unsupported!(cuMemcpyHtoDAsync_v2, out)(dst, ptr, len, stream as CUstream)
-        },
-        (true, true) => unsafe {
-            real_or_unsupported!(cuMemcpyHtoDAsync_v2_ptsz, out)(dst, ptr, len, stream as CUstream)
-        },
+    let result = unsafe {
+        match (name.contains("Async"), per_thread(name)) {
+            (false, false) => real_or_unsupported!(cuMemcpyHtoD_v2, out)(dst, ptr, len),
+            (false, true) => real_or_unsupported!(cuMemcpyHtoD_v2_ptds, out)(dst, ptr, len),
+            (true, false) => {
+                real_or_unsupported!(cuMemcpyHtoDAsync_v2, out)(dst, ptr, len, stream as CUstream)
+            }
+            (true, true) => real_or_unsupported!(cuMemcpyHtoDAsync_v2_ptsz, out)(
+                dst,
+                ptr,
+                len,
+                stream as CUstream,
+            ),
+        }
     };
     respond(out, result);
     Ok(())
@@ -73,17 +78,22 @@ pub fn dtoh(
     }
     data.resize(len as usize, 0);
     let (ptr, len) = (data.as_mut_ptr().cast::<c_void>(), data.len());
-    // SAFETY (all arms): `ptr` is valid for writes of `len` bytes for the whole call (the async
+    // SAFETY: `ptr` is valid for writes of `len` bytes for the whole call (the async
     // forms are synchronised before `data` is read or dropped).
-    let mut result = match (name.contains("Async"), per_thread(name)) {
-        (false, false) => unsafe { real_or_unsupported!(cuMemcpyDtoH_v2, out)(ptr, src, len) },
-        (false, true) => unsafe { real_or_unsupported!(cuMemcpyDtoH_v2_ptds, out)(ptr, src, len) },
-        (true, false) => unsafe {
-            real_or_unsupported!(cuMemcpyDtoHAsync_v2, out)(ptr, src, len, stream as CUstream)
-        },
-        (true, true) => unsafe {
-            real_or_unsupported!(cuMemcpyDtoHAsync_v2_ptsz, out)(ptr, src, len, stream as CUstream)
-        },
+    let mut result = unsafe {
+        match (name.contains("Async"), per_thread(name)) {
+            (false, false) => real_or_unsupported!(cuMemcpyDtoH_v2, out)(ptr, src, len),
+            (false, true) => real_or_unsupported!(cuMemcpyDtoH_v2_ptds, out)(ptr, src, len),
+            (true, false) => {
+                real_or_unsupported!(cuMemcpyDtoHAsync_v2, out)(ptr, src, len, stream as CUstream)
+            }
+            (true, true) => real_or_unsupported!(cuMemcpyDtoHAsync_v2_ptsz, out)(
+                ptr,
+                src,
+                len,
+                stream as CUstream,
+            ),
+        }
     };
     if result == CUresult::CUDA_SUCCESS && name.contains("Async") {
         // SAFETY: a stream handle from the guest; the driver validates it.
@@ -137,16 +147,18 @@ pub fn unified(
         return Ok(());
     }
     let len = len as usize;
-    // SAFETY (all arms): both ends are device memory the driver validates.
-    let result = match (name.contains("Async"), per_thread(name)) {
-        (false, false) => unsafe { real_or_unsupported!(cuMemcpy, out)(dst, src, len) },
-        (false, true) => unsafe { real_or_unsupported!(cuMemcpy_ptds, out)(dst, src, len) },
-        (true, false) => unsafe {
-            real_or_unsupported!(cuMemcpyAsync, out)(dst, src, len, stream as CUstream)
-        },
-        (true, true) => unsafe {
-            real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream as CUstream)
-        },
+    // SAFETY: both ends are device memory the driver validates.
+    let result = unsafe {
+        match (name.contains("Async"), per_thread(name)) {
+            (false, false) => real_or_unsupported!(cuMemcpy, out)(dst, src, len),
+            (false, true) => real_or_unsupported!(cuMemcpy_ptds, out)(dst, src, len),
+            (true, false) => {
+                real_or_unsupported!(cuMemcpyAsync, out)(dst, src, len, stream as CUstream)
+            }
+            (true, true) => {
+                real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream as CUstream)
+            }
+        }
     };
     respond(out, result);
     Ok(())
@@ -200,21 +212,21 @@ pub fn copy_2d(
         copy.dstHost = std::ptr::null_mut();
     }
     let is_async = name.contains("Async");
-    // SAFETY (all arms): host pointers in `copy` point into buffers alive for the whole call
+    // SAFETY: host pointers in `copy` point into buffers alive for the whole call
     // (and the async forms are synchronised below before they are dropped).
-    let mut result = match (is_async, per_thread(name), name.contains("Unaligned")) {
-        (false, false, false) => unsafe { real_or_unsupported!(cuMemcpy2D_v2, out)(&copy) },
-        (false, true, false) => unsafe { real_or_unsupported!(cuMemcpy2D_v2_ptds, out)(&copy) },
-        (false, false, true) => unsafe { real_or_unsupported!(cuMemcpy2DUnaligned_v2, out)(&copy) },
-        (false, true, true) => unsafe {
-            real_or_unsupported!(cuMemcpy2DUnaligned_v2_ptds, out)(&copy)
-        },
-        (true, false, _) => unsafe {
-            real_or_unsupported!(cuMemcpy2DAsync_v2, out)(&copy, stream as CUstream)
-        },
-        (true, true, _) => unsafe {
-            real_or_unsupported!(cuMemcpy2DAsync_v2_ptsz, out)(&copy, stream as CUstream)
-        },
+    let mut result = unsafe {
+        match (is_async, per_thread(name), name.contains("Unaligned")) {
+            (false, false, false) => real_or_unsupported!(cuMemcpy2D_v2, out)(&copy),
+            (false, true, false) => real_or_unsupported!(cuMemcpy2D_v2_ptds, out)(&copy),
+            (false, false, true) => real_or_unsupported!(cuMemcpy2DUnaligned_v2, out)(&copy),
+            (false, true, true) => real_or_unsupported!(cuMemcpy2DUnaligned_v2_ptds, out)(&copy),
+            (true, false, _) => {
+                real_or_unsupported!(cuMemcpy2DAsync_v2, out)(&copy, stream as CUstream)
+            }
+            (true, true, _) => {
+                real_or_unsupported!(cuMemcpy2DAsync_v2_ptsz, out)(&copy, stream as CUstream)
+            }
+        }
     };
     if is_async && result == CUresult::CUDA_SUCCESS {
         // SAFETY: a guest stream handle, validated by the driver.
@@ -275,16 +287,18 @@ pub fn copy_3d(
         copy.dstHost = std::ptr::null_mut();
     }
     let is_async = name.contains("Async");
-    // SAFETY (all arms): as in `copy_2d`.
-    let mut result = match (is_async, per_thread(name)) {
-        (false, false) => unsafe { real_or_unsupported!(cuMemcpy3D_v2, out)(&copy) },
-        (false, true) => unsafe { real_or_unsupported!(cuMemcpy3D_v2_ptds, out)(&copy) },
-        (true, false) => unsafe {
-            real_or_unsupported!(cuMemcpy3DAsync_v2, out)(&copy, stream as CUstream)
-        },
-        (true, true) => unsafe {
-            real_or_unsupported!(cuMemcpy3DAsync_v2_ptsz, out)(&copy, stream as CUstream)
-        },
+    // SAFETY: as in `copy_2d`.
+    let mut result = unsafe {
+        match (is_async, per_thread(name)) {
+            (false, false) => real_or_unsupported!(cuMemcpy3D_v2, out)(&copy),
+            (false, true) => real_or_unsupported!(cuMemcpy3D_v2_ptds, out)(&copy),
+            (true, false) => {
+                real_or_unsupported!(cuMemcpy3DAsync_v2, out)(&copy, stream as CUstream)
+            }
+            (true, true) => {
+                real_or_unsupported!(cuMemcpy3DAsync_v2_ptsz, out)(&copy, stream as CUstream)
+            }
+        }
     };
     if is_async && result == CUresult::CUDA_SUCCESS {
         // SAFETY: a guest stream handle, validated by the driver.
