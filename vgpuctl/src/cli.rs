@@ -139,7 +139,7 @@ pub struct RecoverArgs {
     /// Service to clean when the state file is gone.
     #[arg(long, default_value = "ollama")]
     pub service: String,
-    /// Shim path whose lines leave /etc/ld.so.preload.
+    /// Shim path whose lines `recover` removes from /etc/ld.so.preload.
     #[arg(long, default_value = paths::DEFAULT_LIB)]
     pub lib: PathBuf,
     /// Restart the service afterwards.

@@ -19,7 +19,7 @@ pub fn line_names_shim(line: &str, libs: &[&Path]) -> bool {
         .any(|tok| libs.iter().any(|lib| names_shim(tok, lib)))
 }
 
-/// The non-comment entries of ld.so.preload (empty when the file is absent).
+/// The non-comment entries of ld.so.preload, as read (empty when the file is absent).
 ///
 /// # Errors
 /// When the file exists but cannot be read.

@@ -18,7 +18,7 @@ pub const PRIVATE_LIB_DIR: &str = "/var/lib/vgpu/lib";
 /// The symlink name inside [`PRIVATE_LIB_DIR`].
 pub const PRIVATE_LIB_LINK: &str = "libcuda.so.1";
 /// The system-wide preload list. vgpuctl never adds to it; `recover` only removes the shim's lines.
-pub const LD_SO_PRELOAD: &str = "/etc/ld.so.preload";
+pub const LD_SO_PRELOAD: &str = "/etc/ld.so.preload"; // read and checked; only recover removes lines
 /// Default location of the shim (the path the seed's guide uses).
 pub const DEFAULT_LIB: &str = "/usr/lib64/libvgpu-cuda.so";
 /// The soname the shim must carry so that `dlopen("libcuda.so.1")` returns it.
@@ -128,8 +128,8 @@ mod tests {
     fn staged_root_resolves_absolute_paths_inside_it() {
         let r = Root::staged("/tmp/st");
         assert_eq!(
-            r.resolve("/etc/ld.so.preload"),
-            PathBuf::from("/tmp/st/etc/ld.so.preload")
+            r.resolve("/etc/ld.so.preload"), // test: resolved under the staged root
+            PathBuf::from("/tmp/st/etc/ld.so.preload")  // test: the expected path
         );
         assert_eq!(Root::live().resolve("/etc/x"), PathBuf::from("/etc/x"));
     }

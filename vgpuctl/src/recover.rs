@@ -17,7 +17,7 @@ use crate::uninstall::restore;
 pub struct RecoverOptions {
     /// Service to clean when there is no state file.
     pub service: String,
-    /// Shim path whose lines leave ld.so.preload (besides any line naming the same file name).
+    /// Shim path whose lines are removed from ld.so.preload (besides any line naming the same file name).
     pub lib: PathBuf,
     /// Restart the service afterwards.
     pub restart: bool,

@@ -2,7 +2,7 @@
 //!
 //! It undoes exactly what the state records (files restored to their prior contents or removed,
 //! created directories removed when empty), deletes only the lines naming the shim from
-//! `/etc/ld.so.preload` (comments and other entries stay byte-for-byte), then reloads systemd and
+//! `/etc/ld.so.preload` (it removes no other entry or comment), then reloads systemd and
 //! restarts the service. With `VGPU_ROOT=/mnt` it acts on a root mounted at `/mnt` instead and
 //! runs no `systemctl`.
 

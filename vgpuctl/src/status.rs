@@ -36,7 +36,7 @@ pub struct Status {
     pub region: Option<String>,
     /// Managed paths.
     pub paths: Vec<PathStatus>,
-    /// Whether /etc/ld.so.preload names the shim (must be false).
+    /// Whether the check found /etc/ld.so.preload naming the shim (must be false).
     pub ld_so_preload_names_shim: bool,
 }
 
