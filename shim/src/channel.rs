@@ -157,8 +157,8 @@ impl ThreadChannel {
             CuError::UNKNOWN
         })?;
         let result = cuda_headers::cu_result::check(CUresult(header.result));
-        if result.is_err() && dec.remaining() == 0 {
-            return Err(result.unwrap_err());
+        if let (Err(e), 0) = (result, dec.remaining()) {
+            return Err(e);
         }
         let value = decode(&mut dec)?;
         result.map(|()| value)

@@ -359,28 +359,52 @@ fn resolve(kind: &mut CUmemorytype, host: &mut usize, device: &mut CUdeviceptr) 
     Ok(())
 }
 
-/// Gathers `depth × height` rows of `width` bytes from guest memory.
-///
-/// # Safety
-/// Every row is readable (driver API contract for the copy descriptor).
-unsafe fn gather(
+/// One end of a 2D/3D copy, after [`resolve`]: whether it is guest memory, and where its rows
+/// are (a 2D copy is a 3D copy of depth 1 with `z = 0`).
+struct End {
+    guest: bool,
     base: usize,
     x: usize,
     y: usize,
     z: usize,
     pitch: usize,
     rows_per_slice: usize,
+}
+
+impl End {
+    /// Address of row `row` of slice `slice`.
+    fn row(&self, slice: usize, row: usize) -> usize {
+        self.base
+            + self.x
+            + (self.y + row) * self.pitch
+            + (self.z + slice) * self.rows_per_slice * self.pitch
+    }
+}
+
+/// Rows of `width` bytes, `height` per slice, `depth` slices.
+#[derive(Clone, Copy)]
+struct Extent {
     width: usize,
     height: usize,
     depth: usize,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(width * height * depth);
-    for slice in 0..depth {
-        for row in 0..height {
-            let at = base + x + (y + row) * pitch + (z + slice) * rows_per_slice * pitch;
-            // SAFETY: per the contract, `width` bytes at `at` are readable.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts(at as *const u8, width) });
-        }
+}
+
+impl Extent {
+    fn rows(self) -> impl Iterator<Item = (usize, usize)> {
+        (0..self.depth).flat_map(move |slice| (0..self.height).map(move |row| (slice, row)))
+    }
+}
+
+/// Gathers the source rows from guest memory, packed.
+///
+/// # Safety
+/// Every row is readable (driver API contract for the copy descriptor).
+unsafe fn gather(src: &End, extent: Extent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(extent.width * extent.height * extent.depth);
+    for (slice, row) in extent.rows() {
+        let at = src.row(slice, row);
+        // SAFETY: per the contract, `width` bytes at `at` are readable.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(at as *const u8, extent.width) });
     }
     out
 }
@@ -389,27 +413,53 @@ unsafe fn gather(
 ///
 /// # Safety
 /// Every row is writable.
-unsafe fn scatter(
-    data: &[u8],
-    base: usize,
-    x: usize,
-    y: usize,
-    z: usize,
-    pitch: usize,
-    rows_per_slice: usize,
-    width: usize,
-    height: usize,
-    depth: usize,
-) {
-    let mut chunks = data.chunks_exact(width.max(1));
-    for slice in 0..depth {
-        for row in 0..height {
-            let Some(chunk) = chunks.next() else { return };
-            let at = base + x + (y + row) * pitch + (z + slice) * rows_per_slice * pitch;
-            // SAFETY: per the contract, `width` bytes at `at` are writable.
-            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
-        }
+unsafe fn scatter(data: &[u8], dst: &End, extent: Extent) {
+    let mut chunks = data.chunks_exact(extent.width.max(1));
+    for (slice, row) in extent.rows() {
+        let Some(chunk) = chunks.next() else { return };
+        let at = dst.row(slice, row);
+        // SAFETY: per the contract, `width` bytes at `at` are writable.
+        unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), at as *mut u8, chunk.len()) };
     }
+}
+
+/// Sends a resolved 2D/3D descriptor with the guest source rows, and writes back the guest
+/// destination rows. Pinned sources on a stream wait for the stream first.
+fn exchange<T: Copy>(
+    id: u32,
+    desc: &T,
+    src: &End,
+    dst: &End,
+    extent: Extent,
+    stream: CUstream,
+    on_stream: Option<bool>,
+) -> CuResult {
+    if let (Some(per_thread), true) = (
+        on_stream,
+        src.guest && pinned_containing(src.base).is_some(),
+    ) {
+        wait_for_stream(stream, per_thread)?;
+    }
+    call_with(
+        id,
+        |enc| {
+            // SAFETY: the descriptor is a plain C struct; the host ignores its host pointers.
+            unsafe { enc.put_raw(desc) };
+            enc.put(stream as u64);
+            if src.guest {
+                // SAFETY: the descriptor promises readable source rows.
+                enc.put_bytes(&unsafe { gather(src, extent) });
+            }
+        },
+        |dec: &mut Decoder<'_>| {
+            if dst.guest {
+                let data = dec.get_bytes().map_err(bad_response)?;
+                // SAFETY: the descriptor promises writable destination rows.
+                unsafe { scatter(data, dst, extent) };
+            }
+            Ok(())
+        },
+    )
 }
 
 fn copy_2d(
@@ -427,48 +477,30 @@ fn copy_2d(
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    if let (Some(per_thread), true) = (
-        on_stream,
-        c.srcMemoryType == host && pinned_containing(src_host).is_some(),
-    ) {
-        wait_for_stream(stream, per_thread)?;
-    }
-    let (w, h) = (c.WidthInBytes, c.Height);
-    call_with(
-        id,
-        |enc| {
-            // SAFETY: CUDA_MEMCPY2D is a plain C struct; the host ignores its host pointers.
-            unsafe { enc.put_raw(&c) };
-            enc.put(stream as u64);
-            if c.srcMemoryType == host {
-                // SAFETY: the descriptor promises readable source rows.
-                enc.put_bytes(&unsafe {
-                    gather(src_host, c.srcXInBytes, c.srcY, 0, c.srcPitch, 0, w, h, 1)
-                });
-            }
-        },
-        |dec: &mut Decoder<'_>| {
-            if c.dstMemoryType == host {
-                let data = dec.get_bytes().map_err(bad_response)?;
-                // SAFETY: the descriptor promises writable destination rows.
-                unsafe {
-                    scatter(
-                        data,
-                        dst_host,
-                        c.dstXInBytes,
-                        c.dstY,
-                        0,
-                        c.dstPitch,
-                        0,
-                        w,
-                        h,
-                        1,
-                    )
-                };
-            }
-            Ok(())
-        },
-    )
+    let src = End {
+        guest: c.srcMemoryType == host,
+        base: src_host,
+        x: c.srcXInBytes,
+        y: c.srcY,
+        z: 0,
+        pitch: c.srcPitch,
+        rows_per_slice: 0,
+    };
+    let dst = End {
+        guest: c.dstMemoryType == host,
+        base: dst_host,
+        x: c.dstXInBytes,
+        y: c.dstY,
+        z: 0,
+        pitch: c.dstPitch,
+        rows_per_slice: 0,
+    };
+    let extent = Extent {
+        width: c.WidthInBytes,
+        height: c.Height,
+        depth: 1,
+    };
+    exchange(id, &c, &src, &dst, extent, stream, on_stream)
 }
 
 fn copy_3d(
@@ -486,58 +518,30 @@ fn copy_3d(
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    if let (Some(per_thread), true) = (
-        on_stream,
-        c.srcMemoryType == host && pinned_containing(src_host).is_some(),
-    ) {
-        wait_for_stream(stream, per_thread)?;
-    }
-    let (w, h, d) = (c.WidthInBytes, c.Height, c.Depth);
-    call_with(
-        id,
-        |enc| {
-            // SAFETY: CUDA_MEMCPY3D is a plain C struct; the host ignores its host pointers.
-            unsafe { enc.put_raw(&c) };
-            enc.put(stream as u64);
-            if c.srcMemoryType == host {
-                // SAFETY: the descriptor promises readable source rows.
-                enc.put_bytes(&unsafe {
-                    gather(
-                        src_host,
-                        c.srcXInBytes,
-                        c.srcY,
-                        c.srcZ,
-                        c.srcPitch,
-                        c.srcHeight,
-                        w,
-                        h,
-                        d,
-                    )
-                });
-            }
-        },
-        |dec: &mut Decoder<'_>| {
-            if c.dstMemoryType == host {
-                let data = dec.get_bytes().map_err(bad_response)?;
-                // SAFETY: the descriptor promises writable destination rows.
-                unsafe {
-                    scatter(
-                        data,
-                        dst_host,
-                        c.dstXInBytes,
-                        c.dstY,
-                        c.dstZ,
-                        c.dstPitch,
-                        c.dstHeight,
-                        w,
-                        h,
-                        d,
-                    )
-                };
-            }
-            Ok(())
-        },
-    )
+    let src = End {
+        guest: c.srcMemoryType == host,
+        base: src_host,
+        x: c.srcXInBytes,
+        y: c.srcY,
+        z: c.srcZ,
+        pitch: c.srcPitch,
+        rows_per_slice: c.srcHeight,
+    };
+    let dst = End {
+        guest: c.dstMemoryType == host,
+        base: dst_host,
+        x: c.dstXInBytes,
+        y: c.dstY,
+        z: c.dstZ,
+        pitch: c.dstPitch,
+        rows_per_slice: c.dstHeight,
+    };
+    let extent = Extent {
+        width: c.WidthInBytes,
+        height: c.Height,
+        depth: c.Depth,
+    };
+    exchange(id, &c, &src, &dst, extent, stream, on_stream)
 }
 
 /// The exported 2D/3D copies: `copy_fns!(DESCRIPTOR, copy_fn, [sync names], [async name: per_thread])`.
@@ -720,4 +724,38 @@ pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
     // SAFETY: checked non-NULL; driver API contract.
     unsafe { pFlags.write(flags & !REGISTERED) };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_and_scatter_walk_the_same_sub_box() {
+        // A 4-byte pitch, 3 rows a slice, 2 slices; the copy takes 2×2×2 bytes at (1, 1, 0).
+        let source: Vec<u8> = (0..24).collect();
+        let end = |base: usize| End {
+            guest: true,
+            base,
+            x: 1,
+            y: 1,
+            z: 0,
+            pitch: 4,
+            rows_per_slice: 3,
+        };
+        let extent = Extent {
+            width: 2,
+            height: 2,
+            depth: 2,
+        };
+        // SAFETY: every row of the box lies inside `source`.
+        let packed = unsafe { gather(&end(source.as_ptr() as usize), extent) };
+        assert_eq!(packed, [5, 6, 9, 10, 17, 18, 21, 22]);
+        let mut target = vec![0u8; 24];
+        // SAFETY: as above, for `target`.
+        unsafe { scatter(&packed, &end(target.as_mut_ptr() as usize), extent) };
+        let moved: Vec<usize> = (0..24).filter(|&i| target[i] != 0).collect();
+        assert_eq!(moved, [5, 6, 9, 10, 17, 18, 21, 22]);
+        assert!(moved.iter().all(|&i| target[i] == source[i]));
+    }
 }
