@@ -10,10 +10,13 @@ use crate::region::{ChannelClaim, Region};
 use crate::ring::{Consumer, Producer, RingControl};
 use crate::sys;
 use crate::{ClientIdentity, ServerTransport, Transport};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-fn corrupt(_: crate::ring::RingCorrupt) -> TransportError {
-    TransportError::Corrupt("ring counter out of range")
+fn corrupt(e: crate::ring::RingCorrupt) -> TransportError {
+    TransportError::Corrupt(match e {
+        crate::ring::RingCorrupt::Counter => "ring counter out of range",
+        crate::ring::RingCorrupt::Sequence => "ring head ahead of the slot sequence word",
+    })
 }
 
 fn ring(region: &Region, index: u32, response: bool) -> &RingControl {
@@ -47,23 +50,29 @@ fn wait_free(
     )
 }
 
+/// Waits until the message in the slot whose sequence word is `seq` (the consumer's next slot) is
+/// published. Spinning reads only `seq`, which shares its cache line with the frame itself.
 fn wait_ready(
     region: &Region,
     ring: &RingControl,
     cursor: &Consumer,
+    seq: &AtomicU64,
     live: &mut dyn FnMut() -> Result<(), TransportError>,
-) -> Result<u32, TransportError> {
+) -> Result<(), TransportError> {
     let slots = region.inner.layout.slot_count;
     doorbell::wait(
         region.inner.mode,
-        || cursor.ready_slot(ring, slots).map_err(corrupt),
+        || Ok(cursor.ready(seq).then_some(())),
         |t| {
-            let (head, empty) = cursor.prepare_sleep(ring);
-            if empty {
+            let sleep_on = cursor.prepare_sleep(ring, slots, seq);
+            if let Ok(Some(head)) = sleep_on {
                 sys::futex_wait(&ring.head.0, head, t);
             }
             cursor.end_sleep(ring);
-            cursor.ready_slot(ring, slots).map_err(corrupt)
+            match sleep_on.map_err(corrupt)? {
+                None => Ok(Some(())),
+                Some(_) => Ok(cursor.ready(seq).then_some(())),
+            }
         },
         live,
     )
@@ -142,9 +151,11 @@ pub(crate) fn send(
             ..header
         };
         let bytes = header.encode();
-        // SAFETY: the slot starts with FRAME_HEADER_SIZE bytes of header space (checked by ptr_at).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_ptr, FRAME_HEADER_SIZE) };
-        if cursor.publish(ring) && region.inner.mode == DoorbellMode::Futex {
+        // SAFETY: the slot starts with FRAME_HEADER_SIZE bytes of header space (checked by ptr_at);
+        // only the plain bytes before the sequence word are written here.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_ptr, bytes.len()) };
+        let seq = region.slot_seq(index, response, slot);
+        if cursor.publish(ring, seq) && region.inner.mode == DoorbellMode::Futex {
             sys::futex_wake(&ring.head.0);
         }
         if last {
@@ -169,12 +180,19 @@ pub(crate) fn recv(
     let payload = l.slot_payload();
     out.clear();
     loop {
-        let slot = wait_ready(region, ring, cursor, live)?;
+        let slot = cursor.next_slot(l.slot_count);
+        wait_ready(
+            region,
+            ring,
+            cursor,
+            region.slot_seq(index, response, slot),
+            live,
+        )?;
         let slot_ptr = region.ptr_at(l.slot_offset(index, response, slot), u64::from(l.slot_size));
-        let mut raw = [0u8; FRAME_HEADER_SIZE];
-        // SAFETY: the slot holds at least FRAME_HEADER_SIZE bytes (checked by ptr_at); copied out once,
-        // then only the local copy is trusted.
-        unsafe { std::ptr::copy_nonoverlapping(slot_ptr, raw.as_mut_ptr(), FRAME_HEADER_SIZE) };
+        let mut raw = [0u8; FRAME_SEQ_OFFSET];
+        // SAFETY: the slot holds at least FRAME_HEADER_SIZE bytes (checked by ptr_at); the plain bytes
+        // before the sequence word are copied out once, then only the local copy is trusted.
+        unsafe { std::ptr::copy_nonoverlapping(slot_ptr, raw.as_mut_ptr(), raw.len()) };
         let h = FrameHeader::decode(&raw);
         if h.kind & !(0xff | FRAME_LAST) != 0 {
             return Err(TransportError::Corrupt("frame flags"));
@@ -258,8 +276,8 @@ impl GuestChannel {
             epoch,
             token,
             pid: sys::pid(),
-            tx: Producer::default(),
-            rx: Consumer::default(),
+            tx: Producer::new(epoch),
+            rx: Consumer::new(epoch),
             watch: BeatWatch::new(),
             server_gone: false,
         }
@@ -377,12 +395,14 @@ impl HostChannel {
         // Resume where the rings are (a re-started worker continues a channel mid-stream).
         let rx = Consumer {
             tail: c.request.tail.0.load(Ordering::Acquire),
+            epoch: claim.epoch,
         };
         let tx = Producer {
             head: c.response.head.0.load(Ordering::Acquire),
             // SYNC POINT: pairs with the Release store of `tail` in `Consumer::release`, like
             // every load of `tail` in `Producer::free_slot`.
             seen_tail: std::cell::Cell::new(c.response.tail.0.load(Ordering::Acquire)),
+            epoch: claim.epoch,
         };
         HostChannel {
             region,

@@ -44,21 +44,25 @@ pub(crate) fn wait<T>(
     mut sleep: impl FnMut(Duration) -> Result<Option<T>, TransportError>,
     mut live: impl FnMut() -> Result<(), TransportError>,
 ) -> Result<T, TransportError> {
-    let start = Instant::now();
     // Poll between single pause instructions (one `pause` is up to ~140 cycles on recent x86;
     // a longer back-off here adds directly to the round trip), and read the clock only every
-    // 256 polls.
+    // 256 polls: not at all when the first polls succeed (a sender with a free slot, a reply that
+    // is already there), so the spin lasts SPIN plus the first 256 polls.
+    let mut first_clock = None;
     let mut polls = 0u32;
-    loop {
+    let start = loop {
         if let Some(v) = poll()? {
             return Ok(v);
         }
         std::hint::spin_loop();
         polls = polls.wrapping_add(1);
-        if polls % 256 == 0 && start.elapsed() > SPIN {
-            break;
+        if polls % 256 == 0 {
+            let since = *first_clock.get_or_insert_with(Instant::now);
+            if since.elapsed() > SPIN {
+                break since;
+            }
         }
-    }
+    };
     live()?;
     let mut last_live = Instant::now();
     let mut nap = Duration::from_micros(2);

@@ -1,7 +1,8 @@
 //! Hostile bytes: corrupt headers, ring counters, frames, bulk offsets and stream lengths written by a
 //! peer must give typed errors, never a panic, an out-of-bounds access or a hang.
 
-use crate::layout::{FrameHeader, FRAME_BULK, FRAME_HEADER_SIZE, FRAME_INLINE, FRAME_LAST};
+use crate::layout::{FrameHeader, FRAME_BULK, FRAME_INLINE, FRAME_LAST};
+use crate::ring::slot_seq;
 use crate::{bulk, DoorbellMode, Region, RegionConfig, TransportError};
 use proptest::prelude::*;
 use std::os::unix::fs::FileExt;
@@ -94,6 +95,18 @@ struct HostileFrame {
     len: u32,
     bulk_offset: u64,
     bulk_len: u64,
+    seq: HostileSeq,
+}
+
+/// What the slot's sequence word says.
+#[derive(Debug, Clone, Copy)]
+enum HostileSeq {
+    /// Published for this claim (what a correct peer writes).
+    Published,
+    /// Published under the previous claim of the channel.
+    EarlierClaim,
+    /// Anything.
+    Any(u64),
 }
 
 fn hostile_frame() -> impl Strategy<Value = HostileFrame> {
@@ -111,11 +124,17 @@ fn hostile_frame() -> impl Strategy<Value = HostileFrame> {
         any::<u64>()
     ];
     let blen = prop_oneof![1u64..(200 << 10), Just(64 << 10), any::<u64>()];
-    (kind, len, off, blen).prop_map(|(kind, len, bulk_offset, bulk_len)| HostileFrame {
+    let seq = prop_oneof![
+        6 => Just(HostileSeq::Published),
+        1 => Just(HostileSeq::EarlierClaim),
+        1 => any::<u64>().prop_map(HostileSeq::Any),
+    ];
+    (kind, len, off, blen, seq).prop_map(|(kind, len, bulk_offset, bulk_len, seq)| HostileFrame {
         kind,
         len,
         bulk_offset,
         bulk_len,
+        seq,
     })
 }
 
@@ -151,8 +170,17 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
                     u64::from(l.slot_size),
                 );
                 let bytes = h.encode();
-                // SAFETY: `p` points at a whole slot inside the mapping (checked by ptr_at).
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, FRAME_HEADER_SIZE) };
+                // SAFETY: `p` points at a whole slot inside the mapping (checked by ptr_at); the bytes
+                // end before the sequence word.
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+                let seq = match f.seq {
+                    HostileSeq::Published => slot_seq(claim.epoch, slot as u32),
+                    HostileSeq::EarlierClaim => slot_seq(claim.epoch.wrapping_sub(1), slot as u32),
+                    HostileSeq::Any(v) => v,
+                };
+                region
+                    .slot_seq(claim.index, false, slot as u32)
+                    .store(seq, Ordering::Release);
             }
             region
                 .channel(claim.index)
@@ -188,6 +216,87 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
         o.iter().all(|&n| n > 0),
         "messages accepted / corrupt / closed: {o:?}"
     );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Writes a valid 4-byte INLINE|LAST frame into slot 0 of the request ring with sequence word `seq`,
+/// and sets the ring's `head`.
+fn plant_request(region: &Region, index: u32, seq: u64, head: u32) {
+    let l = region.inner.layout;
+    let p = region.ptr_at(l.slot_offset(index, false, 0), u64::from(l.slot_size));
+    let bytes = FrameHeader {
+        kind: FRAME_INLINE | FRAME_LAST,
+        len: 4,
+        bulk_offset: 0,
+        bulk_len: 0,
+    }
+    .encode();
+    // SAFETY: `p` points at a whole slot inside the mapping (checked by ptr_at); the bytes end before
+    // the sequence word.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+    region
+        .slot_seq(index, false, 0)
+        .store(seq, Ordering::Release);
+    region
+        .channel(index)
+        .request
+        .head
+        .0
+        .store(head, Ordering::Release);
+}
+
+/// With the client alive the host reaches the sleep path, which checks what the fast path does not
+/// read: a `head` beyond the ring, or a `head` saying the next slot is published while its sequence
+/// word disagrees, is `Corrupt` (neither a busy loop nor a hang). A frame whose sequence word was
+/// written under the previous claim is never delivered, and a correct one is.
+#[test]
+fn hostile_head_and_sequence_words() {
+    let path = temp_path("seq");
+    let region = Region::create(&path, &config()).unwrap();
+    let cases: [(Option<u64>, u32, Option<&str>); 4] = [
+        (None, 100, Some("ring counter out of range")),
+        (None, 1, Some("ring head ahead of the slot sequence word")),
+        (
+            Some(0x1234_5678),
+            1,
+            Some("ring head ahead of the slot sequence word"),
+        ),
+        (Some(u64::MAX), 0, None),
+    ];
+    for (seq, head, expect) in cases {
+        let guest = region.connect().unwrap();
+        let claim = region.accept(Duration::from_secs(1)).unwrap().unwrap();
+        let mut host = region.serve(&claim).unwrap();
+        let earlier = slot_seq(claim.epoch.wrapping_sub(1), 0);
+        plant_request(&region, claim.index, seq.unwrap_or(earlier), head);
+        let mut out = Vec::new();
+        match expect {
+            Some(what) => {
+                let r = host.recv(&mut out);
+                assert!(
+                    matches!(r, Err(TransportError::Corrupt(m)) if m == what),
+                    "{r:?}"
+                );
+            }
+            None => {
+                // Not published: the host waits until the client leaves, then reports it.
+                drop(guest);
+                assert!(matches!(host.recv(&mut out), Err(TransportError::Closed)));
+                continue;
+            }
+        }
+        drop(guest);
+    }
+    // The same frame with the word of this claim is delivered.
+    let guest = region.connect().unwrap();
+    let claim = region.accept(Duration::from_secs(1)).unwrap().unwrap();
+    let mut host = region.serve(&claim).unwrap();
+    plant_request(&region, claim.index, slot_seq(claim.epoch, 0), 1);
+    let mut out = Vec::new();
+    host.recv(&mut out).unwrap();
+    assert_eq!(out.len(), 4);
+    drop(guest);
+    drop(host);
     let _ = std::fs::remove_file(&path);
 }
 

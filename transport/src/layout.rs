@@ -9,14 +9,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// `"VGPUSHM1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VGPUSHM1");
-/// Bumped whenever any offset or field meaning below changes.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped whenever any offset or field meaning below changes (2: the slot sequence word at offset 24
+/// of each frame header).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes reserved for the header at offset 0.
 pub const HEADER_SIZE: u64 = 4096;
 /// Upper bound on channels (the claim bitmap has this many bits).
 pub const MAX_CHANNELS: u32 = 1024;
-/// Bytes at the start of each slot holding the frame header (kind, length, bulk offset and length).
+/// Bytes at the start of each slot holding the frame header (kind, length, bulk offset and length,
+/// sequence word).
 pub const FRAME_HEADER_SIZE: usize = 32;
+/// Offset of the slot's sequence word (an atomic `u64`, see `ring::slot_seq`) in the frame header; the
+/// header's plain bytes are the ones before it.
+pub(crate) const FRAME_SEQ_OFFSET: usize = 24;
 /// Page granularity of the layout.
 pub const PAGE: u64 = 4096;
 
@@ -110,7 +115,8 @@ pub(crate) const FRAME_BULK: u32 = 2;
 /// Set on the last frame of a message.
 pub(crate) const FRAME_LAST: u32 = 0x100;
 
-/// Header at the start of each slot; plain bytes, copied out then validated.
+/// Header at the start of each slot (its plain bytes, `FRAME_SEQ_OFFSET` of them; the sequence word
+/// after them is only ever accessed atomically); copied out then validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FrameHeader {
     pub(crate) kind: u32,
@@ -120,15 +126,15 @@ pub(crate) struct FrameHeader {
 }
 
 impl FrameHeader {
-    pub(crate) fn encode(&self) -> [u8; FRAME_HEADER_SIZE] {
-        let mut b = [0u8; FRAME_HEADER_SIZE];
+    pub(crate) fn encode(&self) -> [u8; FRAME_SEQ_OFFSET] {
+        let mut b = [0u8; FRAME_SEQ_OFFSET];
         b[0..4].copy_from_slice(&self.kind.to_le_bytes());
         b[4..8].copy_from_slice(&self.len.to_le_bytes());
         b[8..16].copy_from_slice(&self.bulk_offset.to_le_bytes());
         b[16..24].copy_from_slice(&self.bulk_len.to_le_bytes());
         b
     }
-    pub(crate) fn decode(b: &[u8; FRAME_HEADER_SIZE]) -> Self {
+    pub(crate) fn decode(b: &[u8; FRAME_SEQ_OFFSET]) -> Self {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];

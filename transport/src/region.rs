@@ -499,6 +499,36 @@ impl Region {
         }
     }
 
+    /// The sequence word of slot `slot` of the request (`response == false`) or response ring of
+    /// channel `index`. Panics (a bug in this crate, never peer input) if out of range.
+    pub(crate) fn slot_seq(&self, index: u32, response: bool, slot: u32) -> &AtomicU64 {
+        let l = &self.inner.layout;
+        assert!(slot < l.slot_count, "slot index out of range");
+        let off = l.slot_offset(index, response, slot) + FRAME_SEQ_OFFSET as u64;
+        let p = self.ptr_at(off, 8);
+        // SAFETY: inside the mapping (ptr_at); slots start at multiples of 64 from a page-aligned
+        // channel, so `+ 24` is 8-aligned; both sides access this word only atomically (frames are
+        // copied around it), so sharing it with the peer is not a data race.
+        unsafe { &*p.cast::<AtomicU64>() }
+    }
+
+    /// Resets channel `index`'s rings for a new claim: counters, sleep flags and every slot's sequence
+    /// word (so no word left by an earlier user can read as published). Relaxed stores: the caller
+    /// publishes them with the Release store of CLAIMED.
+    fn reset_rings(&self, index: u32) {
+        let c = self.channel(index);
+        c.request.reset();
+        c.response.reset();
+        for response in [false, true] {
+            for slot in 0..self.inner.layout.slot_count {
+                // SYNC POINT: ordered for the server by the Release store of CLAIMED in `connect`
+                // (its Acquire load in `serve`); the guest's own reads are program-ordered.
+                self.slot_seq(index, response, slot)
+                    .store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Pointer to byte `off` of the region; `off + len` must lie inside the validated layout.
     pub(crate) fn ptr_at(&self, off: u64, len: u64) -> *mut u8 {
         assert!(
@@ -656,9 +686,7 @@ impl Region {
             m.server_pid.store(0, r);
             m.server_start.store(0, r);
             m.server_beat.store(0, r);
-            let c = self.channel(index);
-            c.request.reset();
-            c.response.reset();
+            self.reset_rings(index);
             self.inner.guest_reg[index as usize].store((u64::from(me) << 32) | u64::from(epoch), r);
             // SYNC POINT: pairs with the Acquire loads of `status` in `accept`/`serve`: the identity
             // fields and ring resets above are visible to whoever sees CLAIMED.

@@ -5,8 +5,14 @@
 //! its own counter in process memory and only *reads* the peer's counter from shared memory, validating
 //! it (`head - tail` must never exceed the slot count), so a hostile peer can make a call fail but never
 //! make us index out of bounds.
+//!
+//! Each slot also carries a sequence word (`seq`, in the frame header) that the producer stores last,
+//! with Release: [`slot_seq`] of the claim epoch and the message count. The consumer's fast path polls
+//! only that word of the very slot it is about to read, so a message costs one cache-line transfer per
+//! direction instead of two (`head`, then the slot). `head` is still published, for the sleep/wake
+//! protocol and for validation, and read only on the way to sleep.
 
-use crate::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// One cache line, so that the producer's and consumer's words never share a line.
 #[repr(C, align(64))]
@@ -25,9 +31,22 @@ pub(crate) struct RingControl {
     pub(crate) producer_waiting: Line<AtomicU32>,
 }
 
-/// Peer wrote a counter that no correct peer could have written.
+/// Peer wrote a counter or sequence word that no correct peer could have written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RingCorrupt;
+pub(crate) enum RingCorrupt {
+    /// `head - tail` exceeds the slot count.
+    Counter,
+    /// `head` says the next slot is published but its sequence word disagrees.
+    Sequence,
+}
+
+/// Sequence word of the slot holding message `count` (the ring's counter value before it was
+/// published, wrapping) of the channel claim `epoch`. The epoch in the high half means that a slot
+/// written under an earlier claim never matches; the low half is `count + 1`, so the value 0 that
+/// claims reset the words to never matches during the first pass through the ring either.
+pub(crate) fn slot_seq(epoch: u32, count: u32) -> u64 {
+    (u64::from(epoch) << 32) | u64::from(count.wrapping_add(1))
+}
 
 impl RingControl {
     /// Builds a zeroed ring (used by model tests; shared rings are reset with [`RingControl::reset`]).
@@ -43,6 +62,7 @@ impl RingControl {
 
     /// Zeroes the counters. Only called by the side that just claimed the channel, before the claim is
     /// published with a Release store of the channel status (which orders these stores for the peer).
+    /// The slots' sequence words are reset alongside (`Region::reset_rings`).
     pub(crate) fn reset(&self) {
         self.head.0.store(0, Ordering::Relaxed);
         self.tail.0.store(0, Ordering::Relaxed);
@@ -52,22 +72,35 @@ impl RingControl {
 }
 
 /// Producer cursor (process-local copy of `head`, and the last `tail` it read).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Producer {
     pub(crate) head: u32,
     /// `tail` as last loaded (Acquire). Slots before it stay free however stale it is, so the
     /// shared `tail` line is read only when the ring looks full: one cache-line transfer less per
     /// message.
     pub(crate) seen_tail: std::cell::Cell<u32>,
+    /// Claim epoch of the channel, mixed into every slot sequence word.
+    pub(crate) epoch: u32,
 }
 
 /// Consumer cursor (process-local copy of `tail`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Consumer {
     pub(crate) tail: u32,
+    /// Claim epoch of the channel: only sequence words of this claim are accepted.
+    pub(crate) epoch: u32,
 }
 
 impl Producer {
+    /// A producer at the start of a freshly reset ring of claim `epoch`.
+    pub(crate) fn new(epoch: u32) -> Self {
+        Producer {
+            head: 0,
+            seen_tail: std::cell::Cell::new(0),
+            epoch,
+        }
+    }
+
     /// Index of the next free slot, or `None` when the ring is full.
     pub(crate) fn free_slot(
         &self,
@@ -83,18 +116,22 @@ impl Producer {
         let tail = ring.tail.0.load(Ordering::Acquire);
         let used = self.head.wrapping_sub(tail);
         if used > slots {
-            return Err(RingCorrupt);
+            return Err(RingCorrupt::Counter);
         }
         self.seen_tail.set(tail);
         Ok((used < slots).then_some(self.head % slots))
     }
 
-    /// Publishes the slot returned by `free_slot` after its bytes were written. Returns whether the
-    /// consumer announced that it sleeps (the caller must then wake it on `head`).
-    pub(crate) fn publish(&mut self, ring: &RingControl) -> bool {
+    /// Publishes the slot returned by `free_slot` after its bytes were written; `seq` is that slot's
+    /// sequence word. Returns whether the consumer announced that it sleeps (the caller must then wake
+    /// it on `head`).
+    pub(crate) fn publish(&mut self, ring: &RingControl, seq: &AtomicU64) -> bool {
+        // SYNC POINT: pairs with the Acquire load of the slot's `seq` in `Consumer::ready`: the slot
+        // bytes written before this store are visible to the consumer that sees this value.
+        seq.store(slot_seq(self.epoch, self.head), Ordering::Release);
         self.head = self.head.wrapping_add(1);
-        // SYNC POINT: pairs with the Acquire load of `head` in `Consumer::ready_slot`: the slot bytes
-        // written before this store are visible to the consumer that sees the new `head`.
+        // SYNC POINT: pairs with the Acquire load of `head` in `Consumer::prepare_sleep`: a consumer
+        // that sees the new `head` also sees the `seq` stored above.
         ring.head.0.store(self.head, Ordering::Release);
         // SYNC POINT: pairs with the SeqCst fence in `Consumer::prepare_sleep` (Dekker pattern): either
         // we see `consumer_waiting` set, or the consumer's re-check sees our new `head`.
@@ -122,22 +159,25 @@ impl Producer {
 }
 
 impl Consumer {
-    /// Index of the next published slot, or `None` when the ring is empty.
-    pub(crate) fn ready_slot(
-        &self,
-        ring: &RingControl,
-        slots: u32,
-    ) -> Result<Option<u32>, RingCorrupt> {
-        // SYNC POINT: pairs with the Release store of `head` in `Producer::publish`.
-        let head = ring.head.0.load(Ordering::Acquire);
-        let avail = head.wrapping_sub(self.tail);
-        if avail > slots {
-            return Err(RingCorrupt);
-        }
-        Ok((avail > 0).then_some(self.tail % slots))
+    /// A consumer at the start of a freshly reset ring of claim `epoch`.
+    pub(crate) fn new(epoch: u32) -> Self {
+        Consumer { tail: 0, epoch }
     }
 
-    /// Releases the slot returned by `ready_slot` once its bytes were copied out. Returns whether the
+    /// Index of the slot the next message arrives in.
+    pub(crate) fn next_slot(&self, slots: u32) -> u32 {
+        self.tail % slots
+    }
+
+    /// Whether the next message is published; `seq` is the sequence word of slot
+    /// [`Consumer::next_slot`]. The fast path: one load of the line the message itself lives in.
+    pub(crate) fn ready(&self, seq: &AtomicU64) -> bool {
+        // SYNC POINT: pairs with the Release store of `seq` in `Producer::publish`: the slot bytes are
+        // read only after this load saw the value published for them.
+        seq.load(Ordering::Acquire) == slot_seq(self.epoch, self.tail)
+    }
+
+    /// Releases the slot of the message just read once its bytes were copied out. Returns whether the
     /// producer announced that it sleeps (the caller must then wake it on `tail`).
     pub(crate) fn release(&mut self, ring: &RingControl) -> bool {
         self.tail = self.tail.wrapping_add(1);
@@ -148,15 +188,35 @@ impl Consumer {
         ring.producer_waiting.0.load(Ordering::Relaxed) != 0
     }
 
-    /// Announces that the consumer is about to sleep on an empty ring; returns the `head` value to sleep
-    /// on and whether the ring is still empty (if not, do not sleep).
-    pub(crate) fn prepare_sleep(&self, ring: &RingControl) -> (u32, bool) {
+    /// Announces that the consumer is about to sleep on an empty ring and re-checks. Returns the `head`
+    /// value to sleep on while the ring is still empty, or `None` when the next message is there
+    /// (`seq` as for [`Consumer::ready`]); the caller then must not sleep.
+    ///
+    /// `head` ahead of `tail` while the slot's `seq` disagrees cannot happen with a correct producer
+    /// (it stores `seq` before `head`, both Release, and this `head` load is Acquire): `Sequence`.
+    pub(crate) fn prepare_sleep(
+        &self,
+        ring: &RingControl,
+        slots: u32,
+        seq: &AtomicU64,
+    ) -> Result<Option<u32>, RingCorrupt> {
         // SYNC POINT: pairs with the SeqCst fence in `Producer::publish`.
         ring.consumer_waiting.0.store(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         // SYNC POINT: pairs with the Release store of `head` in `Producer::publish`.
         let head = ring.head.0.load(Ordering::Acquire);
-        (head, head == self.tail)
+        let avail = head.wrapping_sub(self.tail);
+        if avail > slots {
+            return Err(RingCorrupt::Counter);
+        }
+        if avail == 0 {
+            return Ok(Some(head));
+        }
+        if self.ready(seq) {
+            Ok(None)
+        } else {
+            Err(RingCorrupt::Sequence)
+        }
     }
 
     /// Clears the sleep announcement.
@@ -176,54 +236,71 @@ mod loom_tests {
     use loom::thread;
 
     const SLOTS: u32 = 2;
+    const EPOCH: u32 = 7;
 
     struct Shared {
         ring: RingControl,
+        /// Each slot's sequence word, as in the frame header.
+        seqs: [AtomicU64; SLOTS as usize],
+        /// Each slot's other bytes.
         slots: [UnsafeCell<u64>; SLOTS as usize],
     }
 
     // SAFETY: slot cells are only accessed under the ring protocol being checked; loom reports any race.
     unsafe impl Sync for Shared {}
 
+    impl Shared {
+        /// A reset ring; slot 1 holds a sequence word left over from an earlier claim that, without the
+        /// epoch, would read as "message 1 published".
+        fn new() -> Arc<Self> {
+            Arc::new(Shared {
+                ring: RingControl::new(),
+                seqs: [AtomicU64::new(0), AtomicU64::new(slot_seq(EPOCH - 1, 1))],
+                slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            })
+        }
+
+        /// Producer: writes `value` into the next free slot and publishes it, if a slot is free.
+        fn try_push(&self, cursor: &mut Producer, value: u64) -> Option<bool> {
+            let i = cursor.free_slot(&self.ring, SLOTS).unwrap()? as usize;
+            self.slots[i].with_mut(|s| {
+                // SAFETY: the slot is free per the protocol under test.
+                unsafe { *s = value }
+            });
+            Some(cursor.publish(&self.ring, &self.seqs[i]))
+        }
+    }
+
     /// Three messages through a two-slot ring (so the producer wraps and must wait for a release): every
-    /// slot read must happen-after its write, and every overwrite must happen-after the previous read.
+    /// slot read must happen-after its write (through the slot's sequence word alone), every overwrite
+    /// must happen-after the previous read, and a stale sequence word must not be taken for a message.
     #[test]
     fn loom_ring_publish_consume_wraps() {
         loom::model(|| {
-            let shared = Arc::new(Shared {
-                ring: RingControl::new(),
-                slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
-            });
+            let shared = Shared::new();
             let p = shared.clone();
             let producer = thread::spawn(move || {
-                let mut cursor = Producer::default();
+                let mut cursor = Producer::new(EPOCH);
                 let mut value = 1u64;
                 while value <= 3 {
-                    match cursor.free_slot(&p.ring, SLOTS).unwrap() {
-                        Some(i) => {
-                            p.slots[i as usize].with_mut(|s| {
-                                // SAFETY: the slot is free per the protocol under test.
-                                unsafe { *s = value }
-                            });
-                            cursor.publish(&p.ring);
-                            value += 1;
-                        }
+                    match p.try_push(&mut cursor, value) {
+                        Some(_) => value += 1,
                         None => thread::yield_now(),
                     }
                 }
             });
-            let mut cursor = Consumer::default();
+            let mut cursor = Consumer::new(EPOCH);
             let mut expect = 1u64;
             while expect <= 3 {
-                match cursor.ready_slot(&shared.ring, SLOTS).unwrap() {
-                    Some(i) => {
-                        // SAFETY: the slot is published per the protocol under test.
-                        let got = shared.slots[i as usize].with(|s| unsafe { *s });
-                        assert_eq!(got, expect);
-                        cursor.release(&shared.ring);
-                        expect += 1;
-                    }
-                    None => thread::yield_now(),
+                let i = cursor.next_slot(SLOTS) as usize;
+                if cursor.ready(&shared.seqs[i]) {
+                    // SAFETY: the slot is published per the protocol under test.
+                    let got = shared.slots[i].with(|s| unsafe { *s });
+                    assert_eq!(got, expect);
+                    cursor.release(&shared.ring);
+                    expect += 1;
+                } else {
+                    thread::yield_now();
                 }
             }
             producer.join().unwrap();
@@ -231,26 +308,29 @@ mod loom_tests {
     }
 
     /// The sleep announcement: if the consumer decides to sleep (ring still empty after announcing), the
-    /// producer's publish must report that a wake is needed. No lost wake-up.
+    /// producer's publish must report that a wake is needed (no lost wake-up); if it decides not to,
+    /// the slot must be readable (a `head` it saw implies the slot's sequence word: no false
+    /// `Sequence` error, and the read happens-after the write).
     #[test]
     fn loom_ring_no_lost_wakeup() {
         loom::model(|| {
-            let shared = Arc::new(Shared {
-                ring: RingControl::new(),
-                slots: [UnsafeCell::new(0), UnsafeCell::new(0)],
-            });
+            let shared = Shared::new();
             let p = shared.clone();
             let producer = thread::spawn(move || {
-                let mut cursor = Producer::default();
-                let i = cursor.free_slot(&p.ring, SLOTS).unwrap().unwrap();
-                // SAFETY: the slot is free per the protocol under test.
-                p.slots[i as usize].with_mut(|s| unsafe { *s = 7 });
-                cursor.publish(&p.ring)
+                let mut cursor = Producer::new(EPOCH);
+                p.try_push(&mut cursor, 7).unwrap()
             });
-            let cursor = Consumer::default();
-            let (_, would_sleep) = cursor.prepare_sleep(&shared.ring);
+            let cursor = Consumer::new(EPOCH);
+            let sleep_on = cursor
+                .prepare_sleep(&shared.ring, SLOTS, &shared.seqs[0])
+                .unwrap();
+            if sleep_on.is_none() {
+                // SAFETY: the slot is published per the protocol under test.
+                let got = shared.slots[0].with(|s| unsafe { *s });
+                assert_eq!(got, 7);
+            }
             let woke = producer.join().unwrap();
-            if would_sleep {
+            if sleep_on.is_some() {
                 assert!(
                     woke,
                     "consumer slept but producer saw no waiter: lost wake-up"
