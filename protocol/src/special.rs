@@ -13,3 +13,7 @@ pub const PARAM_LAYOUT: CallId = CallId(CallId::SPECIAL_BASE + 2);
 pub const CALLBACK_NEXT: CallId = CallId(CallId::SPECIAL_BASE + 3);
 /// Orderly goodbye: the guest thread is ending; the host thread may exit.
 pub const GOODBYE: CallId = CallId(CallId::SPECIAL_BASE + 4);
+/// The two per-unit byte maps of export table `1734dc26…` slot 4, for the thread's current
+/// context: no arguments → `bytes first`, `bytes second` (each a `u32` length, then the bytes).
+/// Numbered apart from the others so that concurrent additions do not collide.
+pub const UNIT_MAPS: CallId = CallId(CallId::SPECIAL_BASE + 8);

@@ -8,6 +8,7 @@ mod capture;
 mod context;
 mod device;
 mod device_caps;
+mod export_tables;
 mod graph;
 mod hostfn;
 mod launch;
@@ -29,6 +30,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::ClientContext;
 
+pub use export_tables::unit_maps;
 pub use launch::param_layout;
 
 /// Maps call ids to handlers: `name | name => handler`, where a handler takes

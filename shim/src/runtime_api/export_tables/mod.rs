@@ -15,6 +15,8 @@
 //! | `263e8860…` | [`context_check`] | context checks |
 //! | `d4082055…` | [`integrity_check`] | integrity check |
 //! | `da9151d3…` | [`unidentified`] | asked by CuPy; meaning unknown |
+//! | `21318c60…` | [`blas_streams`] | context/stream identities for cuBLAS |
+//! | `1734dc26…` | [`unit_maps`] | per-unit maps for cuBLASLt (slots 4 and 13 forwarded) |
 //! | `f8cff951…` | — | `CUDA_ERROR_NOT_FOUND` on purpose, silently |
 //!
 //! Any other UUID gets `CUDA_ERROR_NOT_FOUND` and one log line naming it.
@@ -37,6 +39,7 @@ pub mod integrity_check;
 pub mod tools_hooks;
 pub mod tools_tls;
 pub mod unidentified;
+pub mod unit_maps;
 
 /// A table as handed out: `N` words.
 #[repr(C)]
@@ -105,6 +108,7 @@ pub const KNOWN: &[Known] = &[
     integrity_check::KNOWN,
     unidentified::KNOWN,
     blas_streams::KNOWN,
+    unit_maps::KNOWN,
 ];
 
 /// `0123abcd…` for logs.
@@ -253,6 +257,7 @@ mod tests {
             ("d4082055bde6704b8d34ba123c66e1f2", Some(24)),
             ("da9151d33ae6cc41a5c04f26d533e328", Some(56)),
             ("21318c60971432488ca641ff7324c8f2", Some(744)),
+            ("1734dc26800d47458726c0f1e7dd8bca", Some(136)),
         ];
         assert_eq!(expected.len(), KNOWN.len());
         for (id, size) in expected {
