@@ -95,6 +95,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
         },
     };
     set_process_name(&process_name(Some(client.pid)));
+    context.attach_region(region.clone(), client.token);
     tracing::debug!(
         token = client.token,
         pid = client.pid,

@@ -65,6 +65,11 @@ fn region(path: &std::path::Path) -> CuResult<&'static Region> {
     }
 }
 
+/// The region, if a channel opened it already (zero-copy pinned memory lives in its bulk area).
+pub(crate) fn region_if_open() -> Option<&'static Region> {
+    REGION.get()
+}
+
 fn report_once(why: &str) {
     static REPORTED: AtomicBool = AtomicBool::new(false);
     // No ordering needed: the flag only deduplicates a log line.

@@ -44,13 +44,15 @@ pub enum Flow {
 }
 
 /// Everything one guest process shares across its threads: the driver, the host-callback
-/// queue.
+/// queue, the zero-copy pinned blocks.
 pub struct ClientContext {
     driver_path: PathBuf,
     /// Result of loading the driver and `cuInit`.
     init: Mutex<Option<Result<(), String>>>,
     callbacks: Arc<CallbackQueue>,
     contexts: contexts::ContextPool,
+    /// Bulk blocks registered with the driver as this client's pinned memory.
+    zero_copy: handlers::Registrations,
 }
 
 impl ClientContext {
@@ -64,7 +66,14 @@ impl ClientContext {
             init: Mutex::new(None),
             callbacks: Arc::new(CallbackQueue::default()),
             contexts: contexts::ContextPool::default(),
+            zero_copy: handlers::Registrations::default(),
         })
+    }
+
+    /// Gives the client's region and token, once the worker knows its client: zero-copy pinned
+    /// memory is allocated from that region's bulk area, owned by that token.
+    pub fn attach_region(&self, region: transport::Region, client_token: u64) {
+        self.zero_copy.attach(region, client_token);
     }
 
     /// The driver this client will use.

@@ -1,7 +1,8 @@
 /* A fake CUDA driver for tests on machines without a GPU. Built at test time with `cc -shared`.
  * FAKE_CUDA_DEVICES (default 1) sets the device count; 0 makes cuInit fail with
  * CUDA_ERROR_NO_DEVICE (100), like the real driver on a machine without a GPU.
- * cuMemAlloc_v2/cuMemFree_v2/cuMemcpyHtoD_v2/cuMemcpyDtoH_v2 keep "device" memory on the heap. */
+ * cuMemAlloc_v2/cuMemFree_v2/cuMemcpyHtoD_v2/cuMemcpyDtoH_v2 keep "device" memory on the heap;
+ * host memory registration and unified copies are at the end (zero-copy tests). */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -126,5 +127,133 @@ CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
     int ok = fake_range_ok(src, bytes);
     if (ok && bytes) memcpy(dst, (const void *)(uintptr_t)src, bytes);
     pthread_mutex_unlock(&fake_allocs_lock);
+    return ok ? 0 : 1;
+}
+
+/* Host memory registration (zero-copy pinned memory, host/tests/zero_copy.rs). A registered
+ * range's device pointer is its host address; copies and memsets accept device allocations
+ * and registered ranges. FAKE_CUDA_LOG names a file that gets one line per registration,
+ * unregistration and copy, so tests can tell which path a copy took. */
+#include <stdio.h>
+
+#define FAKE_MAX_REGS 256
+static struct { uintptr_t base; size_t size; } fake_regs[FAKE_MAX_REGS];
+
+/* `fmt` takes one or two %llu; an unused second value is ignored, as C allows. */
+static void fake_log(const char *fmt, unsigned long long a, unsigned long long b) {
+    const char *path = getenv("FAKE_CUDA_LOG");
+    if (!path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    fprintf(f, fmt, a, b);
+    fputc('\n', f);
+    fclose(f);
+}
+
+/* Whether [p, p+len) lies inside one registered range; the caller holds the lock. */
+static int fake_reg_ok(CUdeviceptr p, size_t len) {
+    for (int i = 0; i < FAKE_MAX_REGS; i++) {
+        uintptr_t b = fake_regs[i].base;
+        if (b && p >= b && p - b <= fake_regs[i].size && len <= fake_regs[i].size - (p - b))
+            return 1;
+    }
+    return 0;
+}
+
+CUresult cuMemHostRegister_v2(void *p, size_t bytes, unsigned int flags) {
+    if (!p || bytes == 0) return 1;
+    pthread_mutex_lock(&fake_allocs_lock);
+    if (fake_reg_ok((CUdeviceptr)(uintptr_t)p, 1)) {
+        pthread_mutex_unlock(&fake_allocs_lock);
+        return 712; /* CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED */
+    }
+    for (int i = 0; i < FAKE_MAX_REGS; i++) {
+        if (!fake_regs[i].base) {
+            fake_regs[i].base = (uintptr_t)p;
+            fake_regs[i].size = bytes;
+            pthread_mutex_unlock(&fake_allocs_lock);
+            /* Touch every page, as pinning does: a range the process cannot map fails here. */
+            for (size_t at = 0; at < bytes; at += 4096) ((volatile char *)p)[at];
+            fake_log("cuMemHostRegister_v2 flags=%llu len=%llu", flags, bytes);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 2;
+}
+CUresult cuMemHostUnregister(void *p) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    for (int i = 0; i < FAKE_MAX_REGS; i++) {
+        if (p && fake_regs[i].base == (uintptr_t)p) {
+            unsigned long long size = fake_regs[i].size;
+            fake_regs[i].base = 0;
+            pthread_mutex_unlock(&fake_allocs_lock);
+            fake_log("cuMemHostUnregister len=%llu", size, 0);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 713; /* CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED */
+}
+CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *d, void *p, unsigned int flags) {
+    if (!d || flags) return 1;
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = fake_reg_ok((CUdeviceptr)(uintptr_t)p, 1);
+    pthread_mutex_unlock(&fake_allocs_lock);
+    if (!ok) return 1;
+    *d = (CUdeviceptr)(uintptr_t)p;
+    return 0;
+}
+/* CU_POINTER_ATTRIBUTE_MEMORY_TYPE (2) only: DEVICE (2) for allocations, HOST (1) for
+ * registered ranges, CUDA_ERROR_INVALID_VALUE for anything else. */
+CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
+    if (!data || attribute != 2) return 1;
+    pthread_mutex_lock(&fake_allocs_lock);
+    int kind = fake_range_ok(p, 1) ? 2 : fake_reg_ok(p, 1) ? 1 : 0;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    if (!kind) return 1;
+    *(unsigned int *)data = (unsigned int)kind;
+    return 0;
+}
+static CUresult fake_copy(const char *name, CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = (fake_range_ok(dst, bytes) || fake_reg_ok(dst, bytes)) &&
+             (fake_range_ok(src, bytes) || fake_reg_ok(src, bytes));
+    if (ok && bytes) memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, bytes);
+    pthread_mutex_unlock(&fake_allocs_lock);
+    fake_log(name, bytes, 0);
+    return ok ? 0 : 1;
+}
+CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    return fake_copy("cuMemcpy len=%llu", dst, src, bytes);
+}
+CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    return fake_copy("cuMemcpy_ptds len=%llu", dst, src, bytes);
+}
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void *stream) {
+    (void)stream;
+    return fake_copy("cuMemcpyAsync len=%llu", dst, src, bytes);
+}
+CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void *stream) {
+    (void)stream;
+    return fake_copy("cuMemcpyAsync_ptsz len=%llu", dst, src, bytes);
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t bytes, void *stream) {
+    (void)stream;
+    fake_log("cuMemcpyHtoDAsync_v2 (bytes shipped) len=%llu", bytes, 0);
+    return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t bytes, void *stream) {
+    (void)stream;
+    fake_log("cuMemcpyDtoHAsync_v2 (bytes shipped) len=%llu", bytes, 0);
+    return cuMemcpyDtoH_v2(dst, src, bytes);
+}
+CUresult cuStreamSynchronize(void *stream) { (void)stream; return 0; }
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t n) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = fake_range_ok(dst, n) || fake_reg_ok(dst, n);
+    if (ok && n) memset((void *)(uintptr_t)dst, value, n);
+    pthread_mutex_unlock(&fake_allocs_lock);
+    fake_log("cuMemsetD8_v2 len=%llu", n, 0);
     return ok ? 0 : 1;
 }

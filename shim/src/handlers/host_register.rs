@@ -1,8 +1,10 @@
-//! `cuMemHostRegister`: guest memory cannot be mapped by the GPU (it lives in another process,
-//! usually another machine's RAM). Registration therefore records the range in the same table
-//! as `cuMemAllocHost` memory (`memory.rs`), which gives it pinned-memory semantics for copies:
-//! asynchronous copies from it read it when the stream reaches them, as CUDA does. Device
-//! pointers to it (`cuMemHostGetDevicePointer`) do not exist: `CUDA_ERROR_NOT_SUPPORTED`.
+//! `cuMemHostRegister`: arbitrary guest memory cannot be mapped by the GPU (it lives in another
+//! process, usually another machine's RAM; only the shared region is seen by both sides).
+//! Registration therefore records the range in the same table as plain `cuMemAllocHost` memory
+//! (`memory.rs`), which gives it pinned-memory semantics for copies: asynchronous copies from it
+//! read it when the stream reaches them, as CUDA does. Device pointers to it do not exist:
+//! `cuMemHostGetDevicePointer` answers `CUDA_ERROR_NOT_SUPPORTED`. It answers the device alias
+//! of zero-copy allocations (`zero_copy.rs`), which do live in the shared region.
 //! No host half: nothing is sent.
 #![allow(non_snake_case)]
 
@@ -10,7 +12,7 @@ use std::ffi::c_void;
 
 use cuda_headers::*;
 
-use super::memory::{register_pinned, unregister_pinned};
+use super::memory::{pinned_containing, register_pinned, unregister_pinned};
 use crate::log::{log, Level};
 
 /// `CU_MEMHOSTREGISTER_IOMEMORY`: device memory of a third-party PCIe device.
@@ -74,33 +76,78 @@ pub unsafe fn cuMemHostUnregister(p: *mut c_void) -> CuResult {
     }
 }
 
-fn no_device_pointer() -> CuResult {
-    log!(
-        Level::Warn,
-        "cuMemHostGetDevicePointer: the GPU cannot map guest memory; there is no device pointer"
-    );
-    Err(CuError::NOT_SUPPORTED)
+/// The device alias of guest pinned byte `p`.
+fn device_pointer(p: *mut c_void, flags: u32) -> CuResult<u64> {
+    if flags != 0 {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    match pinned.zero_copy {
+        Some(block) => Ok(block.alias + (p as usize - block.guest) as u64),
+        None => {
+            log!(
+                Level::Warn,
+                "cuMemHostGetDevicePointer: this pinned memory is plain guest memory (registered, or allocated when the shared region had no room), which the GPU cannot map"
+            );
+            Err(CuError::NOT_SUPPORTED)
+        }
+    }
 }
 
-/// Not supported: the GPU cannot address guest memory.
+/// The device alias of zero-copy pinned memory.
 ///
 /// # Safety
-/// Always safe: nothing is read or written.
+/// `pdptr` is valid for one write.
 ///
 /// # Errors
-/// `CUDA_ERROR_NOT_SUPPORTED`.
+/// `CUDA_ERROR_INVALID_VALUE` for NULL, non-zero flags or memory that is not pinned;
+/// `CUDA_ERROR_NOT_SUPPORTED` for plain pinned memory (registered guest memory, or a fallback
+/// allocation).
 pub unsafe fn cuMemHostGetDevicePointer_v2(
-    _pdptr: *mut CUdeviceptr,
-    _p: *mut c_void,
-    _Flags: u32,
+    pdptr: *mut CUdeviceptr,
+    p: *mut c_void,
+    Flags: u32,
 ) -> CuResult {
-    no_device_pointer()
+    if pdptr.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let alias = device_pointer(p, Flags)?;
+    // SAFETY: checked non-NULL; driver API contract.
+    unsafe { pdptr.write(alias) };
+    Ok(())
+}
+
+/// As [`cuMemHostGetDevicePointer_v2`], with the 32-bit device pointer of the original API.
+///
+/// # Safety
+/// As [`cuMemHostGetDevicePointer_v2`].
+///
+/// # Errors
+/// As [`cuMemHostGetDevicePointer_v2`]; `CUDA_ERROR_NOT_SUPPORTED` for an alias above 4 GiB.
+pub unsafe fn cuMemHostGetDevicePointer(
+    pdptr: *mut CUdeviceptr_v1,
+    p: *mut c_void,
+    Flags: u32,
+) -> CuResult {
+    if pdptr.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let alias = device_pointer(p, Flags)?;
+    let Ok(narrow) = CUdeviceptr_v1::try_from(alias) else {
+        log!(
+            Level::Warn,
+            "cuMemHostGetDevicePointer: the device alias does not fit the 32-bit form; use _v2"
+        );
+        return Err(CuError::NOT_SUPPORTED);
+    };
+    // SAFETY: checked non-NULL; driver API contract.
+    unsafe { pdptr.write(narrow) };
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handlers::memory::pinned_containing;
 
     #[test]
     fn registered_ranges_behave_as_pinned_and_refuse_overlaps() {

@@ -1,6 +1,8 @@
-//! Copies that touch guest memory, pinned host memory (guest memory for now), pointer
-//! attributes. Host halves: `host/src/dispatch/handlers/memory.rs`, which documents each wire
-//! format.
+//! Copies that touch guest memory, pinned host memory, pointer attributes. Pinned memory is a
+//! zero-copy block in the shared region when the host could place one (`zero_copy.rs`): copies
+//! and memsets with such an end run on the host through the block's device alias. Otherwise it
+//! is plain guest memory recorded here. Host halves: `host/src/dispatch/handlers/memory.rs`,
+//! which documents each wire format.
 #![allow(non_snake_case)]
 
 use std::collections::BTreeMap;
@@ -10,7 +12,9 @@ use std::sync::Mutex;
 use cuda_headers::*;
 use protocol::Decoder;
 
+use super::zero_copy::{self, NotPlaced, Resolved};
 use crate::forward::{bad_response, call_with};
+use crate::log::{log, Level};
 
 /// Host allocations made by `cuMemAllocHost`/`cuMemHostAlloc`: address → (length, flags).
 static PINNED: Mutex<BTreeMap<usize, (usize, u32)>> = Mutex::new(BTreeMap::new());
@@ -23,10 +27,13 @@ fn pinned() -> std::sync::MutexGuard<'static, BTreeMap<usize, (usize, u32)>> {
 /// than allocated here.
 pub(crate) const REGISTERED: u32 = 1 << 31;
 
-/// Records a registered range; `false` if it overlaps one already known.
+/// Records a registered range; `false` if it overlaps one already known (plain or zero-copy).
 pub(crate) fn register_pinned(base: usize, len: usize, flags: u32) -> bool {
+    if zero_copy::overlaps(base, len) {
+        return false;
+    }
     let mut map = pinned();
-    let end = base + len;
+    let end = base.saturating_add(len);
     let overlaps_before = map
         .range(..=base)
         .next_back()
@@ -48,14 +55,80 @@ pub(crate) fn unregister_pinned(base: usize) -> bool {
     }
 }
 
-/// The pinned allocation containing `addr`, if any: (base, length, flags).
-pub(crate) fn pinned_containing(addr: usize) -> Option<(usize, usize, u32)> {
-    let map = pinned();
-    let (&base, &(len, flags)) = map.range(..=addr).next_back()?;
-    (addr < base + len.max(1)).then_some((base, len, flags))
+/// A pinned allocation (or registered range) of the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pinned {
+    /// First byte.
+    pub base: usize,
+    /// Length the application gave.
+    pub len: usize,
+    /// Its flags (`REGISTERED` marks `cuMemHostRegister` ranges).
+    pub flags: u32,
+    /// The zero-copy block, when the memory lives in the shared region.
+    pub zero_copy: Option<zero_copy::Block>,
 }
 
-/// `on_stream`: `Some(per_thread)` for the asynchronous forms.
+/// The pinned allocation containing guest address `addr`, if any.
+pub(crate) fn pinned_containing(addr: usize) -> Option<Pinned> {
+    if let Some(block) = zero_copy::containing(addr) {
+        return Some(Pinned {
+            base: block.guest,
+            len: block.len,
+            flags: block.flags,
+            zero_copy: Some(block),
+        });
+    }
+    let map = pinned();
+    let (&base, &(len, flags)) = map.range(..=addr).next_back()?;
+    (addr < base + len.max(1)).then_some(Pinned {
+        base,
+        len,
+        flags,
+        zero_copy: None,
+    })
+}
+
+/// The address the GPU knows `addr` by: the device alias of a zero-copy byte (a program that
+/// relies on unified addressing passes its pinned pointer as a device pointer), else `addr`.
+fn device_address(addr: CUdeviceptr, len: usize) -> CUdeviceptr {
+    zero_copy::resolve(addr, len).map_or(addr, |r| r.alias)
+}
+
+/// A copy between two addresses the GPU can reach (device memory, device aliases of zero-copy
+/// blocks), run by the host on the stream: `id` is one of `cuMemcpy`, `cuMemcpy_ptds`,
+/// `cuMemcpyAsync`, `cuMemcpyAsync_ptsz`. Nothing but addresses travels.
+fn copy_on_host(
+    id: u32,
+    dst: CUdeviceptr,
+    src: CUdeviceptr,
+    len: usize,
+    stream: CUstream,
+) -> CuResult {
+    call_with(
+        id,
+        |enc| {
+            enc.put(dst);
+            enc.put(src);
+            enc.put(len as u64);
+            enc.put(stream as u64);
+        },
+        |_| Ok(()),
+    )
+}
+
+/// The unified-copy call the host runs a copy with a zero-copy end as.
+fn unified_id(asynchronous: bool, per_thread: bool) -> u32 {
+    match (asynchronous, per_thread) {
+        (false, false) => shim_macros::cuda_call_id!(cuMemcpy),
+        (false, true) => shim_macros::cuda_call_id!(cuMemcpy_ptds),
+        (true, false) => shim_macros::cuda_call_id!(cuMemcpyAsync),
+        (true, true) => shim_macros::cuda_call_id!(cuMemcpyAsync_ptsz),
+    }
+}
+
+/// `on_stream`: `Some(per_thread)` for the asynchronous forms. A source inside a zero-copy
+/// block is copied by the host from the block's device alias (stream-ordered, nothing shipped);
+/// other sources travel with the request.
 fn htod(
     id: u32,
     dst: CUdeviceptr,
@@ -63,9 +136,19 @@ fn htod(
     len: usize,
     stream: CUstream,
     on_stream: Option<bool>,
+    per_thread: bool,
 ) -> CuResult {
     if len > 0 && src.is_null() {
         return Err(CuError::INVALID_VALUE);
+    }
+    if let Some(from) = zero_copy::resolve(src as u64, len).filter(|_| len > 0) {
+        return copy_on_host(
+            unified_id(on_stream.is_some(), per_thread),
+            device_address(dst, len),
+            from.alias,
+            len,
+            stream,
+        );
     }
     if let (Some(per_thread), Some(_)) = (on_stream, pinned_containing(src as usize)) {
         wait_for_stream(stream, per_thread)?;
@@ -88,9 +171,29 @@ fn htod(
     )
 }
 
-fn dtoh(id: u32, dst: *mut c_void, src: CUdeviceptr, len: usize, stream: CUstream) -> CuResult {
+/// A destination inside a zero-copy block is written by the host through the block's device
+/// alias (the asynchronous forms stay asynchronous); other destinations get the bytes back with
+/// the response.
+fn dtoh(
+    id: u32,
+    dst: *mut c_void,
+    src: CUdeviceptr,
+    len: usize,
+    stream: CUstream,
+    asynchronous: bool,
+    per_thread: bool,
+) -> CuResult {
     if len > 0 && dst.is_null() {
         return Err(CuError::INVALID_VALUE);
+    }
+    if let Some(to) = zero_copy::resolve(dst as u64, len).filter(|_| len > 0) {
+        return copy_on_host(
+            unified_id(asynchronous, per_thread),
+            to.alias,
+            device_address(src, len),
+            len,
+            stream,
+        );
     }
     call_with(
         id,
@@ -113,8 +216,8 @@ fn dtoh(id: u32, dst: *mut c_void, src: CUdeviceptr, len: usize, stream: CUstrea
 }
 
 macro_rules! htod_fns {
-    ($($name:ident),*) => { $(
-        /// Host-to-device copy: the bytes travel with the request.
+    ($($name:ident: $per_thread:expr),*) => { $(
+        /// Host-to-device copy: the bytes travel with the request (none from zero-copy memory).
         ///
         /// # Safety
         /// `srcHost` is valid for `ByteCount` bytes.
@@ -122,14 +225,14 @@ macro_rules! htod_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize) -> CuResult {
-            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, std::ptr::null_mut(), None)
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, std::ptr::null_mut(), None, $per_thread)
         }
     )* };
 }
 /// Waits until `stream` reaches this point, so that bytes captured now are the bytes the copy
-/// would read when the stream gets to it. Needed for pinned sources: CUDA reads them at stream
-/// time (an earlier host function may still write them), while pageable sources are staged at
-/// the call. Zero-copy pinned memory in the shared region will make this wait unnecessary.
+/// would read when the stream gets to it. Needed for plain pinned sources: CUDA reads them at
+/// stream time (an earlier host function may still write them), while pageable sources are
+/// staged at the call. Zero-copy blocks need no wait: the host copies them on the stream.
 pub(crate) fn wait_for_stream(stream: CUstream, per_thread: bool) -> CuResult {
     // SAFETY: a stream handle from the application, validated by the host.
     unsafe {
@@ -152,12 +255,12 @@ macro_rules! htod_async_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstDevice: CUdeviceptr, srcHost: *const c_void, ByteCount: usize, hStream: CUstream) -> CuResult {
-            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, hStream, Some($per_thread))
+            htod(shim_macros::cuda_call_id!($name), dstDevice, srcHost, ByteCount, hStream, Some($per_thread), $per_thread)
         }
     )* };
 }
 macro_rules! dtoh_fns {
-    ($($name:ident),*) => { $(
+    ($($name:ident: $per_thread:expr),*) => { $(
         /// Device-to-host copy: the bytes come back with the response.
         ///
         /// # Safety
@@ -166,13 +269,14 @@ macro_rules! dtoh_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: usize) -> CuResult {
-            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, std::ptr::null_mut())
+            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, std::ptr::null_mut(), false, $per_thread)
         }
     )* };
 }
 macro_rules! dtoh_async_fns {
-    ($($name:ident),*) => { $(
-        /// Device-to-host copy on a stream, completed before it returns.
+    ($($name:ident: $per_thread:expr),*) => { $(
+        /// Device-to-host copy on a stream, completed before it returns (except into zero-copy
+        /// memory, which the host writes on the stream).
         ///
         /// # Safety
         /// `dstHost` is valid for writes of `ByteCount` bytes.
@@ -180,19 +284,23 @@ macro_rules! dtoh_async_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $name(dstHost: *mut c_void, srcDevice: CUdeviceptr, ByteCount: usize, hStream: CUstream) -> CuResult {
-            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, hStream)
+            dtoh(shim_macros::cuda_call_id!($name), dstHost, srcDevice, ByteCount, hStream, true, $per_thread)
         }
     )* };
 }
-htod_fns!(cuMemcpyHtoD_v2, cuMemcpyHtoD_v2_ptds);
+htod_fns!(cuMemcpyHtoD_v2: false, cuMemcpyHtoD_v2_ptds: true);
 htod_async_fns!(cuMemcpyHtoDAsync_v2: false, cuMemcpyHtoDAsync_v2_ptsz: true);
-dtoh_fns!(cuMemcpyDtoH_v2, cuMemcpyDtoH_v2_ptds);
-dtoh_async_fns!(cuMemcpyDtoHAsync_v2, cuMemcpyDtoHAsync_v2_ptsz);
+dtoh_fns!(cuMemcpyDtoH_v2: false, cuMemcpyDtoH_v2_ptds: true);
+dtoh_async_fns!(cuMemcpyDtoHAsync_v2: false, cuMemcpyDtoHAsync_v2_ptsz: true);
 
-/// Where a unified address lives, as far as the guest can tell.
+/// Where a unified address lives, as far as the guest can tell. The device alias of a
+/// zero-copy block is host-worker memory, never guest memory.
 pub(crate) fn is_guest_memory(addr: CUdeviceptr) -> CuResult<bool> {
     if pinned_containing(addr as usize).is_some() {
         return Ok(true);
+    }
+    if zero_copy::is_alias(addr) {
+        return Ok(false);
     }
     let mut kind: u32 = 0;
     // SAFETY: MEMORY_TYPE writes one u32.
@@ -211,6 +319,47 @@ pub(crate) fn is_guest_memory(addr: CUdeviceptr) -> CuResult<bool> {
     }
 }
 
+/// One end of a unified-address copy.
+enum Side {
+    /// Device memory (or an address the guest cannot place: the host checks it).
+    Device(CUdeviceptr),
+    /// A zero-copy byte range, reachable from both sides.
+    ZeroCopy(Resolved),
+    /// Guest memory the GPU cannot reach.
+    Guest(usize),
+}
+
+impl Side {
+    fn of(addr: CUdeviceptr, len: usize) -> CuResult<Side> {
+        if let Some(r) = zero_copy::resolve(addr, len) {
+            return Ok(Side::ZeroCopy(r));
+        }
+        Ok(if is_guest_memory(addr)? {
+            Side::Guest(addr as usize)
+        } else {
+            Side::Device(addr)
+        })
+    }
+
+    /// The address the host copies with, when the GPU can reach this end.
+    fn for_host(&self) -> Option<CUdeviceptr> {
+        match self {
+            Side::Device(a) => Some(*a),
+            Side::ZeroCopy(r) => Some(r.alias),
+            Side::Guest(_) => None,
+        }
+    }
+
+    /// The guest address, when the guest can reach this end.
+    fn in_guest(&self) -> Option<usize> {
+        match self {
+            Side::Device(_) => None,
+            Side::ZeroCopy(r) => Some(r.guest),
+            Side::Guest(a) => Some(*a),
+        }
+    }
+}
+
 fn unified(
     id: u32,
     dst: CUdeviceptr,
@@ -219,7 +368,28 @@ fn unified(
     stream: CUstream,
     per_thread: bool,
 ) -> CuResult {
-    let (dst_guest, src_guest) = (is_guest_memory(dst)?, is_guest_memory(src)?);
+    let (to, from) = (Side::of(dst, len)?, Side::of(src, len)?);
+    // Both ends reachable by the GPU, at least one not plain guest memory: the host copies, on
+    // the stream. Zero-copy to zero-copy goes there too, to stay in stream order.
+    if let (Some(d), Some(s)) = (to.for_host(), from.for_host()) {
+        return copy_on_host(id, d, s, len, stream);
+    }
+    let guest_pair = (to.in_guest(), from.in_guest());
+    if let (Some(d), Some(s)) = guest_pair {
+        if matches!(
+            (&to, &from),
+            (Side::ZeroCopy(_), _) | (_, Side::ZeroCopy(_))
+        ) && !stream.is_null()
+        {
+            // The GPU may still be writing the zero-copy end: copy once the stream gets here.
+            wait_for_stream(stream, per_thread)?;
+        }
+        // SAFETY: both are guest memory valid for `len` bytes (driver API contract); CUDA
+        // allows overlapping host-to-host copies to behave as memmove.
+        unsafe { std::ptr::copy(s as *const u8, d as *mut u8, len) };
+        return Ok(());
+    }
+    let (dst_guest, src_guest) = (matches!(to, Side::Guest(_)), matches!(from, Side::Guest(_)));
     let (htod_id, dtoh_id) = match (stream.is_null(), per_thread) {
         (true, false) => (
             shim_macros::cuda_call_id!(cuMemcpyHtoD_v2),
@@ -239,12 +409,6 @@ fn unified(
         ),
     };
     match (dst_guest, src_guest) {
-        (true, true) => {
-            // SAFETY: both are guest memory valid for `len` bytes (driver API contract); CUDA
-            // allows overlapping host-to-host copies to behave as memmove.
-            unsafe { std::ptr::copy(src as usize as *const u8, dst as usize as *mut u8, len) };
-            Ok(())
-        }
         (false, true) => htod(
             htod_id,
             dst,
@@ -252,18 +416,19 @@ fn unified(
             len,
             stream,
             (!stream.is_null()).then_some(per_thread),
+            per_thread,
         ),
-        (true, false) => dtoh(dtoh_id, dst as usize as *mut c_void, src, len, stream),
-        (false, false) => call_with(
-            id,
-            |enc| {
-                enc.put(dst);
-                enc.put(src);
-                enc.put(len as u64);
-                enc.put(stream as u64);
-            },
-            |_| Ok(()),
+        (true, false) => dtoh(
+            dtoh_id,
+            dst as usize as *mut c_void,
+            src,
+            len,
+            stream,
+            !stream.is_null(),
+            per_thread,
         ),
+        // Both reachable by one side were handled above.
+        _ => copy_on_host(id, dst, src, len, stream),
     }
 }
 
@@ -347,8 +512,9 @@ pub unsafe fn cuMemcpyAsync_ptsz(
 }
 
 /// Resolves `UNIFIED` to `HOST` or `DEVICE`, moving the address to the matching field.
+/// A device alias of a zero-copy block stays `UNIFIED`: it is host memory the GPU maps.
 fn resolve(kind: &mut CUmemorytype, host: &mut usize, device: &mut CUdeviceptr) -> CuResult {
-    if *kind == CUmemorytype::CU_MEMORYTYPE_UNIFIED {
+    if *kind == CUmemorytype::CU_MEMORYTYPE_UNIFIED && !zero_copy::is_alias(*device) {
         if is_guest_memory(*device)? {
             *kind = CUmemorytype::CU_MEMORYTYPE_HOST;
             *host = *device as usize;
@@ -378,6 +544,38 @@ impl End {
             + self.x
             + (self.y + row) * self.pitch
             + (self.z + slice) * self.rows_per_slice * self.pitch
+    }
+
+    /// First byte and length of the span `extent` touches, or `None` for an empty extent or
+    /// arithmetic that overflows.
+    fn bounds(&self, extent: Extent) -> Option<(usize, usize)> {
+        if extent.width == 0 || extent.height == 0 || extent.depth == 0 {
+            return None;
+        }
+        let slice = self.rows_per_slice.checked_mul(self.pitch)?;
+        let start = self
+            .base
+            .checked_add(self.x)?
+            .checked_add(self.y.checked_mul(self.pitch)?)?
+            .checked_add(self.z.checked_mul(slice)?)?;
+        let len = (extent.depth - 1)
+            .checked_mul(slice)?
+            .checked_add((extent.height - 1).checked_mul(self.pitch)?)?
+            .checked_add(extent.width)?;
+        start.checked_add(len)?;
+        Some((start, len))
+    }
+
+    /// When this guest end lies wholly in one zero-copy block: the device alias its base
+    /// address stands for, and the end becomes a GPU-side end (no rows travel).
+    fn move_to_alias(&mut self, extent: Extent) -> Option<CUdeviceptr> {
+        if !self.guest {
+            return None;
+        }
+        let (start, len) = self.bounds(extent)?;
+        let r = zero_copy::resolve(start as u64, len)?;
+        self.guest = false;
+        Some(r.alias.wrapping_sub((start - self.base) as u64))
     }
 }
 
@@ -424,7 +622,8 @@ unsafe fn scatter(data: &[u8], dst: &End, extent: Extent) {
 }
 
 /// Sends a resolved 2D/3D descriptor with the guest source rows, and writes back the guest
-/// destination rows. Pinned sources on a stream wait for the stream first.
+/// destination rows. Plain pinned sources on a stream wait for the stream first; zero-copy ends
+/// were turned into device-alias ends before and need no rows.
 fn exchange<T: Copy>(
     id: u32,
     desc: &T,
@@ -477,7 +676,7 @@ fn copy_2d(
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    let src = End {
+    let mut src = End {
         guest: c.srcMemoryType == host,
         base: src_host,
         x: c.srcXInBytes,
@@ -486,7 +685,7 @@ fn copy_2d(
         pitch: c.srcPitch,
         rows_per_slice: 0,
     };
-    let dst = End {
+    let mut dst = End {
         guest: c.dstMemoryType == host,
         base: dst_host,
         x: c.dstXInBytes,
@@ -500,6 +699,13 @@ fn copy_2d(
         height: c.Height,
         depth: 1,
     };
+    let unified = CUmemorytype::CU_MEMORYTYPE_UNIFIED;
+    if let Some(alias) = src.move_to_alias(extent) {
+        (c.srcMemoryType, c.srcDevice, c.srcHost) = (unified, alias, std::ptr::null());
+    }
+    if let Some(alias) = dst.move_to_alias(extent) {
+        (c.dstMemoryType, c.dstDevice, c.dstHost) = (unified, alias, std::ptr::null_mut());
+    }
     exchange(id, &c, &src, &dst, extent, stream, on_stream)
 }
 
@@ -518,7 +724,7 @@ fn copy_3d(
     resolve(&mut c.srcMemoryType, &mut src_host, &mut c.srcDevice)?;
     resolve(&mut c.dstMemoryType, &mut dst_host, &mut c.dstDevice)?;
     let host = CUmemorytype::CU_MEMORYTYPE_HOST;
-    let src = End {
+    let mut src = End {
         guest: c.srcMemoryType == host,
         base: src_host,
         x: c.srcXInBytes,
@@ -527,7 +733,7 @@ fn copy_3d(
         pitch: c.srcPitch,
         rows_per_slice: c.srcHeight,
     };
-    let dst = End {
+    let mut dst = End {
         guest: c.dstMemoryType == host,
         base: dst_host,
         x: c.dstXInBytes,
@@ -541,12 +747,19 @@ fn copy_3d(
         height: c.Height,
         depth: c.Depth,
     };
+    let unified = CUmemorytype::CU_MEMORYTYPE_UNIFIED;
+    if let Some(alias) = src.move_to_alias(extent) {
+        (c.srcMemoryType, c.srcDevice, c.srcHost) = (unified, alias, std::ptr::null());
+    }
+    if let Some(alias) = dst.move_to_alias(extent) {
+        (c.dstMemoryType, c.dstDevice, c.dstHost) = (unified, alias, std::ptr::null_mut());
+    }
     exchange(id, &c, &src, &dst, extent, stream, on_stream)
 }
 
 /// The exported 2D/3D copies: `copy_fns!(DESCRIPTOR, copy_fn, [sync names], [async name: per_thread])`.
 /// Host rows travel packed; the asynchronous forms complete before they return when they write
-/// guest memory.
+/// plain guest memory.
 macro_rules! copy_fns {
     ($desc:ty, $copy:ident, [$($sync:ident),*], [$($async_name:ident: $per_thread:expr),*]) => {
         $(
@@ -588,8 +801,54 @@ copy_fns!(
     [cuMemcpy3DAsync_v2: false, cuMemcpy3DAsync_v2_ptsz: true]
 );
 
-/// Pointer attributes: answered here for the guest's own pinned allocations, by the host
-/// otherwise.
+/// The value of `attribute` for a pinned byte, when the guest knows it: (value, size in bytes).
+/// `at` is the guest address asked about; for a zero-copy byte, `alias` is its device alias.
+pub(crate) fn pinned_attribute(
+    pinned: &Pinned,
+    at: usize,
+    alias: Option<u64>,
+    attribute: CUpointer_attribute,
+) -> Option<(u64, usize)> {
+    use CUpointer_attribute as A;
+    Some(match attribute {
+        A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => (u64::from(CUmemorytype::CU_MEMORYTYPE_HOST.0), 4),
+        A::CU_POINTER_ATTRIBUTE_HOST_POINTER => (at as u64, 8),
+        A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => (pinned.base as u64, 8),
+        A::CU_POINTER_ATTRIBUTE_RANGE_SIZE => (pinned.len as u64, 8),
+        A::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => (alias?, 8),
+        A::CU_POINTER_ATTRIBUTE_MAPPED => (u64::from(alias.is_some()), 4),
+        A::CU_POINTER_ATTRIBUTE_IS_MANAGED => (0, 4),
+        _ => return None,
+    })
+}
+
+/// Writes the low `size` bytes of `value` to `data`.
+///
+/// # Safety
+/// `data` is valid for `size` (≤ 8) bytes of writes.
+pub(crate) unsafe fn write_value(data: *mut c_void, value: u64, size: usize) {
+    // SAFETY: per the contract; `value` is 8 bytes, little-endian like the attribute.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&value as *const u64).cast::<u8>(),
+            data.cast::<u8>(),
+            size.min(8),
+        )
+    };
+}
+
+/// A pinned byte named by `ptr` (a guest address, or the device alias of a zero-copy byte):
+/// the allocation, the guest address, and the device alias when it has one.
+pub(crate) fn pinned_byte(ptr: CUdeviceptr) -> Option<(Pinned, usize, Option<u64>)> {
+    let at = zero_copy::resolve(ptr, 1).map_or(ptr as usize, |r| r.guest);
+    let pinned = pinned_containing(at)?;
+    let alias = pinned.zero_copy.map(|b| b.alias + (at - b.guest) as u64);
+    Some((pinned, at, alias))
+}
+
+/// Pointer attributes: answered here for the guest's own pinned allocations (the memory type,
+/// host pointer, range and, for zero-copy blocks, the device alias); the rest of a zero-copy
+/// block's attributes (context, device ordinal, …) come from the host for its alias.
 ///
 /// # Safety
 /// `data` is valid for the attribute's value.
@@ -604,38 +863,26 @@ pub unsafe fn cuPointerGetAttribute(
     if data.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
-    if let Some((base, len, _)) = pinned_containing(ptr as usize) {
-        let value: Option<u64> = match attribute {
-            CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => {
-                Some(u64::from(CUmemorytype::CU_MEMORYTYPE_HOST.0))
-            }
-            CUpointer_attribute::CU_POINTER_ATTRIBUTE_HOST_POINTER => Some(ptr),
-            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => Some(base as u64),
-            CUpointer_attribute::CU_POINTER_ATTRIBUTE_RANGE_SIZE => Some(len as u64),
-            _ => None,
-        };
-        if let Some(value) = value {
-            let size = if attribute == CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMORY_TYPE {
-                4
-            } else {
-                8
-            };
+    let mut asked = ptr;
+    if let Some((pinned, at, alias)) = pinned_byte(ptr) {
+        if let Some((value, size)) = pinned_attribute(&pinned, at, alias, attribute) {
             // SAFETY: `data` holds the attribute's value, `size` bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (&value as *const u64).cast::<u8>(),
-                    data.cast::<u8>(),
-                    size,
-                )
-            };
+            unsafe { write_value(data, value, size) };
             return Ok(());
+        }
+        match alias {
+            Some(alias) => asked = alias,
+            None if attribute == CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => {
+                return Err(CuError::NOT_SUPPORTED)
+            }
+            None => {}
         }
     }
     call_with(
         shim_macros::cuda_call_id!(cuPointerGetAttribute),
         |enc| {
             enc.put(attribute.0);
-            enc.put(ptr);
+            enc.put(asked);
         },
         |dec| {
             let value = dec.get_bytes().map_err(bad_response)?;
@@ -655,6 +902,31 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
     if pp.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
+    let wants_alias = flags & zero_copy::DEVICEMAP != 0;
+    match zero_copy::alloc(bytesize, flags) {
+        Ok(p) => {
+            // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).
+            unsafe { pp.write(p.cast()) };
+            return Ok(());
+        }
+        Err(NotPlaced::Disabled) => {}
+        Err(NotPlaced::OverTcp) if wants_alias => {
+            log!(
+                Level::Warn,
+                "cuMemHostAlloc: DEVICEMAP memory needs the shared region; over TCP the GPU cannot map guest memory"
+            );
+            return Err(CuError::NOT_SUPPORTED);
+        }
+        Err(NotPlaced::OverTcp) => {}
+        Err(NotPlaced::Refused(e)) if wants_alias => {
+            log!(
+                Level::Warn,
+                "cuMemHostAlloc: cannot place {bytesize} bytes of DEVICEMAP memory in the shared region ({e:?}); grow the host's region (VGPU_REGION_SIZE / --region-size)"
+            );
+            return Err(CuError::new(CUresult::CUDA_ERROR_OUT_OF_MEMORY).expect("non-zero"));
+        }
+        Err(NotPlaced::Refused(e)) => zero_copy::report_fallback(e),
+    }
     let mut p: *mut c_void = std::ptr::null_mut();
     // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
     let rc = unsafe { libc::posix_memalign(&mut p, PAGE, bytesize.max(1)) };
@@ -667,7 +939,8 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
     Ok(())
 }
 
-/// Page-aligned guest memory standing in for pinned memory (zero-copy comes later).
+/// Pinned memory: a zero-copy block in the shared region the GPU maps, or page-aligned guest
+/// memory when none can be placed (see [`zero_copy`]).
 ///
 /// # Safety
 /// `pp` is valid for one pointer write.
@@ -678,7 +951,20 @@ pub unsafe fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytesize: usize) -> CuResu
     alloc_host(pp, bytesize, 0)
 }
 
-/// As [`cuMemAllocHost_v2`], remembering `Flags`.
+/// As [`cuMemAllocHost_v2`], with the 32-bit size of the original API.
+///
+/// # Safety
+/// As [`cuMemAllocHost_v2`].
+///
+/// # Errors
+/// As [`cuMemAllocHost_v2`].
+pub unsafe fn cuMemAllocHost(pp: *mut *mut c_void, bytesize: u32) -> CuResult {
+    alloc_host(pp, bytesize as usize, 0)
+}
+
+/// As [`cuMemAllocHost_v2`], remembering `Flags`. With `CU_MEMHOSTALLOC_DEVICEMAP`, memory
+/// that cannot be placed in the shared region fails (`CUDA_ERROR_OUT_OF_MEMORY`, or
+/// `CUDA_ERROR_NOT_SUPPORTED` over TCP) instead of falling back to memory without an alias.
 ///
 /// # Safety
 /// As [`cuMemAllocHost_v2`].
@@ -689,14 +975,18 @@ pub unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytesize: usize, Flags: u32) 
     alloc_host(pp, bytesize, Flags)
 }
 
-/// Frees memory from [`cuMemAllocHost_v2`]/[`cuMemHostAlloc`].
+/// Frees memory from [`cuMemAllocHost_v2`]/[`cuMemHostAlloc`]. A zero-copy block is
+/// unregistered on the host and returned to the bulk area.
 ///
 /// # Safety
 /// `p` came from one of them and is not used afterwards.
 ///
 /// # Errors
-/// `CUDA_ERROR_INVALID_VALUE` for any other pointer.
+/// `CUDA_ERROR_INVALID_VALUE` for any other pointer; the host's result for a zero-copy block.
 pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
+    if let Some(result) = zero_copy::free(p as usize) {
+        return result;
+    }
     {
         let mut map = pinned();
         match map.get(&(p as usize)) {
@@ -717,12 +1007,12 @@ pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
 /// # Errors
 /// `CUDA_ERROR_INVALID_VALUE` for memory not from it.
 pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
-    let (_, _, flags) = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
     if pFlags.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
     // SAFETY: checked non-NULL; driver API contract.
-    unsafe { pFlags.write(flags & !REGISTERED) };
+    unsafe { pFlags.write(pinned.flags & !REGISTERED) };
     Ok(())
 }
 

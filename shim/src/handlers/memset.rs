@@ -1,7 +1,8 @@
 //! Memsets whose destination is the guest's own pinned host memory (unified addressing lets
-//! CUDA programs memset a `cuMemHostAlloc` buffer; XLA does). The guest's pinned memory is not
-//! on the GPU's side, so such a memset runs here, after the stream reaches it; every other
-//! memset is forwarded by the generated marshalling.
+//! CUDA programs memset a `cuMemHostAlloc` buffer; XLA does). A zero-copy block is set by the
+//! host through its device alias, on the stream; plain pinned memory is not on the GPU's side,
+//! so such a memset runs here, after the stream reaches it. Every other memset is forwarded by
+//! the generated marshalling.
 #![allow(non_snake_case, clippy::too_many_arguments)]
 
 use cuda_headers::*;
@@ -10,7 +11,9 @@ use super::memory::{pinned_containing, wait_for_stream};
 use crate::forward::generated;
 
 /// Fills `height` rows of `width` elements of `T`, `pitch` bytes apart, if the whole range is in
-/// one guest pinned allocation; `Ok(false)` when it is not guest memory at all.
+/// one plain guest pinned allocation (`Ok(None)`: done). Otherwise answers the address the host
+/// should set: the device alias of a zero-copy destination, or `dst` itself when it is not
+/// guest memory at all.
 ///
 /// # Safety
 /// The range is the caller's memset destination (driver API contract).
@@ -21,10 +24,11 @@ unsafe fn fill_guest<T: Copy>(
     width: usize,
     height: usize,
     stream: Option<(CUstream, bool)>,
-) -> CuResult<bool> {
-    let Some((base, len, _)) = pinned_containing(dst as usize) else {
-        return Ok(false);
+) -> CuResult<Option<CUdeviceptr>> {
+    let Some(pinned) = pinned_containing(dst as usize) else {
+        return Ok(Some(dst));
     };
+    let (base, len) = (pinned.base, pinned.len);
     let size = std::mem::size_of::<T>();
     let row_bytes = width.checked_mul(size).ok_or(CuError::INVALID_VALUE)?;
     let span = height
@@ -40,6 +44,9 @@ unsafe fn fill_guest<T: Copy>(
     {
         return Err(CuError::INVALID_VALUE);
     }
+    if let Some(block) = pinned.zero_copy {
+        return Ok(Some(block.alias + (dst - block.guest as u64)));
+    }
     if let Some((stream, per_thread)) = stream {
         wait_for_stream(stream, per_thread)?;
     }
@@ -51,7 +58,7 @@ unsafe fn fill_guest<T: Copy>(
             unsafe { ((start + i * size) as *mut T).write_unaligned(value) };
         }
     }
-    Ok(true)
+    Ok(None)
 }
 
 macro_rules! memset_1d {
@@ -65,11 +72,11 @@ macro_rules! memset_1d {
         /// The host's result, or `CUDA_ERROR_INVALID_VALUE` for a range past a pinned buffer.
         pub unsafe fn $name(dstDevice: CUdeviceptr, value: $t, N: usize) -> CuResult {
             // SAFETY: per the contract.
-            if unsafe { fill_guest(dstDevice, 0, value, N, 1, None) }? {
-                return Ok(());
+            match unsafe { fill_guest(dstDevice, 0, value, N, 1, None) }? {
+                // SAFETY: forwarded, with a zero-copy destination named by its alias.
+                Some(to) => unsafe { generated::$name(to, value, N) },
+                None => Ok(()),
             }
-            // SAFETY: forwarded as is.
-            unsafe { generated::$name(dstDevice, value, N) }
         }
     )* };
 }
@@ -85,11 +92,11 @@ macro_rules! memset_1d_async {
         /// As the synchronous form.
         pub unsafe fn $name(dstDevice: CUdeviceptr, value: $t, N: usize, hStream: CUstream) -> CuResult {
             // SAFETY: per the contract.
-            if unsafe { fill_guest(dstDevice, 0, value, N, 1, Some((hStream, $per_thread))) }? {
-                return Ok(());
+            match unsafe { fill_guest(dstDevice, 0, value, N, 1, Some((hStream, $per_thread))) }? {
+                // SAFETY: forwarded, with a zero-copy destination named by its alias.
+                Some(to) => unsafe { generated::$name(to, value, N, hStream) },
+                None => Ok(()),
             }
-            // SAFETY: forwarded as is.
-            unsafe { generated::$name(dstDevice, value, N, hStream) }
         }
     )* };
 }
@@ -104,11 +111,11 @@ macro_rules! memset_2d {
         /// As the 1D form.
         pub unsafe fn $name(dstDevice: CUdeviceptr, dstPitch: usize, value: $t, Width: usize, Height: usize) -> CuResult {
             // SAFETY: per the contract.
-            if unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, None) }? {
-                return Ok(());
+            match unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, None) }? {
+                // SAFETY: forwarded, with a zero-copy destination named by its alias.
+                Some(to) => unsafe { generated::$name(to, dstPitch, value, Width, Height) },
+                None => Ok(()),
             }
-            // SAFETY: forwarded as is.
-            unsafe { generated::$name(dstDevice, dstPitch, value, Width, Height) }
         }
     )* };
 }
@@ -123,11 +130,11 @@ macro_rules! memset_2d_async {
         /// As the 1D form.
         pub unsafe fn $name(dstDevice: CUdeviceptr, dstPitch: usize, value: $t, Width: usize, Height: usize, hStream: CUstream) -> CuResult {
             // SAFETY: per the contract.
-            if unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, Some((hStream, $per_thread))) }? {
-                return Ok(());
+            match unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, Some((hStream, $per_thread))) }? {
+                // SAFETY: forwarded, with a zero-copy destination named by its alias.
+                Some(to) => unsafe { generated::$name(to, dstPitch, value, Width, Height, hStream) },
+                None => Ok(()),
             }
-            // SAFETY: forwarded as is.
-            unsafe { generated::$name(dstDevice, dstPitch, value, Width, Height, hStream) }
         }
     )* };
 }
@@ -173,7 +180,10 @@ mod tests {
         assert!(super::super::memory::register_pinned(p as usize, 64, 0));
         let base = p as CUdeviceptr;
         // SAFETY: inside the 64-byte allocation.
-        assert!(unsafe { fill_guest(base, 16, 0xABu8, 4, 3, None) }.unwrap());
+        assert_eq!(
+            unsafe { fill_guest(base, 16, 0xABu8, 4, 3, None) },
+            Ok(None)
+        );
         // SAFETY: the allocation is 64 bytes.
         let bytes = unsafe { std::slice::from_raw_parts(p, 64) };
         assert_eq!(&bytes[0..4], &[0xAB; 4]);
@@ -186,7 +196,10 @@ mod tests {
             Err(CuError::INVALID_VALUE)
         );
         // SAFETY: not guest memory: nothing is written.
-        assert!(!unsafe { fill_guest(0x1000, 0, 1u8, 1, 1, None) }.unwrap());
+        assert_eq!(
+            unsafe { fill_guest(0x1000, 0, 1u8, 1, 1, None) },
+            Ok(Some(0x1000))
+        );
         assert!(super::super::memory::unregister_pinned(p as usize));
     }
 }

@@ -24,6 +24,7 @@ mod pool;
 mod profiler;
 mod tensor_map;
 mod vmm;
+mod zero_copy;
 
 pub use crate::runtime_api::{
     cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,

@@ -124,12 +124,21 @@ pub(super) fn is_device_memory(ptr: u64) -> bool {
     r == CUresult::CUDA_SUCCESS && kind != CUmemorytype::CU_MEMORYTYPE_HOST.0
 }
 
+/// Whether the guest may name `[ptr, ptr + len)` as a GPU-side end: device memory, or the
+/// device alias of one of its own zero-copy blocks (never other host-worker memory).
+fn gpu_reachable(client: &ClientContext, ptr: u64, len: u64) -> bool {
+    client.zero_copy.holds(ptr, len) || is_device_memory(ptr)
+}
+
 /// `cuMemcpy`/`cuMemcpyAsync` (unified addressing): `u64 dst, u64 src, u64 len, u64 stream`
-/// → result. The guest routes copies touching its own memory through HtoD/DtoH; here both
-/// ends must be device memory, so a guest can never name host-worker memory.
+/// → result. The guest routes copies touching its own plain memory through HtoD/DtoH; here
+/// each end must be device memory or lie wholly inside the device alias of one of the client's
+/// zero-copy blocks (`zero_copy.rs`), so a guest can never name other host-worker memory. This
+/// is also how copies with a zero-copy end travel: only addresses, and the asynchronous forms
+/// stay asynchronous.
 pub fn unified(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -138,10 +147,10 @@ pub fn unified(
     let len: u64 = dec.get()?;
     let stream: u64 = dec.get()?;
     dec.finish()?;
-    if !is_device_memory(dst) || !is_device_memory(src) {
+    if !gpu_reachable(client, dst, len) || !gpu_reachable(client, src, len) {
         tracing::warn!(
             name,
-            "unified copy with an end that is not device memory refused"
+            "unified copy with an end that is neither device memory nor the client's zero-copy memory refused"
         );
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -168,13 +177,59 @@ fn is_host(kind: CUmemorytype) -> bool {
     kind == CUmemorytype::CU_MEMORYTYPE_HOST
 }
 
+/// One end of a 2D/3D copy that names memory by address (`DEVICE` or `UNIFIED`).
+struct AddressEnd {
+    kind: CUmemorytype,
+    base: u64,
+    x: usize,
+    y: usize,
+    z: usize,
+    pitch: usize,
+    rows_per_slice: usize,
+}
+
+impl AddressEnd {
+    /// First byte and length of what the copy touches; `None` on overflow.
+    fn span(&self, width: usize, height: usize, depth: usize) -> Option<(u64, u64)> {
+        let slice = self.rows_per_slice.checked_mul(self.pitch)?;
+        let start = self
+            .x
+            .checked_add(self.y.checked_mul(self.pitch)?)?
+            .checked_add(self.z.checked_mul(slice)?)?;
+        let len = depth
+            .saturating_sub(1)
+            .checked_mul(slice)?
+            .checked_add(height.saturating_sub(1).checked_mul(self.pitch)?)?
+            .checked_add(width)?;
+        Some((self.base.checked_add(start as u64)?, len as u64))
+    }
+
+    /// Whether the guest may name this end: `DEVICE`/`UNIFIED` ends must be device memory or
+    /// lie inside one of the client's zero-copy blocks; `HOST` and `ARRAY` ends are not
+    /// addresses here.
+    fn allowed(&self, client: &ClientContext, width: usize, height: usize, depth: usize) -> bool {
+        if self.kind != CUmemorytype::CU_MEMORYTYPE_DEVICE
+            && self.kind != CUmemorytype::CU_MEMORYTYPE_UNIFIED
+        {
+            return true;
+        }
+        if width == 0 || height == 0 || depth == 0 || is_device_memory(self.base) {
+            return true;
+        }
+        self.span(width, height, depth)
+            .is_some_and(|(start, len)| client.zero_copy.holds(start, len))
+    }
+}
+
 /// `cuMemcpy2D*`: `CUDA_MEMCPY2D` (raw; host pointers are ignored), `u64 stream`, then when the
 /// source is host memory `bytes rows` (packed, `WidthInBytes × Height`) → result, then when the
 /// destination is host memory `bytes rows` (packed). The guest resolves `UNIFIED` to `HOST` or
-/// `DEVICE` before sending.
+/// `DEVICE` before sending, except for zero-copy ends, which it sends as `UNIFIED` at their
+/// device alias; `DEVICE`/`UNIFIED` ends that are not device memory must lie inside one of the
+/// client's zero-copy blocks (`CUDA_ERROR_INVALID_VALUE` otherwise).
 pub fn copy_2d(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -193,6 +248,34 @@ pub fn copy_2d(
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     };
+    let ends = [
+        AddressEnd {
+            kind: copy.srcMemoryType,
+            base: copy.srcDevice,
+            x: copy.srcXInBytes,
+            y: copy.srcY,
+            z: 0,
+            pitch: copy.srcPitch,
+            rows_per_slice: 0,
+        },
+        AddressEnd {
+            kind: copy.dstMemoryType,
+            base: copy.dstDevice,
+            x: copy.dstXInBytes,
+            y: copy.dstY,
+            z: 0,
+            pitch: copy.dstPitch,
+            rows_per_slice: 0,
+        },
+    ];
+    if !ends
+        .iter()
+        .all(|e| e.allowed(client, copy.WidthInBytes, copy.Height, 1))
+    {
+        tracing::warn!(name, "2D copy naming host-worker memory refused");
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
     if let Some(rows) = src_rows {
         if rows.len() != packed {
             respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -243,7 +326,7 @@ pub fn copy_2d(
 /// `WidthInBytes × Height × Depth`.
 pub fn copy_3d(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -266,6 +349,34 @@ pub fn copy_3d(
     };
     copy.reserved0 = std::ptr::null_mut();
     copy.reserved1 = std::ptr::null_mut();
+    let ends = [
+        AddressEnd {
+            kind: copy.srcMemoryType,
+            base: copy.srcDevice,
+            x: copy.srcXInBytes,
+            y: copy.srcY,
+            z: copy.srcZ,
+            pitch: copy.srcPitch,
+            rows_per_slice: copy.srcHeight,
+        },
+        AddressEnd {
+            kind: copy.dstMemoryType,
+            base: copy.dstDevice,
+            x: copy.dstXInBytes,
+            y: copy.dstY,
+            z: copy.dstZ,
+            pitch: copy.dstPitch,
+            rows_per_slice: copy.dstHeight,
+        },
+    ];
+    if !ends
+        .iter()
+        .all(|e| e.allowed(client, copy.WidthInBytes, copy.Height, copy.Depth))
+    {
+        tracing::warn!(name, "3D copy naming host-worker memory refused");
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
     if let Some(rows) = src_rows {
         if rows.len() != packed {
             respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);

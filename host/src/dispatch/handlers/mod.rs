@@ -22,6 +22,7 @@ mod pool;
 mod profiler;
 mod tensor_map;
 mod vmm;
+mod zero_copy;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use super::ClientContext;
 
 pub use export_tables::unit_maps;
 pub use launch::param_layout;
+pub use zero_copy::Registrations;
 
 /// Maps call ids to handlers: `name | name => handler`, where a handler takes
 /// `(call name, &Arc<ClientContext>, &mut Decoder, &mut Vec<u8>)`.
@@ -71,6 +73,8 @@ routes! {
         | cuMemcpy2DUnaligned_v2_ptds | cuMemcpy2DAsync_v2 | cuMemcpy2DAsync_v2_ptsz => memory::copy_2d,
     cuMemcpy3D_v2 | cuMemcpy3D_v2_ptds | cuMemcpy3DAsync_v2 | cuMemcpy3DAsync_v2_ptsz => memory::copy_3d,
     cuPointerGetAttribute => memory::pointer_attribute,
+    cuMemHostAlloc => zero_copy::alloc,
+    cuMemFreeHost => zero_copy::free,
     cuModuleLoadData | cuModuleLoadFatBinary => module::load_data,
     cuModuleLoadDataEx => module::load_data_ex,
     cuModuleGetFunction => module::get_function,

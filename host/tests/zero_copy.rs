@@ -1,0 +1,457 @@
+//! Zero-copy pinned memory end to end on this machine: a C program with the shim preloaded
+//! allocates pinned memory through the real `vgpu-host` serving the fake driver
+//! (tests/fake_driver/libcuda.c, whose registered ranges have device pointer = host address and
+//! whose copies are `memmove`), and a hostile guest speaking the wire protocol directly is
+//! refused every block and address that is not its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use protocol::handshake::{Hello, PROTOCOL_VERSION};
+use protocol::{special, CallId, Decoder, RequestHeader, ResponseHeader};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zero-copy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    dir.join(name)
+}
+
+fn cc(out: &Path, src: &str, extra: &[&str]) {
+    let c = out.with_extension("c");
+    std::fs::write(&c, src).expect("write C source");
+    let status = Command::new("cc")
+        .arg("-o")
+        .arg(out)
+        .arg(&c)
+        .args(extra)
+        .status()
+        .expect("cc (install a C compiler)");
+    assert!(status.success(), "cc failed for {}", out.display());
+}
+
+fn fake_driver() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let lib = tmp("libcuda.so.1");
+        let src = std::fs::read_to_string(root().join("host/tests/fake_driver/libcuda.c"))
+            .expect("fake driver source");
+        cc(
+            &lib,
+            &src,
+            &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"],
+        );
+        lib
+    })
+}
+
+fn shim() -> &'static Path {
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/build-shim.sh"))
+            .arg("--debug")
+            .output()
+            .expect("run scripts/build-shim.sh");
+        assert!(
+            out.status.success(),
+            "build-shim failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .lines()
+                .last()
+                .expect("path"),
+        )
+    })
+}
+
+/// A running `vgpu-host` on its own region, with the fake driver logging to `log`.
+struct Host {
+    child: Child,
+    region: PathBuf,
+    log: PathBuf,
+}
+
+impl Host {
+    fn start(tag: &str) -> Host {
+        let region = PathBuf::from(format!("/dev/shm/vgpu-zc-{tag}-{}", std::process::id()));
+        let log = tmp(&format!("{tag}.log"));
+        let _ = std::fs::remove_file(&log);
+        let child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+            .arg("--region")
+            .arg(&region)
+            .arg("--driver")
+            .arg(fake_driver())
+            .args(["--region-size", "16777216", "--channels", "8"])
+            .env("FAKE_CUDA_LOG", &log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vgpu-host");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !region.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The spare worker warms up before the host is ready.
+        std::thread::sleep(Duration::from_millis(300));
+        Host { child, region, log }
+    }
+
+    fn driver_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Free bulk blocks of the region, waiting up to 3 s for them to reach `want`.
+    fn free_blocks_reach(&self, want: usize) -> usize {
+        let region = transport::Region::open(&self.region).expect("open region");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let free = region.bulk_blocks_owned_by(0);
+            if free == want || Instant::now() > deadline {
+                return free;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.region);
+    }
+}
+
+const PROGRAM: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef unsigned long long dptr;
+#define FN(ret, name, args) typedef ret (*name##_t) args; static name##_t name;
+FN(int, cuInit, (unsigned))
+FN(int, cuMemHostAlloc, (void **, size_t, unsigned))
+FN(int, cuMemAllocHost_v2, (void **, size_t))
+FN(int, cuMemFreeHost, (void *))
+FN(int, cuMemHostGetFlags, (unsigned *, void *))
+FN(int, cuMemHostGetDevicePointer_v2, (dptr *, void *, unsigned))
+FN(int, cuMemAlloc_v2, (dptr *, size_t))
+FN(int, cuMemcpyHtoDAsync_v2, (dptr, const void *, size_t, void *))
+FN(int, cuMemcpyDtoHAsync_v2, (void *, dptr, size_t, void *))
+FN(int, cuMemcpy, (dptr, dptr, size_t))
+FN(int, cuMemsetD8_v2, (dptr, unsigned char, size_t))
+FN(int, cuPointerGetAttribute, (void *, int, dptr))
+#define LOAD(name) name = (name##_t)dlsym(cuda, #name); if (!name) { printf("missing %s\n", #name); return 2; }
+enum { N = 1 << 20 };
+int main(int argc, char **argv) {
+    int leak = argc > 1 && !strcmp(argv[1], "leak");
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    if (!cuda) return 2;
+    LOAD(cuInit) LOAD(cuMemHostAlloc) LOAD(cuMemAllocHost_v2) LOAD(cuMemFreeHost)
+    LOAD(cuMemHostGetFlags) LOAD(cuMemHostGetDevicePointer_v2) LOAD(cuMemAlloc_v2)
+    LOAD(cuMemcpyHtoDAsync_v2) LOAD(cuMemcpyDtoHAsync_v2) LOAD(cuMemcpy) LOAD(cuMemsetD8_v2)
+    LOAD(cuPointerGetAttribute)
+    printf("init rc=%d\n", cuInit(0));
+    unsigned char *a = 0, *b = 0;
+    printf("hostalloc rc=%d\n", cuMemHostAlloc((void **)&a, N, 0x01 | 0x02));
+    printf("allochost rc=%d\n", cuMemAllocHost_v2((void **)&b, N));
+    if (!a || !b) return 3;
+    for (int i = 0; i < N; i++) a[i] = (unsigned char)(i * 7 + 3);
+    dptr d = 0;
+    printf("alloc rc=%d\n", cuMemAlloc_v2(&d, N));
+    printf("htod rc=%d\n", cuMemcpyHtoDAsync_v2(d, a, N, 0));
+    printf("dtoh rc=%d\n", cuMemcpyDtoHAsync_v2(b, d, N, 0));
+    printf("same=%d\n", memcmp(a, b, N) == 0);
+    dptr alias = 0;
+    int r;
+    r = cuMemHostGetDevicePointer_v2(&alias, a, 0);
+    printf("devptr rc=%d nonzero=%d\n", r, alias != 0);
+    dptr q = 0;
+    r = cuPointerGetAttribute(&q, 3, (dptr)(a + 16));
+    printf("attr devptr rc=%d match=%d\n", r, q == alias + 16);
+    q = 0;
+    r = cuPointerGetAttribute(&q, 4, alias + 16);
+    printf("attr hostptr rc=%d match=%d\n", r, q == (dptr)(a + 16));
+    unsigned kind = 0;
+    r = cuPointerGetAttribute(&kind, 2, (dptr)a);
+    printf("attr type rc=%d host=%d\n", r, kind == 1);
+    printf("memset rc=%d\n", cuMemsetD8_v2((dptr)(a + 8), 0x5a, 100));
+    int set = 1;
+    for (int i = 8; i < 108; i++) set &= a[i] == 0x5a;
+    printf("memset seen=%d untouched=%d\n", set, a[108] == (unsigned char)(108 * 7 + 3));
+    memset(b, 0, 4096);
+    printf("pinned copy rc=%d\n", cuMemcpy((dptr)b, (dptr)a, 4096));
+    printf("pinned copy same=%d\n", memcmp(a, b, 4096) == 0);
+    if (alias) printf("overrun rc=%d\n", cuMemcpy(d, alias + N - 8, 16));
+    unsigned flags = 0;
+    r = cuMemHostGetFlags(&flags, a + 5);
+    printf("flags rc=%d value=%u\n", r, flags);
+    if (leak) { printf("leaving\n"); return 0; }
+    printf("free a rc=%d\n", cuMemFreeHost(a));
+    printf("free b rc=%d\n", cuMemFreeHost(b));
+    printf("free again rc=%d\n", cuMemFreeHost(a));
+    return 0;
+}
+"#;
+
+fn program() -> &'static Path {
+    static PROG: OnceLock<PathBuf> = OnceLock::new();
+    PROG.get_or_init(|| {
+        let p = tmp("zero_copy_client");
+        cc(&p, PROGRAM, &["-ldl"]);
+        p
+    })
+}
+
+fn run(host: &Host, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(program())
+        .args(args)
+        .env("LD_PRELOAD", shim())
+        .env("VGPU_REGION", &host.region)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stdout}{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stdout
+}
+
+fn expect(stdout: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            stdout.lines().any(|l| l == *line),
+            "missing `{line}` in:\n{stdout}"
+        );
+    }
+}
+
+/// Bulk blocks of a 16 MiB region (8 channels) in the default 64 KiB blocks.
+fn total_blocks() -> usize {
+    let config = transport::RegionConfig {
+        channel_count: 8,
+        ..Default::default()
+    }
+    .fit_to(16 << 20)
+    .expect("config");
+    (config.bulk_size / u64::from(config.bulk_block_size)) as usize
+}
+
+#[test]
+fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
+    let host = Host::start("e2e");
+    let stdout = run(&host, &[], &[]);
+    expect(
+        &stdout,
+        &[
+            "init rc=0",
+            "hostalloc rc=0",
+            "allochost rc=0",
+            "alloc rc=0",
+            "htod rc=0",
+            "dtoh rc=0",
+            "same=1",
+            "devptr rc=0 nonzero=1",
+            "attr devptr rc=0 match=1",
+            "attr hostptr rc=0 match=1",
+            "attr type rc=0 host=1",
+            "memset rc=0",
+            "memset seen=1 untouched=1",
+            "pinned copy rc=0",
+            "pinned copy same=1",
+            // An alias range past the end of the block: the host refuses it.
+            "overrun rc=1",
+            "flags rc=0 value=3",
+            "free a rc=0",
+            "free b rc=0",
+            "free again rc=1",
+        ],
+    );
+    let log = host.driver_log();
+    let registered: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("cuMemHostRegister_v2"))
+        .collect();
+    assert_eq!(
+        registered, ["cuMemHostRegister_v2 flags=3 len=1048576"; 2],
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cuMemHostUnregister len=1048576").count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("cuMemcpyAsync len=1048576"),
+        "the copies ran on the host from the alias: {log}"
+    );
+    assert!(!log.contains("bytes shipped"), "{log}");
+    assert!(log.contains("cuMemsetD8_v2 len=100"), "{log}");
+    assert_eq!(
+        host.free_blocks_reach(total_blocks()),
+        total_blocks(),
+        "freed blocks went back to the bulk area"
+    );
+}
+
+#[test]
+fn a_client_that_exits_without_freeing_leaks_nothing() {
+    let host = Host::start("leak");
+    let stdout = run(&host, &["leak"], &[]);
+    expect(&stdout, &["hostalloc rc=0", "same=1", "leaving"]);
+    assert_eq!(
+        host.free_blocks_reach(total_blocks()),
+        total_blocks(),
+        "the supervisor frees a gone client's blocks"
+    );
+}
+
+#[test]
+fn zero_copy_off_keeps_plain_pinned_memory() {
+    let host = Host::start("off");
+    let stdout = run(&host, &[], &[("VGPU_ZERO_COPY", "0"), ("VGPU_LOG", "off")]);
+    expect(
+        &stdout,
+        &[
+            "hostalloc rc=0",
+            "htod rc=0",
+            "dtoh rc=0",
+            "same=1",
+            // CUDA_ERROR_NOT_SUPPORTED: plain guest memory has no device alias.
+            "devptr rc=801 nonzero=0",
+            "memset seen=1 untouched=1",
+            "pinned copy same=1",
+            "flags rc=0 value=3",
+            "free a rc=0",
+            "free b rc=0",
+        ],
+    );
+    let log = host.driver_log();
+    assert!(!log.contains("cuMemHostRegister_v2"), "{log}");
+    assert!(
+        log.contains("cuMemcpyHtoDAsync_v2 (bytes shipped)"),
+        "{log}"
+    );
+}
+
+/// A raw guest: the wire protocol over a channel of the region, no shim.
+struct RawGuest {
+    channel: transport::GuestChannel,
+    response: Vec<u8>,
+}
+
+impl RawGuest {
+    fn connect(region: &Path) -> RawGuest {
+        let region = transport::Region::open(region).expect("open region");
+        let mut guest = RawGuest {
+            channel: region.connect().expect("connect"),
+            response: Vec::new(),
+        };
+        let mut frame = Vec::new();
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            signature_fingerprint: shim_macros::signature_fingerprint!(),
+            word_size: std::mem::size_of::<usize>() as u8,
+            pid: std::process::id(),
+            // SAFETY: gettid takes no arguments and cannot fail.
+            tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
+        }
+        .encode(&mut RequestHeader::start(&mut frame, special::HELLO, 0));
+        assert_eq!(guest.call_raw(&frame).0, 0, "handshake");
+        guest
+    }
+
+    fn call_raw(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.channel
+            .call(frame, &mut self.response)
+            .expect("transport");
+        let mut dec = Decoder::new(&self.response);
+        let header = ResponseHeader::read(&mut dec).expect("header");
+        let rest = self.response[self.response.len() - dec.remaining()..].to_vec();
+        (header.result, rest)
+    }
+
+    /// One call with `u64` arguments; the result code and the body.
+    fn call(&mut self, id: u32, args: &[u64], flags: Option<u32>) -> (u32, Vec<u8>) {
+        let mut frame = Vec::new();
+        let mut enc = RequestHeader::start(&mut frame, CallId(id), 0);
+        for a in args {
+            enc.put(*a);
+        }
+        if let Some(f) = flags {
+            enc.put(f);
+        }
+        self.call_raw(&frame)
+    }
+}
+
+#[test]
+fn a_hostile_guest_is_refused_blocks_and_addresses_that_are_not_its_own() {
+    let host = Host::start("hostile");
+    let mut guest = RawGuest::connect(&host.region);
+    let alloc = shim_macros::cuda_call_id!(cuMemHostAlloc);
+    let free = shim_macros::cuda_call_id!(cuMemFreeHost);
+    let copy = shim_macros::cuda_call_id!(cuMemcpy);
+    let (invalid, out_of_memory) = (1, 2);
+
+    assert_eq!(
+        guest.call(free, &[12345], None).0,
+        invalid,
+        "unknown offset"
+    );
+    assert_eq!(guest.call(alloc, &[1 << 40], Some(0)).0, out_of_memory);
+    assert_eq!(guest.call(alloc, &[0], Some(0)).0, out_of_memory);
+    assert_ne!(guest.call(alloc, &[1], None).0, 0, "truncated request");
+
+    let (rc, body) = guest.call(alloc, &[4096], Some(0));
+    assert_eq!(rc, 0);
+    let mut dec = Decoder::new(&body);
+    let (offset, len, alias): (u64, u64, u64) =
+        (dec.get().unwrap(), dec.get().unwrap(), dec.get().unwrap());
+    assert_eq!(len, 64 << 10, "whole bulk blocks");
+    assert_ne!(alias, 0);
+
+    // Host-worker memory that is not the client's block: refused, never copied.
+    let elsewhere = alias.wrapping_sub(1 << 20);
+    assert_eq!(
+        guest.call(copy, &[alias, elsewhere, 16, 0], None).0,
+        invalid
+    );
+    assert_eq!(
+        guest.call(copy, &[elsewhere, alias, 16, 0], None).0,
+        invalid
+    );
+    assert_eq!(
+        guest.call(copy, &[alias, alias + len - 8, 16, 0], None).0,
+        invalid,
+        "a range running past the block"
+    );
+    assert_eq!(
+        guest.call(copy, &[alias + 64, alias, 64, 0], None).0,
+        0,
+        "inside its own block"
+    );
+
+    assert_eq!(
+        guest.call(free, &[offset + 4096], None).0,
+        invalid,
+        "not a block start"
+    );
+    assert_eq!(guest.call(free, &[offset], None).0, 0);
+    assert_eq!(guest.call(free, &[offset], None).0, invalid, "double free");
+    assert_eq!(
+        guest.call(copy, &[alias + 64, alias, 64, 0], None).0,
+        invalid,
+        "a freed block is no longer the client's"
+    );
+}
