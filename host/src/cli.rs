@@ -41,9 +41,12 @@ pub struct ServeArgs {
     /// Region file to create and serve (e.g. /dev/shm/vgpu, or a QEMU memory-backend file).
     #[arg(long, required = true, value_name = "PATH")]
     pub region: Option<PathBuf>,
-    /// Region size in bytes; the bulk area takes what the channels leave. Default: the size of
-    /// an existing file (e.g. an ivshmem backing file, which the guest sees at its own size and
-    /// so must not change), else 64 MiB. A given size larger than an existing file is refused.
+    /// Region size in bytes; the bulk area takes what the channels leave, and holds the guests'
+    /// zero-copy pinned memory (`cuMemHostAlloc`), so size it for their pinned pools
+    /// (`vgpuctl run` asks for 1 GiB; a tmpfs file only uses the pages touched). Default: the
+    /// size of an existing file (e.g. an ivshmem backing file, which the guest sees at its own
+    /// size and so must not change), else 64 MiB. A given size larger than an existing file is
+    /// refused.
     #[arg(long, value_name = "BYTES")]
     pub region_size: Option<u64>,
     /// Channels (guest threads that may call at once).

@@ -22,6 +22,91 @@ pub const SHIM_NAMES: [&str; 2] = ["libvgpu-cuda.so", "libvgpu_cuda.so"];
 pub const READY_BOUND: Duration = Duration::from_secs(10);
 /// How long the host gets after SIGTERM before SIGKILL.
 pub const STOP_BOUND: Duration = Duration::from_secs(5);
+/// Region size of a started host, unless `VGPU_REGION_SIZE` says otherwise: pinned host memory
+/// (XLA's and PyTorch's pools) lives in its bulk area, and a tmpfs file only uses what is
+/// touched.
+pub const DEFAULT_REGION_SIZE: u64 = 1 << 30;
+/// Smallest region worth starting a host on (the host's own default).
+pub const MIN_REGION_SIZE: u64 = 64 << 20;
+/// The folder fresh regions live in.
+const REGION_DIR: &str = "/dev/shm";
+
+/// Parses a size: bytes, or a number with a `K`, `M`, `G` (binary) suffix.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last()? {
+        (i, 'k' | 'K') => (&t[..i], 10),
+        (i, 'm' | 'M') => (&t[..i], 20),
+        (i, 'g' | 'G') => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Bytes free for an unprivileged writer in the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; zeroed is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// The region size for a started host: `asked` (from `VGPU_REGION_SIZE`, else
+/// [`DEFAULT_REGION_SIZE`]), shrunk to three quarters of the free space (whole MiB) when the
+/// file system holds less, so that pinned pages always fit (a tmpfs that fills up kills the
+/// process touching the page with SIGBUS). `Err` with the reason when not even
+/// [`MIN_REGION_SIZE`] fits; `Ok((size, Some(note)))` when it was shrunk.
+pub fn fit_region(asked: u64, free: Option<u64>) -> Result<(u64, Option<String>), String> {
+    let Some(free) = free else {
+        return Ok((asked, None));
+    };
+    if asked <= free {
+        return Ok((asked, None));
+    }
+    let room = free / 4 * 3 / (1 << 20) * (1 << 20);
+    if room < MIN_REGION_SIZE {
+        return Err(format!(
+            "{REGION_DIR} has {} MiB free; a vgpu region needs at least {} MiB (free space, or set VGPU_REGION_SIZE)",
+            free >> 20,
+            MIN_REGION_SIZE >> 20
+        ));
+    }
+    Ok((
+        room,
+        Some(format!(
+            "{REGION_DIR} has {} MiB free: the region is {} MiB instead of {} MiB (less room for pinned memory)",
+            free >> 20,
+            room >> 20,
+            asked >> 20
+        )),
+    ))
+}
+
+/// The started host's region size, with a line on `err` when it had to shrink.
+fn region_size(err: &mut dyn Write) -> Result<u64, Error> {
+    let asked = match std::env::var("VGPU_REGION_SIZE") {
+        Ok(v) => parse_size(&v)
+            .filter(|&n| n >= MIN_REGION_SIZE)
+            .ok_or_else(|| {
+                Error::Refused(format!(
+                    "VGPU_REGION_SIZE={v} is not a size of at least {} MiB (bytes, or with K/M/G)",
+                    MIN_REGION_SIZE >> 20
+                ))
+            })?,
+        Err(_) => DEFAULT_REGION_SIZE,
+    };
+    let (size, note) =
+        fit_region(asked, free_bytes(Path::new(REGION_DIR))).map_err(Error::Refused)?;
+    if let Some(note) = note {
+        writeln!(err, "vgpuctl: {note}").ok();
+    }
+    Ok(size)
+}
 
 /// What `run` does.
 #[derive(Debug, Clone)]
@@ -77,7 +162,7 @@ fn fresh_region() -> PathBuf {
         .map_or(0, |d| d.subsec_nanos());
     let mix = u64::from(nanos) ^ (u64::from(std::process::id()) << 20);
     PathBuf::from(format!(
-        "/dev/shm/vgpu-run-{}-{:08x}",
+        "{REGION_DIR}/vgpu-run-{}-{:08x}",
         std::process::id(),
         mix & 0xffff_ffff
     ))
@@ -114,6 +199,7 @@ enum Start {
 }
 
 fn start_host(bin: &Path, err: &mut dyn Write) -> Result<Start, Error> {
+    let size = region_size(err)?;
     let region = fresh_region();
     let (mut ready_rx, ready_tx) =
         std::io::pipe().map_err(|e| Error::io("create pipe for", bin, e))?;
@@ -123,6 +209,8 @@ fn start_host(bin: &Path, err: &mut dyn Write) -> Result<Start, Error> {
     let mut cmd = Command::new(bin);
     cmd.arg("--region")
         .arg(&region)
+        .arg("--region-size")
+        .arg(size.to_string())
         .arg("--ready-fd")
         .arg(fd.to_string())
         .stdin(Stdio::null())
@@ -307,6 +395,30 @@ mod tests {
             preload_value(shim, Some("/a.so /b.so".into())),
             "/x/libvgpu-cuda.so:/a.so /b.so"
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1073741824"), Some(1 << 30));
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size(" 2g "), Some(2 << 30));
+        assert_eq!(parse_size("64k"), Some(64 << 10));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("99999999999G"), None, "overflow");
+    }
+
+    #[test]
+    fn the_region_shrinks_to_free_space_or_is_refused() {
+        assert_eq!(fit_region(1 << 30, None), Ok((1 << 30, None)));
+        assert_eq!(fit_region(1 << 30, Some(24 << 30)), Ok((1 << 30, None)));
+        let (size, note) = fit_region(1 << 30, Some(400 << 20)).expect("fits shrunk");
+        assert_eq!(size, 300 << 20);
+        assert!(note
+            .expect("a note")
+            .contains("300 MiB instead of 1024 MiB"));
+        let refused = fit_region(1 << 30, Some(80 << 20)).expect_err("too little");
+        assert!(refused.contains("80 MiB free"), "{refused}");
     }
 
     #[test]
