@@ -88,8 +88,20 @@ fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), Transport
     Ok(())
 }
 
-/// A process-wide random-enough client token for socket clients (pid and clock mixed; non-zero).
+/// This process's client token for socket clients: made once per process (pid and clock mixed;
+/// non-zero), so every connection of one process carries the same token and the host serves them
+/// in one worker. A forked child (another pid) makes its own.
 fn stream_client_token() -> u64 {
+    static TOKEN: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
+    let pid = crate::sys::pid();
+    let mut slot = TOKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if slot.0 != pid {
+        *slot = (pid, fresh_stream_token());
+    }
+    slot.1
+}
+
+fn fresh_stream_token() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -249,6 +261,20 @@ impl<S: Read + AsRawFd> StreamServer<S> {
     }
 }
 
+impl<S> StreamServer<S> {
+    /// A connection whose handshake was completed elsewhere (e.g. by a supervisor process that
+    /// then passed the socket on): no bytes are exchanged.
+    pub fn resume(stream: S, client: ClientIdentity) -> Self {
+        StreamServer { stream, client }
+    }
+
+    /// The stream and the client identity from the handshake, e.g. to pass the socket to
+    /// another process, which continues with [`StreamServer::resume`].
+    pub fn into_parts(self) -> (S, ClientIdentity) {
+        (self.stream, self.client)
+    }
+}
+
 impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
     fn client(&self) -> ClientIdentity {
         self.client
@@ -293,7 +319,19 @@ impl TcpServer {
     /// # Errors
     /// `Io` from accept; handshake errors as for [`StreamServer::over`].
     pub fn accept(&self) -> Result<StreamServer<TcpStream>, TransportError> {
-        let (stream, _) = self
+        let (stream, _) = self.accept_connection()?;
+        StreamServer::over(stream)
+    }
+
+    /// Waits for the next connection and configures it as [`TcpServer::accept`] does
+    /// (`TCP_NODELAY`, keepalive ~5 s), without the handshake: for a server that runs the
+    /// handshake elsewhere, e.g. on another thread under a read timeout, so that a silent peer
+    /// cannot hold up the next accept.
+    ///
+    /// # Errors
+    /// `Io` from accept or setting `TCP_NODELAY`.
+    pub fn accept_connection(&self) -> Result<(TcpStream, std::net::SocketAddr), TransportError> {
+        let (stream, peer) = self
             .listener
             .accept()
             .map_err(TransportError::io("tcp accept"))?;
@@ -301,7 +339,7 @@ impl TcpServer {
             .set_nodelay(true)
             .map_err(TransportError::io("tcp nodelay"))?;
         set_keepalive(&stream);
-        StreamServer::over(stream)
+        Ok((stream, peer))
     }
 }
 
@@ -332,5 +370,46 @@ impl UnixServer {
             .accept()
             .map_err(TransportError::io("unix accept"))?;
         StreamServer::over(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Handshakes a client over one end of a socket pair; returns both sides.
+    fn handshake() -> (UnixClient, StreamServer<UnixStream>) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let server = std::thread::spawn(move || StreamServer::over(b).expect("server handshake"));
+        let client = StreamClient::over(a).expect("client handshake");
+        (client, server.join().expect("server thread"))
+    }
+
+    #[test]
+    fn connections_of_one_process_share_its_token() {
+        let (c1, s1) = handshake();
+        let (c2, s2) = std::thread::spawn(handshake).join().expect("thread");
+        assert_ne!(c1.identity().client_token, 0);
+        assert_eq!(c1.identity().client_token, c2.identity().client_token);
+        assert_eq!(s1.client(), c1.identity());
+        assert_eq!(s2.client(), c2.identity());
+        assert_ne!(s1.client().tid, s2.client().tid);
+    }
+
+    #[test]
+    fn a_resumed_server_continues_the_stream() {
+        let (mut client, server) = handshake();
+        let (stream, identity) = server.into_parts();
+        let mut server = StreamServer::resume(stream, identity);
+        assert_eq!(server.client(), client.identity());
+        let echo = std::thread::spawn(move || {
+            let mut request = Vec::new();
+            server.recv(&mut request).expect("recv");
+            server.reply(&request).expect("reply");
+        });
+        let mut response = Vec::new();
+        client.call(b"ping", &mut response).expect("call");
+        assert_eq!(response, b"ping");
+        echo.join().expect("echo thread");
     }
 }
