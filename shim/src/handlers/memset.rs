@@ -180,10 +180,8 @@ mod tests {
         assert!(super::super::memory::register_pinned(p as usize, 64, 0));
         let base = p as CUdeviceptr;
         // SAFETY: inside the 64-byte allocation.
-        assert_eq!(
-            unsafe { fill_guest(base, 16, 0xABu8, 4, 3, None) },
-            Ok(None)
-        );
+        let filled = unsafe { fill_guest(base, 16, 0xABu8, 4, 3, None) };
+        assert_eq!(filled, Ok(None));
         // SAFETY: the allocation is 64 bytes.
         let bytes = unsafe { std::slice::from_raw_parts(p, 64) };
         assert_eq!(&bytes[0..4], &[0xAB; 4]);
@@ -191,15 +189,11 @@ mod tests {
         assert_eq!(&bytes[32..36], &[0xAB; 4]);
         assert_eq!(bytes[4], 0);
         // SAFETY: the range check refuses before writing.
-        assert_eq!(
-            unsafe { fill_guest(base + 60, 0, 7u32, 2, 1, None) },
-            Err(CuError::INVALID_VALUE)
-        );
+        let overrun = unsafe { fill_guest(base + 60, 0, 7u32, 2, 1, None) };
+        assert_eq!(overrun, Err(CuError::INVALID_VALUE));
         // SAFETY: not guest memory: nothing is written.
-        assert_eq!(
-            unsafe { fill_guest(0x1000, 0, 1u8, 1, 1, None) },
-            Ok(Some(0x1000))
-        );
+        let elsewhere = unsafe { fill_guest(0x1000, 0, 1u8, 1, 1, None) };
+        assert_eq!(elsewhere, Ok(Some(0x1000)));
         assert!(super::super::memory::unregister_pinned(p as usize));
     }
 }
