@@ -94,7 +94,9 @@ fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), Transport
 fn stream_client_token() -> u64 {
     static TOKEN: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
     let pid = crate::sys::pid();
-    let mut slot = TOKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut slot = TOKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if slot.0 != pid {
         *slot = (pid, fresh_stream_token());
     }
