@@ -39,7 +39,8 @@ pub enum Doorbell {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Region file to create and serve (e.g. /dev/shm/vgpu, or a QEMU memory-backend file).
-    #[arg(long, required = true, value_name = "PATH")]
+    /// Required unless `--listen` is given.
+    #[arg(long, required_unless_present = "listen", value_name = "PATH")]
     pub region: Option<PathBuf>,
     /// Region size in bytes; the bulk area takes what the channels leave, and holds the guests'
     /// zero-copy pinned memory (`cuMemHostAlloc`), so size it for their pinned pools
@@ -76,6 +77,15 @@ pub struct ServeArgs {
     /// Leave the region file in place on exit even if this process created it.
     #[arg(long)]
     pub keep_region: bool,
+    /// Also serve guests over TCP on this address (e.g. 10.0.0.2:7300; port 0 picks a free
+    /// port, shown in the ready line). Repeatable; works with or without `--region`. There is
+    /// no authentication: bind a private address only.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// How long a TCP client's worker waits, after its last connection closed, for a new one
+    /// before it exits (freeing everything the client held on the GPU), in milliseconds.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub tcp_grace_ms: u64,
 }
 
 /// Internal modes.
@@ -89,9 +99,9 @@ pub enum Mode {
 /// Options of a worker process.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Region file (already created by the supervisor).
+    /// Region file (already created by the supervisor); absent when serving TCP only.
     #[arg(long, value_name = "PATH")]
-    pub region: PathBuf,
+    pub region: Option<PathBuf>,
     /// The real CUDA driver.
     #[arg(long, value_name = "PATH")]
     pub driver: PathBuf,
@@ -110,4 +120,14 @@ pub struct WorkerArgs {
     /// Contexts to create ahead while prewarming (see the host's `--context-pool`).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub context_pool: u32,
+    /// Inherited descriptor of the connection link (`stream_link.rs`); given when the host
+    /// listens for TCP.
+    #[arg(long, value_name = "FD")]
+    pub link_fd: Option<i32>,
+    /// The client (given with `--client-token`) connects over TCP.
+    #[arg(long)]
+    pub tcp_client: bool,
+    /// See the host's `--tcp-grace-ms`.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub tcp_grace_ms: u64,
 }

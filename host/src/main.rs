@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use host::cli::{Cli, Doorbell, Mode, ServeArgs};
 use host::driver_check::{self, EXIT_REGION};
+use host::listener::{Listener, EXIT_LISTEN};
 use host::supervisor::{Supervisor, WorkerSpawn};
 use transport::{DoorbellMode, Region, RegionConfig};
 
@@ -45,10 +46,10 @@ fn init_tracing(filter: &str) {
 }
 
 fn serve(args: &ServeArgs, log: String) -> i32 {
-    let Some(path) = args.region.clone() else {
-        eprintln!("vgpu-host: --region is required");
+    if args.region.is_none() && args.listen.is_empty() {
+        eprintln!("vgpu-host: give --region, --listen, or both");
         return 2;
-    };
+    }
     if let Some(fd) = args.ready_fd {
         // SAFETY: F_SETFD on a descriptor number only changes its close-on-exec flag (or fails
         // with EBADF); workers must not inherit the ready pipe.
@@ -71,17 +72,38 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         eprintln!("vgpu-host: cannot install signal handlers: {e}");
         return 1;
     }
-    let created = !path.exists();
-    let region = match create_region(&path, args) {
-        Ok(r) => r,
-        Err(e) => {
+    let created = args.region.as_deref().is_some_and(|p| !p.exists());
+    let remove_created = || {
+        if let (true, Some(path)) = (created, &args.region) {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let region = match args.region.as_deref().map(|p| (p, create_region(p, args))) {
+        None => None,
+        Some((_, Ok(r))) => Some(r),
+        Some((path, Err(e))) => {
             eprintln!("vgpu-host: cannot create region {}: {e}", path.display());
-            if created {
-                let _ = std::fs::remove_file(&path);
-            }
+            remove_created();
             return EXIT_REGION;
         }
     };
+    let mut listeners = Vec::new();
+    for addr in &args.listen {
+        match Listener::bind(*addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("vgpu-host: cannot listen on {addr}: {e}");
+                remove_created();
+                return EXIT_LISTEN;
+            }
+        }
+    }
+    let served: Vec<String> = args
+        .region
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(listeners.iter().map(|l| format!("tcp {}", l.local_addr())))
+        .collect();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -91,17 +113,27 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
     };
     let spawn = WorkerSpawn {
         exe,
-        region: path.clone(),
+        region: args.region.clone(),
         driver: args.driver.clone(),
         log,
         context_pool: args.context_pool,
+        stream_grace: (!listeners.is_empty()).then(|| Duration::from_millis(args.tcp_grace_ms)),
     };
     let mut supervisor = Supervisor::new(region, spawn, args.prewarm);
+    for listener in listeners {
+        let addr = listener.local_addr();
+        if let Err(e) = listener.spawn(supervisor.intake()) {
+            eprintln!("vgpu-host: cannot start the listener on {addr}: {e}");
+            remove_created();
+            return 1;
+        }
+        tracing::info!("listening on tcp {addr} (no authentication: keep it on a private network)");
+    }
     supervisor.warm_up(WARM_BOUND);
-    announce_ready(&path, args.ready_fd);
+    announce_ready(&served.join(", "), args.ready_fd);
     supervisor.run();
-    if created && !args.keep_region {
-        if let Err(e) = std::fs::remove_file(&path) {
+    if let (true, false, Some(path)) = (created, args.keep_region, &args.region) {
+        if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("cannot remove {}: {e}", path.display());
         }
     }
@@ -134,12 +166,12 @@ fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, String> {
     Region::create(path, &config).map_err(|e| e.to_string())
 }
 
-/// Tells whoever started us that the region is served: a line on stderr, or `ready\n` on the
-/// inherited descriptor `fd`.
-fn announce_ready(path: &Path, fd: Option<i32>) {
+/// Tells whoever started us that everything is served (`what`: the region path and `tcp ADDR`
+/// for each listener): a line on stderr, or `ready\n` on the inherited descriptor `fd`.
+fn announce_ready(what: &str, fd: Option<i32>) {
     let pid = std::process::id();
     let Some(fd) = fd else {
-        eprintln!("vgpu-host: serving {} (pid {pid})", path.display());
+        eprintln!("vgpu-host: serving {what} (pid {pid})");
         return;
     };
     // SAFETY: F_GETFD only inspects the descriptor table entry.
@@ -153,5 +185,5 @@ fn announce_ready(path: &Path, fd: Option<i32>) {
     if let Err(e) = writeln!(file, "ready") {
         tracing::warn!("cannot write to --ready-fd {fd}: {e}");
     }
-    tracing::info!("serving {} (pid {pid})", path.display());
+    tracing::info!("serving {what} (pid {pid})");
 }

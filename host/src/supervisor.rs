@@ -1,17 +1,26 @@
-//! The main process: accepts channel claims, runs one worker process per guest process, reaps
-//! workers and frees what a dead client left in the region.
+//! The main process: takes channel claims (from the region) and socket connections (from the
+//! listeners), runs one worker process per guest process, reaps workers and frees what a dead
+//! client left in the region.
+//!
+//! Claims and connections arrive on one queue ([`Intake`]): a thread accepts claims, one thread
+//! per listener accepts connections, and the loop here routes each to its client's worker.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use transport::{ChannelClaim, Region};
 
-use crate::worker_link::{ClientId, Record};
+use crate::listener::Accepted;
+use crate::stream_link::{self, Connection};
+use crate::worker_link::{ClientId, Record, Via};
 
 /// How long one `accept` waits before the loop looks at signals and children again.
 const ACCEPT_SLICE: Duration = Duration::from_millis(50);
@@ -20,24 +29,38 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Spare workers that die before serving, in a row, before pre-warming is given up.
 const SPARE_FAILURES_MAX: u32 = 3;
 
+/// Something to route to a client's worker.
+#[derive(Debug)]
+pub enum Intake {
+    /// A channel claimed in the region.
+    Claim(ChannelClaim),
+    /// A socket connection whose handshake is done.
+    Stream(Accepted),
+}
+
 /// What the supervisor needs to start workers.
 #[derive(Debug, Clone)]
 pub struct WorkerSpawn {
     /// This executable (re-executed with the hidden `worker` mode).
     pub exe: PathBuf,
-    /// Region path.
-    pub region: PathBuf,
+    /// Region path (none when serving sockets only).
+    pub region: Option<PathBuf>,
     /// Driver path.
     pub driver: PathBuf,
     /// Log filter handed to workers.
     pub log: String,
     /// Contexts a spare creates ahead.
     pub context_pool: u32,
+    /// When the host listens for sockets: how long a socket client's worker outlives its last
+    /// connection. Workers then get a connection link (`stream_link.rs`).
+    pub stream_grace: Option<Duration>,
 }
 
 struct WorkerProcess {
     child: Child,
     stdin: ChildStdin,
+    /// The supervisor's end of the connection link (when listening).
+    link: Option<OwnedFd>,
     client: Option<ClientId>,
 }
 
@@ -50,6 +73,24 @@ impl WorkerProcess {
         self.stdin.write_all(record.to_line().as_bytes())?;
         self.stdin.flush()
     }
+
+    fn send_stream(&self, accepted: &Accepted) -> std::io::Result<()> {
+        let link = self.link.as_ref().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotConnected, "worker has no link")
+        })?;
+        let connection = Connection {
+            client: accepted.client,
+            peer: accepted.peer,
+        };
+        stream_link::send(link.as_fd(), &connection, accepted.stream.as_fd())
+    }
+}
+
+/// Workers by client: a token is looked up only among clients of the same transport.
+type ClientKey = (Via, u64);
+
+fn key(client: &ClientId) -> ClientKey {
+    (client.via, client.token)
 }
 
 /// The spare: a worker with the driver loaded and initialised, waiting for a client.
@@ -61,9 +102,11 @@ struct Spare {
 
 /// The serving loop's state.
 pub struct Supervisor {
-    region: Region,
+    region: Option<Region>,
+    intake: Receiver<Intake>,
+    intake_tx: Sender<Intake>,
     spawn: WorkerSpawn,
-    workers: HashMap<u64, WorkerProcess>,
+    workers: HashMap<ClientKey, WorkerProcess>,
     spare: Option<Spare>,
     prewarm: bool,
     spare_failures: u32,
@@ -71,10 +114,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor for a created region.
-    pub fn new(region: Region, spawn: WorkerSpawn, prewarm: bool) -> Self {
+    /// A supervisor for a created region (if any); listeners feed it through
+    /// [`Supervisor::intake`].
+    pub fn new(region: Option<Region>, spawn: WorkerSpawn, prewarm: bool) -> Self {
+        let (intake_tx, intake) = mpsc::channel();
         Self {
             region,
+            intake,
+            intake_tx,
             spawn,
             workers: HashMap::new(),
             spare: None,
@@ -102,23 +149,31 @@ impl Supervisor {
         warm
     }
 
+    /// Where listeners deliver handshaken connections.
+    pub fn intake(&self) -> Sender<Intake> {
+        self.intake_tx.clone()
+    }
+
     /// Serves until SIGTERM/SIGINT; then stops every worker. Returns the stop signal.
     pub fn run(&mut self) -> i32 {
+        let stop = Arc::new(AtomicBool::new(false));
+        if let Some(region) = &self.region {
+            spawn_claim_acceptor(region.clone(), self.intake_tx.clone(), stop.clone());
+        }
         let signal = loop {
             if let Some(s) = crate::signals::stop_requested() {
                 break s;
             }
             self.reap();
             self.ensure_spare();
-            match self.region.accept(ACCEPT_SLICE) {
-                Ok(Some(claim)) => self.route(claim),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    std::thread::sleep(ACCEPT_SLICE);
-                }
+            match self.intake.recv_timeout(ACCEPT_SLICE) {
+                Ok(Intake::Claim(claim)) => self.route(claim),
+                Ok(Intake::Stream(accepted)) => self.route_stream(accepted),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         };
+        // No ordering needed: the flag only ends the claim thread's loop.
+        stop.store(true, Ordering::Relaxed);
         tracing::info!("signal {signal}: stopping {} worker(s)", self.workers.len());
         self.stop_all();
         signal
@@ -128,43 +183,78 @@ impl Supervisor {
     /// client.
     fn route(&mut self, claim: ChannelClaim) {
         let record = Record::Claim(claim);
-        if let Some(worker) = self.workers.get_mut(&claim.client_token) {
-            if worker.send(&record).is_ok() {
-                tracing::debug!(
-                    index = claim.index,
-                    tid = claim.tid,
-                    worker = worker.pid(),
-                    "channel to existing worker"
-                );
-                return;
+        let client = ClientId::of(&claim);
+        if let Some(worker) = self.deliver(client, "claim", |w| w.send(&record)) {
+            tracing::debug!(
+                index = claim.index,
+                tid = claim.tid,
+                worker,
+                "channel handed over"
+            );
+        }
+    }
+
+    /// Hands a socket connection to its client's worker (as [`Supervisor::route`] does a
+    /// claim), then closes the supervisor's copy of the socket.
+    fn route_stream(&mut self, accepted: Accepted) {
+        let client = ClientId::of_stream(&accepted.client);
+        match self.deliver(client, "connection", |w| w.send_stream(&accepted)) {
+            Some(worker) => tracing::info!(
+                peer = %accepted.peer,
+                token = client.token,
+                pid = client.pid,
+                tid = accepted.client.tid,
+                worker,
+                "tcp connection"
+            ),
+            None => tracing::warn!(
+                peer = %accepted.peer,
+                token = client.token,
+                pid = client.pid,
+                "tcp connection closed: no worker could take it"
+            ),
+        }
+    }
+
+    /// Runs `send` on the worker of `client`: the existing one, or the spare, or a new one
+    /// (also when the existing one is gone). Returns the worker's pid when `send` succeeded.
+    fn deliver(
+        &mut self,
+        client: ClientId,
+        what: &str,
+        send: impl Fn(&mut WorkerProcess) -> std::io::Result<()>,
+    ) -> Option<u32> {
+        if let Some(worker) = self.workers.get_mut(&key(&client)) {
+            if send(worker).is_ok() {
+                return Some(worker.pid());
             }
             tracing::warn!(
-                pid = claim.pid,
+                pid = client.pid,
                 "worker {} of this client is gone; starting a new one",
                 worker.pid()
             );
             self.reap();
-            if let Some(mut w) = self.workers.remove(&claim.client_token) {
-                finish(&mut w.child, &self.region, w.client);
+            if let Some(mut w) = self.workers.remove(&key(&client)) {
+                finish(&mut w.child, self.region.as_ref(), w.client);
             }
         }
-        let client = ClientId::of(&claim);
-        let Some(mut worker) = self
+        let mut worker = self
             .take_spare(client)
-            .or_else(|| self.start_worker(client))
-        else {
-            return;
-        };
-        if let Err(e) = worker.send(&record) {
-            tracing::error!(worker = worker.pid(), "cannot hand the claim over: {e}");
+            .or_else(|| self.start_worker(client))?;
+        let pid = worker.pid();
+        let sent = send(&mut worker);
+        if let Err(e) = &sent {
+            tracing::error!(worker = pid, "cannot hand the {what} over: {e}");
         }
         tracing::info!(
             pid = client.pid,
             token = client.token,
-            worker = worker.pid(),
+            via = ?client.via,
+            worker = pid,
             "new client"
         );
-        self.workers.insert(client.token, worker);
+        self.workers.insert(key(&client), worker);
+        sent.ok().map(|()| pid)
     }
 
     fn take_spare(&mut self, client: ClientId) -> Option<WorkerProcess> {
@@ -221,7 +311,7 @@ impl Supervisor {
             .arg("--context-pool")
             .arg(self.spawn.context_pool.to_string())
             .stdout(Stdio::piped());
-        match spawn(cmd) {
+        match self.spawn_worker(cmd) {
             Ok((worker, stdout)) => {
                 tracing::debug!(worker = worker.pid(), "spare worker started");
                 self.spare = Some(Spare {
@@ -240,10 +330,14 @@ impl Supervisor {
 
     fn worker_command(&self) -> Command {
         let mut cmd = Command::new(&self.spawn.exe);
-        cmd.arg("worker")
-            .arg("--region")
-            .arg(&self.spawn.region)
-            .arg("--driver")
+        cmd.arg("worker");
+        if let Some(region) = &self.spawn.region {
+            cmd.arg("--region").arg(region);
+        }
+        if let Some(grace) = self.spawn.stream_grace {
+            cmd.arg("--tcp-grace-ms").arg(grace.as_millis().to_string());
+        }
+        cmd.arg("--driver")
             .arg(&self.spawn.driver)
             .arg("--log")
             .arg(&self.spawn.log)
@@ -261,7 +355,10 @@ impl Supervisor {
             .arg(client.pid.to_string())
             .arg("--start-time")
             .arg(client.start_time.to_string());
-        match spawn(cmd) {
+        if client.via == Via::Stream {
+            cmd.arg("--tcp-client");
+        }
+        match self.spawn_worker(cmd) {
             Ok((mut worker, _)) => {
                 worker.client = Some(client);
                 Some(worker)
@@ -275,14 +372,14 @@ impl Supervisor {
 
     /// Collects exited workers; frees their clients' bulk blocks.
     fn reap(&mut self) {
-        let exited: Vec<u64> = self
+        let exited: Vec<ClientKey> = self
             .workers
             .iter_mut()
-            .filter_map(|(token, w)| (!matches!(w.child.try_wait(), Ok(None))).then_some(*token))
+            .filter_map(|(key, w)| (!matches!(w.child.try_wait(), Ok(None))).then_some(*key))
             .collect();
-        for token in exited {
-            if let Some(mut w) = self.workers.remove(&token) {
-                finish(&mut w.child, &self.region, w.client);
+        for key in exited {
+            if let Some(mut w) = self.workers.remove(&key) {
+                finish(&mut w.child, self.region.as_ref(), w.client);
             }
         }
     }
@@ -309,27 +406,87 @@ impl Supervisor {
                 let _ = child.kill();
             }
             let _ = child.wait();
-            if let Some(c) = client {
-                self.region.bulk_release_owner(c.token);
-            }
+            release_bulk(self.region.as_ref(), *client);
         }
+    }
+
+    /// Starts a worker process from `cmd`, with a connection link when listening.
+    fn spawn_worker(
+        &self,
+        mut cmd: Command,
+    ) -> std::io::Result<(WorkerProcess, Option<ChildStdout>)> {
+        let mut worker_end = None;
+        let mut link = None;
+        if self.spawn.stream_grace.is_some() {
+            let (ours, theirs) = stream_link::pair()?;
+            let fd = theirs.as_raw_fd();
+            cmd.arg("--link-fd").arg(fd.to_string());
+            // SAFETY: the closure runs in the forked child before exec and only calls fcntl
+            // (async-signal-safe) on a descriptor that is open there (inherited from us, kept
+            // open by `worker_end` until spawn returns).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            worker_end = Some(theirs);
+            link = Some(ours);
+        }
+        let spawned = cmd.spawn();
+        drop(worker_end);
+        let mut child = spawned?;
+        let stdin = child.stdin.take().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "worker has no stdin pipe")
+        })?;
+        let stdout = child.stdout.take();
+        Ok((
+            WorkerProcess {
+                child,
+                stdin,
+                link,
+                client: None,
+            },
+            stdout,
+        ))
     }
 }
 
-fn spawn(mut cmd: Command) -> std::io::Result<(WorkerProcess, Option<ChildStdout>)> {
-    let mut child = cmd.spawn()?;
-    let stdin = child.stdin.take().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::BrokenPipe, "worker has no stdin pipe")
-    })?;
-    let stdout = child.stdout.take();
-    Ok((
-        WorkerProcess {
-            child,
-            stdin,
-            client: None,
-        },
-        stdout,
-    ))
+/// Accepts region claims into the intake queue until `stop` is set or the loop is gone.
+fn spawn_claim_acceptor(region: Region, intake: Sender<Intake>, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("vgpu-claims".into())
+        .spawn(move || {
+            // No ordering needed: see `Supervisor::run`.
+            while !stop.load(Ordering::Relaxed) {
+                match region.accept(ACCEPT_SLICE) {
+                    Ok(Some(claim)) => {
+                        if intake.send(Intake::Claim(claim)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!("accept: {e}");
+                        std::thread::sleep(ACCEPT_SLICE);
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the claim thread: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Frees the bulk blocks a region client left (socket clients own none).
+fn release_bulk(region: Option<&Region>, client: Option<ClientId>) -> usize {
+    match (region, client) {
+        (Some(region), Some(c)) if c.via == Via::Region => region.bulk_release_owner(c.token),
+        _ => 0,
+    }
 }
 
 /// Waits (bounded) for a spare's warm line.
@@ -353,7 +510,7 @@ fn wait_warm(spare: &mut Spare, bound: Duration) -> bool {
 }
 
 /// Logs how a worker ended and frees its client's bulk blocks.
-fn finish(child: &mut Child, region: &Region, client: Option<ClientId>) {
+fn finish(child: &mut Child, region: Option<&Region>, client: Option<ClientId>) {
     let status = child.wait().ok();
     let pid = client.map_or(0, |c| c.pid);
     let crashed = status.is_none_or(|s| !s.success());
@@ -367,11 +524,9 @@ fn finish(child: &mut Child, region: &Region, client: Option<ClientId>) {
     } else {
         tracing::info!(worker = child.id(), client = pid, "worker exited");
     }
-    if let Some(c) = client {
-        let freed = region.bulk_release_owner(c.token);
-        if freed > 0 {
-            tracing::info!(client = pid, "freed {freed} bulk block(s) of the client");
-        }
+    let freed = release_bulk(region, client);
+    if freed > 0 {
+        tracing::info!(client = pid, "freed {freed} bulk block(s) of the client");
     }
 }
 

@@ -8,23 +8,29 @@
 //! - **Across a VM** (the pid means nothing here): the worker exits once every channel it
 //!   served ended with `PeerGone` (the transport's heartbeat timeout) and no new channel arrived
 //!   for one peer timeout. Channels that closed normally keep it alive.
+//! - **Over TCP** (the client's connections were handed over by the supervisor): the worker
+//!   exits once its last connection has closed and none arrived for the grace period
+//!   (`--tcp-grace-ms`). TCP keepalive bounds a peer that vanished without closing.
 //! - **Supervisor gone** (end of file on stdin): the worker exits.
 //!
 //! Exiting releases everything the client held on the GPU: the driver frees a process's
 //! contexts, memory, modules, streams and events when the process ends.
 
 use std::io::{BufRead, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport::{HostChannel, Region, TransportError};
+use transport::{Region, ServerTransport, StreamServer, TransportError};
 
 use crate::cli::WorkerArgs;
 use crate::dispatch::{ClientContext, Flow, ThreadSession};
 use crate::liveness::{self, ProcessWatch};
-use crate::worker_link::{ClientId, Record};
+use crate::stream_link::{self, Connection, LinkError};
+use crate::worker_link::{ClientId, Record, Via};
 
 /// Exit status of a worker whose channel handler panicked.
 pub const EXIT_HANDLER_PANIC: i32 = 70;
@@ -34,8 +40,13 @@ pub const WARM_LINE: &str = "warm";
 
 enum Event {
     Record(Record),
+    /// A TCP connection handed over on the link, and its socket.
+    Stream(Connection, OwnedFd),
     SupervisorGone,
-    ChannelEnded { index: u32, peer_gone: bool },
+    ChannelEnded {
+        index: u32,
+        peer_gone: bool,
+    },
     ClientExited,
 }
 
@@ -60,10 +71,12 @@ fn set_process_name(name: &str) {
 /// Runs a worker until its client is gone; returns the exit status.
 pub fn run(args: &WorkerArgs) -> i32 {
     set_process_name(&process_name(args.client_token.map(|_| args.pid)));
-    let region = match Region::open(&args.region) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(region = %args.region.display(), "worker cannot open the region: {e}");
+    let region = match args.region.as_deref().map(Region::open) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            let path = args.region.as_deref().unwrap_or(std::path::Path::new(""));
+            tracing::error!(region = %path.display(), "worker cannot open the region: {e}");
             return 1;
         }
     };
@@ -76,6 +89,12 @@ pub fn run(args: &WorkerArgs) -> i32 {
     }
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
+    if let Some(fd) = args.link_fd {
+        // SAFETY: the supervisor passed this descriptor to us (`--link-fd`) for this use only;
+        // nothing else in this process owns it.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        spawn_link_reader(link, tx.clone());
+    }
     if args.prewarm {
         // The supervisor stops reading once it has handed this spare a client, which may
         // happen before the driver is warm: a closed pipe here is not a reason to stop.
@@ -83,19 +102,27 @@ pub fn run(args: &WorkerArgs) -> i32 {
         let _ = writeln!(out, "{WARM_LINE}").and_then(|()| out.flush());
         detach_stdout();
     }
+    let mut early = Vec::new();
     let client = match args.client_token {
         Some(token) => ClientId {
             token,
             pid: args.pid,
             start_time: args.start_time,
+            via: if args.tcp_client {
+                Via::Stream
+            } else {
+                Via::Region
+            },
         },
-        None => match wait_for_client(&rx) {
+        None => match wait_for_client(&rx, &mut early) {
             Some(c) => c,
             None => return 0,
         },
     };
     set_process_name(&process_name(Some(client.pid)));
-    context.attach_region(region.clone(), client.token);
+    if let (Some(region), Via::Region) = (&region, client.via) {
+        context.attach_region(region.clone(), client.token);
+    }
     tracing::debug!(
         token = client.token,
         pid = client.pid,
@@ -107,8 +134,9 @@ pub fn run(args: &WorkerArgs) -> i32 {
         client,
         context,
         events: tx,
+        tcp_grace: Duration::from_millis(args.tcp_grace_ms),
     }
-    .serve(&rx)
+    .serve(&rx, early)
 }
 
 /// Points stdout at /dev/null: nobody reads the spare's pipe after the warm line, and a
@@ -149,10 +177,43 @@ fn spawn_stdin_reader(tx: Sender<Event>) {
     }
 }
 
-fn wait_for_client(rx: &Receiver<Event>) -> Option<ClientId> {
+/// Reads connections from the supervisor's link until it closes. A bad message costs one log
+/// line (its descriptors are closed); a failing link ends the thread (stdin still tells when
+/// the supervisor is gone).
+fn spawn_link_reader(link: OwnedFd, tx: Sender<Event>) {
+    let spawned = std::thread::Builder::new()
+        .name("vgpu-conn-link".into())
+        .spawn(move || loop {
+            match stream_link::recv(link.as_fd()) {
+                Ok(Some((connection, fd))) => {
+                    if tx.send(Event::Stream(connection, fd)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(LinkError::Io(e)) => {
+                    tracing::error!("connection link failed: {e}");
+                    return;
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the connection link thread: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A spare waits for its client. Connections that arrive first (the link and stdin are read
+/// by different threads) are kept in `early` and served once the client is known.
+fn wait_for_client(
+    rx: &Receiver<Event>,
+    early: &mut Vec<(Connection, OwnedFd)>,
+) -> Option<ClientId> {
     loop {
         match rx.recv().ok()? {
             Event::Record(Record::Client(c)) => return Some(c),
+            Event::Stream(connection, fd) => early.push((connection, fd)),
             Event::Record(Record::Claim(c)) => {
                 tracing::warn!(
                     index = c.index,
@@ -166,29 +227,45 @@ fn wait_for_client(rx: &Receiver<Event>) -> Option<ClientId> {
 }
 
 struct Worker {
-    region: Region,
+    region: Option<Region>,
     client: ClientId,
     context: Arc<ClientContext>,
     events: Sender<Event>,
+    tcp_grace: Duration,
 }
 
 impl Worker {
-    fn serve(self, rx: &Receiver<Event>) -> i32 {
-        let same_kernel = liveness::same_kernel(self.client.pid, self.client.start_time);
+    fn serve(self, rx: &Receiver<Event>, early: Vec<(Connection, OwnedFd)>) -> i32 {
+        let tcp = self.client.via == Via::Stream;
+        let same_kernel = !tcp && liveness::same_kernel(self.client.pid, self.client.start_time);
         if same_kernel {
             self.watch_client();
-        } else {
+        } else if !tcp {
             tracing::info!(
                 pid = self.client.pid,
                 "client pid not visible here (guest in a VM?): relying on transport liveness"
             );
         }
-        let peer_timeout = self.region.peer_timeout();
+        let peer_timeout = self
+            .region
+            .as_ref()
+            .map_or(Duration::from_secs(5), Region::peer_timeout);
         let mut active = 0usize;
         let mut any_gone = false;
         let mut idle_since = Instant::now();
+        let mut next_stream = 0u32;
+        for (connection, fd) in early {
+            if self.start_stream(connection, fd, &mut next_stream) {
+                active += 1;
+            }
+        }
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Stream(connection, fd)) => {
+                    if self.start_stream(connection, fd, &mut next_stream) {
+                        active += 1;
+                    }
+                }
                 Ok(Event::Record(Record::Claim(claim))) => {
                     if claim.client_token != self.client.token {
                         tracing::warn!(
@@ -220,7 +297,20 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if !same_kernel && active == 0 && any_gone && idle_since.elapsed() >= peer_timeout {
+            if tcp && active == 0 && idle_since.elapsed() >= self.tcp_grace {
+                tracing::info!(
+                    pid = self.client.pid,
+                    "last tcp connection closed {:?} ago; worker exits",
+                    self.tcp_grace
+                );
+                return 0;
+            }
+            if !tcp
+                && !same_kernel
+                && active == 0
+                && any_gone
+                && idle_since.elapsed() >= peer_timeout
+            {
                 tracing::info!(
                     pid = self.client.pid,
                     "client silent for the peer timeout; worker exits"
@@ -247,38 +337,69 @@ impl Worker {
 
     /// Serves one claim on a new thread; false when the claim is stale or no thread starts.
     fn start_channel(&self, claim: transport::ChannelClaim) -> bool {
-        let channel = match self.region.serve(&claim) {
+        let Some(region) = &self.region else {
+            tracing::warn!(
+                index = claim.index,
+                "claim sent to a worker without a region"
+            );
+            return false;
+        };
+        let channel = match region.serve(&claim) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(index = claim.index, "claim not served: {e}");
                 return false;
             }
         };
+        self.start_thread(channel, claim.index, format!("vgpu-ch-{}", claim.index))
+    }
+
+    /// Serves one TCP connection on a new thread, like a claimed channel; false when it is
+    /// not this worker's client or no thread starts (the socket is then closed).
+    fn start_stream(&self, connection: Connection, fd: OwnedFd, next: &mut u32) -> bool {
+        if self.client.via != Via::Stream || connection.client.client_token != self.client.token {
+            tracing::warn!(
+                peer = %connection.peer,
+                "connection of another client sent to this worker; closed"
+            );
+            return false;
+        }
+        let index = *next;
+        *next = next.wrapping_add(1);
+        tracing::debug!(peer = %connection.peer, tid = connection.client.tid, index, "serving tcp connection");
+        let server = StreamServer::resume(TcpStream::from(fd), connection.client);
+        self.start_thread(server, index, format!("vgpu-tcp-{index}"))
+    }
+
+    /// Runs [`serve_channel`] on a new thread named `name`; reports its end as `index`.
+    fn start_thread<T: ServerTransport + Send + 'static>(
+        &self,
+        channel: T,
+        index: u32,
+        name: String,
+    ) -> bool {
         let context = self.context.clone();
         let tx = self.events.clone();
-        let index = claim.index;
-        let spawned = std::thread::Builder::new()
-            .name(format!("vgpu-ch-{index}"))
-            .spawn(move || {
-                let result =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| serve_channel(channel, context)));
-                let peer_gone = match result {
-                    Ok(Ok(())) | Ok(Err(TransportError::Closed)) => false,
-                    Ok(Err(TransportError::PeerGone(reason))) => {
-                        tracing::debug!(index, "client gone: {reason:?}");
-                        true
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(index, "channel ended: {e}");
-                        false
-                    }
-                    Err(_) => {
-                        tracing::error!(index, "request handler panicked; worker exits");
-                        std::process::exit(EXIT_HANDLER_PANIC);
-                    }
-                };
-                let _ = tx.send(Event::ChannelEnded { index, peer_gone });
-            });
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| serve_channel(channel, context)));
+            let peer_gone = match result {
+                Ok(Ok(())) | Ok(Err(TransportError::Closed)) => false,
+                Ok(Err(TransportError::PeerGone(reason))) => {
+                    tracing::debug!(index, "client gone: {reason:?}");
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(index, "channel ended: {e}");
+                    false
+                }
+                Err(_) => {
+                    tracing::error!(index, "request handler panicked; worker exits");
+                    std::process::exit(EXIT_HANDLER_PANIC);
+                }
+            };
+            let _ = tx.send(Event::ChannelEnded { index, peer_gone });
+        });
         match spawned {
             Ok(_) => true,
             Err(e) => {
@@ -296,7 +417,7 @@ impl Worker {
 ///
 /// The transport error that ended the channel (`Closed` for a normal release).
 pub fn serve_channel(
-    mut channel: HostChannel,
+    mut channel: impl ServerTransport,
     client: Arc<ClientContext>,
 ) -> Result<(), TransportError> {
     let mut session = ThreadSession::new(client);

@@ -1,12 +1,32 @@
 //! What the supervisor tells a worker over the worker's stdin: one text line per record.
 //!
-//! - `client TOKEN PID START` assigns a spare worker to a client (a worker started for a known
-//!   client gets the same values as arguments instead);
+//! - `client TOKEN PID START VIA` assigns a spare worker to a client (a worker started for a
+//!   known client gets the same values as arguments instead); `VIA` is `region` or `stream`;
 //! - `claim INDEX EPOCH TOKEN PID TID START` hands it one claimed channel to serve.
 //!
-//! End of file means the supervisor is gone: the worker exits.
+//! End of file means the supervisor is gone: the worker exits. Accepted socket connections
+//! cannot travel over a pipe; they go over a second link (`stream_link.rs`).
 
-use transport::ChannelClaim;
+use transport::{ChannelClaim, ClientIdentity};
+
+/// How a client reaches the host. A client uses one transport: its token is the region's or
+/// the socket client's, and the two never name the same worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Channels claimed in the shared-memory region.
+    Region,
+    /// Socket connections (TCP).
+    Stream,
+}
+
+impl Via {
+    fn word(self) -> &'static str {
+        match self {
+            Via::Region => "region",
+            Via::Stream => "stream",
+        }
+    }
+}
 
 /// The client a worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +35,10 @@ pub struct ClientId {
     pub token: u64,
     /// Guest process id.
     pub pid: u32,
-    /// Guest process start time (0 = unknown).
+    /// Guest process start time (0 = unknown; always 0 for socket clients).
     pub start_time: u64,
+    /// The transport the client uses.
+    pub via: Via,
 }
 
 impl ClientId {
@@ -26,6 +48,18 @@ impl ClientId {
             token: claim.client_token,
             pid: claim.pid,
             start_time: claim.start_time,
+            via: Via::Region,
+        }
+    }
+
+    /// The client a socket connection belongs to. Its pid is the one the peer claimed in the
+    /// handshake: on another machine it names nothing here, so no start time is kept.
+    pub fn of_stream(identity: &ClientIdentity) -> Self {
+        Self {
+            token: identity.client_token,
+            pid: identity.pid,
+            start_time: 0,
+            via: Via::Stream,
         }
     }
 }
@@ -48,7 +82,13 @@ impl Record {
     /// The record as one line, newline included.
     pub fn to_line(&self) -> String {
         match self {
-            Record::Client(c) => format!("client {} {} {}\n", c.token, c.pid, c.start_time),
+            Record::Client(c) => format!(
+                "client {} {} {} {}\n",
+                c.token,
+                c.pid,
+                c.start_time,
+                c.via.word()
+            ),
             Record::Claim(c) => format!(
                 "claim {} {} {} {} {} {}\n",
                 c.index, c.epoch, c.client_token, c.pid, c.tid, c.start_time
@@ -64,9 +104,22 @@ impl Record {
     /// number of the right width.
     pub fn parse(line: &str) -> Result<Self, BadRecord> {
         let bad = || BadRecord(line.trim_end().to_owned());
-        let mut words = line.split_ascii_whitespace();
-        let kind = words.next().ok_or_else(bad)?;
+        let mut words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if words.is_empty() {
+            return Err(bad());
+        }
+        let kind = words.remove(0);
+        let via = match (kind, words.last().copied()) {
+            ("client", Some("region")) => Some(Via::Region),
+            ("client", Some("stream")) => Some(Via::Stream),
+            ("client", _) => return Err(bad()),
+            _ => None,
+        };
+        if via.is_some() {
+            words.pop();
+        }
         let nums: Vec<u64> = words
+            .into_iter()
             .map(str::parse)
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
@@ -76,6 +129,7 @@ impl Record {
                 token: nums[0],
                 pid: u32_at(1)?,
                 start_time: nums[2],
+                via: via.ok_or_else(bad)?,
             })),
             ("claim", 6) => Ok(Record::Claim(ChannelClaim {
                 index: u32_at(0)?,
@@ -105,7 +159,17 @@ mod tests {
             start_time: 123_456_789,
         };
         let client = ClientId::of(&claim);
-        for r in [Record::Claim(claim), Record::Client(client)] {
+        let remote = ClientId::of_stream(&ClientIdentity {
+            client_token: 9,
+            pid: 77,
+            tid: 78,
+        });
+        assert_eq!(remote.via, Via::Stream);
+        for r in [
+            Record::Claim(claim),
+            Record::Client(client),
+            Record::Client(remote),
+        ] {
             assert_eq!(Record::parse(&r.to_line()), Ok(r));
         }
     }
@@ -116,8 +180,13 @@ mod tests {
             "",
             "claim 1 2 3 4 5",
             "claim 1 2 3 4 5 6 7",
-            "client 1 99999999999 3",
-            "client -1 2 3",
+            "client 1 99999999999 3 region",
+            "client -1 2 3 region",
+            "client 1 2 3",
+            "client 1 2 3 tcp",
+            "client 1 2 region 3",
+            "client 1 2 3 stream stream",
+            "claim 1 2 3 4 5 6 region",
             "serve 1 2 3",
             "claim a b c d e f",
         ] {

@@ -1,0 +1,150 @@
+//! TCP listeners: accept connections, run the stream handshake on a short-lived thread under a
+//! timeout (a silent peer cannot hold up the next accept), and hand each handshaken connection
+//! to the supervisor's loop, which routes it to its client's worker.
+//!
+//! Every connection gets one log line: where it came from and who it said it is, or why it was
+//! closed.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use transport::{ClientIdentity, StreamServer, TcpServer, TransportError};
+
+use crate::supervisor::Intake;
+
+/// Exit status of the host when a `--listen` address cannot be bound.
+pub const EXIT_LISTEN: i32 = 6;
+/// How long a new connection has to complete the stream handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections in the handshake at once, per listener; more are closed at once (one log line
+/// each), so a flood of silent peers costs a bounded number of threads.
+pub const MAX_HANDSHAKES: usize = 64;
+/// Pause after a failed `accept` (e.g. out of descriptors) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A connection whose stream handshake is done.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The socket, with no read or write timeout left on it.
+    pub stream: TcpStream,
+    /// Who the peer said it is.
+    pub client: ClientIdentity,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// One bound TCP listener.
+#[derive(Debug)]
+pub struct Listener {
+    server: TcpServer,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port; see [`Listener::local_addr`]).
+    ///
+    /// # Errors
+    ///
+    /// The bind error.
+    pub fn bind(addr: SocketAddr) -> Result<Self, TransportError> {
+        let server = TcpServer::bind(addr)?;
+        let addr = server.local_addr()?;
+        Ok(Self { server, addr })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Accepts connections on a thread of its own for as long as the supervisor's loop takes
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// The thread cannot be started.
+    pub fn spawn(self, intake: Sender<Intake>) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name(format!("vgpu-listen-{}", self.addr.port()))
+            .spawn(move || self.accept_loop(&intake))
+            .map(|_| ())
+    }
+
+    fn accept_loop(self, intake: &Sender<Intake>) {
+        let pending = Arc::new(AtomicUsize::new(0));
+        loop {
+            let (stream, peer) = match self.server.accept_connection() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(listen = %self.addr, "{e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            // No ordering needed: a counter that only bounds how many threads exist.
+            if pending.fetch_add(1, Ordering::Relaxed) >= MAX_HANDSHAKES {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(
+                    %peer,
+                    "tcp connection closed: {MAX_HANDSHAKES} connections already in the handshake"
+                );
+                continue;
+            }
+            let intake = intake.clone();
+            let in_handshake = pending.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vgpu-handshake".into())
+                .spawn(move || {
+                    let outcome = handshake(stream, peer);
+                    in_handshake.fetch_sub(1, Ordering::Relaxed);
+                    match outcome {
+                        Ok(accepted) => {
+                            // The loop is gone only while the host stops: the connection closes.
+                            let _ = intake.send(Intake::Stream(accepted));
+                        }
+                        Err(why) => tracing::warn!(%peer, "tcp connection closed: {why}"),
+                    }
+                });
+            if let Err(e) = spawned {
+                // The closure (and with it the stream) was dropped: the connection is closed.
+                pending.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "tcp connection closed: no handshake thread: {e}");
+            }
+        }
+    }
+}
+
+/// Runs the server side of the stream handshake, bounded by [`HANDSHAKE_TIMEOUT`].
+fn handshake(stream: TcpStream, peer: SocketAddr) -> Result<Accepted, String> {
+    let timeouts = |s: &TcpStream, t: Option<Duration>| {
+        s.set_read_timeout(t)
+            .and_then(|()| s.set_write_timeout(t))
+            .map_err(|e| format!("cannot set socket timeouts: {e}"))
+    };
+    timeouts(&stream, Some(HANDSHAKE_TIMEOUT))?;
+    let server = StreamServer::over(stream).map_err(|e| match e {
+        TransportError::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("no handshake within {HANDSHAKE_TIMEOUT:?}")
+        }
+        TransportError::PeerGone(_) => "the peer left during the handshake".to_owned(),
+        TransportError::BadHandshake(what) => {
+            format!("not a vgpu client (bad handshake: {what}); refused")
+        }
+        other => format!("handshake failed: {other}"),
+    })?;
+    let (stream, client) = server.into_parts();
+    timeouts(&stream, None)?;
+    Ok(Accepted {
+        stream,
+        client,
+        peer,
+    })
+}

@@ -1,0 +1,287 @@
+//! The supervisor → worker link for socket connections: a Unix `SOCK_SEQPACKET` socket pair.
+//! A pipe (the worker's stdin, `worker_link.rs`) cannot carry descriptors; this link carries
+//! each accepted connection's socket with `SCM_RIGHTS`, after the supervisor has completed the
+//! stream handshake.
+//!
+//! One message per connection: the text `stream TOKEN PID TID PEER` (client identity from the
+//! handshake, peer address) and exactly one descriptor. Sequenced packets keep the text and
+//! its descriptor together. End of file means the supervisor is gone.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use transport::ClientIdentity;
+
+/// Longest message text (a full-width record with an IPv6 peer is under 100 bytes).
+const MAX_TEXT: usize = 256;
+/// Descriptors a received message may carry before it is refused (only one is sent; the
+/// room is there so that extra ones are received, closed and reported, never leaked).
+const MAX_FDS: usize = 4;
+
+/// One accepted, handshaken connection as the worker learns of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    /// Who the peer said it is in the stream handshake.
+    pub client: ClientIdentity,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+/// What went wrong receiving a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The link socket failed.
+    #[error("connection link: {0}")]
+    Io(#[from] io::Error),
+    /// A message without exactly one descriptor, or truncated.
+    #[error("connection link: message with {0} descriptor(s) or truncated; dropped")]
+    Descriptors(usize),
+    /// A message whose text is not a connection record.
+    #[error("connection link: bad record {0:?}; dropped")]
+    BadRecord(String),
+}
+
+impl Connection {
+    /// The record text.
+    pub fn to_text(&self) -> String {
+        format!(
+            "stream {} {} {} {}",
+            self.client.client_token, self.client.pid, self.client.tid, self.peer
+        )
+    }
+
+    /// Parses a record text.
+    ///
+    /// # Errors
+    ///
+    /// [`LinkError::BadRecord`] for anything but `stream TOKEN PID TID PEER`.
+    pub fn parse(text: &str) -> Result<Self, LinkError> {
+        let bad = || LinkError::BadRecord(text.to_owned());
+        let words: Vec<&str> = text.split_ascii_whitespace().collect();
+        let ["stream", token, pid, tid, peer] = words[..] else {
+            return Err(bad());
+        };
+        Ok(Connection {
+            client: ClientIdentity {
+                client_token: token.parse().map_err(|_| bad())?,
+                pid: pid.parse().map_err(|_| bad())?,
+                tid: tid.parse().map_err(|_| bad())?,
+            },
+            peer: peer.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// A connected pair of link sockets, both close-on-exec: (supervisor's end, worker's end).
+///
+/// # Errors
+///
+/// The `socketpair` error.
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two descriptors for socketpair to fill.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends one connection and its socket. The socket stays open here too; the caller closes its
+/// copy once sent.
+///
+/// # Errors
+///
+/// The `sendmsg` error (`EPIPE`/`ECONNREFUSED` once the worker is gone).
+pub fn send(
+    link: BorrowedFd<'_>,
+    connection: &Connection,
+    socket: BorrowedFd<'_>,
+) -> io::Result<()> {
+    let text = connection.to_text();
+    let mut iov = libc::iovec {
+        iov_base: text.as_ptr() as *mut libc::c_void,
+        iov_len: text.len(),
+    };
+    let fd: libc::c_int = socket.as_raw_fd();
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE is pure arithmetic on a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: an all-zero msghdr is a valid empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `control`, which has room for one header (CMSG_SPACE for one
+    // int, checked above) and is 8-byte aligned, so CMSG_FIRSTHDR is non-null and in bounds;
+    // the header and its data are written inside `control`.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    loop {
+        // SAFETY: `msg` and everything it points at (`iov` over `text`, `control`) live
+        // across the call; the descriptors are open.
+        let n = unsafe { libc::sendmsg(link.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives the next connection and its socket (close-on-exec); `Ok(None)` at end of file.
+///
+/// # Errors
+///
+/// [`LinkError::Io`] when the link fails (stop reading); [`LinkError::Descriptors`] or
+/// [`LinkError::BadRecord`] for one bad message, whose descriptors are closed (read on).
+pub fn recv(link: BorrowedFd<'_>) -> Result<Option<(Connection, OwnedFd)>, LinkError> {
+    let mut text = [0u8; MAX_TEXT];
+    let mut iov = libc::iovec {
+        iov_base: text.as_mut_ptr().cast(),
+        iov_len: text.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE is pure arithmetic on a size.
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<libc::c_int>()) as u32) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    // SAFETY: an all-zero msghdr is a valid empty message header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (over `text`) and `control`, which live across the
+        // call and have the lengths given.
+        let n = unsafe { libc::recvmsg(link.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(LinkError::Io(e));
+        }
+    };
+    let fds = received_fds(&msg);
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    if truncated || fds.len() != 1 {
+        return Err(LinkError::Descriptors(fds.len()));
+    }
+    let text = std::str::from_utf8(&text[..n])
+        .map_err(|_| LinkError::BadRecord(String::from_utf8_lossy(&text[..n]).into_owned()))?;
+    let connection = Connection::parse(text)?;
+    let fd = fds.into_iter().next().ok_or(LinkError::Descriptors(0))?;
+    Ok(Some((connection, fd)))
+}
+
+/// Takes ownership of every descriptor in a received message's `SCM_RIGHTS` headers.
+fn received_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by recvmsg: its control buffer holds `msg_controllen` valid
+    // bytes of headers, which CMSG_FIRSTHDR/CMSG_NXTHDR walk within bounds. Each SCM_RIGHTS
+    // header's data holds (cmsg_len - CMSG_LEN(0)) / 4 descriptors the kernel just installed
+    // in this process, owned by nobody else; they are read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    fds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    fn connection() -> Connection {
+        Connection {
+            client: ClientIdentity {
+                client_token: u64::MAX,
+                pid: 4_194_304,
+                tid: 17,
+            },
+            peer: "[2001:db8::1]:65535".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn a_socket_travels_with_its_record() {
+        let (sup, worker) = pair().expect("pair");
+        let (mut ours, theirs) = UnixStream::pair().expect("stream pair");
+        send(sup.as_fd(), &connection(), theirs.as_fd()).expect("send");
+        drop(theirs);
+        let (got, fd) = recv(worker.as_fd()).expect("recv").expect("a message");
+        assert_eq!(got, connection());
+        // SAFETY: F_GETFD only reads the descriptor's flags.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let mut passed = UnixStream::from(fd);
+        ours.write_all(b"over").expect("write");
+        let mut buf = [0u8; 4];
+        passed.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"over");
+        drop(sup);
+        assert!(recv(worker.as_fd()).expect("eof").is_none());
+    }
+
+    #[test]
+    fn messages_without_one_descriptor_or_a_record_are_dropped() {
+        let (sup, worker) = pair().expect("pair");
+        let mut plain = UnixStream::from(sup.try_clone().expect("dup"));
+        plain
+            .write_all(connection().to_text().as_bytes())
+            .expect("write");
+        assert!(matches!(
+            recv(worker.as_fd()),
+            Err(LinkError::Descriptors(0))
+        ));
+        let (_a, b) = UnixStream::pair().expect("stream pair");
+        let mut bad = connection();
+        bad.peer = "127.0.0.1:1".parse().expect("addr");
+        let text_ok = bad.to_text();
+        send(sup.as_fd(), &bad, b.as_fd()).expect("send");
+        assert!(recv(worker.as_fd()).expect("recv").is_some(), "{text_ok}");
+        for text in [
+            "",
+            "stream 1 2 3",
+            "stream 1 2 3 nowhere",
+            "claim 1 2 3 1.2.3.4:5",
+        ] {
+            assert!(Connection::parse(text).is_err(), "{text:?} accepted");
+        }
+    }
+}
