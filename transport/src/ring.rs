@@ -192,8 +192,12 @@ impl Consumer {
     /// value to sleep on while the ring is still empty, or `None` when the next message is there
     /// (`seq` as for [`Consumer::ready`]); the caller then must not sleep.
     ///
-    /// `head` ahead of `tail` while the slot's `seq` disagrees cannot happen with a correct producer
-    /// (it stores `seq` before `head`, both Release, and this `head` load is Acquire): `Sequence`.
+    /// `head` may be one *behind* `tail`: the consumer takes a message as soon as its `seq` is stored,
+    /// and the producer stores `head` just after; that ring is empty (sleeping on the old `head` is
+    /// safe: the producer's `head` store then changes the futex word, and its publish of the next
+    /// message sees the announcement). `head` ahead of `tail` while the slot's `seq` disagrees cannot
+    /// happen with a correct producer (it stores `seq` before `head`, both Release, and this `head`
+    /// load is Acquire): `Sequence`. Any other `head` outside `tail - 1 ..= tail + slots`: `Counter`.
     pub(crate) fn prepare_sleep(
         &self,
         ring: &RingControl,
@@ -206,11 +210,11 @@ impl Consumer {
         // SYNC POINT: pairs with the Release store of `head` in `Producer::publish`.
         let head = ring.head.0.load(Ordering::Acquire);
         let avail = head.wrapping_sub(self.tail);
+        if avail == 0 || avail == u32::MAX {
+            return Ok(Some(head));
+        }
         if avail > slots {
             return Err(RingCorrupt::Counter);
-        }
-        if avail == 0 {
-            return Ok(Some(head));
         }
         if self.ready(seq) {
             Ok(None)
@@ -304,6 +308,41 @@ mod loom_tests {
                 }
             }
             producer.join().unwrap();
+        });
+    }
+
+    /// The consumer can take a message as soon as its sequence word is stored, before the producer
+    /// stores `head`: after consuming message 0 it may go to sleep for message 1 while `head` still
+    /// says 0, one behind its `tail`. That is an empty ring, not a corrupt one, and the second publish
+    /// must then see the sleep announcement.
+    #[test]
+    fn loom_ring_sleep_while_head_lags() {
+        loom::model(|| {
+            let shared = Shared::new();
+            let p = shared.clone();
+            let producer = thread::spawn(move || {
+                let mut cursor = Producer::new(EPOCH);
+                p.try_push(&mut cursor, 1).unwrap();
+                p.try_push(&mut cursor, 2).unwrap()
+            });
+            let mut cursor = Consumer::new(EPOCH);
+            while !cursor.ready(&shared.seqs[0]) {
+                thread::yield_now();
+            }
+            // SAFETY: the slot is published per the protocol under test.
+            assert_eq!(shared.slots[0].with(|s| unsafe { *s }), 1);
+            cursor.release(&shared.ring);
+            let sleep_on = cursor
+                .prepare_sleep(&shared.ring, SLOTS, &shared.seqs[1])
+                .unwrap();
+            if sleep_on.is_none() {
+                // SAFETY: the slot is published per the protocol under test.
+                assert_eq!(shared.slots[1].with(|s| unsafe { *s }), 2);
+            }
+            let woke = producer.join().unwrap();
+            if sleep_on.is_some() {
+                assert!(woke, "consumer slept but the second publish saw no waiter");
+            }
         });
     }
 
