@@ -90,8 +90,13 @@ pub fn run(args: &WorkerArgs) -> i32 {
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
     if let Some(fd) = args.link_fd {
-        // SAFETY: the supervisor passed this descriptor to us (`--link-fd`) for this use only;
-        // nothing else in this process owns it.
+        // SAFETY: F_GETFD only inspects the descriptor table entry.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            tracing::error!("--link-fd {fd} is not an open descriptor");
+            return 1;
+        }
+        // SAFETY: the descriptor is open (checked above) and the supervisor passed it to us
+        // (`--link-fd`) for this use only; nothing else in this process owns it.
         let link = unsafe { OwnedFd::from_raw_fd(fd) };
         spawn_link_reader(link, tx.clone());
     }
