@@ -230,6 +230,7 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
         |enc| {
             enc.put(len as u64);
             enc.put(flags);
+            enc.put(guest_bulk_base());
         },
         |dec| {
             let offset: u64 = dec.get().map_err(bad_response)?;
@@ -279,6 +280,21 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
         return Err(NotPlaced::Refused(CuError::UNKNOWN));
     }
     Ok(ptr)
+}
+
+/// This process's address of the bulk area's first byte (0 when the region is not open): the
+/// host maps each block at the same address, so the device alias is the guest pointer itself.
+fn guest_bulk_base() -> u64 {
+    crate::channel::region_if_open()
+        .and_then(|region| {
+            let first = BulkBlock {
+                offset: 0,
+                len: 1,
+                owner: region.client_token(),
+            };
+            region.bulk_ptr(&first).ok()
+        })
+        .map_or(0, |p| p as u64)
 }
 
 fn release_on_host(offset: u64) {

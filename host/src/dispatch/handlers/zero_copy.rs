@@ -28,10 +28,13 @@ const REGISTER_FLAGS: u32 = 0x01 | 0x02;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Registration {
     block: BulkBlock,
-    /// This worker's address of the block's first byte.
+    /// The registered address of the block's first byte in this worker: the guest's own address
+    /// when [`view_at`] could map it there, else the worker's region mapping.
     host: usize,
-    /// The device alias of that byte.
+    /// The device alias of that byte (with unified addressing, `host` itself).
     alias: u64,
+    /// Whether `host` is a view made by [`view_at`], to unmap on free.
+    view: bool,
 }
 
 /// The registrations of one client, by device alias. Pure bookkeeping (no driver, no region).
@@ -114,11 +117,14 @@ fn answer(out: &mut Vec<u8>, result: CUresult) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// `cuMemHostAlloc` / `cuMemAllocHost_v2` (zero-copy placement): `u64 len, u32 flags` → result,
-/// `u64 offset, u64 block_len, u64 device_alias`. The worker allocates a bulk block of at least
-/// `len` bytes owned by the client's token, registers its own mapping of it with
+/// `cuMemHostAlloc` / `cuMemAllocHost_v2` (zero-copy placement): `u64 len, u32 flags,
+/// u64 guest_bulk_base` → result, `u64 offset, u64 block_len, u64 device_alias`. The worker
+/// allocates a bulk block of at least `len` bytes owned by the client's token, maps a second
+/// view of it at the guest's own address of the block (`guest_bulk_base + offset`, when that
+/// range is free here; 0 asks for no view), registers the view (else its region mapping) with
 /// `cuMemHostRegister_v2(PORTABLE | DEVICEMAP)` and asks `cuMemHostGetDevicePointer_v2` for the
-/// alias. `CUDA_ERROR_OUT_OF_MEMORY` when the area (or the client's share of it, 15/16) is full;
+/// alias. With the view and unified addressing the alias is the guest's pointer itself, so a
+/// kernel or copy handed the pinned pointer directly (as XLA does) reaches the same bytes. `CUDA_ERROR_OUT_OF_MEMORY` when the area (or the client's share of it, 15/16) is full;
 /// `CUDA_ERROR_NOT_SUPPORTED` without a region (a spare, a socket transport). `flags` are the
 /// application's (logged only: the block is always registered portable and mapped).
 pub fn alloc(
@@ -129,6 +135,7 @@ pub fn alloc(
 ) -> Result<(), DecodeError> {
     let len: u64 = dec.get()?;
     let flags: u32 = dec.get()?;
+    let guest_bulk_base: u64 = dec.get()?;
     dec.finish()?;
     let registrations = &client.zero_copy;
     let Some((region, token)) = registrations.region.get() else {
@@ -167,11 +174,27 @@ pub fn alloc(
             return answer(out, CUresult::CUDA_ERROR_UNKNOWN);
         }
     };
-    let host_va = host.cast::<c_void>();
-    // SAFETY: `host` is this process's mapping of `block.len` bytes of the bulk area, which stays
-    // mapped while the region handle in `registrations` lives (the worker's lifetime).
+    let view = match guest_bulk_base {
+        0 => None,
+        base => base
+            .checked_add(block.offset)
+            .and_then(|want| view_at(host, want, block.len)),
+    };
+    if view.is_none() && guest_bulk_base != 0 {
+        report_no_view(guest_bulk_base.wrapping_add(block.offset));
+    }
+    let unview = || {
+        if let Some(v) = view {
+            unmap_view(v, block.len);
+        }
+    };
+    let host_va = view.map_or(host.cast::<c_void>(), |v| v as *mut c_void);
+    // SAFETY: `host_va` is this process's mapping (the region's, or a view of the same pages) of
+    // `block.len` bytes of the bulk area, which stays mapped while the region handle in
+    // `registrations` lives (the worker's lifetime) and, for a view, until `free` unmaps it.
     let result = unsafe { register(host_va, block.len as usize, REGISTER_FLAGS) };
     if result != CUresult::CUDA_SUCCESS {
+        unview();
         give_back("registration refused");
         tracing::warn!(
             len = block.len,
@@ -186,18 +209,21 @@ pub fn alloc(
     if result != CUresult::CUDA_SUCCESS || alias == 0 {
         // SAFETY: registered just above.
         unsafe { unregister(host_va) };
+        unview();
         give_back("no device pointer");
         tracing::warn!(result = result.0, "registered block has no device pointer");
         return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
     let registration = Registration {
         block,
-        host: host as usize,
+        host: host_va as usize,
         alias,
+        view: view.is_some(),
     };
     if !registrations.table().insert(registration) {
         // SAFETY: registered just above.
         unsafe { unregister(host_va) };
+        unview();
         give_back("alias overlaps");
         tracing::error!(alias, "the driver gave an alias that overlaps a live block");
         return answer(out, CUresult::CUDA_ERROR_UNKNOWN);
@@ -242,10 +268,89 @@ pub fn free(
     if result != CUresult::CUDA_SUCCESS {
         tracing::warn!(result = result.0, "cuMemHostUnregister failed");
     }
+    if r.view {
+        unmap_view(r.host, r.block.len);
+    }
     if let Err(e) = region.bulk_free(r.block) {
         tracing::warn!(offset, "cannot return a pinned block to the bulk area: {e}");
     }
     answer(out, result)
+}
+
+/// Maps a second view of the `len` bytes at `host` (inside this worker's `MAP_SHARED` region
+/// mapping) at address `want`, if that whole range is free in this process: the guest's address
+/// of the same bytes, so that with unified addressing the device alias equals the guest's
+/// pointer. `None` (nothing mapped) when the range is taken, misaligned or out of range.
+fn view_at(host: *mut u8, want: u64, len: u64) -> Option<usize> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let end = want.checked_add(len)?;
+    if want == 0 || !want.is_multiple_of(page) || len == 0 || end > (1u64 << 47) {
+        return None;
+    }
+    let (want_p, len) = (want as usize as *mut c_void, len as usize);
+    // A placeholder claims the range only if nothing is there (MAP_FIXED_NOREPLACE never
+    // replaces a mapping); kernels before 4.17 treat the flag as a hint, hence the check.
+    // SAFETY: an anonymous mapping at a free address; nothing existing is touched.
+    let placeholder = unsafe {
+        libc::mmap(
+            want_p,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if placeholder == libc::MAP_FAILED {
+        return None;
+    }
+    if placeholder != want_p {
+        // SAFETY: the mapping just made, somewhere else; nobody else knows of it.
+        unsafe { libc::munmap(placeholder, len) };
+        return None;
+    }
+    // `mremap` with old size 0 duplicates a shared mapping; MREMAP_FIXED puts the duplicate over
+    // our own placeholder (and nothing else).
+    // SAFETY: `host` is page aligned (bulk blocks are) inside a MAP_SHARED mapping of at least
+    // `len` bytes; the target range is exactly the placeholder this function owns.
+    let moved = unsafe {
+        libc::mremap(
+            host.cast(),
+            0,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            want_p,
+        )
+    };
+    if moved != want_p {
+        // SAFETY: the placeholder (or, had mremap moved elsewhere, nothing of anyone else's: it
+        // only ever targets `want_p`) is this function's own.
+        unsafe { libc::munmap(want_p, len) };
+        return None;
+    }
+    Some(want as usize)
+}
+
+/// Unmaps a view made by [`view_at`].
+fn unmap_view(at: usize, len: u64) {
+    // SAFETY: `at..at + len` is a view made by `view_at` and registered with no one any more.
+    if unsafe { libc::munmap(at as *mut c_void, len as usize) } != 0 {
+        tracing::warn!(at, "cannot unmap a pinned block's view");
+    }
+}
+
+/// Logs, once per worker, that pinned memory lives at another address here than in the guest.
+fn report_no_view(want: u64) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // No ordering needed: the flag only deduplicates a log line.
+    if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            want,
+            "cannot map pinned memory at the guest's address in this worker: its device alias \
+             differs from the guest pointer (kernels must take cuMemHostGetDevicePointer's value)"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +366,7 @@ mod tests {
             },
             host: 0x1000 + offset as usize,
             alias,
+            view: false,
         }
     }
 
@@ -293,6 +399,45 @@ mod tests {
         assert_eq!(t.remove_offset(0).map(|r| r.alias), Some(0x7000_0000));
         assert_eq!(t.remove_offset(0), None, "double free");
         assert!(t.holding(0x7000_0000, 1).is_none());
+    }
+
+    #[test]
+    fn a_view_shares_the_bytes_and_never_replaces_a_mapping() {
+        let len = 64 << 10;
+        // SAFETY: fresh shared anonymous mappings owned by this test.
+        let (shared, spare) = unsafe {
+            let flags = libc::MAP_SHARED | libc::MAP_ANONYMOUS;
+            let prot = libc::PROT_READ | libc::PROT_WRITE;
+            (
+                libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0),
+                libc::mmap(std::ptr::null_mut(), 2 * len, prot, flags, -1, 0),
+            )
+        };
+        assert!(shared != libc::MAP_FAILED && spare != libc::MAP_FAILED);
+        // Occupied: the spare mapping itself is at `spare`.
+        assert_eq!(view_at(shared.cast(), spare as u64, len as u64), None);
+        // Free: release the spare's second half and map a view there.
+        let free = spare as usize + len;
+        // SAFETY: the second half of our own spare mapping.
+        assert_eq!(unsafe { libc::munmap(free as *mut c_void, len) }, 0);
+        assert_eq!(view_at(shared.cast(), free as u64, len as u64), Some(free));
+        // SAFETY: both are live mappings of `len` bytes made above.
+        unsafe {
+            shared.cast::<u8>().write(42);
+            assert_eq!(
+                (free as *const u8).read(),
+                42,
+                "the view shows the same bytes"
+            );
+        }
+        assert_eq!(view_at(shared.cast(), 0, len as u64), None);
+        assert_eq!(view_at(shared.cast(), free as u64 + 1, len as u64), None);
+        unmap_view(free, len as u64);
+        // SAFETY: our own mappings.
+        unsafe {
+            libc::munmap(shared, len);
+            libc::munmap(spare, len);
+        }
     }
 
     #[test]
