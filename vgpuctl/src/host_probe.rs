@@ -12,7 +12,7 @@ use std::path::Path;
 /// `"VGPUSHM1"` little-endian, as `transport::layout::MAGIC`.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"VGPUSHM1");
 /// Layout version this tool knows (`transport::layout::LAYOUT_VERSION`).
-pub const REGION_LAYOUT_VERSION: u32 = 1;
+pub const REGION_LAYOUT_VERSION: u32 = 2;
 /// `Header::initialised` value meaning "ready".
 pub const INIT_READY: u32 = 2;
 
@@ -93,5 +93,18 @@ pub fn probe_region(path: &Path) -> RegionProbe {
     match word(24) {
         INIT_READY => RegionProbe::Ready,
         v => RegionProbe::NotInitialised(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vgpuctl reads the region header by hand (it does not link the transport); the constants it
+    /// reads it with must follow the transport's layout.
+    #[test]
+    fn header_constants_follow_the_transport() {
+        assert_eq!(REGION_LAYOUT_VERSION, transport::LAYOUT_VERSION);
+        assert_eq!(REGION_MAGIC, transport::MAGIC);
     }
 }
