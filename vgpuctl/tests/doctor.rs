@@ -26,7 +26,7 @@ fn mark(v: &serde_json::Value, id: &str) -> String {
 fn region_header(ready: bool) -> Vec<u8> {
     let mut h = vec![0u8; 4096];
     h[..8].copy_from_slice(b"VGPUSHM1");
-    h[8..12].copy_from_slice(&1u32.to_le_bytes());
+    h[8..12].copy_from_slice(&transport::LAYOUT_VERSION.to_le_bytes());
     h[24..28].copy_from_slice(&(if ready { 2u32 } else { 0 }).to_le_bytes());
     h
 }
