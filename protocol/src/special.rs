@@ -17,3 +17,233 @@ pub const GOODBYE: CallId = CallId(CallId::SPECIAL_BASE + 4);
 /// context: no arguments → `bytes first`, `bytes second` (each a `u32` length, then the bytes).
 /// Numbered apart from the others so that concurrent additions do not collide.
 pub const UNIT_MAPS: CallId = CallId(CallId::SPECIAL_BASE + 8);
+/// What the NVML facade (`libnvidia-ml.so.1`, crate `nvml`) needs from the host that the driver
+/// API does not tell: [`nvml::FactsRequest`] → [`nvml::Facts`]. Answered by the host worker from
+/// its own files (the real NVML, `/proc/driver/nvidia`, `/sys/bus/pci`), never from the guest.
+pub const NVML_FACTS: CallId = CallId(CallId::SPECIAL_BASE + 9);
+
+/// The typed request and answer of [`NVML_FACTS`].
+///
+/// Wire: request `u32 n`, `n × bytes bus_id` (the driver's `cuDeviceGetPCIBusId` text of each
+/// device the guest sees) → `u8 present` [`u8 source`, `bytes version`], then `n ×`
+/// (`u8 present` [`u32 pci_device_id`, `u32 pci_subsystem_id`], `u8 present` [`u32 minor`]).
+pub mod nvml {
+    use crate::codec::{DecodeError, Decoder, Encoder};
+
+    /// Most devices one request may name; the host answers a longer list as malformed.
+    pub const MAX_DEVICES: usize = 64;
+    /// Longest bus id text the host looks at; a longer one gets no facts.
+    pub const MAX_BUS_ID_LEN: usize = 64;
+    /// Longest driver version text (NVML's `NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE`, with NUL).
+    pub const MAX_VERSION_LEN: usize = 79;
+
+    /// The guest's question.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct FactsRequest {
+        /// PCI bus ids of the devices, in the guest's order.
+        pub bus_ids: Vec<String>,
+    }
+
+    /// Where the host read the driver version.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum VersionSource {
+        /// The host's real NVML (`nvmlSystemGetDriverVersion`).
+        Nvml = 1,
+        /// `/proc/driver/nvidia/version`.
+        ProcFile = 2,
+    }
+
+    /// The kernel driver's version, e.g. `580.159.04`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DriverVersion {
+        /// Where it came from.
+        pub source: VersionSource,
+        /// The text, at most [`MAX_VERSION_LEN`] bytes.
+        pub text: String,
+    }
+
+    /// PCI identity of one device; `None` where the host could not read it.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct PciFacts {
+        /// `(device id << 16) | vendor id`, and `(subsystem device << 16) | subsystem vendor`.
+        pub ids: Option<(u32, u32)>,
+        /// The `/dev/nvidiaN` minor number.
+        pub minor: Option<u32>,
+    }
+
+    /// The host's answer.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Facts {
+        /// `None` when the host has neither a real NVML nor `/proc/driver/nvidia/version`.
+        pub driver_version: Option<DriverVersion>,
+        /// One entry per requested bus id, in order.
+        pub devices: Vec<PciFacts>,
+    }
+
+    impl FactsRequest {
+        /// Encodes the request.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.bus_ids.len() as u32);
+            for id in &self.bus_ids {
+                enc.put_bytes(id.as_bytes());
+            }
+        }
+
+        /// Decodes a request. The count is only trusted as far as the frame holds entries;
+        /// text that is not UTF-8 is kept lossily (the host parses it and finds no device).
+        ///
+        /// # Errors
+        /// A truncated frame, or more than [`MAX_DEVICES`] entries.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let n = dec.get::<u32>()? as usize;
+            if n > MAX_DEVICES {
+                return Err(DecodeError::BadTag {
+                    what: "NVML device count (more than 64)",
+                    tag: u8::MAX,
+                });
+            }
+            let mut bus_ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                bus_ids.push(String::from_utf8_lossy(dec.get_bytes()?).into_owned());
+            }
+            Ok(Self { bus_ids })
+        }
+    }
+
+    impl Facts {
+        /// Encodes the answer (after the response header).
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put_flag(self.driver_version.is_some());
+            if let Some(version) = &self.driver_version {
+                enc.put(version.source as u8);
+                enc.put_bytes(version.text.as_bytes());
+            }
+            for device in &self.devices {
+                enc.put_flag(device.ids.is_some());
+                if let Some((device_id, subsystem_id)) = device.ids {
+                    enc.put(device_id);
+                    enc.put(subsystem_id);
+                }
+                enc.put_flag(device.minor.is_some());
+                if let Some(minor) = device.minor {
+                    enc.put(minor);
+                }
+            }
+        }
+
+        /// Decodes an answer for `n` requested devices.
+        ///
+        /// # Errors
+        /// A truncated frame, an unknown source tag, a version that is too long or not UTF-8.
+        pub fn decode(dec: &mut Decoder<'_>, n: usize) -> Result<Self, DecodeError> {
+            let driver_version = if dec.get_flag("driver version present")? {
+                let source = match dec.get::<u8>()? {
+                    1 => VersionSource::Nvml,
+                    2 => VersionSource::ProcFile,
+                    tag => {
+                        return Err(DecodeError::BadTag {
+                            what: "driver version source",
+                            tag,
+                        })
+                    }
+                };
+                let bytes = dec.get_bytes()?;
+                let text = std::str::from_utf8(bytes)
+                    .ok()
+                    .filter(|t| t.len() <= MAX_VERSION_LEN && !t.contains('\0'))
+                    .ok_or(DecodeError::BadTag {
+                        what: "driver version text",
+                        tag: bytes.len().min(255) as u8,
+                    })?;
+                Some(DriverVersion {
+                    source,
+                    text: text.to_owned(),
+                })
+            } else {
+                None
+            };
+            let mut devices = Vec::with_capacity(n.min(MAX_DEVICES));
+            for _ in 0..n {
+                let ids = if dec.get_flag("PCI ids present")? {
+                    Some((dec.get()?, dec.get()?))
+                } else {
+                    None
+                };
+                let minor = if dec.get_flag("minor present")? {
+                    Some(dec.get()?)
+                } else {
+                    None
+                };
+                devices.push(PciFacts { ids, minor });
+            }
+            dec.finish()?;
+            Ok(Self {
+                driver_version,
+                devices,
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn request_and_facts_round_trip() {
+            let request = FactsRequest {
+                bus_ids: vec!["0000:17:00.0".into(), "00000001:c3:00.0".into()],
+            };
+            let mut buf = Vec::new();
+            request.encode(&mut Encoder::new(&mut buf));
+            let mut dec = Decoder::new(&buf);
+            assert_eq!(FactsRequest::decode(&mut dec).unwrap(), request);
+            dec.finish().unwrap();
+
+            let facts = Facts {
+                driver_version: Some(DriverVersion {
+                    source: VersionSource::ProcFile,
+                    text: "580.159.04".into(),
+                }),
+                devices: vec![
+                    PciFacts {
+                        ids: Some((0x233510de, 0x18a610de)),
+                        minor: Some(3),
+                    },
+                    PciFacts::default(),
+                ],
+            };
+            let mut buf = Vec::new();
+            facts.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(Facts::decode(&mut Decoder::new(&buf), 2).unwrap(), facts);
+            assert!(
+                Facts::decode(&mut Decoder::new(&buf), 3).is_err(),
+                "a missing entry is truncation"
+            );
+            assert!(
+                Facts::decode(&mut Decoder::new(&buf), 1).is_err(),
+                "an extra entry is trailing"
+            );
+        }
+
+        #[test]
+        fn hostile_input_is_refused() {
+            let mut buf = Vec::new();
+            Encoder::new(&mut buf).put(u32::MAX);
+            assert!(FactsRequest::decode(&mut Decoder::new(&buf)).is_err());
+
+            let mut buf = Vec::new();
+            let mut enc = Encoder::new(&mut buf);
+            enc.put_flag(true);
+            enc.put(1u8);
+            enc.put_bytes(&[b'5'; 200]);
+            assert!(Facts::decode(&mut Decoder::new(&buf), 0).is_err());
+
+            let mut buf = Vec::new();
+            let mut enc = Encoder::new(&mut buf);
+            enc.put_flag(true);
+            enc.put(9u8);
+            assert!(Facts::decode(&mut Decoder::new(&buf), 0).is_err());
+        }
+    }
+}
