@@ -81,6 +81,59 @@ pub mod nvml {
         pub devices: Vec<PciFacts>,
     }
 
+    /// A PCI address as the bus id texts of this call spell it: `[domain:]bus:device[.function]`,
+    /// hexadecimal, any case (`cuDeviceGetPCIBusId` gives `0000:17:00.0`, NVML `00000000:17:00.0`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct BusId {
+        /// PCI domain (segment).
+        pub domain: u32,
+        /// Bus, 0..=255.
+        pub bus: u8,
+        /// Device on the bus, 0..=31.
+        pub device: u8,
+        /// Function, 0..=7.
+        pub function: u8,
+    }
+
+    impl BusId {
+        /// Parses a bus id text; `None` for anything else (surrounding blanks and a trailing
+        /// NUL are ignored).
+        pub fn parse(text: &str) -> Option<Self> {
+            let text = text.trim().trim_end_matches('\0');
+            let (rest, function) = match text.rsplit_once('.') {
+                Some((rest, f)) => (rest, u8::from_str_radix(f, 16).ok()?),
+                None => (text, 0),
+            };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (domain, bus, device) = match parts.as_slice() {
+                [d, b, v] => (*d, *b, *v),
+                [b, v] => ("0", *b, *v),
+                _ => return None,
+            };
+            let hex_ok = |s: &str, max: usize| {
+                !s.is_empty() && s.len() <= max && s.bytes().all(|c| c.is_ascii_hexdigit())
+            };
+            if !(hex_ok(domain, 8) && hex_ok(bus, 2) && hex_ok(device, 2)) {
+                return None;
+            }
+            let id = Self {
+                domain: u32::from_str_radix(domain, 16).ok()?,
+                bus: u8::from_str_radix(bus, 16).ok()?,
+                device: u8::from_str_radix(device, 16).ok()?,
+                function,
+            };
+            (id.device < 32 && id.function < 8).then_some(id)
+        }
+
+        /// The kernel's spelling (`/sys/bus/pci/devices/<this>`): `0000:17:00.0`.
+        pub fn sysfs_name(&self) -> String {
+            format!(
+                "{:04x}:{:02x}:{:02x}.{:x}",
+                self.domain, self.bus, self.device, self.function
+            )
+        }
+    }
+
     impl FactsRequest {
         /// Encodes the request.
         pub fn encode(&self, enc: &mut Encoder<'_>) {
@@ -224,6 +277,34 @@ pub mod nvml {
                 Facts::decode(&mut Decoder::new(&buf), 1).is_err(),
                 "an extra entry is trailing"
             );
+        }
+
+        #[test]
+        fn bus_ids_parse_in_every_spelling() {
+            let id = BusId {
+                domain: 0,
+                bus: 0x17,
+                device: 0,
+                function: 0,
+            };
+            assert_eq!(BusId::parse("0000:17:00.0"), Some(id));
+            assert_eq!(BusId::parse("00000000:17:00.0"), Some(id));
+            assert_eq!(BusId::parse("17:00.0\0"), Some(id));
+            assert_eq!(BusId::parse("0000:17:00"), Some(id));
+            assert_eq!(
+                BusId::parse("00000001:C3:1F.7").map(|b| b.sysfs_name()),
+                Some("0001:c3:1f.7".to_owned())
+            );
+            for bad in [
+                "",
+                "17",
+                "0000:17:20.0",
+                "0000:17:00.8",
+                "0000:117:00.0",
+                "../../x:0:0",
+            ] {
+                assert_eq!(BusId::parse(bad), None, "{bad:?}");
+            }
         }
 
         #[test]

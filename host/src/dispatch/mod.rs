@@ -178,6 +178,7 @@ impl ThreadSession {
             special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
+            special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
             CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {

@@ -16,6 +16,7 @@ mod library;
 mod link;
 mod memory;
 mod module;
+mod nvml_facts;
 mod occupancy;
 mod pointer;
 mod pool;
@@ -33,6 +34,7 @@ use super::ClientContext;
 
 pub use export_tables::unit_maps;
 pub use launch::param_layout;
+pub use nvml_facts::nvml_facts;
 pub use zero_copy::Registrations;
 
 /// Maps call ids to handlers: `name | name => handler`, where a handler takes
