@@ -18,4 +18,4 @@ pub mod jit;
 pub mod special;
 
 pub use codec::{DecodeError, Decoder, Encoder, Pod};
-pub use frame::{CallId, RequestHeader, ResponseHeader};
+pub use frame::{CallId, DeferredError, PostMark, RequestHeader, ResponseHeader};

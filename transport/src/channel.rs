@@ -330,12 +330,32 @@ impl GuestChannel {
     /// worker serves) died, stopped beating or restarted; `ForkedChild` in a forked child; `NotClaimed`
     /// if the channel was taken from us; `Corrupt` when the host wrote invalid frames.
     pub fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
+        self.exchange(request, Some(response))
+    }
+
+    /// Sends `request` without waiting for a reply; the host must send none (the caller's
+    /// protocol marks such requests). The request ring holds `slot_count` frames: when it is full
+    /// this waits for the host to take one, as `call` does. A later `call`'s reply is that call's,
+    /// since the host takes requests in order.
+    ///
+    /// # Errors
+    /// As for [`GuestChannel::call`], for the sending half only: a host that dies after taking the
+    /// request is noticed by the next `call`.
+    pub fn post(&mut self, request: &[u8]) -> Result<(), TransportError> {
+        self.exchange(request, None)
+    }
+
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        response: Option<&mut Vec<u8>>,
+    ) -> Result<(), TransportError> {
         if sys::pid() != self.pid {
             return Err(TransportError::ForkedChild { owner: self.pid });
         }
         let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
         let mut live = || region.check_server(index, epoch, watch);
-        let r = send(
+        let sent = send(
             region,
             index,
             false,
@@ -343,18 +363,21 @@ impl GuestChannel {
             request,
             self.token,
             &mut live,
-        )
-        .and_then(|()| {
-            recv(
-                region,
-                index,
-                true,
-                &mut self.rx,
-                response,
-                self.token,
-                &mut live,
-            )
-        });
+        );
+        let r = match response {
+            None => sent,
+            Some(response) => sent.and_then(|()| {
+                recv(
+                    region,
+                    index,
+                    true,
+                    &mut self.rx,
+                    response,
+                    self.token,
+                    &mut live,
+                )
+            }),
+        };
         if matches!(r, Err(TransportError::PeerGone(_))) {
             self.server_gone = true;
         }
@@ -365,6 +388,10 @@ impl GuestChannel {
 impl Transport for GuestChannel {
     fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
         GuestChannel::call(self, request, response)
+    }
+
+    fn post(&mut self, request: &[u8]) -> Result<(), TransportError> {
+        GuestChannel::post(self, request)
     }
 }
 

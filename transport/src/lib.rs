@@ -95,7 +95,8 @@ pub struct ClientIdentity {
     pub tid: u32,
 }
 
-/// Client side of any transport: one synchronous request/reply at a time.
+/// Client side of any transport: one synchronous request/reply at a time, plus requests posted
+/// without waiting.
 #[cfg(not(loom))]
 pub trait Transport {
     /// Sends `request` and waits for the reply, which replaces the contents of `response`.
@@ -103,6 +104,16 @@ pub trait Transport {
     /// # Errors
     /// `PeerGone` once the server is gone (not merely slow); see each implementation.
     fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError>;
+
+    /// Sends `request` without waiting for anything back: the server must send no reply to it
+    /// (the caller marks such requests in its own protocol). Requests are delivered in order, so
+    /// a later [`Transport::call`]'s reply is that call's. When the way to the server is full the
+    /// sender waits for space, as `call` does.
+    ///
+    /// # Errors
+    /// As for [`Transport::call`]; a request accepted here may still be lost if the server dies
+    /// before reading it, which the next `call` reports.
+    fn post(&mut self, request: &[u8]) -> Result<(), TransportError>;
 }
 
 /// Server side of any transport.

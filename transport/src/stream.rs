@@ -218,6 +218,10 @@ impl<S: Read + AsRawFd> Transport for StreamClient<S> {
         write_frame(&self.stream, request)?;
         read_frame(&mut self.stream, response)
     }
+
+    fn post(&mut self, request: &[u8]) -> Result<(), TransportError> {
+        write_frame(&self.stream, request)
+    }
 }
 
 /// Server side of one accepted socket connection.
