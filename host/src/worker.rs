@@ -415,8 +415,8 @@ impl Worker {
     }
 }
 
-/// The per-channel loop: receive a request, run it, reply, until the guest thread says goodbye
-/// or goes away.
+/// The per-channel loop: receive a request, run it, reply (nothing for a posted call), until
+/// the guest thread says goodbye or goes away.
 ///
 /// # Errors
 ///
@@ -431,10 +431,13 @@ pub fn serve_channel(
     loop {
         channel.recv(&mut request)?;
         response.clear();
-        let flow = session.handle(&request, &mut response);
-        channel.reply(&response)?;
-        if flow == Flow::Close {
-            return Ok(());
+        match session.handle(&request, &mut response) {
+            Flow::Continue => channel.reply(&response)?,
+            Flow::Posted => {}
+            Flow::Close => {
+                channel.reply(&response)?;
+                return Ok(());
+            }
         }
     }
 }

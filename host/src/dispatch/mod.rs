@@ -9,6 +9,7 @@ mod callbacks;
 mod contexts;
 mod generated;
 mod handlers;
+pub mod posted;
 pub mod real;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,8 @@ pub enum Flow {
     /// Reply, then end this channel's thread: the guest thread said goodbye, or its handshake
     /// was refused.
     Close,
+    /// Send nothing (the request was posted) and wait for the next request.
+    Posted,
 }
 
 /// Everything one guest process shares across its threads: the driver, the host-callback
@@ -53,6 +56,8 @@ pub struct ClientContext {
     contexts: contexts::ContextPool,
     /// Bulk blocks registered with the driver as this client's pinned memory.
     zero_copy: handlers::Registrations,
+    /// Posted calls executed per guest thread, for requests ordered after them.
+    posts: posted::Progress,
 }
 
 impl ClientContext {
@@ -67,6 +72,7 @@ impl ClientContext {
             callbacks: Arc::new(CallbackQueue::default()),
             contexts: contexts::ContextPool::default(),
             zero_copy: handlers::Registrations::default(),
+            posts: posted::Progress::default(),
         })
     }
 
@@ -129,6 +135,19 @@ impl ClientContext {
 pub struct ThreadSession {
     client: Arc<ClientContext>,
     greeted: bool,
+    /// The guest thread id from the handshake and this session's number in `client.posts`.
+    poster: Option<(u32, u64)>,
+    /// Posted calls run so far.
+    posted: u64,
+    deferred: posted::DeferredErrors,
+}
+
+impl Drop for ThreadSession {
+    fn drop(&mut self) {
+        if let Some((tid, session)) = self.poster {
+            self.client.posts.end(tid, session);
+        }
+    }
 }
 
 /// Writes `CUDA_ERROR_NOT_SUPPORTED` for a function the real driver lacks, with one log line.
@@ -146,6 +165,9 @@ impl ThreadSession {
         Self {
             client,
             greeted: false,
+            poster: None,
+            posted: 0,
+            deferred: posted::DeferredErrors::default(),
         }
     }
 
@@ -156,12 +178,54 @@ impl ThreadSession {
 
     /// Handles one request frame and writes the response frame into `response`. Never panics on
     /// hostile input: a malformed frame gets an error response and one log line.
+    ///
+    /// A posted driver-API call ([`protocol::frame::FLAG_NO_REPLY`]) runs as usual, its failure
+    /// is kept as the deferred error and [`Flow::Posted`] says to send nothing. Any other request
+    /// first reports a pending deferred error instead of running (see `posted.rs`).
     pub fn handle(&mut self, request: &[u8], response: &mut Vec<u8>) -> Flow {
         let mut dec = Decoder::new(request);
         let header = match RequestHeader::read(&mut dec) {
             Ok(h) => h,
             Err(e) => return self.malformed("header", &e, response),
         };
+        let marks = match header.read_marks(&mut dec) {
+            Ok(marks) => marks,
+            Err(e) => return self.malformed("post marks", &e, response),
+        };
+        if !marks.is_empty() {
+            self.client
+                .posts
+                .wait_for(self.poster.map(|(tid, _)| tid), &marks);
+        }
+        if !(header.posted() && header.call.is_function() && self.greeted) {
+            return self.handle_call(header, dec, response);
+        }
+        let flow = self.handle_call(header, dec, response);
+        let result = response
+            .get(..4)
+            .map_or(CUresult::CUDA_ERROR_UNKNOWN.0, |r| {
+                u32::from_le_bytes(r.try_into().expect("4 bytes"))
+            });
+        if result != 0 {
+            tracing::debug!(call = header.call.0, result, "posted call failed");
+        }
+        self.deferred.note(header.call, result);
+        self.posted += 1;
+        if let Some((tid, session)) = self.poster {
+            self.client.posts.executed(tid, session, self.posted);
+        }
+        match flow {
+            Flow::Close => Flow::Close,
+            Flow::Continue | Flow::Posted => Flow::Posted,
+        }
+    }
+
+    fn handle_call(
+        &mut self,
+        header: RequestHeader,
+        mut dec: Decoder<'_>,
+        response: &mut Vec<u8>,
+    ) -> Flow {
         if header.call == special::HELLO {
             return self.hello(&mut dec, response);
         }
@@ -170,11 +234,24 @@ impl ThreadSession {
             ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_INITIALIZED.0);
             return Flow::Close;
         }
+        if !header.posted() || !header.call.is_function() {
+            if let Some(deferred) = self.deferred.take() {
+                ResponseHeader::deferred(response, deferred);
+                return if header.call == special::GOODBYE {
+                    Flow::Close
+                } else {
+                    Flow::Continue
+                };
+            }
+        }
         let outcome = match header.call {
             special::GOODBYE => {
                 ResponseHeader::start(response, 0);
                 return Flow::Close;
             }
+            protocol::frame::FLUSH => dec.finish().map(|()| {
+                ResponseHeader::start(response, 0);
+            }),
             special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
@@ -225,6 +302,10 @@ impl ThreadSession {
             return Flow::Close;
         }
         self.greeted = true;
+        if let Some((tid, session)) = self.poster.take() {
+            self.client.posts.end(tid, session);
+        }
+        self.poster = Some((hello.tid, self.client.posts.register(hello.tid)));
         tracing::debug!(pid = hello.pid, tid = hello.tid, "guest thread greeted");
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
