@@ -46,7 +46,7 @@ for prog in vecadd sgemm streams graph; do
     check "nvcc_${prog}_static" "${WORK}/${prog}_static"
     check "nvcc_${prog}_shared" "${WORK}/${prog}_shared"
 done
-for stack in torch cupy triton jax; do
+for stack in torch cupy triton jax nvml; do
     check "${stack}" "${PY}" "tests/stacks/${stack}_check.py"
 done
 

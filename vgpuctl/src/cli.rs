@@ -64,6 +64,12 @@ pub struct RunTargetArgs {
     /// The shim (default: libvgpu-cuda.so next to vgpuctl).
     #[arg(long, value_name = "PATH")]
     pub shim: Option<PathBuf>,
+    /// The NVML facade, libnvidia-ml.so.1 (default: libvgpu-nvml.so next to vgpuctl, if there).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_nvml")]
+    pub nvml: Option<PathBuf>,
+    /// Do not preload the NVML facade.
+    #[arg(long)]
+    pub no_nvml: bool,
 }
 
 /// `run` arguments.
@@ -280,6 +286,7 @@ pub fn run(
                 region: a.target.region,
                 host_bin: a.target.host_bin,
                 shim: a.target.shim,
+                nvml: run_cmd::Nvml::from_args(a.target.nvml, a.target.no_nvml),
                 keep_host: a.keep_host,
                 command: a.command,
             },
@@ -293,6 +300,7 @@ pub fn run(
                         region: a.target.region,
                         host_bin: a.target.host_bin,
                         shim: a.target.shim,
+                        nvml: run_cmd::Nvml::from_args(a.target.nvml, a.target.no_nvml),
                         keep_host: false,
                         command: vec![exe.into_os_string(), "smi-probe".into()],
                     },

@@ -18,6 +18,46 @@ pub const HOST_BIN_NAME: &str = "vgpu-host";
 /// The shim's file names, looked for next to this executable, in order: the installed and
 /// `.gpu-artifacts/` name (scripts/build-shim.sh), then cargo's own output name.
 pub const SHIM_NAMES: [&str; 2] = ["libvgpu-cuda.so", "libvgpu_cuda.so"];
+/// The NVML facade's file names (soname `libnvidia-ml.so.1`, scripts/build-nvml.sh), looked for
+/// next to this executable in the same order.
+pub const NVML_NAMES: [&str; 2] = ["libvgpu-nvml.so", "libvgpu_nvml.so"];
+
+/// Whether and which NVML facade `run` preloads after the shim: a preloaded library whose
+/// soname is `libnvidia-ml.so.1` is what `dlopen("libnvidia-ml.so.1")` returns, so NVML users
+/// (Ollama's driver-version check, monitoring) see the host's GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nvml {
+    /// The facade next to vgpuctl, if there is one (quietly none otherwise).
+    Beside,
+    /// This file; missing is an error.
+    At(PathBuf),
+    /// None.
+    Off,
+}
+
+impl Nvml {
+    /// From `--nvml PATH` / `--no-nvml`.
+    pub fn from_args(path: Option<PathBuf>, off: bool) -> Self {
+        match (path, off) {
+            (_, true) => Nvml::Off,
+            (Some(p), false) => Nvml::At(p),
+            (None, false) => Nvml::Beside,
+        }
+    }
+
+    /// The file to preload, if any.
+    fn resolve(&self) -> Result<Option<PathBuf>, Error> {
+        match self {
+            Nvml::Off => Ok(None),
+            Nvml::Beside => Ok(beside_self(&NVML_NAMES)),
+            Nvml::At(p) if p.exists() => Ok(Some(p.clone())),
+            Nvml::At(p) => Err(Error::Refused(format!(
+                "NVML facade {} not found",
+                p.display()
+            ))),
+        }
+    }
+}
 /// How long the host may take to become ready.
 pub const READY_BOUND: Duration = Duration::from_secs(10);
 /// How long the host gets after SIGTERM before SIGKILL.
@@ -117,6 +157,8 @@ pub struct RunOptions {
     pub host_bin: Option<PathBuf>,
     /// The shim (default: next to this executable).
     pub shim: Option<PathBuf>,
+    /// The NVML facade to preload after the shim.
+    pub nvml: Nvml,
     /// Leave the started host running (and its region in place) after CMD ends.
     pub keep_host: bool,
     /// The command and its arguments.
@@ -286,9 +328,16 @@ fn wait_forwarding(child: &Child) -> i32 {
     code
 }
 
-/// The environment value of `LD_PRELOAD` with `shim` first.
-pub fn preload_value(shim: &Path, existing: Option<OsString>) -> OsString {
-    let mut value = OsString::from(shim.as_os_str());
+/// The environment value of `LD_PRELOAD`: `ours` first (the shim, then the NVML facade), then
+/// what was there.
+pub fn preload_value(ours: &[&Path], existing: Option<OsString>) -> OsString {
+    let mut value = OsString::new();
+    for (i, path) in ours.iter().enumerate() {
+        if i > 0 {
+            value.push(":");
+        }
+        value.push(path.as_os_str());
+    }
     if let Some(rest) = existing.filter(|v| !v.is_empty()) {
         value.push(":");
         value.push(rest);
@@ -321,6 +370,9 @@ pub fn run(opts: &RunOptions, err: &mut dyn Write) -> Result<i32, Error> {
     if !shim.exists() {
         return Err(Error::Refused(format!("shim {} not found", shim.display())));
     }
+    let nvml = opts.nvml.resolve()?;
+    let mut ours = vec![shim.as_path()];
+    ours.extend(nvml.as_deref());
     let mut host = None;
     let region = match &opts.region {
         Some(r) => {
@@ -355,7 +407,7 @@ pub fn run(opts: &RunOptions, err: &mut dyn Write) -> Result<i32, Error> {
         .args(&opts.command[1..])
         .env(
             "LD_PRELOAD",
-            preload_value(&shim, std::env::var_os("LD_PRELOAD")),
+            preload_value(&ours, std::env::var_os("LD_PRELOAD")),
         )
         .env("VGPU_REGION", &region)
         .spawn();
@@ -388,13 +440,32 @@ mod tests {
 
     #[test]
     fn shim_goes_first_in_ld_preload() {
-        let shim = Path::new("/x/libvgpu-cuda.so");
-        assert_eq!(preload_value(shim, None), "/x/libvgpu-cuda.so");
-        assert_eq!(preload_value(shim, Some("".into())), "/x/libvgpu-cuda.so");
+        let shim = [Path::new("/x/libvgpu-cuda.so")];
+        assert_eq!(preload_value(&shim, None), "/x/libvgpu-cuda.so");
+        assert_eq!(preload_value(&shim, Some("".into())), "/x/libvgpu-cuda.so");
         assert_eq!(
-            preload_value(shim, Some("/a.so /b.so".into())),
+            preload_value(&shim, Some("/a.so /b.so".into())),
             "/x/libvgpu-cuda.so:/a.so /b.so"
         );
+        let both = [shim[0], Path::new("/x/libvgpu-nvml.so")];
+        assert_eq!(
+            preload_value(&both, Some("/a.so".into())),
+            "/x/libvgpu-cuda.so:/x/libvgpu-nvml.so:/a.so"
+        );
+    }
+
+    #[test]
+    fn nvml_choice_follows_the_flags() {
+        assert_eq!(Nvml::from_args(None, false), Nvml::Beside);
+        assert_eq!(Nvml::from_args(None, true), Nvml::Off);
+        assert_eq!(
+            Nvml::from_args(Some("/n.so".into()), false),
+            Nvml::At("/n.so".into())
+        );
+        assert_eq!(Nvml::Off.resolve().unwrap(), None);
+        assert!(Nvml::At("/nonexistent/libvgpu-nvml.so".into())
+            .resolve()
+            .is_err());
     }
 
     #[test]
