@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use cuda_headers::{CUresult, CuError, CuResult};
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
@@ -17,6 +17,7 @@ use transport::{Region, TcpClient, Transport, TransportError};
 use crate::config;
 use crate::init::host_transport;
 use crate::log::{log, Level};
+use crate::posted::{self, Poster};
 
 /// The fingerprint of the signature list this shim's marshalling was generated from.
 pub const SIGNATURE_FINGERPRINT: u64 = shim_macros::signature_fingerprint!();
@@ -39,6 +40,10 @@ pub struct ThreadChannel {
     pub response: Vec<u8>,
     /// What the host said in the handshake.
     pub welcome: Welcome,
+    /// The thread id the handshake gave the host.
+    tid: u32,
+    /// Posting counts, from this channel's first posted call on.
+    poster: Option<Arc<Poster>>,
 }
 
 thread_local! {
@@ -104,6 +109,8 @@ fn open() -> CuResult<ThreadChannel> {
             }
         },
     };
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
     let mut channel = ThreadChannel {
         pid: std::process::id(),
         transport,
@@ -114,14 +121,15 @@ fn open() -> CuResult<ThreadChannel> {
             driver_version: 0,
             worker_pid: 0,
         },
+        tid,
+        poster: None,
     };
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         signature_fingerprint: SIGNATURE_FINGERPRINT,
         word_size: std::mem::size_of::<usize>() as u8,
         pid: std::process::id(),
-        // SAFETY: gettid has no preconditions.
-        tid: unsafe { libc::gettid() } as u32,
+        tid,
     };
     let result = channel.exchange(
         |req| hello.encode(&mut RequestHeader::start(req, special::HELLO, 0)),
@@ -144,6 +152,9 @@ impl ThreadChannel {
     /// its header. A non-success result code from the host is returned as the error; `decode`
     /// runs whenever the host sent a body, for failures too (a JIT error log comes with one).
     ///
+    /// When a call this thread posted earlier failed, the host does not run this one: the
+    /// posted call's error is returned instead (once), with one log line naming it.
+    ///
     /// # Errors
     /// The host's result code, [`HOST_GONE`] when the host died, `CUDA_ERROR_UNKNOWN` for a
     /// response that does not decode.
@@ -153,14 +164,21 @@ impl ThreadChannel {
         decode: impl FnOnce(&mut Decoder<'_>) -> CuResult<R>,
     ) -> CuResult<R> {
         encode(&mut self.request);
+        RequestHeader::insert_marks(&mut self.request, &posted::marks(self.poster.as_ref()));
         if let Err(e) = self.transport.call(&self.request, &mut self.response) {
             return Err(transport_failure(&e));
+        }
+        if let Some(poster) = &self.poster {
+            poster.confirm();
         }
         let mut dec = Decoder::new(&self.response);
         let header = ResponseHeader::read(&mut dec).map_err(|e| {
             log!(Level::Error, "malformed response from the host: {e}");
             CuError::UNKNOWN
         })?;
+        if let Some(deferred) = header.deferred {
+            return Err(report_deferred(&self.request, deferred));
+        }
         let result = cuda_headers::cu_result::check(CUresult(header.result));
         if let (Err(e), 0) = (result, dec.remaining()) {
             return Err(e);
@@ -168,6 +186,78 @@ impl ThreadChannel {
         let value = decode(&mut dec)?;
         result.map(|()| value)
     }
+}
+
+impl ThreadChannel {
+    /// Posts one call: `encode` writes the whole request frame, which is sent without waiting
+    /// for the host (see [`crate::posted`]). Returns as soon as the request is in the ring (or
+    /// the socket); a failure shows at this thread's next synchronous call.
+    ///
+    /// # Errors
+    /// [`HOST_GONE`] when the host is gone.
+    pub fn post(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> CuResult {
+        encode(&mut self.request);
+        RequestHeader::mark_posted(&mut self.request);
+        RequestHeader::insert_marks(&mut self.request, &posted::marks(self.poster.as_ref()));
+        if let Err(e) = self.transport.post(&self.request) {
+            return Err(transport_failure(&e));
+        }
+        let tid = self.tid;
+        self.poster
+            .get_or_insert_with(|| Poster::register(tid))
+            .posted_one();
+        posted::note_posted();
+        Ok(())
+    }
+}
+
+impl Drop for ThreadChannel {
+    /// Flushes posted calls that no response has confirmed yet (the thread is ending: any
+    /// failure among them is logged), then retires the channel's posting counts.
+    fn drop(&mut self) {
+        let Some(poster) = self.poster.take() else {
+            return;
+        };
+        // No ordering needed: see `transport_failure`.
+        if poster.has_unconfirmed()
+            && !HOST_LOST.load(Ordering::Relaxed)
+            && self.pid == std::process::id()
+        {
+            self.poster = Some(poster.clone());
+            let _ = self.exchange(
+                |req| {
+                    RequestHeader::start(req, protocol::frame::FLUSH, 0);
+                },
+                |_| Ok(()),
+            );
+            self.poster = None;
+        }
+        poster.retire();
+    }
+}
+
+/// Logs a posted call's failure that the host reported instead of running `request`'s call,
+/// and returns the error.
+fn report_deferred(request: &[u8], deferred: protocol::DeferredError) -> CuError {
+    let name = |id: u32| {
+        crate::EXPORTED_FUNCTIONS
+            .get(id as usize)
+            .map_or_else(|| format!("call {id:#x}"), |n| (*n).to_owned())
+    };
+    let now = RequestHeader::read(&mut Decoder::new(request)).map_or(0, |h| h.call.0);
+    let more = match deferred.more {
+        0 => String::new(),
+        n => format!(" ({n} later posted calls failed too)"),
+    };
+    let error = CuError::new(CUresult(deferred.result)).unwrap_or(CuError::UNKNOWN);
+    log!(
+        Level::Warn,
+        "posted {} failed with {}{more}; reported by the next synchronous call, {}, which did not run",
+        name(deferred.call.0),
+        crate::trace::result_name(CUresult(deferred.result)),
+        name(now)
+    );
+    error
 }
 
 fn transport_failure(e: &TransportError) -> CuError {

@@ -38,6 +38,21 @@ pub fn call_with<R>(
     })
 }
 
+/// Posts one call whose only output is its result (see [`crate::posted`]): `encode` writes the
+/// arguments after the header, everything the host needs copied now. With posting off
+/// (`VGPU_ASYNC=0`) it is an ordinary [`call`].
+///
+/// # Errors
+/// [`crate::channel::HOST_GONE`] when the host is gone; with posting off, as [`call`].
+pub fn post(id: u32, encode: impl FnOnce(&mut Encoder<'_>)) -> CuResult {
+    if !crate::posted::enabled() {
+        return call_with(id, encode, |_| Ok(()));
+    }
+    with_channel(|channel| {
+        channel.post(|buf| encode(&mut RequestHeader::start(buf, CallId(id), 0)))
+    })
+}
+
 /// Maps a truncated or malformed response to `CUDA_ERROR_UNKNOWN`.
 pub fn bad_response(e: protocol::DecodeError) -> cuda_headers::CuError {
     crate::log::log!(
@@ -81,7 +96,21 @@ macro_rules! take_param {
     };
 }
 
-/// The template `shim_macros::cuda_forwarders!` fills: one `unsafe fn` per function.
+/// Whether a parameter is written back by the host (an output): only `inout` ones.
+macro_rules! is_output {
+    (value) => {
+        false
+    };
+    (input $inner:ty) => {
+        false
+    };
+    (inout $inner:ty) => {
+        true
+    };
+}
+
+/// The template `shim_macros::cuda_forwarders!` fills: one `unsafe fn` per function. A function
+/// without outputs that [`crate::posted::forwarder_may_post`] allows is posted.
 macro_rules! forwarders {
     ($({ name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
          marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*] })*) => {
@@ -95,6 +124,12 @@ macro_rules! forwarders {
             /// The host's result code, or the channel's failure.
             #[allow(non_snake_case, clippy::too_many_arguments, unused_variables)]
             pub unsafe fn $name($($p: $t),*) -> cuda_headers::CuResult {
+                let outputs = false $( || $crate::forward::is_output!($($kind)+) )*;
+                if !outputs && $crate::posted::forwarder_may_post($id) {
+                    return $crate::forward::post($id, |enc| {
+                        $( $crate::forward::put_param!(enc, $mp, $($kind)+); )*
+                    });
+                }
                 $crate::forward::call(
                     $id,
                     |enc| { $( $crate::forward::put_param!(enc, $mp, $($kind)+); )* },
@@ -107,7 +142,7 @@ macro_rules! forwarders {
         )*
     };
 }
-pub(crate) use {forwarders, put_param, take_param};
+pub(crate) use {forwarders, is_output, put_param, take_param};
 
 /// One forwarder per generated function, named like the export.
 pub mod generated {

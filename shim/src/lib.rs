@@ -15,6 +15,7 @@ pub mod forward;
 pub mod handlers;
 pub mod init;
 pub mod log;
+pub mod posted;
 pub mod runtime_api;
 pub mod stub;
 pub mod trace;

@@ -34,7 +34,11 @@ pub fn guarded(
         }
     };
     if let Some(call) = traced {
-        call.finish(code);
+        if crate::posted::take_posted_note() && code == CUresult::CUDA_SUCCESS {
+            call.finish_posted();
+        } else {
+            call.finish(code);
+        }
     }
     code
 }

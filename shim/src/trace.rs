@@ -6,7 +6,8 @@
 //! at the first line written. When tracing is off, each call costs one relaxed atomic load.
 //!
 //! Line format (one `write` per line, so concurrent threads never interleave within a line):
-//! `vgpu-trace[<pid>:<tid>] cuMemAlloc_v2(dptr=0x7ffd5c1c2a40, bytesize=4096) -> CUDA_SUCCESS 14us`
+//! `vgpu-trace[<pid>:<tid>] cuMemAlloc_v2(dptr=0x7ffd5c1c2a40, bytesize=4096) -> CUDA_SUCCESS 14us`;
+//! a posted call (see [`crate::posted`]) ends in `-> posted`.
 
 use std::fmt::{Debug, Write as _};
 use std::fs::{File, OpenOptions};
@@ -208,12 +209,20 @@ impl Call {
 
     /// Writes the call's line.
     pub fn finish(self, result: CUresult) {
+        self.finish_as(&result_name(result));
+    }
+
+    /// Writes the line of a call that was posted (sent without waiting for its result):
+    /// `-> posted`.
+    pub fn finish_posted(self) {
+        self.finish_as("posted");
+    }
+
+    fn finish_as(self, outcome: &str) {
         let micros = self.start.elapsed().as_micros();
         write_line(&format!(
-            "{}({}) -> {} {micros}us",
-            self.name,
-            self.args,
-            result_name(result)
+            "{}({}) -> {outcome} {micros}us",
+            self.name, self.args
         ));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use cuda_headers::*;
 use protocol::{special, Encoder};
 
-use crate::forward::{bad_response, call_with};
+use crate::forward::{bad_response, call_with, post};
 
 type Layout = Arc<[(u32, u32)]>;
 
@@ -145,11 +145,21 @@ fn put_dims(enc: &mut Encoder<'_>, grid: [u32; 3], block: [u32; 3], shared: u32,
     enc.put(stream as u64);
 }
 
+/// Sends a launch: posted when `postable` (see [`crate::posted`]), else a call.
+fn send_launch(id: u32, postable: bool, encode: impl FnOnce(&mut Encoder<'_>)) -> CuResult {
+    if postable {
+        post(id, encode)
+    } else {
+        call_with(id, encode, |_| Ok(()))
+    }
+}
+
 /// # Safety
 /// As [`put_params`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn launch(
     id: u32,
+    postable: bool,
     f: CUfunction,
     grid: [u32; 3],
     block: [u32; 3],
@@ -169,30 +179,27 @@ unsafe fn launch(
             extra,
         )
     }?;
-    call_with(
-        id,
-        |enc| {
-            enc.put(f as u64);
-            put_dims(enc, grid, block, shared, stream);
-            enc.put_raw_bytes(&params);
-        },
-        |_| Ok(()),
-    )
+    send_launch(id, postable, |enc| {
+        enc.put(f as u64);
+        put_dims(enc, grid, block, shared, stream);
+        enc.put_raw_bytes(&params);
+    })
 }
 
 macro_rules! launch_fns {
     ($($name:ident),*) => { $(
-        /// Launches a kernel; parameters are packed from the host driver's layout.
+        /// Launches a kernel; parameters are packed from the host driver's layout. Posted (see
+        /// [`crate::posted`]): a failure shows at this thread's next synchronous call.
         ///
         /// # Safety
         /// The driver API's contract for kernel parameters.
         ///
         /// # Errors
-        /// The host's result.
+        /// The host's result (or an earlier posted call's), a bad parameter list.
         #[allow(clippy::too_many_arguments)]
         pub unsafe fn $name(f: CUfunction, gridDimX: u32, gridDimY: u32, gridDimZ: u32, blockDimX: u32, blockDimY: u32, blockDimZ: u32, sharedMemBytes: u32, hStream: CUstream, kernelParams: *mut *mut c_void, extra: *mut *mut c_void) -> CuResult {
             // SAFETY: per the contract.
-            unsafe { launch(shim_macros::cuda_call_id!($name), f, [gridDimX, gridDimY, gridDimZ], [blockDimX, blockDimY, blockDimZ], sharedMemBytes, hStream, kernelParams, extra) }
+            unsafe { launch(shim_macros::cuda_call_id!($name), true, f, [gridDimX, gridDimY, gridDimZ], [blockDimX, blockDimY, blockDimZ], sharedMemBytes, hStream, kernelParams, extra) }
         }
     )* };
 }
@@ -208,13 +215,14 @@ macro_rules! cooperative_fns {
         #[allow(clippy::too_many_arguments)]
         pub unsafe fn $name(f: CUfunction, gridDimX: u32, gridDimY: u32, gridDimZ: u32, blockDimX: u32, blockDimY: u32, blockDimZ: u32, sharedMemBytes: u32, hStream: CUstream, kernelParams: *mut *mut c_void) -> CuResult {
             // SAFETY: per the contract.
-            unsafe { launch(shim_macros::cuda_call_id!($name), f, [gridDimX, gridDimY, gridDimZ], [blockDimX, blockDimY, blockDimZ], sharedMemBytes, hStream, kernelParams, std::ptr::null_mut()) }
+            unsafe { launch(shim_macros::cuda_call_id!($name), false, f, [gridDimX, gridDimY, gridDimZ], [blockDimX, blockDimY, blockDimZ], sharedMemBytes, hStream, kernelParams, std::ptr::null_mut()) }
         }
     )* };
 }
 macro_rules! launch_ex_fns {
     ($($name:ident),*) => { $(
-        /// Launches with a configuration and attributes.
+        /// Launches with a configuration and attributes; posted when every attribute is a plain
+        /// scheduling input (see [`postable_attributes`]).
         ///
         /// # Safety
         /// `config` is valid; the driver API's contract for kernel parameters.
@@ -230,6 +238,26 @@ macro_rules! launch_ex_fns {
 launch_fns!(cuLaunchKernel, cuLaunchKernel_ptsz);
 cooperative_fns!(cuLaunchCooperativeKernel, cuLaunchCooperativeKernel_ptsz);
 launch_ex_fns!(cuLaunchKernelEx, cuLaunchKernelEx_ptsz);
+
+/// Whether a launch with these attributes may be posted: each is a plain input that only shapes
+/// how the kernel is scheduled. Attributes naming events, cooperative launches and anything
+/// newer stay synchronous.
+fn postable_attributes(attrs: &[CUlaunchAttribute]) -> bool {
+    attrs.iter().all(|a| {
+        matches!(
+            a.id,
+            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_IGNORE
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_SYNCHRONIZATION_POLICY
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PRIORITY
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP
+                | CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN
+        )
+    })
+}
 
 /// # Safety
 /// As [`put_params`]; `config` is valid.
@@ -258,24 +286,20 @@ unsafe fn launch_ex(
             extra,
         )
     }?;
-    call_with(
-        id,
-        |enc| {
-            enc.put(f as u64);
-            put_dims(
-                enc,
-                [c.gridDimX, c.gridDimY, c.gridDimZ],
-                [c.blockDimX, c.blockDimY, c.blockDimZ],
-                c.sharedMemBytes,
-                c.hStream,
-            );
-            enc.put(attrs.len() as u32);
-            for attr in attrs {
-                // SAFETY: CUlaunchAttribute is plain data (ids, integers, handles, device addresses).
-                unsafe { enc.put_raw(attr) };
-            }
-            enc.put_raw_bytes(&params);
-        },
-        |_| Ok(()),
-    )
+    send_launch(id, postable_attributes(attrs), |enc| {
+        enc.put(f as u64);
+        put_dims(
+            enc,
+            [c.gridDimX, c.gridDimY, c.gridDimZ],
+            [c.blockDimX, c.blockDimY, c.blockDimZ],
+            c.sharedMemBytes,
+            c.hStream,
+        );
+        enc.put(attrs.len() as u32);
+        for attr in attrs {
+            // SAFETY: CUlaunchAttribute is plain data (ids, integers, handles, device addresses).
+            unsafe { enc.put_raw(attr) };
+        }
+        enc.put_raw_bytes(&params);
+    })
 }

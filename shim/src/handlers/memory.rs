@@ -150,7 +150,8 @@ fn htod(
             stream,
         );
     }
-    if let (Some(per_thread), Some(_)) = (on_stream, pinned_containing(src as usize)) {
+    let pinned = pinned_containing(src as usize).is_some();
+    if let (Some(per_thread), true) = (on_stream, pinned) {
         wait_for_stream(stream, per_thread)?;
     }
     // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
@@ -160,15 +161,17 @@ fn htod(
         // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
         unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
     };
-    call_with(
-        id,
-        |enc| {
-            enc.put(dst);
-            enc.put(stream as u64);
-            enc.put_bytes(data);
-        },
-        |_| Ok(()),
-    )
+    let encode = |enc: &mut protocol::Encoder<'_>| {
+        enc.put(dst);
+        enc.put(stream as u64);
+        enc.put_bytes(data);
+    };
+    if on_stream.is_some() && !pinned {
+        // Asynchronous from pageable memory: the bytes are captured now, as CUDA stages them,
+        // so the copy may be posted (see `crate::posted`).
+        return crate::forward::post(id, encode);
+    }
+    call_with(id, encode, |_| Ok(()))
 }
 
 /// A destination inside a zero-copy block is written by the host through the block's device

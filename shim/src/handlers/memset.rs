@@ -2,7 +2,8 @@
 //! CUDA programs memset a `cuMemHostAlloc` buffer; XLA does). A zero-copy block is set by the
 //! host through its device alias, on the stream; plain pinned memory is not on the GPU's side,
 //! so such a memset runs here, after the stream reaches it. Every other memset is forwarded by
-//! the generated marshalling.
+//! the generated marshalling: a zero-copy destination synchronously (CUDA's memsets of pinned
+//! host memory are synchronous), a device destination posted (see [`crate::posted`]).
 #![allow(non_snake_case, clippy::too_many_arguments)]
 
 use cuda_headers::*;
@@ -73,6 +74,9 @@ macro_rules! memset_1d {
         pub unsafe fn $name(dstDevice: CUdeviceptr, value: $t, N: usize) -> CuResult {
             // SAFETY: per the contract.
             match unsafe { fill_guest(dstDevice, 0, value, N, 1, None) }? {
+                // Device memory: may be posted (asynchronous to the host, as in CUDA).
+                // SAFETY: forwarded as given.
+                Some(to) if pinned_containing(dstDevice as usize).is_none() => crate::posted::allowing(|| unsafe { generated::$name(to, value, N) }),
                 // SAFETY: forwarded, with a zero-copy destination named by its alias.
                 Some(to) => unsafe { generated::$name(to, value, N) },
                 None => Ok(()),
@@ -93,6 +97,9 @@ macro_rules! memset_1d_async {
         pub unsafe fn $name(dstDevice: CUdeviceptr, value: $t, N: usize, hStream: CUstream) -> CuResult {
             // SAFETY: per the contract.
             match unsafe { fill_guest(dstDevice, 0, value, N, 1, Some((hStream, $per_thread))) }? {
+                // Device memory: may be posted (asynchronous to the host, as in CUDA).
+                // SAFETY: forwarded as given.
+                Some(to) if pinned_containing(dstDevice as usize).is_none() => crate::posted::allowing(|| unsafe { generated::$name(to, value, N, hStream) }),
                 // SAFETY: forwarded, with a zero-copy destination named by its alias.
                 Some(to) => unsafe { generated::$name(to, value, N, hStream) },
                 None => Ok(()),
@@ -112,6 +119,9 @@ macro_rules! memset_2d {
         pub unsafe fn $name(dstDevice: CUdeviceptr, dstPitch: usize, value: $t, Width: usize, Height: usize) -> CuResult {
             // SAFETY: per the contract.
             match unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, None) }? {
+                // Device memory: may be posted (asynchronous to the host, as in CUDA).
+                // SAFETY: forwarded as given.
+                Some(to) if pinned_containing(dstDevice as usize).is_none() => crate::posted::allowing(|| unsafe { generated::$name(to, dstPitch, value, Width, Height) }),
                 // SAFETY: forwarded, with a zero-copy destination named by its alias.
                 Some(to) => unsafe { generated::$name(to, dstPitch, value, Width, Height) },
                 None => Ok(()),
@@ -131,6 +141,9 @@ macro_rules! memset_2d_async {
         pub unsafe fn $name(dstDevice: CUdeviceptr, dstPitch: usize, value: $t, Width: usize, Height: usize, hStream: CUstream) -> CuResult {
             // SAFETY: per the contract.
             match unsafe { fill_guest(dstDevice, dstPitch, value, Width, Height, Some((hStream, $per_thread))) }? {
+                // Device memory: may be posted (asynchronous to the host, as in CUDA).
+                // SAFETY: forwarded as given.
+                Some(to) if pinned_containing(dstDevice as usize).is_none() => crate::posted::allowing(|| unsafe { generated::$name(to, dstPitch, value, Width, Height, hStream) }),
                 // SAFETY: forwarded, with a zero-copy destination named by its alias.
                 Some(to) => unsafe { generated::$name(to, dstPitch, value, Width, Height, hStream) },
                 None => Ok(()),

@@ -1,0 +1,60 @@
+/*
+ * The fake driver (fake_driver/libcuda.c, included whole) plus what the posted-call tests need:
+ * "kernels" that run on the host, so the order of posted calls is visible in memory.
+ *
+ * - Function handle 0xADD0 is `add(int *p, int v)`: *p += v (parameters laid out 8 + 4 bytes,
+ *   reported by cuFuncGetParamInfo). FAKE_CUDA_LAUNCH_US makes each such launch take that long.
+ * - Function handle 0x1000 is a kernel that does nothing (the benchmark's launch).
+ * - Any other handle fails with CUDA_ERROR_INVALID_HANDLE (400); a zero grid dimension with
+ *   CUDA_ERROR_INVALID_VALUE (1).
+ * - cuMemsetD32_v2/cuMemsetD32Async fill device allocations; synchronisation calls succeed.
+ */
+#include "../fake_driver/libcuda.c"
+#include <unistd.h>
+
+#define ADD_KERNEL ((void *)0xADD0)
+#define NOOP_KERNEL ((void *)0x1000)
+
+CUresult cuFuncGetParamInfo(void *f, size_t index, size_t *offset, size_t *size) {
+    if (f == NOOP_KERNEL) return 1;
+    if (f != ADD_KERNEL) return 400;
+    if (index > 1) return 1;
+    *offset = index == 0 ? 0 : 8;
+    *size = index == 0 ? 8 : 4;
+    return 0;
+}
+
+static unsigned long long launched;
+
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                        unsigned bz, unsigned shared, void *stream, void **params, void **extra) {
+    (void)bx; (void)by; (void)bz; (void)shared; (void)stream; (void)extra;
+    if (f == NOOP_KERNEL) return 0;
+    if (f != ADD_KERNEL) return 400;
+    if (!gx || !gy || !gz || !params) return 1;
+    CUdeviceptr p = *(CUdeviceptr *)params[0];
+    int v = *(int *)params[1];
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = fake_range_ok(p, 4);
+    if (ok) *(int *)(uintptr_t)p += v;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    if (!ok) return 1;
+    const char *us = getenv("FAKE_CUDA_LAUNCH_US");
+    if (us) usleep((useconds_t)atoi(us));
+    launched++;
+    fake_log("cuLaunchKernel add %llu (launch %llu)", (unsigned long long)v, launched);
+    return 0;
+}
+
+CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned value, size_t n) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = n <= ((size_t)-1) / 4 && fake_range_ok(dst, n * 4);
+    if (ok) for (size_t i = 0; i < n; i++) ((unsigned *)(uintptr_t)dst)[i] = value;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return ok ? 0 : 1;
+}
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t n, void *stream) {
+    (void)stream;
+    return cuMemsetD32_v2(dst, value, n);
+}
+CUresult cuCtxSynchronize(void) { return 0; }
