@@ -285,6 +285,15 @@ benchmarks() {
             BENCH+=("- ctx_timing through vgpu, second client: \`$(echo "${lines}" | sed -n 2p)\`")
         fi
     fi
+    if [[ -x "${BIN}/launch_rate" ]]; then
+        # Kernel launches per second: native, then through vgpu with posted (fire-and-forget)
+        # launches, then with every call synchronous (VGPU_ASYNC=0).
+        BENCH+=("- launch_rate native: \`$(timeout -k 5 120 "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
+        if [[ ${NATIVE_ONLY} -eq 0 ]]; then
+            BENCH+=("- launch_rate through vgpu, posted: \`$(timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
+            BENCH+=("- launch_rate through vgpu, VGPU_ASYNC=0: \`$(VGPU_ASYNC=0 timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
+        fi
+    fi
     if [[ -x "${ART}/transport-bench" ]]; then
         local json
         json=$(timeout -k 5 120 "${ART}/transport-bench" 2>> "${LOGS}" | tee -a "${LOGS}" | tail -n1)
@@ -326,6 +335,7 @@ main() {
     compare ollama_discovery_new
     compare graphs
     compare pools_vmm
+    compare launch_rate
 
     if [[ ${NATIVE_ONLY} -eq 1 ]]; then
         sigkill_test native
