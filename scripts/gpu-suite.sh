@@ -288,10 +288,10 @@ benchmarks() {
     if [[ -x "${BIN}/launch_rate" ]]; then
         # Kernel launches per second: native, then through vgpu with posted (fire-and-forget)
         # launches, then with every call synchronous (VGPU_ASYNC=0).
-        BENCH+=("- launch_rate native: \`$(timeout -k 5 120 "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
+        BENCH+=("- launch_rate native: \`$(timeout -k 5 120 "${BIN}/launch_rate" 2>&1 >/dev/null | grep "round 1" | tail -n1)\`")
         if [[ ${NATIVE_ONLY} -eq 0 ]]; then
-            BENCH+=("- launch_rate through vgpu, posted: \`$(timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
-            BENCH+=("- launch_rate through vgpu, VGPU_ASYNC=0: \`$(VGPU_ASYNC=0 timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | tail -n1)\`")
+            BENCH+=("- launch_rate through vgpu, posted: \`$(timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | grep "round 1" | tail -n1)\`")
+            BENCH+=("- launch_rate through vgpu, VGPU_ASYNC=0: \`$(VGPU_ASYNC=0 timeout -k 5 120 "${VGPUCTL}" run -- "${BIN}/launch_rate" 2>&1 >/dev/null | grep "round 1" | tail -n1)\`")
         fi
     fi
     if [[ -x "${ART}/transport-bench" ]]; then

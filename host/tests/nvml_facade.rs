@@ -179,7 +179,9 @@ fn run(host_nvml: bool, devices: &str, visible: Option<&str>) -> Run {
         .arg(&driver)
         .args(["--region-size", "8388608", "--channels", "8"])
         .env("FAKE_CUDA_DEVICES", devices)
-        .stderr(Stdio::null());
+        .stderr(Stdio::from(
+            std::fs::File::create(tmp(&case("host.log"))).expect("host log"),
+        ));
     if host_nvml {
         host.env("LD_LIBRARY_PATH", &host_lib_dir);
     }
@@ -211,6 +213,10 @@ fn run(host_nvml: bool, devices: &str, visible: Option<&str>) -> Run {
         run.stderr
     );
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    // The facade asks the host through the shim's own channel (its private export table), so
+    // the guest process has one worker, not a second one for the facade's questions.
+    let log = std::fs::read_to_string(tmp(&case("host.log"))).unwrap_or_default();
+    assert_eq!(log.matches("new client").count(), 1, "{log}");
     run
 }
 

@@ -346,8 +346,25 @@ pub unsafe extern "C" fn nvmlDeviceGetPciInfo(device: Handle, pci: *mut PciInfoV
     })
 }
 
-/// `nvmlDeviceGetMemoryInfo`: `cuMemGetInfo_v2` in the device's primary context (see
-/// [`crate::cuda::Driver::memory`]); `used = total - free`.
+/// The device's memory: the host's real NVML through the shim (`special::NVML_MEMORY`), which
+/// counts the driver's reservation in the total as native NVML does; else `cuMemGetInfo_v2` in
+/// the device's primary context (see [`crate::cuda::Driver::memory`]) with `used = total - free`
+/// and nothing reserved.
+fn device_memory(d: &state::Device) -> Result<protocol::special::nvml::MemoryFacts, NvmlReturn> {
+    if let Ok(m) = crate::host::fetch_memory(&d.info.bus_id.sysfs_name()) {
+        return Ok(m);
+    }
+    let (driver, _) = state::initialised()?;
+    let (free, total) = driver.memory(d.info.handle)?;
+    Ok(protocol::special::nvml::MemoryFacts {
+        total,
+        reserved: 0,
+        free,
+        used: total.saturating_sub(free),
+    })
+}
+
+/// `nvmlDeviceGetMemoryInfo`: [`device_memory`] (v1 counts the reservation as used).
 ///
 /// # Safety
 /// `memory` is valid for one write.
@@ -361,20 +378,19 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
         if memory.is_null() {
             return Err(ERROR_INVALID_ARGUMENT);
         }
-        let (driver, _) = state::initialised()?;
-        let (free, total) = driver.memory(d.info.handle)?;
+        let m = device_memory(d)?;
         let value = Memory {
-            total,
-            free,
-            used: total.saturating_sub(free),
+            total: m.total,
+            free: m.free,
+            used: m.total.saturating_sub(m.free),
         };
         // SAFETY: per this function's contract.
         unsafe { put(memory, value) }
     })
 }
 
-/// `nvmlDeviceGetMemoryInfo_v2`: as [`nvmlDeviceGetMemoryInfo`], in the versioned struct;
-/// `reserved` is 0 (the driver API does not tell it), so `used = total - free`.
+/// `nvmlDeviceGetMemoryInfo_v2`: [`device_memory`] in the versioned struct (`reserved` is 0 when
+/// the answer came from CUDA).
 ///
 /// # Safety
 /// `memory` is valid for reads and writes of [`MemoryV2`].
@@ -393,14 +409,13 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
         if version != MEMORY_V2_VERSION {
             return Err(ERROR_ARGUMENT_VERSION_MISMATCH);
         }
-        let (driver, _) = state::initialised()?;
-        let (free, total) = driver.memory(d.info.handle)?;
+        let m = device_memory(d)?;
         let value = MemoryV2 {
             version,
-            total,
-            reserved: 0,
-            free,
-            used: total.saturating_sub(free),
+            total: m.total,
+            reserved: m.reserved,
+            free: m.free,
+            used: m.used,
         };
         // SAFETY: per this function's contract.
         unsafe { put(memory, value) }

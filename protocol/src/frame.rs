@@ -270,10 +270,7 @@ mod tests {
             },
         ];
         RequestHeader::insert_marks(&mut buf, &marks);
-        assert_eq!(
-            buf.len(),
-            RequestHeader::SIZE + 4 + 2 * PostMark::SIZE + 4
-        );
+        assert_eq!(buf.len(), RequestHeader::SIZE + 4 + 2 * PostMark::SIZE + 4);
         let mut dec = Decoder::new(&buf);
         let h = RequestHeader::read(&mut dec).unwrap();
         assert!(h.posted());

@@ -22,6 +22,13 @@ pub const UNIT_MAPS: CallId = CallId(CallId::SPECIAL_BASE + 8);
 /// its own files (the real NVML, `/proc/driver/nvidia`, `/sys/bus/pci`), never from the guest.
 pub const NVML_FACTS: CallId = CallId(CallId::SPECIAL_BASE + 9);
 
+/// The memory of one device as the host's real NVML reports it (`nvmlDeviceGetMemoryInfo_v2`,
+/// else `_v1` with `reserved` 0): `bytes bus_id` → result, [`nvml::MemoryFacts`]. NVML's total
+/// includes memory the driver reserves, which `cuMemGetInfo` leaves out, so the facade asks for
+/// this first. `CUDA_ERROR_NOT_SUPPORTED` when the host has no NVML, `CUDA_ERROR_NOT_FOUND` when
+/// NVML does not know the bus id.
+pub const NVML_MEMORY: CallId = CallId(CallId::SPECIAL_BASE + 10);
+
 /// The typed request and answer of [`NVML_FACTS`].
 ///
 /// Wire: request `u32 n`, `n × bytes bus_id` (the driver's `cuDeviceGetPCIBusId` text of each
@@ -238,9 +245,60 @@ pub mod nvml {
         }
     }
 
+    /// The answer of [`super::NVML_MEMORY`]: bytes, as NVML counts them.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct MemoryFacts {
+        /// Installed memory.
+        pub total: u64,
+        /// Reserved by the driver (0 when only NVML's v1 call answered).
+        pub reserved: u64,
+        /// Free.
+        pub free: u64,
+        /// Used (allocated, plus reserved in v1's count).
+        pub used: u64,
+    }
+
+    impl MemoryFacts {
+        /// Encodes the answer (after the response header): four `u64`.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.total);
+            enc.put(self.reserved);
+            enc.put(self.free);
+            enc.put(self.used);
+        }
+
+        /// Decodes the answer.
+        ///
+        /// # Errors
+        /// A truncated answer.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            Ok(Self {
+                total: dec.get()?,
+                reserved: dec.get()?,
+                free: dec.get()?,
+                used: dec.get()?,
+            })
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn memory_facts_round_trip_and_refuse_truncation() {
+            let m = MemoryFacts {
+                total: 150_754_820_096,
+                reserved: 644_939_776,
+                free: 149_000_000_000,
+                used: 1_109_880_320,
+            };
+            let mut buf = Vec::new();
+            m.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(buf.len(), 32);
+            assert_eq!(MemoryFacts::decode(&mut Decoder::new(&buf)).unwrap(), m);
+            assert!(MemoryFacts::decode(&mut Decoder::new(&buf[..31])).is_err());
+        }
 
         #[test]
         fn request_and_facts_round_trip() {

@@ -256,6 +256,7 @@ impl ThreadSession {
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
+            special::NVML_MEMORY => handlers::nvml_memory(&mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
             CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {

@@ -34,7 +34,7 @@ use super::ClientContext;
 
 pub use export_tables::unit_maps;
 pub use launch::param_layout;
-pub use nvml_facts::nvml_facts;
+pub use nvml_facts::{nvml_facts, nvml_memory};
 pub use zero_copy::Registrations;
 
 /// Maps call ids to handlers: `name | name => handler`, where a handler takes

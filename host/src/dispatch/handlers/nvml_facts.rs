@@ -7,6 +7,9 @@
 //!   `NVML_ERROR_NOT_SUPPORTED`: a CUDA version is not a driver version). Read once per worker.
 //! - PCI ids: `/sys/bus/pci/devices/<bus id>/{vendor,device,subsystem_vendor,subsystem_device}`.
 //! - Minor number: `/proc/driver/nvidia/gpus/<bus id>/information`, line `Device Minor:`.
+//!
+//! `special::NVML_MEMORY` ([`nvml_memory`]) asks the host's real NVML for one device's memory,
+//! which counts the driver's reservation in the total as the guest's native NVML would.
 
 use std::ffi::{c_char, c_int, c_uint};
 use std::path::Path;
@@ -14,8 +17,8 @@ use std::sync::OnceLock;
 
 use cuda_headers::CUresult;
 use protocol::special::nvml::{
-    BusId, DriverVersion, Facts, FactsRequest, PciFacts, VersionSource, MAX_BUS_ID_LEN,
-    MAX_VERSION_LEN,
+    BusId, DriverVersion, Facts, FactsRequest, MemoryFacts, PciFacts, VersionSource,
+    MAX_BUS_ID_LEN, MAX_VERSION_LEN,
 };
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
@@ -40,6 +43,145 @@ pub fn nvml_facts(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), Decode
     };
     facts.encode(&mut ResponseHeader::start(out, CUresult::CUDA_SUCCESS.0));
     Ok(())
+}
+
+/// `bytes bus_id` → result, [`MemoryFacts`] (see `protocol::special::NVML_MEMORY`).
+pub fn nvml_memory(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    let text = dec.get_bytes()?;
+    dec.finish()?;
+    let id = std::str::from_utf8(text)
+        .ok()
+        .filter(|t| t.len() <= MAX_BUS_ID_LEN)
+        .and_then(BusId::parse);
+    let Some(id) = id else {
+        tracing::warn!("NVML_MEMORY: not a PCI bus id");
+        ResponseHeader::start(out, CUresult::CUDA_ERROR_INVALID_VALUE.0);
+        return Ok(());
+    };
+    match host_nvml().map(|nvml| nvml.memory(&id)) {
+        Some(Ok(memory)) => memory.encode(&mut ResponseHeader::start(out, 0)),
+        Some(Err(r)) => {
+            ResponseHeader::start(out, r.0);
+        }
+        None => {
+            ResponseHeader::start(out, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+        }
+    }
+    Ok(())
+}
+
+/// `nvmlMemory_t`.
+#[repr(C)]
+#[derive(Default)]
+struct NvmlMemory {
+    total: u64,
+    free: u64,
+    used: u64,
+}
+
+/// `nvmlMemory_v2_t`.
+#[repr(C)]
+#[derive(Default)]
+struct NvmlMemoryV2 {
+    version: u32,
+    total: u64,
+    reserved: u64,
+    free: u64,
+    used: u64,
+}
+
+/// `nvmlMemory_v2`: the struct's size with version 2 in the top byte (nvml.h).
+const NVML_MEMORY_V2: u32 = std::mem::size_of::<NvmlMemoryV2>() as u32 | 2 << 24;
+const _: () = assert!(NVML_MEMORY_V2 == 0x0200_0028);
+
+type Device = *mut std::ffi::c_void;
+type ByBusId = unsafe extern "C" fn(*const c_char, *mut Device) -> c_int;
+type MemoryV1 = unsafe extern "C" fn(Device, *mut NvmlMemory) -> c_int;
+type MemoryV2 = unsafe extern "C" fn(Device, *mut NvmlMemoryV2) -> c_int;
+
+/// The host's real NVML, initialised once per worker and kept: memory is asked for repeatedly.
+struct HostNvml {
+    by_bus_id: ByBusId,
+    memory_v1: MemoryV1,
+    memory_v2: Option<MemoryV2>,
+    /// Keeps the functions above loaded.
+    _lib: libloading::Library,
+}
+
+fn host_nvml() -> Option<&'static HostNvml> {
+    static NVML: OnceLock<Option<HostNvml>> = OnceLock::new();
+    NVML.get_or_init(|| {
+        type Init = unsafe extern "C" fn() -> c_int;
+        // SAFETY: loading NVML runs its initialisers, which have no preconditions.
+        let lib = unsafe { libloading::Library::new("libnvidia-ml.so.1") }.ok()?;
+        // SAFETY: these symbols have these signatures in nvml.h (the v2 bus-id lookup since
+        // NVML 5.319, `nvmlDeviceGetMemoryInfo_v2` since 11.x; the latter may be absent).
+        let (init, by_bus_id, memory_v1, memory_v2) = unsafe {
+            (
+                *lib.get::<Init>(b"nvmlInit_v2\0").ok()?,
+                *lib.get::<ByBusId>(b"nvmlDeviceGetHandleByPciBusId_v2\0")
+                    .ok()?,
+                *lib.get::<MemoryV1>(b"nvmlDeviceGetMemoryInfo\0").ok()?,
+                lib.get::<MemoryV2>(b"nvmlDeviceGetMemoryInfo_v2\0")
+                    .ok()
+                    .map(|f| *f),
+            )
+        };
+        // SAFETY: no arguments; NVML counts initialisations, and this one is never undone.
+        if unsafe { init() } != 0 {
+            tracing::info!("the host's NVML does not initialise: memory answers come from CUDA");
+            return None;
+        }
+        Some(HostNvml {
+            by_bus_id,
+            memory_v1,
+            memory_v2,
+            _lib: lib,
+        })
+    })
+    .as_ref()
+}
+
+impl HostNvml {
+    /// The memory of the device at `id`: `CUDA_ERROR_NOT_FOUND` when NVML does not know it.
+    fn memory(&self, id: &BusId) -> Result<MemoryFacts, CUresult> {
+        let name = std::ffi::CString::new(format!(
+            "{:08x}:{:02x}:{:02x}.{:x}",
+            id.domain, id.bus, id.device, id.function
+        ))
+        .map_err(|_| CUresult::CUDA_ERROR_INVALID_VALUE)?;
+        let mut device: Device = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated text and an out-pointer to a live local.
+        if unsafe { (self.by_bus_id)(name.as_ptr(), &mut device) } != 0 {
+            return Err(CUresult::CUDA_ERROR_NOT_FOUND);
+        }
+        if let Some(v2) = self.memory_v2 {
+            let mut m = NvmlMemoryV2 {
+                version: NVML_MEMORY_V2,
+                ..Default::default()
+            };
+            // SAFETY: a handle NVML just gave and a versioned struct of the size it names.
+            if unsafe { v2(device, &mut m) } == 0 {
+                return Ok(MemoryFacts {
+                    total: m.total,
+                    reserved: m.reserved,
+                    free: m.free,
+                    used: m.used,
+                });
+            }
+        }
+        let mut m = NvmlMemory::default();
+        // SAFETY: a handle NVML just gave and an out-pointer to a live local.
+        if unsafe { (self.memory_v1)(device, &mut m) } != 0 {
+            return Err(CUresult::CUDA_ERROR_UNKNOWN);
+        }
+        Ok(MemoryFacts {
+            total: m.total,
+            reserved: 0,
+            free: m.free,
+            used: m.used,
+        })
+    }
 }
 
 fn driver_version() -> &'static Option<DriverVersion> {
@@ -210,5 +352,33 @@ mod tests {
         let mut req = Vec::new();
         protocol::Encoder::new(&mut req).put(65u32);
         assert!(nvml_facts(&mut Decoder::new(&req), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn memory_requests_are_checked_before_nvml_is_asked() {
+        let ask = |body: &[u8]| {
+            let mut req = Vec::new();
+            protocol::Encoder::new(&mut req).put_bytes(body);
+            let mut out = Vec::new();
+            nvml_memory(&mut Decoder::new(&req), &mut out).expect("decodes");
+            ResponseHeader::read(&mut Decoder::new(&out))
+                .expect("header")
+                .result
+        };
+        let invalid = CUresult::CUDA_ERROR_INVALID_VALUE.0;
+        assert_eq!(ask(b"not a bus id"), invalid);
+        assert_eq!(ask(b"../../etc/passwd"), invalid);
+        assert_eq!(ask(&[b'0'; 200]), invalid);
+        // A well-formed id: answered by NVML where the host has one, else NOT_SUPPORTED (never a
+        // crash, never success without NVML).
+        let r = ask(b"0000:00:06.0");
+        if host_nvml().is_none() {
+            assert_eq!(r, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+        }
+        let mut out = Vec::new();
+        assert!(
+            nvml_memory(&mut Decoder::new(&[1, 2]), &mut out).is_err(),
+            "truncated"
+        );
     }
 }

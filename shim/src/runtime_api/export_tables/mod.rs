@@ -17,6 +17,7 @@
 //! | `da9151d3…` | [`unidentified`] | asked by CuPy; meaning unknown |
 //! | `21318c60…` | [`blas_streams`] | context/stream identities for cuBLAS |
 //! | `1734dc26…` | [`unit_maps`] | per-unit maps for cuBLASLt (slots 4 and 13 forwarded) |
+//! | `vgpu.special.v1` | [`vgpu_private`] | vgpu's own: host questions from vgpu's NVML facade |
 //! | `f8cff951…` | — | `CUDA_ERROR_NOT_FOUND` on purpose, silently |
 //!
 //! Any other UUID gets `CUDA_ERROR_NOT_FOUND` and one log line naming it.
@@ -40,6 +41,7 @@ pub mod tools_hooks;
 pub mod tools_tls;
 pub mod unidentified;
 pub mod unit_maps;
+pub mod vgpu_private;
 
 /// A table as handed out: `N` words.
 #[repr(C)]
@@ -109,6 +111,7 @@ pub const KNOWN: &[Known] = &[
     unidentified::KNOWN,
     blas_streams::KNOWN,
     unit_maps::KNOWN,
+    vgpu_private::KNOWN,
 ];
 
 /// `0123abcd…` for logs.
@@ -258,6 +261,7 @@ mod tests {
             ("da9151d33ae6cc41a5c04f26d533e328", Some(56)),
             ("21318c60971432488ca641ff7324c8f2", Some(744)),
             ("1734dc26800d47458726c0f1e7dd8bca", Some(136)),
+            ("766770752e7370656369616c2e763100", Some(16)),
         ];
         assert_eq!(expected.len(), KNOWN.len());
         for (id, size) in expected {
