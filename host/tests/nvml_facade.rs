@@ -3,58 +3,11 @@
 //! (fake_driver/libcuda.c + fake_driver/nvml_extras.c). The host gets a fake
 //! `libnvidia-ml.so.1` of its own for the driver version (special call NVML_FACTS), or none.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::Path;
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("nvml-facade-{}", std::process::id()));
-    let path = dir.join(name);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("tmp dir");
-    path
-}
-
-fn cc(out: &Path, sources: &[PathBuf], extra: &[&str]) {
-    let status = Command::new("cc")
-        .arg("-o")
-        .arg(out)
-        .args(sources)
-        .args(extra)
-        .status()
-        .expect("cc");
-    assert!(status.success(), "cc failed for {}", out.display());
-}
-
-fn source(name: &str, text: &str) -> PathBuf {
-    let path = tmp(name);
-    std::fs::write(&path, text).expect("write C source");
-    path
-}
-
-fn built(script: &str) -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("scripts").join(script))
-        .arg("--debug")
-        .output()
-        .expect("run build script");
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .expect("path"),
-    )
-}
+use support::{built_nvml, c_program, run_client, ClientOutput, FakeDriver, Host};
 
 /// A stand-in for the host's real NVML: only what vgpu-host asks.
 const HOST_NVML: &str = r#"
@@ -138,85 +91,32 @@ int main(void) {
 }
 "#;
 
-struct Run {
-    stdout: String,
-    stderr: String,
-}
+type Run = ClientOutput;
 
 fn run(host_nvml: bool, devices: &str, visible: Option<&str>) -> Run {
-    // Each case builds into its own directory: the tests run in parallel.
-    let case = |name: &str| format!("{host_nvml}-{devices}/{name}");
-    let fake = root().join("host/tests/fake_driver");
-    let driver = tmp(&case("libcuda.so.1"));
-    cc(
-        &driver,
-        &[fake.join("libcuda.c"), fake.join("nvml_extras.c")],
-        &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"],
-    );
-    let host_lib_dir = tmp(&case("host-nvml"));
-    std::fs::create_dir_all(&host_lib_dir).unwrap();
-    cc(
-        &host_lib_dir.join("libnvidia-ml.so.1"),
-        &[source(&case("host_nvml.c"), HOST_NVML)],
+    let host_lib = c_program(
+        "host-nvml/libnvidia-ml.so.1",
+        HOST_NVML,
         &["-shared", "-fPIC"],
     );
-    let client = tmp(&case("nvml_client"));
-    cc(
-        &client,
-        &[source(&case("nvml_client.c"), CLIENT)],
-        &["-ldl"],
-    );
-    let shim = built("build-shim.sh");
-    let facade = built("build-nvml.sh");
-    let region = PathBuf::from(format!(
-        "/dev/shm/vgpu-nvml-test-{}-{host_nvml}",
-        std::process::id()
-    ));
-    let mut host = Command::new(env!("CARGO_BIN_EXE_vgpu-host"));
-    host.arg("--region")
-        .arg(&region)
-        .arg("--driver")
-        .arg(&driver)
-        .args(["--region-size", "8388608", "--channels", "8"])
-        .env("FAKE_CUDA_DEVICES", devices)
-        .stderr(Stdio::from(
-            std::fs::File::create(tmp(&case("host.log"))).expect("host log"),
-        ));
+    let client = c_program("nvml_client", CLIENT, &["-ldl"]);
+    let facade = built_nvml();
+    let mut host = Host::on_region("nvml").driver(FakeDriver::NvmlExtras);
+    host = host.env("FAKE_CUDA_DEVICES", devices);
     if host_nvml {
-        host.env("LD_LIBRARY_PATH", &host_lib_dir);
+        host = host.env("LD_LIBRARY_PATH", host_lib.parent().expect("dir"));
     }
-    let mut host = host.spawn().expect("start vgpu-host");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !region.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut cmd = Command::new(&client);
-    cmd.env("LD_PRELOAD", &shim)
-        .env("LD_LIBRARY_PATH", facade.parent().unwrap())
-        .env("VGPU_REGION", &region);
+    let mut host = host.start();
+    let mut cmd = host.client(&client);
+    cmd.env("LD_LIBRARY_PATH", facade.parent().expect("dir"));
     if let Some(v) = visible {
         cmd.env("CUDA_VISIBLE_DEVICES", v);
     }
-    let out = cmd.output().expect("run client");
-    let _ = host.kill();
-    let _ = host.wait();
-    let _ = std::fs::remove_file(&region);
-    let run = Run {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        out.status.success(),
-        "client failed: {}{}",
-        run.stdout,
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let run = run_client(&mut cmd);
+    host.stop();
     // The facade asks the host through the shim's own channel (its private export table), so
     // the guest process has one worker, not a second one for the facade's questions.
-    let log = std::fs::read_to_string(tmp(&case("host.log"))).unwrap_or_default();
-    assert_eq!(log.matches("new client").count(), 1, "{log}");
+    assert_eq!(host.count_lines(&["new client"]), 1, "{}", host.log_text());
     run
 }
 

@@ -7,152 +7,54 @@
 //! second posted and synchronous:
 //! `cargo test -p host --release --test posted_calls -- --ignored --nocapture`.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+use support::procs::signal;
+use support::{c_build, root, run_client, tmp, FakeDriver, Host};
+
+fn client() -> PathBuf {
+    c_build(
+        "client",
+        &[root().join("host/tests/posted/client.c")],
+        &["-O2", "-ldl", "-lpthread"],
+    )
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("posted-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    dir.join(name)
+/// A host on a fresh 16 MiB region serving the fake driver with its host-side kernels (`env`
+/// for the host, e.g. `FAKE_CUDA_LAUNCH_US`), the driver logging its calls.
+fn start_host(tag: &str, env: &[(&str, &str)]) -> Host {
+    env.iter()
+        .fold(Host::on_region(tag), |host, (k, v)| host.env(k, v))
+        .driver(FakeDriver::PostedKernels)
+        .region_size(16 << 20)
+        .log_driver_calls()
+        .start()
 }
 
-fn cc(out: &Path, src: &Path, extra: &[&str]) {
-    let status = Command::new("cc")
-        .arg("-O2")
-        .arg("-o")
-        .arg(out)
-        .arg(src)
-        .args(extra)
-        .status()
-        .expect("cc (install a C compiler)");
-    assert!(status.success(), "cc failed for {}", src.display());
+/// `cuLaunchKernel add` calls the driver logged.
+fn launches_logged(host: &Host) -> usize {
+    host.driver_log()
+        .lines()
+        .filter(|l| l.starts_with("cuLaunchKernel add"))
+        .count()
 }
 
-fn fake_driver() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let lib = tmp("libcuda.so.1");
-        cc(
-            &lib,
-            &root().join("host/tests/posted/fake_kernels.c"),
-            &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-lpthread"],
-        );
-        lib
-    })
+/// The client program with `args` and `env`.
+fn client_command(host: &Host, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = host.client(&client());
+    cmd.args(args).envs(env.iter().copied());
+    cmd
 }
 
-fn client() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = tmp("client");
-        cc(
-            &bin,
-            &root().join("host/tests/posted/client.c"),
-            &["-ldl", "-lpthread"],
-        );
-        bin
-    })
-}
-
-fn shim() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let mut cmd = Command::new("bash");
-        cmd.arg(root().join("scripts/build-shim.sh"));
-        if cfg!(debug_assertions) {
-            cmd.arg("--debug");
-        }
-        let out = cmd.output().expect("run scripts/build-shim.sh");
-        assert!(
-            out.status.success(),
-            "build-shim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .lines()
-                .last()
-                .expect("path"),
-        )
-    })
-}
-
-/// A running `vgpu-host` on its own region, serving the fake driver with `env`.
-struct Host {
-    child: Child,
-    region: PathBuf,
-    log: PathBuf,
-}
-
-impl Host {
-    fn start(tag: &str, env: &[(&str, &str)]) -> Host {
-        let region = PathBuf::from(format!("/dev/shm/vgpu-posted-{tag}-{}", std::process::id()));
-        let log = tmp(&format!("{tag}.log"));
-        let _ = std::fs::remove_file(&log);
-        let child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
-            .arg("--region")
-            .arg(&region)
-            .arg("--driver")
-            .arg(fake_driver())
-            .args(["--region-size", "16777216", "--channels", "8"])
-            .env("FAKE_CUDA_LOG", &log)
-            .envs(env.iter().copied())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vgpu-host");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !region.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The spare worker warms up before the host is ready.
-        std::thread::sleep(Duration::from_millis(300));
-        Host { child, region, log }
-    }
-
-    fn launches_logged(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("cuLaunchKernel add"))
-            .count()
-    }
-
-    fn client(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(client());
-        cmd.args(args)
-            .env("LD_PRELOAD", shim())
-            .env("VGPU_REGION", &self.region)
-            .env_remove("VGPU_ASYNC")
-            .env_remove("VGPU_TRACE")
-            .envs(env.iter().copied());
-        cmd
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
-        let out: Output = self.client(args, env).output().expect("run client");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "client failed: {stdout}{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        (stdout, stderr)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.region);
-    }
+/// Runs the client to its end: its stdout and stderr.
+fn run(host: &Host, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = run_client(&mut client_command(host, args, env));
+    (out.stdout, out.stderr)
 }
 
 fn expect_lines(stdout: &str, lines: &[&str]) {
@@ -162,7 +64,7 @@ fn expect_lines(stdout: &str, lines: &[&str]) {
 
 #[test]
 fn posted_launches_and_memsets_run_in_order_before_the_next_call() {
-    let host = Host::start("order", &[]);
+    let host = start_host("order", &[]);
     let trace = tmp("order.trace");
     let _ = std::fs::remove_file(&trace);
     let trace_env = trace.to_str().expect("utf-8 path");
@@ -175,7 +77,7 @@ fn posted_launches_and_memsets_run_in_order_before_the_next_call() {
         "value=1375250",
         "sync rc=0",
     ];
-    let (stdout, _) = host.run(&["order"], &[("VGPU_TRACE", trace_env)]);
+    let (stdout, _) = run(&host, &["order"], &[("VGPU_TRACE", trace_env)]);
     expect_lines(&stdout, &expected);
     let trace = std::fs::read_to_string(&trace).expect("trace file");
     let launches: Vec<&str> = trace
@@ -194,17 +96,17 @@ fn posted_launches_and_memsets_run_in_order_before_the_next_call() {
     assert!(trace
         .lines()
         .any(|l| l.contains("cuMemcpyDtoH_v2(") && l.contains("-> CUDA_SUCCESS ")));
-    assert_eq!(host.launches_logged(), 1000);
+    assert_eq!(launches_logged(&host), 1000);
 
     // VGPU_ASYNC=0: the same results, every call synchronous.
-    let (stdout, _) = host.run(&["order"], &[("VGPU_ASYNC", "0")]);
+    let (stdout, _) = run(&host, &["order"], &[("VGPU_ASYNC", "0")]);
     expect_lines(&stdout, &expected);
 }
 
 #[test]
 fn a_failed_posted_call_fails_the_next_synchronous_call_once() {
-    let host = Host::start("error", &[]);
-    let (stdout, stderr) = host.run(&["error"], &[]);
+    let host = start_host("error", &[]);
+    let (stdout, stderr) = run(&host, &["error"], &[]);
     // The bad launch and the zero grid return success when posted; the first synchronous call
     // reports the first failure (CUDA_ERROR_INVALID_HANDLE) without running, the next runs.
     // The launches after the failed one ran: 3 + 10.
@@ -234,7 +136,7 @@ fn a_failed_posted_call_fails_the_next_synchronous_call_once() {
     );
 
     // Synchronous mode: each failure at its own call, nothing deferred.
-    let (stdout, stderr) = host.run(&["error"], &[("VGPU_ASYNC", "0")]);
+    let (stdout, stderr) = run(&host, &["error"], &[("VGPU_ASYNC", "0")]);
     expect_lines(
         &stdout,
         &[
@@ -255,8 +157,8 @@ fn a_failed_posted_call_fails_the_next_synchronous_call_once() {
 fn another_threads_posted_calls_run_before_a_call_ordered_after_them() {
     // Each launch takes 300 us on the host, so without ordering across threads the read would
     // overtake the other thread's launches still in its ring.
-    let host = Host::start("threads", &[("FAKE_CUDA_LAUNCH_US", "300")]);
-    let (stdout, stderr) = host.run(&["threads"], &[]);
+    let host = start_host("threads", &[("FAKE_CUDA_LAUNCH_US", "300")]);
+    let (stdout, stderr) = run(&host, &["threads"], &[]);
     expect_lines(
         &stdout,
         &[
@@ -284,51 +186,21 @@ fn another_threads_posted_calls_run_before_a_call_ordered_after_them() {
 
 #[test]
 fn posted_calls_are_flushed_when_the_process_exits() {
-    let host = Host::start("exit", &[("FAKE_CUDA_LAUNCH_US", "2000")]);
-    let (stdout, _) = host.run(&["exit"], &[]);
+    let host = start_host("exit", &[("FAKE_CUDA_LAUNCH_US", "2000")]);
+    let (stdout, _) = run(&host, &["exit"], &[]);
     expect_lines(
         &stdout,
         &["init rc=0", "alloc rc=0", "posted rc=0, leaving"],
     );
     // 50 launches of 2 ms: the process waited for them at exit.
-    assert_eq!(host.launches_logged(), 50);
-}
-
-/// Pid of `vgpu-host`'s worker serving guest `guest` (its name is `vgpuw-<guest pid>`).
-fn worker_of(host: u32, guest: u32) -> u32 {
-    let name = format!("vgpuw-{guest}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                continue;
-            };
-            let ppid = stat[close + 1..].split_ascii_whitespace().nth(1);
-            if stat[open + 1..close] == name && ppid == Some(&host.to_string()) {
-                return pid;
-            }
-        }
-        assert!(Instant::now() < deadline, "no worker {name}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert_eq!(launches_logged(&host), 50);
 }
 
 #[test]
 fn a_killed_host_fails_the_next_call_after_posts_without_hanging() {
     // 20 launches of 100 ms: the worker is still running them when it is killed.
-    let host = Host::start("kill", &[("FAKE_CUDA_LAUNCH_US", "100000")]);
-    let mut child = host
-        .client(&["kill"], &[])
+    let host = start_host("kill", &[("FAKE_CUDA_LAUNCH_US", "100000")]);
+    let mut child = client_command(&host, &["kill"], &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -342,9 +214,8 @@ fn a_killed_host_fails_the_next_call_after_posts_without_hanging() {
         lines.push(line.trim().to_owned());
     }
     assert_eq!(lines, ["init rc=0", "alloc rc=0", "posted rc=0"]);
-    let worker = worker_of(host.child.id(), child.id());
-    // SAFETY: kill with the pid of the worker of our own host, still running (found above).
-    unsafe { libc::kill(worker as libc::pid_t, libc::SIGKILL) };
+    let worker = host.worker_of(child.id());
+    signal(worker, libc::SIGKILL);
     let started = Instant::now();
     child
         .stdin
@@ -371,10 +242,10 @@ fn a_killed_host_fails_the_next_call_after_posts_without_hanging() {
 #[test]
 #[ignore = "benchmark: prints figures; run with --ignored --nocapture (release for real numbers)"]
 fn posted_vs_synchronous_launch_rate() {
-    let host = Host::start("bench", &[]);
+    let host = start_host("bench", &[]);
     let n = std::env::var("VGPU_BENCH_LAUNCHES").unwrap_or_else(|_| "100000".into());
     for async_mode in ["0", "1", "0", "1"] {
-        let (stdout, _) = host.run(&["bench", &n], &[("VGPU_ASYNC", async_mode)]);
+        let (stdout, _) = run(&host, &["bench", &n], &[("VGPU_ASYNC", async_mode)]);
         let line = stdout
             .lines()
             .find(|l| l.starts_with("bench"))

@@ -7,183 +7,29 @@
 //! when): the worker pid in each HELLO's Welcome must match the worker found through `/proc`
 //! (workers are named `vgpuw-<guest pid>`).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
-use protocol::{special, RequestHeader, ResponseHeader};
+use protocol::handshake::Welcome;
+use protocol::ResponseHeader;
+use support::host::{command, unique_region, HostBuilder};
+use support::procs::{children_where, one_child_named, running, signal};
+use support::wire::hello_frame;
+use support::{fake_driver, Host};
 
 const GUEST_ENV: &str = "VGPU_TEST_GUEST_REGION";
 const GUEST_CHANNELS_ENV: &str = "VGPU_TEST_GUEST_CHANNELS";
 
-fn fake_driver() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("fake-cuda-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let lib = dir.join("libcuda.so.1");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_driver/libcuda.c");
-        let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .status()
-            .expect("run cc (install a C compiler)");
-        assert!(status.success(), "cc failed building the fake driver");
-        lib
-    })
-}
-
-fn unique_region(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    PathBuf::from(format!(
-        "/dev/shm/vgpu-hosttest-{tag}-{}-{n}",
-        std::process::id()
-    ))
-}
-
-/// A running `vgpu-host`; stopped (SIGTERM, then SIGKILL) on drop.
-struct Host {
-    child: Child,
-    region: PathBuf,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Host {
-    fn start(tag: &str, extra: &[&str]) -> Host {
-        let region = unique_region(tag);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
-            .arg("--region")
-            .arg(&region)
-            .arg("--driver")
-            .arg(fake_driver())
-            .args(["--region-size", "8388608", "--channels", "16"])
-            .args(["--peer-timeout-ms", "1000", "--log", "debug"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vgpu-host");
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[host] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with("vgpu-host: serving ") => break,
-                Ok(_) => {}
-                Err(e) => panic!("vgpu-host never became ready: {e}"),
-            }
-        }
-        Host {
-            child,
-            region,
-            stderr: rx,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        signal(self.pid(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "vgpu-host ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            signal(self.pid(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.region);
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill with a pid of a process this test started and has not reaped.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
-}
-
-/// Parent pid, process name, and whether the process is running (not a zombie).
-fn proc_info(pid: u32) -> Option<(u32, String, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat[open + 1..close].to_owned();
-    let mut rest = stat[close + 1..].split_ascii_whitespace();
-    let state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((ppid, comm, state != "Z" && state != "X"))
-}
-
-fn running(pid: u32) -> bool {
-    proc_info(pid).is_some_and(|(_, _, run)| run)
-}
-
-/// Live children of `parent` named `name`.
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if let Some((ppid, comm, true)) = proc_info(pid) {
-            if ppid == parent && comm == name {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// Waits (bounded) until `parent` has exactly one live child named `name`; returns its pid.
-fn one_child_named(parent: u32, name: &str) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = children_named(parent, name);
-        if found.len() == 1 {
-            return found[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected one child {name:?} of {parent}, found {found:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn worker_of(host: &Host, guest_pid: u32) -> u32 {
-    one_child_named(host.pid(), &format!("vgpuw-{guest_pid}"))
+/// A host on a fresh region with 16 channels, a 1 s peer timeout and debug logs.
+fn host(tag: &str) -> HostBuilder {
+    Host::on_region(tag)
+        .channels(16)
+        .args(["--peer-timeout-ms", "1000", "--log", "debug"])
 }
 
 /// A guest process (this test binary running `helper_guest_process`).
@@ -261,21 +107,6 @@ impl Drop for Guest {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn hello_frame() -> Vec<u8> {
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(&mut frame, special::HELLO, 0);
-    Hello {
-        protocol_version: PROTOCOL_VERSION,
-        signature_fingerprint: shim_macros::signature_fingerprint!(),
-        word_size: std::mem::size_of::<usize>() as u8,
-        pid: std::process::id(),
-        // SAFETY: gettid takes no arguments and cannot fail.
-        tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
-    }
-    .encode(&mut enc);
-    frame
 }
 
 /// Says HELLO on a channel; returns the serving worker's pid from the Welcome (0 when the
@@ -356,7 +187,7 @@ fn host_output(cmd: &mut Command) -> (i32, Vec<String>) {
 fn missing_driver_is_one_line_and_exit_3() {
     let region = unique_region("nodriver");
     let (code, lines) = host_output(
-        Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+        command()
             .arg("--region")
             .arg(&region)
             .args(["--driver", "/nonexistent/libcuda.so.1"]),
@@ -373,7 +204,7 @@ fn missing_driver_is_one_line_and_exit_3() {
 fn driver_without_gpu_is_one_line_and_exit_4() {
     let region = unique_region("nogpu");
     let (code, lines) = host_output(
-        Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+        command()
             .arg("--region")
             .arg(&region)
             .arg("--driver")
@@ -388,38 +219,30 @@ fn driver_without_gpu_is_one_line_and_exit_4() {
 
 #[test]
 fn threads_share_their_process_worker_and_processes_get_their_own() {
-    let host = Host::start("routing", &["--prewarm", "false"]);
-    let mut a = Guest::start(&host.region, 2);
-    let b = Guest::start(&host.region, 1);
-    let wa = worker_of(&host, a.pid());
-    let wb = worker_of(&host, b.pid());
+    let host = host("routing").args(["--prewarm", "false"]).start();
+    let mut a = Guest::start(host.region(), 2);
+    let b = Guest::start(host.region(), 1);
+    let wa = host.worker_of(a.pid());
+    let wb = host.worker_of(b.pid());
     assert_ne!(wa, wb);
     // Both threads of A were welcomed by A's worker, B's by B's.
     assert_eq!(a.welcomed, vec![wa, wa]);
     assert_eq!(b.welcomed, vec![wb]);
     // A third thread of A lands in the same worker: still exactly one worker for A.
     assert_eq!(a.ask("connect"), format!("ok {wa}"));
-    assert_eq!(worker_of(&host, a.pid()), wa);
+    assert_eq!(host.worker_of(a.pid()), wa);
     // Only these two workers exist (no spare with --prewarm false).
-    let all: Vec<u32> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&pid| {
-            proc_info(pid)
-                .is_some_and(|(pp, c, r)| pp == host.pid() && r && c.starts_with("vgpuw-"))
-        })
-        .collect();
+    let all = children_where(host.pid(), |name| name.starts_with("vgpuw-"));
     assert_eq!(all.len(), 2, "{all:?}");
 }
 
 #[test]
 fn sigkill_of_a_client_ends_its_worker_within_a_second() {
-    let host = Host::start("clientkill", &["--prewarm", "false"]);
-    let mut a = Guest::start(&host.region, 2);
-    let b = Guest::start(&host.region, 1);
-    let wa = worker_of(&host, a.pid());
-    let wb = worker_of(&host, b.pid());
+    let host = host("clientkill").args(["--prewarm", "false"]).start();
+    let mut a = Guest::start(host.region(), 2);
+    let b = Guest::start(host.region(), 1);
+    let wa = host.worker_of(a.pid());
+    let wb = host.worker_of(b.pid());
     let _ = a.child.kill();
     let killed = Instant::now();
     let _ = a.child.wait();
@@ -436,21 +259,21 @@ fn sigkill_of_a_client_ends_its_worker_within_a_second() {
 
 #[test]
 fn a_crashed_worker_leaves_other_clients_alone() {
-    let host = Host::start("workerkill", &["--prewarm", "false"]);
-    let mut a = Guest::start(&host.region, 1);
-    let mut b = Guest::start(&host.region, 1);
-    let wa = worker_of(&host, a.pid());
-    let wb = worker_of(&host, b.pid());
+    let host = host("workerkill").args(["--prewarm", "false"]).start();
+    let mut a = Guest::start(host.region(), 1);
+    let mut b = Guest::start(host.region(), 1);
+    let wa = host.worker_of(a.pid());
+    let wb = host.worker_of(b.pid());
     signal(wa, libc::SIGKILL);
     // A's open channel reports its server gone.
     let answer = a.ask("call0");
     assert!(answer.starts_with("err PeerGone"), "{answer}");
     // B keeps its worker and is still served.
     assert_eq!(b.ask("connect"), format!("ok {wb}"));
-    assert_eq!(worker_of(&host, b.pid()), wb);
+    assert_eq!(host.worker_of(b.pid()), wb);
     // A new thread of A is served by a fresh worker.
     let answer = a.ask("connect");
-    let wa2 = worker_of(&host, a.pid());
+    let wa2 = host.worker_of(a.pid());
     assert_ne!(wa2, wa);
     assert_eq!(answer, format!("ok {wa2}"));
     assert!(running(host.pid()));
@@ -458,11 +281,11 @@ fn a_crashed_worker_leaves_other_clients_alone() {
 
 #[test]
 fn the_spare_worker_takes_the_next_client_and_is_replaced() {
-    let host = Host::start("spare", &[]);
+    let host = host("spare").start();
     let spare = one_child_named(host.pid(), "vgpuw-spare");
-    let a = Guest::start(&host.region, 1);
+    let a = Guest::start(host.region(), 1);
     assert_eq!(
-        worker_of(&host, a.pid()),
+        host.worker_of(a.pid()),
         spare,
         "the spare did not serve the client"
     );
@@ -475,10 +298,8 @@ fn a_client_handed_a_still_warming_spare_is_served() {
     // The real driver's cuInit takes 100-300 ms: the next client often gets a spare that is
     // not warm yet. The supervisor stops reading the spare's stdout once it has a client; the
     // spare must not die on that closed pipe.
-    std::env::set_var("FAKE_CUDA_INIT_MS", "300");
-    let host = Host::start("warming", &[]);
-    std::env::remove_var("FAKE_CUDA_INIT_MS");
-    let region = host.region.clone();
+    let host = host("warming").env("FAKE_CUDA_INIT_MS", "300").start();
+    let region = host.region().to_owned();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for _ in 0..2 {
@@ -495,43 +316,26 @@ fn a_client_handed_a_still_warming_spare_is_served() {
 
 #[test]
 fn sigterm_stops_workers_and_removes_the_region_it_created() {
-    let mut host = Host::start("sigterm", &[]);
-    let a = Guest::start(&host.region, 1);
-    let wa = worker_of(&host, a.pid());
+    let mut host = host("sigterm").start();
+    let a = Guest::start(host.region(), 1);
+    let wa = host.worker_of(a.pid());
     let spare = one_child_named(host.pid(), "vgpuw-spare");
     let status = host.stop();
     assert_eq!(status.code(), Some(0));
     assert!(!running(wa) && !running(spare));
-    assert!(!host.region.exists(), "region file left behind");
-    while let Ok(line) = host.stderr.try_recv() {
-        assert!(!line.contains("panicked"), "{line}");
-    }
+    assert!(!host.region().exists(), "region file left behind");
+    host.assert_no_panic();
 }
 
 #[test]
 fn an_existing_region_file_is_kept_on_exit() {
     let region = unique_region("keep");
     std::fs::write(&region, []).expect("create region file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
-        .arg("--region")
-        .arg(&region)
-        .arg("--driver")
-        .arg(fake_driver())
-        .args(["--region-size", "8388608", "--prewarm", "false"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    while !line.starts_with("vgpu-host: serving") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).expect("read") > 0,
-            "host ended early"
-        );
-    }
-    signal(child.id(), libc::SIGTERM);
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let mut host = Host::on_region("keep")
+        .region_at(&region)
+        .args(["--prewarm", "false"])
+        .start();
+    assert_eq!(host.stop().code(), Some(0));
     assert!(region.exists());
     std::fs::remove_file(&region).expect("cleanup");
 }

@@ -7,81 +7,23 @@
 //! client beside a region client; silent, garbage and hostile connections closed with a log
 //! line while the supervisor keeps serving; an address that cannot be bound.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use support::host::{command, HostBuilder};
+use support::procs::{gone_within, running};
+use support::{c_program, fake_driver, Host};
 use transport::{TcpClient, Transport};
 
 /// The grace period the tests give TCP workers (`--tcp-grace-ms`).
 const GRACE: Duration = Duration::from_millis(300);
 /// How long past the grace period a worker may take to be gone.
 const EXIT_BOUND: Duration = Duration::from_secs(2);
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("tcp-listener-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    dir.join(name)
-}
-
-fn cc(out: &Path, src: &str, extra: &[&str]) {
-    let c = out.with_extension("c");
-    std::fs::write(&c, src).expect("write C source");
-    let status = Command::new("cc")
-        .arg("-o")
-        .arg(out)
-        .arg(&c)
-        .args(extra)
-        .status()
-        .expect("cc (install a C compiler)");
-    assert!(status.success(), "cc failed for {}", out.display());
-}
-
-fn fake_driver() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let lib = tmp("libcuda.so.1");
-        let src = std::fs::read_to_string(root().join("host/tests/fake_driver/libcuda.c"))
-            .expect("fake driver source");
-        cc(
-            &lib,
-            &src,
-            &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"],
-        );
-        lib
-    })
-}
-
-fn shim() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("scripts/build-shim.sh"))
-            .arg("--debug")
-            .output()
-            .expect("run scripts/build-shim.sh");
-        assert!(
-            out.status.success(),
-            "build-shim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .lines()
-                .last()
-                .expect("path"),
-        )
-    })
-}
 
 /// Two threads each allocate, copy a pattern there and back, compare and free; the main
 /// thread initialises. With an argument, the program then waits for a line on stdin, so the
@@ -141,186 +83,22 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn program() -> &'static Path {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = tmp("two_threads");
-        cc(&exe, PROGRAM, &["-ldl", "-pthread"]);
-        exe
-    })
+fn program() -> PathBuf {
+    c_program("two_threads", PROGRAM, &["-ldl", "-pthread"])
 }
 
-/// A running `vgpu-host`; killed on drop. Keeps every stderr line.
-struct Host {
-    child: Child,
-    tcp: SocketAddr,
-    region: Option<PathBuf>,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Host {
-    /// Starts a host with `args` (plus the fake driver, debug logs and the test's grace
-    /// period); returns once it is ready, with the TCP address from its ready line.
-    fn start(args: &[&str], region: Option<PathBuf>) -> Host {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpu-host"));
-        cmd.arg("--driver").arg(fake_driver()).args(args).args([
-            "--log",
-            "debug",
-            "--tcp-grace-ms",
-            &GRACE.as_millis().to_string(),
-        ]);
-        if let Some(region) = &region {
-            cmd.arg("--region")
-                .arg(region)
-                .args(["--region-size", "8388608", "--channels", "8"]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vgpu-host");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let err = child.stderr.take().expect("stderr");
-        let keep = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[host] {line}");
-                if line.starts_with("vgpu-host: serving ") {
-                    let _ = tx.send(line.clone());
-                }
-                keep.lock().expect("lines").push(line);
-            }
-        });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("vgpu-host never became ready");
-        // "vgpu-host: serving [REGION, ]tcp ADDR (pid N)"
-        let tcp = ready
-            .split("tcp ")
-            .nth(1)
-            .and_then(|rest| rest.split([' ', ',']).next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no tcp address in {ready:?}"));
-        Host {
-            child,
-            tcp,
-            region,
-            lines,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits (bounded) for a log line containing every one of `parts`; returns it.
-    fn log_line(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .expect("lines")
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-                .cloned();
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(Instant::now() < deadline, "no host log line with {parts:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn count_lines(&self, parts: &[&str]) -> usize {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .count()
-    }
-
-    fn assert_no_panic(&self) {
-        for line in self.lines.lock().expect("lines").iter() {
-            assert!(!line.contains("panicked"), "{line}");
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // SAFETY: kill with the pid of our own unreaped child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(4);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(region) = &self.region {
-            let _ = std::fs::remove_file(region);
-        }
-    }
-}
-
-/// Parent pid, process name and whether it runs (not a zombie).
-fn proc_info(pid: u32) -> Option<(u32, String, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let comm = stat[stat.find('(')? + 1..stat.rfind(')')?].to_owned();
-    let mut rest = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
-    let state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((ppid, comm, state != "Z" && state != "X"))
-}
-
-fn running(pid: u32) -> bool {
-    proc_info(pid).is_some_and(|(_, _, run)| run)
-}
-
-/// Live children of `parent` named `name`.
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&pid| proc_info(pid).is_some_and(|(pp, c, r)| pp == parent && r && c == name))
-        .collect()
-}
-
-/// The one worker of guest `pid` (waits, bounded, until exactly one exists).
-fn worker_of(host: &Host, pid: u32) -> u32 {
-    let name = format!("vgpuw-{pid}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found = children_named(host.pid(), &name);
-        if found.len() == 1 {
-            return found[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected one worker {name}, found {found:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Waits until `pid` is gone; panics after `bound`.
-fn gone_within(pid: u32, bound: Duration, what: &str) {
-    let start = Instant::now();
-    while running(pid) {
-        assert!(
-            start.elapsed() < bound,
-            "{what} ({pid}) still running after {bound:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Starts `host` listening on a free local port, with debug logs and the test's grace period.
+fn start_listening(host: HostBuilder, extra: &[&str]) -> Host {
+    host.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "debug",
+        "--tcp-grace-ms",
+    ])
+    .args([GRACE.as_millis().to_string()])
+    .args(extra.iter().copied())
+    .start()
 }
 
 /// A run of [`PROGRAM`] that waits on stdin after its calls.
@@ -331,16 +109,10 @@ struct Client {
 }
 
 impl Client {
-    fn start(env: (&str, String)) -> Client {
-        let mut child = Command::new(program())
+    /// Starts `cmd` (a guest command for [`program`]) so that it holds after its calls.
+    fn start(mut cmd: Command) -> Client {
+        let mut child = cmd
             .arg("hold")
-            .env("LD_PRELOAD", shim())
-            .env(env.0, env.1)
-            .env_remove(if env.0 == "VGPU_HOST" {
-                "VGPU_REGION"
-            } else {
-                "VGPU_HOST"
-            })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -355,7 +127,7 @@ impl Client {
     }
 
     fn tcp(host: &Host) -> Client {
-        Client::start(("VGPU_HOST", host.tcp.to_string()))
+        Client::start(host.tcp_client(&program()))
     }
 
     fn pid(&self) -> u32 {
@@ -403,7 +175,7 @@ fn assert_served(out: &str, pid: u32) {
 
 #[test]
 fn tcp_clients_get_one_worker_per_process_and_a_killed_one_is_cleaned_up() {
-    let mut host = Host::start(&["--listen", "127.0.0.1:0"], None);
+    let mut host = start_listening(Host::without_region(), &[]);
     let mut a = Client::tcp(&host);
     let mut b = Client::tcp(&host);
     let out_a = a.until_done();
@@ -411,8 +183,8 @@ fn tcp_clients_get_one_worker_per_process_and_a_killed_one_is_cleaned_up() {
     assert_served(&out_a, a.pid());
     assert_served(&out_b, b.pid());
     // Each process has exactly one worker, of its own.
-    let wa = worker_of(&host, a.pid());
-    let wb = worker_of(&host, b.pid());
+    let wa = host.worker_of(a.pid());
+    let wb = host.worker_of(b.pid());
     assert_ne!(wa, wb);
     // The main thread and both worker threads of A came over TCP, each logged with its peer,
     // and all reached A's worker.
@@ -438,19 +210,15 @@ fn tcp_clients_get_one_worker_per_process_and_a_killed_one_is_cleaned_up() {
 
 #[test]
 fn a_tcp_client_and_a_region_client_are_served_side_by_side() {
-    let region = PathBuf::from(format!("/dev/shm/vgpu-tcptest-{}", std::process::id()));
-    let mut host = Host::start(
-        &["--listen", "127.0.0.1:0", "--prewarm", "false"],
-        Some(region.clone()),
-    );
+    let mut host = start_listening(Host::on_region("tcptest"), &["--prewarm", "false"]);
     let mut tcp = Client::tcp(&host);
-    let mut shm = Client::start(("VGPU_REGION", region.display().to_string()));
+    let mut shm = Client::start(host.client(&program()));
     let out_tcp = tcp.until_done();
     let out_shm = shm.until_done();
     assert_served(&out_tcp, tcp.pid());
     assert_served(&out_shm, shm.pid());
-    let w_tcp = worker_of(&host, tcp.pid());
-    let w_shm = worker_of(&host, shm.pid());
+    let w_tcp = host.worker_of(tcp.pid());
+    let w_shm = host.worker_of(shm.pid());
     assert_ne!(w_tcp, w_shm);
     assert_eq!(
         host.count_lines(&["tcp connection", &format!("pid={}", shm.pid())]),
@@ -467,12 +235,12 @@ fn a_tcp_client_and_a_region_client_are_served_side_by_side() {
 
 #[test]
 fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
-    let mut host = Host::start(&["--listen", "127.0.0.1:0"], None);
+    let mut host = start_listening(Host::without_region(), &[]);
     // A peer that connects and says nothing does not hold up the next client: a real client
     // completes its handshake while the silent one is still waiting.
-    let mut silent = TcpStream::connect(host.tcp).expect("connect");
+    let mut silent = TcpStream::connect(host.tcp()).expect("connect");
     let silent_peer = silent.local_addr().expect("addr").to_string();
-    let mut client = TcpClient::connect(host.tcp).expect("a client beside a silent peer");
+    let mut client = TcpClient::connect(host.tcp()).expect("a client beside a silent peer");
     silent.set_nonblocking(true).expect("nonblocking");
     let mut buf = [0u8; 64];
     assert!(
@@ -488,7 +256,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     host.log_line(&["tcp connection closed", &silent_peer, "no handshake within"]);
 
     // Garbage instead of the handshake: refused (status non-zero), closed, one log line.
-    let mut garbage = TcpStream::connect(host.tcp).expect("connect");
+    let mut garbage = TcpStream::connect(host.tcp()).expect("connect");
     let garbage_peer = garbage.local_addr().expect("addr").to_string();
     garbage.write_all(&[0x5a; 40]).expect("write garbage");
     let mut ack = [0u8; 16];
@@ -512,7 +280,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     // A valid handshake, then a frame length of 2^64-1 and a few bytes, then the peer leaves:
     // the worker reads what arrives (allocating only that), gives up at the end of the stream,
     // and the host stays.
-    let mut hostile = TcpStream::connect(host.tcp).expect("connect");
+    let mut hostile = TcpStream::connect(host.tcp()).expect("connect");
     let mut hello = Vec::new();
     hello.extend_from_slice(b"VGPUTCP1");
     hello.extend_from_slice(&1u32.to_le_bytes());
@@ -525,7 +293,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     assert_eq!(&ack[12..16], &[0, 0, 0, 0], "a valid handshake was refused");
     hostile.write_all(&u64::MAX.to_le_bytes()).expect("length");
     hostile.write_all(&[7; 1000]).expect("some bytes");
-    let hostile_worker = worker_of(&host, 4242);
+    let hostile_worker = host.worker_of(4242);
     drop(hostile);
     gone_within(
         hostile_worker,
@@ -547,7 +315,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
 fn an_address_in_use_is_one_line_and_exit_6() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
+    let out = command()
         .arg("--driver")
         .arg(fake_driver())
         .args(["--listen", &addr, "--prewarm", "false"])

@@ -4,130 +4,33 @@
 //! whose copies are `memmove`), and a hostile guest speaking the wire protocol directly is
 //! refused every block and address that is not its own.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use protocol::handshake::{Hello, PROTOCOL_VERSION};
-use protocol::{special, CallId, Decoder, RequestHeader, ResponseHeader};
+use protocol::{CallId, Decoder, RequestHeader, ResponseHeader};
+use support::wire::hello_frame;
+use support::{c_program, run_client, Host};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// A host on a fresh 16 MiB region (8 channels), its fake driver logging its calls.
+fn start_host(tag: &str) -> Host {
+    Host::on_region(tag)
+        .region_size(16 << 20)
+        .log_driver_calls()
+        .start()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("zero-copy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    dir.join(name)
-}
-
-fn cc(out: &Path, src: &str, extra: &[&str]) {
-    let c = out.with_extension("c");
-    std::fs::write(&c, src).expect("write C source");
-    let status = Command::new("cc")
-        .arg("-o")
-        .arg(out)
-        .arg(&c)
-        .args(extra)
-        .status()
-        .expect("cc (install a C compiler)");
-    assert!(status.success(), "cc failed for {}", out.display());
-}
-
-fn fake_driver() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let lib = tmp("libcuda.so.1");
-        let src = std::fs::read_to_string(root().join("host/tests/fake_driver/libcuda.c"))
-            .expect("fake driver source");
-        cc(
-            &lib,
-            &src,
-            &["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"],
-        );
-        lib
-    })
-}
-
-fn shim() -> &'static Path {
-    static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("scripts/build-shim.sh"))
-            .arg("--debug")
-            .output()
-            .expect("run scripts/build-shim.sh");
-        assert!(
-            out.status.success(),
-            "build-shim failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .lines()
-                .last()
-                .expect("path"),
-        )
-    })
-}
-
-/// A running `vgpu-host` on its own region, with the fake driver logging to `log`.
-struct Host {
-    child: Child,
-    region: PathBuf,
-    log: PathBuf,
-}
-
-impl Host {
-    fn start(tag: &str) -> Host {
-        let region = PathBuf::from(format!("/dev/shm/vgpu-zc-{tag}-{}", std::process::id()));
-        let log = tmp(&format!("{tag}.log"));
-        let _ = std::fs::remove_file(&log);
-        let child = Command::new(env!("CARGO_BIN_EXE_vgpu-host"))
-            .arg("--region")
-            .arg(&region)
-            .arg("--driver")
-            .arg(fake_driver())
-            .args(["--region-size", "16777216", "--channels", "8"])
-            .env("FAKE_CUDA_LOG", &log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vgpu-host");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !region.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
+/// Free bulk blocks of `host`'s region, waiting up to 3 s for them to reach `want`.
+fn free_blocks_reach(host: &Host, want: usize) -> usize {
+    let region = transport::Region::open(host.region()).expect("open region");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let free = region.bulk_blocks_owned_by(0);
+        if free == want || Instant::now() > deadline {
+            return free;
         }
-        // The spare worker warms up before the host is ready.
-        std::thread::sleep(Duration::from_millis(300));
-        Host { child, region, log }
-    }
-
-    fn driver_log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Free bulk blocks of the region, waiting up to 3 s for them to reach `want`.
-    fn free_blocks_reach(&self, want: usize) -> usize {
-        let region = transport::Region::open(&self.region).expect("open region");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let free = region.bulk_blocks_owned_by(0);
-            if free == want || Instant::now() > deadline {
-                return free;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.region);
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -203,28 +106,12 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn program() -> &'static Path {
-    static PROG: OnceLock<PathBuf> = OnceLock::new();
-    PROG.get_or_init(|| {
-        let p = tmp("zero_copy_client");
-        cc(&p, PROGRAM, &["-ldl"]);
-        p
-    })
+fn program() -> PathBuf {
+    c_program("zero_copy_client", PROGRAM, &["-ldl"])
 }
 
 fn run(host: &Host, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(program())
-        .args(args)
-        .env("LD_PRELOAD", shim())
-        .env("VGPU_REGION", &host.region)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run client");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed: {stdout}{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stdout
+    run_client(host.client(&program()).args(args).envs(env.iter().copied())).stdout
 }
 
 fn expect(stdout: &str, lines: &[&str]) {
@@ -249,7 +136,7 @@ fn total_blocks() -> usize {
 
 #[test]
 fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
-    let host = Host::start("e2e");
+    let host = start_host("e2e");
     let stdout = run(&host, &[], &[]);
     expect(
         &stdout,
@@ -301,7 +188,7 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
     assert!(!log.contains("bytes shipped"), "{log}");
     assert!(log.contains("cuMemsetD8_v2 len=100"), "{log}");
     assert_eq!(
-        host.free_blocks_reach(total_blocks()),
+        free_blocks_reach(&host, total_blocks()),
         total_blocks(),
         "freed blocks went back to the bulk area"
     );
@@ -309,11 +196,11 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
 
 #[test]
 fn a_client_that_exits_without_freeing_leaks_nothing() {
-    let host = Host::start("leak");
+    let host = start_host("leak");
     let stdout = run(&host, &["leak"], &[]);
     expect(&stdout, &["hostalloc rc=0", "same=1", "leaving"]);
     assert_eq!(
-        host.free_blocks_reach(total_blocks()),
+        free_blocks_reach(&host, total_blocks()),
         total_blocks(),
         "the supervisor frees a gone client's blocks"
     );
@@ -321,7 +208,7 @@ fn a_client_that_exits_without_freeing_leaks_nothing() {
 
 #[test]
 fn zero_copy_off_keeps_plain_pinned_memory() {
-    let host = Host::start("off");
+    let host = start_host("off");
     let stdout = run(&host, &[], &[("VGPU_ZERO_COPY", "0"), ("VGPU_LOG", "off")]);
     expect(
         &stdout,
@@ -360,16 +247,7 @@ impl RawGuest {
             channel: region.connect().expect("connect"),
             response: Vec::new(),
         };
-        let mut frame = Vec::new();
-        Hello {
-            protocol_version: PROTOCOL_VERSION,
-            signature_fingerprint: shim_macros::signature_fingerprint!(),
-            word_size: std::mem::size_of::<usize>() as u8,
-            pid: std::process::id(),
-            // SAFETY: gettid takes no arguments and cannot fail.
-            tid: unsafe { libc::syscall(libc::SYS_gettid) } as u32,
-        }
-        .encode(&mut RequestHeader::start(&mut frame, special::HELLO, 0));
+        let frame = hello_frame();
         assert_eq!(guest.call_raw(&frame).0, 0, "handshake");
         guest
     }
@@ -414,8 +292,8 @@ impl RawGuest {
 
 #[test]
 fn a_hostile_guest_is_refused_blocks_and_addresses_that_are_not_its_own() {
-    let host = Host::start("hostile");
-    let mut guest = RawGuest::connect(&host.region);
+    let host = start_host("hostile");
+    let mut guest = RawGuest::connect(host.region());
     let alloc = shim_macros::cuda_call_id!(cuMemHostAlloc);
     let free = shim_macros::cuda_call_id!(cuMemFreeHost);
     let copy = shim_macros::cuda_call_id!(cuMemcpy);
