@@ -76,6 +76,7 @@ fn run_forwards_the_exit_code_and_removes_its_region() {
             &host,
             "--shim",
             shim,
+            "--no-nvml",
             "--",
             "sh",
             "-c",
@@ -267,4 +268,51 @@ fn smi_without_a_gpu_is_one_line_and_non_zero() {
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn run_preloads_the_nvml_facade_after_the_shim() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let shim = shim.to_str().expect("utf-8 path");
+    // Any existing file stands in for the facade: only LD_PRELOAD's value is looked at.
+    let facade = shim;
+    let out = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim,
+            "--nvml",
+            facade,
+            "--",
+            "sh",
+            "-c",
+            "echo $LD_PRELOAD",
+        ],
+        "1",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("{shim}:{facade}"));
+    let missing = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim,
+            "--nvml",
+            "/nonexistent/libvgpu-nvml.so",
+            "--",
+            "true",
+        ],
+        "1",
+    );
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        text(&missing.stderr).contains("NVML facade /nonexistent/libvgpu-nvml.so not found"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
