@@ -211,7 +211,7 @@ impl TypeTable {
                                 )))
                             }
                         }
-                        if let Some(count) = counted.as_ref().filter(|c| **c != name.to_string()) {
+                        if let Some(count) = counted.as_ref().filter(|c| *name != **c) {
                             return Err(Unclassifiable(format!(
                                 "`{name}` may be an array sized by `{count}`"
                             )));

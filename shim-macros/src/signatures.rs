@@ -22,13 +22,16 @@ pub fn all_functions() -> Result<Vec<CudaFunction>, String> {
     load().map(|(functions, _)| functions)
 }
 
+/// A function with its parameters' kinds, or `None` when it is hand-written.
+pub type Classified = (CudaFunction, Option<Vec<ParamKind>>);
+
 /// Every function with how its parameters travel, or `None` when the generated marshalling does
 /// not apply (the classifier refused it, or [`HANDWRITTEN`] lists it). Same order as
 /// [`all_functions`]; the index is the function's wire call id.
 ///
 /// # Errors
 /// As for [`all_functions`].
-pub fn classified_functions() -> Result<Vec<(CudaFunction, Option<Vec<ParamKind>>)>, String> {
+pub fn classified_functions() -> Result<Vec<Classified>, String> {
     let (functions, table) = load()?;
     Ok(functions
         .into_iter()

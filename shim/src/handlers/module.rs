@@ -215,6 +215,7 @@ pub unsafe fn cuModuleLoadDataEx(
 ///
 /// # Errors
 /// As [`cuModuleLoadDataEx`].
+#[allow(clippy::too_many_arguments, reason = "the driver API's signature")]
 pub unsafe fn cuLibraryLoadData(
     library: *mut CUlibrary,
     code: *const c_void,
@@ -249,6 +250,7 @@ pub unsafe fn cuLibraryLoadData(
 ///
 /// # Errors
 /// `CUDA_ERROR_FILE_NOT_FOUND`; as [`cuLibraryLoadData`].
+#[allow(clippy::too_many_arguments, reason = "the driver API's signature")]
 pub unsafe fn cuLibraryLoadFromFile(
     library: *mut CUlibrary,
     fileName: *const c_char,

@@ -164,10 +164,7 @@ pub fn library_load_data(
         .filter(|(o, _)| *o != CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED.0)
         .map(|(o, v)| (CUlibraryOption(o), v as *mut c_void))
         .unzip();
-    if lib_opts
-        .iter()
-        .any(|o| *o == CUlibraryOption::CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE)
-    {
+    if lib_opts.contains(&CUlibraryOption::CU_LIBRARY_HOST_UNIVERSAL_FUNCTION_AND_DATA_TABLE) {
         ResponseHeader::start(out, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
         return Ok(());
     }
