@@ -90,10 +90,7 @@ fn posts_arrive_in_order_before_the_next_call_over_shared_memory() {
         let host = Region::create(tmp.path(), &config).unwrap();
         let guest = Region::open(tmp.path()).unwrap();
         let mut channel = guest.connect().unwrap();
-        let claim = host
-            .accept(Duration::from_secs(5))
-            .unwrap()
-            .expect("claim");
+        let claim = host.accept(Duration::from_secs(5)).unwrap().expect("claim");
         let served = host.serve(&claim).unwrap();
         let server = std::thread::spawn(move || serve(served));
         // 50 posts through a 4-slot ring: the producer waits for space many times.
