@@ -297,7 +297,7 @@ pub fn copy_2d(
     let is_async = name.contains("Async");
     // SAFETY: host pointers in `copy` point into buffers alive for the whole call
     // (and the async forms are synchronised below before they are dropped).
-    let mut result = unsafe {
+    let result = unsafe {
         match (is_async, per_thread(name), name.contains("Unaligned")) {
             (false, false, false) => real_or_unsupported!(cuMemcpy2D_v2, out)(&copy),
             (false, true, false) => real_or_unsupported!(cuMemcpy2D_v2_ptds, out)(&copy),
@@ -311,13 +311,33 @@ pub fn copy_2d(
             }
         }
     };
+    finish_copy(
+        result,
+        is_async,
+        stream,
+        is_host(copy.dstMemoryType),
+        &dst_rows,
+        out,
+    )
+}
+
+/// The end of a 2D/3D copy: an asynchronous one is waited for (its host destination's rows travel
+/// back in this response), then the result and, for a host destination, those rows.
+fn finish_copy(
+    mut result: CUresult,
+    is_async: bool,
+    stream: u64,
+    dst_is_host: bool,
+    dst_rows: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     if is_async && result == CUresult::CUDA_SUCCESS {
         // SAFETY: a guest stream handle, validated by the driver.
         result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
     }
     let mut enc = ResponseHeader::start(out, result.0);
-    if is_host(copy.dstMemoryType) && result == CUresult::CUDA_SUCCESS {
-        enc.put_bytes(&dst_rows);
+    if dst_is_host && result == CUresult::CUDA_SUCCESS {
+        enc.put_bytes(dst_rows);
     }
     Ok(())
 }
@@ -399,7 +419,7 @@ pub fn copy_3d(
     }
     let is_async = name.contains("Async");
     // SAFETY: as in `copy_2d`.
-    let mut result = unsafe {
+    let result = unsafe {
         match (is_async, per_thread(name)) {
             (false, false) => real_or_unsupported!(cuMemcpy3D_v2, out)(&copy),
             (false, true) => real_or_unsupported!(cuMemcpy3D_v2_ptds, out)(&copy),
@@ -411,15 +431,14 @@ pub fn copy_3d(
             }
         }
     };
-    if is_async && result == CUresult::CUDA_SUCCESS {
-        // SAFETY: a guest stream handle, validated by the driver.
-        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
-    }
-    let mut enc = ResponseHeader::start(out, result.0);
-    if is_host(copy.dstMemoryType) && result == CUresult::CUDA_SUCCESS {
-        enc.put_bytes(&dst_rows);
-    }
-    Ok(())
+    finish_copy(
+        result,
+        is_async,
+        stream,
+        is_host(copy.dstMemoryType),
+        &dst_rows,
+        out,
+    )
 }
 
 /// Size of the value `cuPointerGetAttribute` writes for `attribute`, or `None` for attributes
