@@ -131,6 +131,10 @@ pub struct VerifyArgs {
 /// `uninstall` arguments.
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
+    /// The service vgpu was installed into (default: the one the state file records); another
+    /// service than the recorded one is refused.
+    #[arg(long)]
+    pub service: Option<String>,
     /// Restart the service afterwards.
     #[arg(long)]
     pub restart: bool,
@@ -240,7 +244,17 @@ pub fn run(
             Ok(i32::from(list.failed()))
         }
         Command::Uninstall(a) => {
-            uninstall::uninstall(&root, runner, a.dry_run, a.restart, out).map(|_| 0)
+            uninstall::uninstall(
+            &root,
+            runner,
+            &uninstall::UninstallOptions {
+                service: a.service,
+                restart: a.restart,
+                dry_run: a.dry_run,
+            },
+            out,
+        )
+        .map(|_| 0)
         }
         Command::Recover(a) => recover::recover(
             &root,

@@ -72,21 +72,45 @@ pub fn restore(
     Ok(changed)
 }
 
+/// What `vgpuctl uninstall` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct UninstallOptions {
+    /// The service named with `--service` (`ollama` or `ollama.service`), checked against the
+    /// state file; `None` takes the recorded one.
+    pub service: Option<String>,
+    /// Restart the service afterwards.
+    pub restart: bool,
+    /// Print what would be restored; change nothing.
+    pub dry_run: bool,
+}
+
 /// `vgpuctl uninstall`.
 ///
 /// # Errors
-/// [`Error::State`] when there is no state file; otherwise as [`restore`].
+/// [`Error::State`] when there is no state file; [`Error::Refused`] when `--service` names
+/// another service than the one installed (nothing is changed); otherwise as [`restore`].
 pub fn uninstall(
     root: &Root,
     runner: &mut dyn CommandRunner,
-    dry_run: bool,
-    restart: bool,
+    opts: &UninstallOptions,
     out: &mut dyn Write,
 ) -> Result<usize, Error> {
+    let (dry_run, restart) = (opts.dry_run, opts.restart);
     let state = State::load(root)?.ok_or_else(|| Error::State {
         path: root.resolve(paths::STATE_FILE),
         reason: "not found: vgpu is not installed (for an emergency use `vgpuctl recover`)".into(),
     })?;
+    if let Some(asked) = &opts.service {
+        let unit = paths::unit_name(asked);
+        if unit != state.service {
+            return Err(Error::Refused(format!(
+                "vgpu is installed into {}, not {unit}; nothing was changed \
+                 (run `vgpuctl uninstall --service {}`, or without --service)",
+                state.service,
+                paths::unit_stem(&state.service)
+            )));
+        }
+    }
     writeln!(
         out,
         "{}uninstalling vgpu from {}",

@@ -252,6 +252,34 @@ fn uninstall_restores_exact_prior_state() {
 }
 
 #[test]
+fn uninstall_takes_the_installed_service_and_refuses_another() {
+    let t = staged_ollama("uninstall-service");
+    let r = root_arg(&t);
+    let before = snapshot(t.path());
+    assert_eq!(vgpuctl(&["--root", &r, "install", "--service", "ollama"]).code, 0);
+    let installed = snapshot(t.path());
+    let other = vgpuctl(&["--root", &r, "uninstall", "--service", "sshd"]);
+    assert_eq!(other.code, 1, "{}", other.stderr);
+    assert!(
+        other
+            .stderr
+            .contains("vgpu is installed into ollama.service, not sshd.service; nothing was changed"),
+        "{}",
+        other.stderr
+    );
+    assert!(other.commands.is_empty(), "{:?}", other.commands);
+    assert_eq!(snapshot(t.path()), installed);
+    for name in ["ollama", "ollama.service"] {
+        let dry = vgpuctl(&["--root", &r, "uninstall", "--service", name, "--dry-run"]);
+        assert_eq!(dry.code, 0, "{}", dry.stderr);
+        assert_eq!(snapshot(t.path()), installed);
+    }
+    let ran = vgpuctl(&["--root", &r, "uninstall", "--service", "ollama"]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_eq!(snapshot(t.path()), before);
+}
+
+#[test]
 fn uninstall_restores_a_preexisting_dropin_and_directory() {
     let t = staged_ollama("uninstall-prior");
     put(t.path(), DROPIN, "[Service]\nEnvironment=SOMEONE_ELSES=1\n");
