@@ -48,6 +48,13 @@ pub struct ThreadChannel {
 
 thread_local! {
     static CHANNEL: RefCell<Option<ThreadChannel>> = const { RefCell::new(None) };
+    /// Synchronous round trips this thread made (the trace shows each call's share).
+    static ROUND_TRIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many synchronous round trips to the host this thread has made so far.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.try_with(std::cell::Cell::get).unwrap_or(0)
 }
 
 /// `CUDA_ERROR_DEVICE_UNAVAILABLE`: the host (and with it every handle) is gone.
@@ -165,6 +172,7 @@ impl ThreadChannel {
     ) -> CuResult<R> {
         encode(&mut self.request);
         RequestHeader::insert_marks(&mut self.request, &posted::marks(self.poster.as_ref()));
+        let _ = ROUND_TRIPS.try_with(|n| n.set(n.get() + 1));
         if let Err(e) = self.transport.call(&self.request, &mut self.response) {
             return Err(transport_failure(&e));
         }
@@ -258,6 +266,12 @@ fn report_deferred(request: &[u8], deferred: protocol::DeferredError) -> CuError
         name(now)
     );
     error
+}
+
+/// Whether the host went away mid-session (every later call fails with [`HOST_GONE`]).
+pub(crate) fn host_lost() -> bool {
+    // No ordering needed: see `transport_failure`.
+    HOST_LOST.load(Ordering::Relaxed)
 }
 
 fn transport_failure(e: &TransportError) -> CuError {

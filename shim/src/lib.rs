@@ -14,6 +14,7 @@ pub mod exports;
 pub mod forward;
 pub mod handlers;
 pub mod init;
+pub mod local_cache;
 pub mod log;
 pub mod posted;
 pub mod runtime_api;

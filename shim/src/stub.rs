@@ -17,6 +17,7 @@ use crate::log::{log, Level};
 /// otherwise `describe` is never run and tracing costs one relaxed load.
 pub fn guarded(
     name: &'static str,
+    changes_context_state: bool,
     describe: impl FnOnce(&mut String),
     dispatch: impl FnOnce() -> CuResult,
 ) -> CUresult {
@@ -33,6 +34,9 @@ pub fn guarded(
             to_code(Err(CuError::UNKNOWN))
         }
     };
+    if changes_context_state {
+        crate::local_cache::context_state_changed();
+    }
     if let Some(call) = traced {
         if crate::posted::take_posted_note() && code == CUresult::CUDA_SUCCESS {
             call.finish_posted();
@@ -80,7 +84,9 @@ macro_rules! stub {
         /// The caller upholds the CUDA driver API's contract for this function.
         #[no_mangle]
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
-            $crate::stub::guarded(stringify!($name), |_out| {
+            const CHANGES_CONTEXT_STATE: bool =
+                $crate::local_cache::changes_context_state(stringify!($name));
+            $crate::stub::guarded(stringify!($name), CHANGES_CONTEXT_STATE, |_out| {
                 #[allow(unused_imports)]
                 use $crate::trace::{ShowDebug as _, ShowOpaque as _};
                 $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
@@ -98,7 +104,9 @@ macro_rules! stub {
         /// The caller upholds the CUDA driver API's contract for this function.
         #[no_mangle]
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
-            $crate::stub::guarded(stringify!($name), |_out| {
+            const CHANGES_CONTEXT_STATE: bool =
+                $crate::local_cache::changes_context_state(stringify!($name));
+            $crate::stub::guarded(stringify!($name), CHANGES_CONTEXT_STATE, |_out| {
                 #[allow(unused_imports)]
                 use $crate::trace::{ShowDebug as _, ShowOpaque as _};
                 $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
@@ -117,7 +125,7 @@ macro_rules! stub {
         pub unsafe extern "system" fn $name($($p: $t),*) -> $ret {
             static REPORTED: ::std::sync::atomic::AtomicBool =
                 ::std::sync::atomic::AtomicBool::new(false);
-            $crate::stub::guarded(stringify!($name), |_out| {
+            $crate::stub::guarded(stringify!($name), false, |_out| {
                 #[allow(unused_imports)]
                 use $crate::trace::{ShowDebug as _, ShowOpaque as _};
                 $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
@@ -135,16 +143,17 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_cuda_error_unknown() {
-        let code = guarded("cuTestPanics", |_| {}, || panic!("boom"));
+        let code = guarded("cuTestPanics", false, |_| {}, || panic!("boom"));
         assert_eq!(code, CUresult::CUDA_ERROR_UNKNOWN);
         let code = guarded(
             "cuTestPanicsWithString",
+            false,
             |_| {},
             || panic!("{}", String::from("boom")),
         );
         assert_eq!(code, CUresult::CUDA_ERROR_UNKNOWN);
         assert_eq!(
-            guarded("cuTestOk", |_| {}, || Ok(())),
+            guarded("cuTestOk", false, |_| {}, || Ok(())),
             CUresult::CUDA_SUCCESS
         );
     }

@@ -6,8 +6,11 @@
 //! at the first line written. When tracing is off, each call costs one relaxed atomic load.
 //!
 //! Line format (one `write` per line, so concurrent threads never interleave within a line):
-//! `vgpu-trace[<pid>:<tid>] cuMemAlloc_v2(dptr=0x7ffd5c1c2a40, bytesize=4096) -> CUDA_SUCCESS 14us`;
-//! a posted call (see [`crate::posted`]) ends in `-> posted`.
+//! `vgpu-trace[<pid>:<tid>] cuMemAlloc_v2(dptr=0x7ffd5c1c2a40, bytesize=4096) -> CUDA_SUCCESS 14.20us rt=1 @0.532107`:
+//! the result (a posted call, see [`crate::posted`], shows `posted`), the time spent in the
+//! call, the synchronous round trips to the host it made (`rt=`, left out when none), and when
+//! it started, in seconds since the process's first traced call. `vgpuctl trace-summary`
+//! reads these lines.
 
 use std::fmt::{Debug, Write as _};
 use std::fs::{File, OpenOptions};
@@ -189,7 +192,11 @@ pub struct Call {
     name: &'static str,
     args: String,
     start: Instant,
+    round_trips: u64,
 }
+
+/// When the first traced call started: trace times are seconds since then.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 impl Call {
     /// Starts tracing a call when tracing is on; `describe` writes its arguments.
@@ -200,10 +207,13 @@ impl Call {
         }
         let mut args = String::new();
         describe(&mut args);
+        let start = Instant::now();
+        EPOCH.get_or_init(|| start);
         Some(Self {
             name,
             args,
-            start: Instant::now(),
+            start,
+            round_trips: crate::channel::round_trips(),
         })
     }
 
@@ -219,9 +229,18 @@ impl Call {
     }
 
     fn finish_as(self, outcome: &str) {
-        let micros = self.start.elapsed().as_micros();
+        let micros = self.start.elapsed().as_secs_f64() * 1e6;
+        let at = EPOCH
+            .get()
+            .map_or(0.0, |e| self.start.duration_since(*e).as_secs_f64());
+        let round_trips = crate::channel::round_trips().saturating_sub(self.round_trips);
+        let rt = if round_trips > 0 {
+            format!(" rt={round_trips}")
+        } else {
+            String::new()
+        };
         write_line(&format!(
-            "{}({}) -> {outcome} {micros}us",
+            "{}({}) -> {outcome} {micros:.2}us{rt} @{at:.6}",
             self.name, self.args
         ));
     }

@@ -66,7 +66,10 @@ fn libclang_cpp_alone_is_not_libclang() {
         line(&out, "libclang (bindgen)").ends_with("missing  -> libclang-dev"),
         "{out}"
     );
-    assert!(would_install(&out).contains(&"libclang-dev".to_owned()), "{out}");
+    assert!(
+        would_install(&out).contains(&"libclang-dev".to_owned()),
+        "{out}"
+    );
     fs::remove_dir_all(&root).ok();
 }
 
@@ -99,8 +102,14 @@ fn every_dependency_is_printed_with_the_file_that_satisfied_it() {
             .ends_with("ok       /usr/lib/llvm-14/lib/clang/14.0.6/include/stddef.h"),
         "{out}"
     );
-    assert!(line(&out, "depmod").ends_with("ok       /usr/sbin/depmod"), "{out}");
-    assert!(line(&out, "mkfs.ext4").ends_with("ok       /sbin/mkfs.ext4"), "{out}");
+    assert!(
+        line(&out, "depmod").ends_with("ok       /usr/sbin/depmod"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "mkfs.ext4").ends_with("ok       /sbin/mkfs.ext4"),
+        "{out}"
+    );
     // An empty file is no static busybox: only that is left to install.
     assert_eq!(would_install(&out), ["busybox-static"], "{out}");
     fs::remove_dir_all(&root).ok();

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::paths::{self, Root};
 use crate::systemctl::CommandRunner;
 use crate::{
-    doctor, host_install, install, recover, run as run_cmd, smi, status, uninstall, verify,
+    doctor, host_install, install, recover, run as run_cmd, smi, status, trace_summary, uninstall,
+    verify,
 };
 
 /// Install, verify and roll back vgpu in one systemd service.
@@ -47,6 +48,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the GPUs as a program under vgpu sees them.
     Smi(SmiArgs),
+    /// Per function: calls, round trips to the host, posted calls and time, from a VGPU_TRACE file.
+    TraceSummary(TraceSummaryArgs),
     /// The probe `smi` runs under the shim.
     #[command(hide = true)]
     SmiProbe,
@@ -81,9 +84,32 @@ pub struct RunArgs {
     /// Leave the started host running after CMD ends.
     #[arg(long)]
     pub keep_host: bool,
+    /// Trace CMD's CUDA calls (VGPU_TRACE to a file) and print `trace-summary` of them after it
+    /// ends; the file is kept and named.
+    #[arg(long)]
+    pub trace_summary: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `trace-summary` arguments.
+#[derive(Debug, Args)]
+pub struct TraceSummaryArgs {
+    /// The trace file (VGPU_TRACE=FILE).
+    pub file: PathBuf,
+    /// Only calls that started at or after this many seconds (trace time).
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<f64>,
+    /// Only calls that started before this many seconds (trace time).
+    #[arg(long, value_name = "SECONDS")]
+    pub until: Option<f64>,
+    /// Divide the counts by the calls of this function (one step each, e.g. cuStreamSynchronize).
+    #[arg(long, value_name = "FUNCTION")]
+    pub per: Option<String>,
+    /// Rows to show.
+    #[arg(long, default_value_t = 40)]
+    pub limit: usize,
 }
 
 /// `smi` arguments.
@@ -243,8 +269,7 @@ pub fn run(
             }
             Ok(i32::from(list.failed()))
         }
-        Command::Uninstall(a) => {
-            uninstall::uninstall(
+        Command::Uninstall(a) => uninstall::uninstall(
             &root,
             runner,
             &uninstall::UninstallOptions {
@@ -254,8 +279,7 @@ pub fn run(
             },
             out,
         )
-        .map(|_| 0)
-        }
+        .map(|_| 0),
         Command::Recover(a) => recover::recover(
             &root,
             runner,
@@ -302,10 +326,22 @@ pub fn run(
                 shim: a.target.shim,
                 nvml: run_cmd::Nvml::from_args(a.target.nvml, a.target.no_nvml),
                 keep_host: a.keep_host,
+                trace_summary: a.trace_summary,
                 command: a.command,
             },
             err,
         ),
+        Command::TraceSummary(a) => std::fs::read_to_string(&a.file)
+            .map_err(|e| crate::Error::io("read", &a.file, e))
+            .map(|text| {
+                let window = trace_summary::Window {
+                    since: a.since,
+                    until: a.until,
+                };
+                let summary = trace_summary::Summary::of(&text, window);
+                write!(out, "{}", summary.render(a.per.as_deref(), a.limit)).ok();
+                0
+            }),
         Command::Smi(a) => std::env::current_exe()
             .map_err(|e| crate::Error::io("find", "own executable", e))
             .and_then(|exe| {
@@ -316,6 +352,7 @@ pub fn run(
                         shim: a.target.shim,
                         nvml: run_cmd::Nvml::from_args(a.target.nvml, a.target.no_nvml),
                         keep_host: false,
+                        trace_summary: false,
                         command: vec![exe.into_os_string(), "smi-probe".into()],
                     },
                     err,

@@ -30,6 +30,7 @@ pub mod smi;
 pub mod state;
 pub mod status;
 pub mod systemctl;
+pub mod trace_summary;
 pub mod uninstall;
 pub mod unit_file;
 pub mod verify;

@@ -161,6 +161,8 @@ pub struct RunOptions {
     pub nvml: Nvml,
     /// Leave the started host running (and its region in place) after CMD ends.
     pub keep_host: bool,
+    /// Trace CMD's calls to a file and print their summary on `err` after it ends.
+    pub trace_summary: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -403,14 +405,22 @@ pub fn run(opts: &RunOptions, err: &mut dyn Write) -> Result<i32, Error> {
             }
         }
     };
-    let spawned = Command::new(program)
+    let trace = opts
+        .trace_summary
+        .then(|| std::env::temp_dir().join(format!("vgpu-trace-{}.log", std::process::id())));
+    let mut command = Command::new(program);
+    command
         .args(&opts.command[1..])
         .env(
             "LD_PRELOAD",
             preload_value(&ours, std::env::var_os("LD_PRELOAD")),
         )
-        .env("VGPU_REGION", &region)
-        .spawn();
+        .env("VGPU_REGION", &region);
+    if let Some(path) = &trace {
+        let _ = std::fs::remove_file(path);
+        command.env("VGPU_TRACE", path);
+    }
+    let spawned = command.spawn();
     let code = match spawned {
         Ok(child) => Ok(wait_forwarding(&child)),
         Err(source) => Err(Error::Command {
@@ -418,6 +428,11 @@ pub fn run(opts: &RunOptions, err: &mut dyn Write) -> Result<i32, Error> {
             source,
         }),
     };
+    if let Some(path) = &trace {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let summary = crate::trace_summary::Summary::of(&text, Default::default());
+        writeln!(err, "{}trace: {}", summary.render(None, 40), path.display()).ok();
+    }
     if let Some(h) = host {
         if opts.keep_host {
             writeln!(

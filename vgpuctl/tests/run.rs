@@ -316,3 +316,50 @@ fn run_preloads_the_nvml_facade_after_the_shim() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn run_with_trace_summary_traces_the_command_and_summarises_it() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    // The fake stands in for the shim, so the command writes the trace lines itself, as the
+    // shim would (VGPU_TRACE names the file).
+    let script = "for i in 1 2 3; do \
+        echo \"vgpu-trace[1:1] cuCtxGetDevice(device=0x1) -> CUDA_SUCCESS 0.50us rt=1 @0.$i\" >> \"$VGPU_TRACE\"; \
+        echo \"vgpu-trace[1:1] cuLaunchKernel(f=0x2) -> posted 0.70us @0.$i\" >> \"$VGPU_TRACE\"; done";
+    let out = vgpuctl(
+        &[
+            "run",
+            "--host-bin",
+            &host,
+            "--shim",
+            shim.to_str().expect("utf-8"),
+            "--no-nvml",
+            "--trace-summary",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        "1",
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let row = |name: &str| -> Vec<String> {
+        stderr
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{stderr}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("cuCtxGetDevice")[1..4], ["3", "3", "0"], "{stderr}");
+    assert_eq!(row("cuLaunchKernel")[1..4], ["3", "0", "3"], "{stderr}");
+    assert_eq!(row("TOTAL")[1..4], ["6", "3", "3"], "{stderr}");
+    let kept = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("trace: "))
+        .expect("the trace file is named");
+    assert!(Path::new(kept).exists(), "{kept}");
+    std::fs::remove_file(kept).ok();
+}

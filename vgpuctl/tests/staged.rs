@@ -256,14 +256,17 @@ fn uninstall_takes_the_installed_service_and_refuses_another() {
     let t = staged_ollama("uninstall-service");
     let r = root_arg(&t);
     let before = snapshot(t.path());
-    assert_eq!(vgpuctl(&["--root", &r, "install", "--service", "ollama"]).code, 0);
+    assert_eq!(
+        vgpuctl(&["--root", &r, "install", "--service", "ollama"]).code,
+        0
+    );
     let installed = snapshot(t.path());
     let other = vgpuctl(&["--root", &r, "uninstall", "--service", "sshd"]);
     assert_eq!(other.code, 1, "{}", other.stderr);
     assert!(
-        other
-            .stderr
-            .contains("vgpu is installed into ollama.service, not sshd.service; nothing was changed"),
+        other.stderr.contains(
+            "vgpu is installed into ollama.service, not sshd.service; nothing was changed"
+        ),
         "{}",
         other.stderr
     );

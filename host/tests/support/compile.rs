@@ -57,6 +57,9 @@ pub enum FakeDriver {
     /// `fake_driver/libcuda.c` plus `fake_driver/nvml_extras.c` (PCI bus ids, primary context,
     /// memory info).
     NvmlExtras,
+    /// `fake_driver/libcuda.c` plus `fake_driver/contexts.c` (primary and current contexts,
+    /// kernel and function attributes; `FAKE_CUDA_CALLS` logs every call by name).
+    Contexts,
 }
 
 impl FakeDriver {
@@ -69,6 +72,11 @@ impl FakeDriver {
                 "nvml",
                 &["fake_driver/libcuda.c", "fake_driver/nvml_extras.c"],
                 &[],
+            ),
+            Self::Contexts => (
+                "contexts",
+                &["fake_driver/libcuda.c", "fake_driver/contexts.c"],
+                &["-lpthread"],
             ),
         };
         let sources: Vec<PathBuf> = sources

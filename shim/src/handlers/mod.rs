@@ -3,6 +3,7 @@
 //! Each is an `unsafe fn` with the exported function's parameters, returning `CuResult`.
 
 mod arrays;
+mod cached;
 mod capture;
 mod context;
 mod device;
@@ -30,6 +31,7 @@ pub use crate::runtime_api::{
     cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
     cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,
 };
+pub use cached::*;
 pub use capture::*;
 pub use context::*;
 pub use device::{cuDeviceGetName, cuDeviceGetPCIBusId};

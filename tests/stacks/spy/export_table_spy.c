@@ -10,6 +10,11 @@
  * Word 0 is copied as is when it is below 4096 (a size word); the table is assumed to be
  * $SPY_WORDS words long (default: size word / 8, or 32).
  *
+ * $SPY_PEEK sets how many bytes are shown behind a pointer (default 16, at most 256); with
+ * $SPY_DEEP=1, pointer-looking words inside what was shown after the call are shown too (one level).
+ * $SPY_FAIL=XXXXXXXX:N=RC (first 8 hex digits of a UUID, slot, decimal result) makes that slot
+ * return RC without calling the real one: how a client behaves when the driver lacks it.
+ *
  * Build: gcc -shared -fPIC -O1 -o export_table_spy.so export_table_spy.c -ldl
  * Log:   stderr lines starting "SPY ".
  */
@@ -73,14 +78,49 @@ static int wanted(const char *hex) {
     return strstr(want, hex) != NULL;
 }
 
-static void peek(const char *tag, int idx, uint64_t a) {
-    if (a < 0x10000 || a >= 0x800000000000ull) return;
-    unsigned char buf[16];
-    struct iovec local = {buf, sizeof buf}, remote = {(void *)a, sizeof buf};
-    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)sizeof buf) return;
+static int peek_len(void) {
+    const char *s = getenv("SPY_PEEK");
+    int n = s ? atoi(s) : 16;
+    return n < 8 ? 8 : n > 256 ? 256 : n;
+}
+
+/* Shows up to SPY_PEEK readable bytes at `a`; returns how many were shown (0 if unreadable). */
+static int peek_bytes(const char *tag, int idx, uint64_t a, unsigned char *buf) {
+    if (a < 0x10000 || a >= 0x800000000000ull) return 0;
+    int n = peek_len();
+    struct iovec local = {buf, (size_t)n}, remote = {(void *)a, (size_t)n};
+    while (n >= 8 && process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)n) {
+        n /= 2;
+        local.iov_len = remote.iov_len = (size_t)n;
+    }
+    if (n < 8) return 0;
     fprintf(stderr, "SPY   %s arg%d *%#lx =", tag, idx, (unsigned long)a);
-    for (int i = 0; i < 16; i++) fprintf(stderr, " %02x", buf[i]);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %02x", buf[i]);
     fprintf(stderr, "\n");
+    return n;
+}
+
+static void peek(const char *tag, int idx, uint64_t a) {
+    unsigned char buf[256], inner[256];
+    int n = peek_bytes(tag, idx, a, buf);
+    const char *deep = getenv("SPY_DEEP");
+    if (!deep || strcmp(deep, "1") || strcmp(tag, "after ")) return;
+    for (int i = 0; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, buf + i, 8);
+        char t[32];
+        snprintf(t, sizeof t, "  +%d->", i);
+        peek_bytes(t, idx, w, inner);
+    }
+}
+
+/* SPY_FAIL=XXXXXXXX:N=RC: the forced result of slot N of that table, or -1. */
+static long forced_result(const char *hex, int s) {
+    const char *f = getenv("SPY_FAIL");
+    char want[32];
+    snprintf(want, sizeof want, "%.8s:%d=", hex, s);
+    const char *at = f ? strstr(f, want) : NULL;
+    return at ? atol(at + strlen(want)) : -1;
 }
 
 static uint64_t call_slot(int t, int s, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
@@ -92,7 +132,8 @@ static uint64_t call_slot(int t, int s, uint64_t a0, uint64_t a1, uint64_t a2, u
             (unsigned long)a0, (unsigned long)a1, (unsigned long)a2, (unsigned long)a3,
             (unsigned long)a4, (unsigned long)a5, (long)gettid());
     for (int i = 0; i < 6; i++) peek("before", i, a[i]);
-    uint64_t r = ((slot_fn)tables[t].real[s])(a0, a1, a2, a3, a4, a5);
+    long forced = forced_result(hex, s);
+    uint64_t r = forced >= 0 ? (uint64_t)forced : ((slot_fn)tables[t].real[s])(a0, a1, a2, a3, a4, a5);
     for (int i = 0; i < 6; i++) peek("after ", i, a[i]);
     fprintf(stderr, "SPY  ret %.8s[%d] = %#lx (low32 %d)\n", hex, s, (unsigned long)r, (int)(uint32_t)r);
     return r;

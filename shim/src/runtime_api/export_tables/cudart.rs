@@ -93,7 +93,9 @@ extern "system" fn primary_context_retain(pctx: *mut CUcontext, dev: CUdevice) -
                 return Err(CuError::INVALID_VALUE);
             }
             // SAFETY: `pctx` is valid for one write.
-            unsafe { crate::forward::generated::cuDevicePrimaryCtxRetain(pctx, dev) }
+            let result = unsafe { crate::forward::generated::cuDevicePrimaryCtxRetain(pctx, dev) };
+            crate::local_cache::context_state_changed();
+            result
         },
     )
 }

@@ -178,7 +178,7 @@ pub fn slot(
     describe: impl FnOnce(&mut String),
     body: impl FnOnce() -> CuResult,
 ) -> CUresult {
-    crate::stub::guarded(name, describe, body)
+    crate::stub::guarded(name, false, describe, body)
 }
 
 /// What an unknown slot does: one log line per slot, then `CUDA_ERROR_NOT_SUPPORTED`.

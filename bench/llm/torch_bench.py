@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""PyTorch figures for the speed benchmark (issue 10), run natively or under `vgpuctl run`.
+
+    torch_bench.py decode [--sdpa default|no-cudnn] [--tokens N]   HF Llama (~1B, random weights, bf16)
+    torch_bench.py tinyop [--ops N]                                 z.add_(1) in a loop
+    torch_bench.py copy --kind pinned|pageable --dir h2d|d2h --mib N [--reps N]
+
+Prints one JSON line on stdout: {"bench": ..., figures..., "check": ...}. "check" is what must be
+identical between native and vgpu (the greedy tokens, a checksum), so the caller can diff it.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def sync():
+    torch.cuda.synchronize()
+
+
+def decode(args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if args.sdpa == "no-cudnn":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+        num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+    )
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, 16), device="cuda")
+    gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+
+    def run(n):
+        sync()
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, **gen)
+        sync()
+        return time.perf_counter() - t, out
+
+    run(4)  # warm-up: kernels, compiled attention, allocator
+    t_short, _ = run(1)
+    times = []
+    for _ in range(args.reps):
+        t, out = run(args.tokens)
+        times.append(t)
+    t = statistics.median(times)
+    # Decode speed without the prompt's prefill: (N-1) tokens in the time beyond a 1-token run.
+    tok_s = (args.tokens - 1) / max(t - t_short, 1e-9)
+    tokens = out[0, prompt.shape[1]:].tolist()
+    print(json.dumps({"bench": f"torch_decode_{args.sdpa}", "tok_s": round(tok_s, 2),
+                      "ms_per_token": round(1e3 / tok_s, 3), "runs_s": [round(x, 4) for x in times],
+                      "check": tokens}))
+
+
+def tinyop(args):
+    z = torch.zeros(1, device="cuda")
+    for _ in range(1000):
+        z.add_(1)
+    sync()
+    best = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(args.ops):
+            z.add_(1)
+        sync()
+        best.append((time.perf_counter() - t) / args.ops * 1e6)
+    print(json.dumps({"bench": "torch_tinyop", "us_per_op": round(statistics.median(best), 3),
+                      "check": float(z.item())}))
+
+
+def copy(args):
+    n = args.mib << 20
+    pinned = args.kind == "pinned"
+    host = torch.empty(n, dtype=torch.uint8, pin_memory=pinned)
+    host.copy_(torch.arange(n, dtype=torch.int64).to(torch.uint8))
+    dev = torch.empty(n, dtype=torch.uint8, device="cuda")
+    if args.dir == "h2d":
+        src, dst = host, dev
+    else:
+        dev.copy_(host)
+        host.zero_()
+        src, dst = dev, host
+    for _ in range(3):
+        dst.copy_(src, non_blocking=pinned)
+    sync()
+    rates = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(args.reps):
+            dst.copy_(src, non_blocking=pinned)
+        sync()
+        rates.append(n * args.reps / (time.perf_counter() - t) / 1e9)
+    check = int(dst.to("cpu" if dst.is_cuda else "cpu")[:: max(1, n // 4096)].to(torch.int64).sum())
+    print(json.dumps({"bench": f"torch_copy_{args.kind}_{args.dir}_{args.mib}MiB",
+                      "gb_s": round(statistics.median(rates), 3), "check": check}))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("decode")
+    d.add_argument("--sdpa", choices=["default", "no-cudnn"], default="default")
+    d.add_argument("--tokens", type=int, default=32)
+    d.add_argument("--reps", type=int, default=1)
+    t = sub.add_parser("tinyop")
+    t.add_argument("--ops", type=int, default=20000)
+    c = sub.add_parser("copy")
+    c.add_argument("--kind", choices=["pinned", "pageable"], required=True)
+    c.add_argument("--dir", choices=["h2d", "d2h"], required=True)
+    c.add_argument("--mib", type=int, required=True)
+    c.add_argument("--reps", type=int, default=20)
+    args = p.parse_args()
+    {"decode": decode, "tinyop": tinyop, "copy": copy}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

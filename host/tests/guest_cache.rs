@@ -1,0 +1,111 @@
+//! The guest's caches of driver state (shim/src/local_cache.rs) end to end: a C program
+//! (tests/cache/client.c) with the shim preloaded asks each query 100 times against the real
+//! `vgpu-host` serving the fake driver with a context model (fake_driver/contexts.c). Every
+//! answer must be the driver's, and the driver must be asked once per change: after a context
+//! call, an attribute set, or another thread's set.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::{c_build, root, run_client, tmp, FakeDriver, Host};
+
+fn client() -> PathBuf {
+    c_build(
+        "cache-client",
+        &[root().join("host/tests/cache/client.c")],
+        &["-O2", "-ldl", "-lpthread"],
+    )
+}
+
+/// How many times the driver saw `name`.
+fn calls(log: &str, name: &str) -> usize {
+    log.lines().filter(|l| *l == name).count()
+}
+
+#[test]
+fn repeated_queries_reach_the_driver_once_per_change() {
+    let calls_log = tmp("cache-calls.log");
+    let _ = std::fs::remove_file(&calls_log);
+    let host = Host::on_region("cache")
+        .driver(FakeDriver::Contexts)
+        .env("FAKE_CUDA_CALLS", &calls_log)
+        .start();
+    let out = run_client(&mut host.client(&client()));
+    let expected = [
+        "device attr 75 = 9",
+        "current before: (nil)",
+        "device without a context: 201",
+        "before retain: flags 0 active 0",
+        "after retain: flags 0 active 1",
+        "after set flags: flags 4 active 1",
+        "current after set: 0x1000",
+        "context device: 0",
+        "context device (v2, current): 0",
+        "context device (v2, named): 0",
+        "first: kernel attr 8 = 0",
+        "after set: kernel attr 8 = 49152",
+        "function: 0x5100",
+        "function attr 8 = 49152",
+        "too large a set: 1",
+        "after a refused set: kernel attr 8 = 49152",
+        "after another thread's set: kernel attr 8 = 1024",
+        "function attr 8 after the kernel's set = 1024",
+        "after release: flags 4 active 0",
+    ];
+    let got: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(got, expected, "stderr:\n{}", out.stderr);
+
+    let log = std::fs::read_to_string(&calls_log).expect("the driver logged its calls");
+    // Primary state: asked before the retain, after it, after the flags, after the release.
+    assert_eq!(calls(&log, "cuDevicePrimaryCtxGetState"), 4, "{log}");
+    // Current context: before the set, and once after it (a miss bumps nothing).
+    assert_eq!(calls(&log, "cuCtxGetCurrent"), 2, "{log}");
+    // Device of the current context: the failed ask without a context is not kept.
+    assert_eq!(calls(&log, "cuCtxGetDevice"), 2, "{log}");
+    // _v2 with NULL and with the same context share the kept device: never asked.
+    assert_eq!(calls(&log, "cuCtxGetDevice_v2"), 0, "{log}");
+    // Kernel attribute: first ask; the set keeps its value; the refused set changes nothing;
+    // another thread's set makes it stale once.
+    assert_eq!(calls(&log, "cuKernelGetAttribute"), 2, "{log}");
+    // 100 sets of the same value: one reaches the driver; then the refused one and the other
+    // thread's.
+    assert_eq!(calls(&log, "cuKernelSetAttribute"), 3, "{log}");
+    assert_eq!(calls(&log, "cuKernelGetFunction"), 1, "{log}");
+    // The function's attribute: asked once, then again after the kernel's set.
+    assert_eq!(calls(&log, "cuFuncGetAttribute"), 2, "{log}");
+}
+
+#[test]
+fn the_trace_shows_which_calls_reached_the_host() {
+    let calls_log = tmp("cache-trace-calls.log");
+    let trace = tmp("cache-trace.log");
+    let _ = std::fs::remove_file(&trace);
+    let host = Host::on_region("cache-trace")
+        .driver(FakeDriver::Contexts)
+        .env("FAKE_CUDA_CALLS", &calls_log)
+        .start();
+    let mut cmd = host.client(&client());
+    cmd.env("VGPU_TRACE", &trace);
+    let out = run_client(&mut cmd);
+    assert!(
+        out.stdout.ends_with("after release: flags 4 active 0\n"),
+        "{}",
+        out.stderr
+    );
+    let text = std::fs::read_to_string(&trace).expect("trace written");
+    let states: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("] cuDevicePrimaryCtxGetState("))
+        .collect();
+    assert_eq!(states.len(), 400, "every call is traced");
+    // Four reached the host (rt=1), the other 396 were answered in the guest.
+    assert_eq!(states.iter().filter(|l| l.contains("us rt=1 @")).count(), 4);
+    for line in &states {
+        let (_, tail) = line.rsplit_once(" -> ").expect("a result");
+        let words: Vec<&str> = tail.split(' ').collect();
+        assert_eq!(words[0], "CUDA_SUCCESS", "{line}");
+        assert!(words[1].ends_with("us"), "{line}");
+        assert!(words.last().unwrap().starts_with('@'), "{line}");
+    }
+}
