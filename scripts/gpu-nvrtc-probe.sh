@@ -14,7 +14,13 @@ spy=$(mktemp -d)/spy.so
 gcc -shared -fPIC -O1 -Wall -o "$spy" tests/stacks/spy/export_table_spy.c -ldl
 {
     echo "== native";                 $B
-    echo "== native, slot 1 fails";   SPY_TABLES=da9151d33ae6cc41a5c04f26d533e328 SPY_FAIL=da9151d3:1=801 LD_PRELOAD=$spy $B 2>/dev/null
+    T=da9151d33ae6cc41a5c04f26d533e328
+    for rc in 801 1 0 100; do
+        echo "== native, slot 1 answers $rc without the driver"
+        SPY_TABLES=$T SPY_FAIL=da9151d3:1=$rc LD_PRELOAD=$spy $B 2>/dev/null
+    done
+    echo "== native, CUDA_CACHE_DISABLE=1, what slot 1 returns"
+    CUDA_CACHE_DISABLE=1 SPY_TABLES=$T LD_PRELOAD=$spy $B --reps 2 2>&1 | grep -E ' ret |^\{'
     echo "== native, CUDA_CACHE_DISABLE=1"; CUDA_CACHE_DISABLE=1 $B
     echo "== native, fresh HOME";     HOME=$(mktemp -d) $B
     echo "== shim preloaded, no host"; LD_PRELOAD=$ART/libvgpu-cuda.so $B 2>/dev/null

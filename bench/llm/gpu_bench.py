@@ -45,6 +45,8 @@ def torch_figures():
         Figure("tiny op (z.add_(1))", tb + ["tinyop"], "us_per_op", "µs/op", higher_better=False, target=0.9),
         Figure("pinned HtoD 1 MiB", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib", "1"], "gb_s",
                "GB/s", target=0.9),
+        Figure("pinned HtoD 1 MiB, pin_memory() each copy", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib",
+                                                              "1", "--pin-each"], "gb_s", "GB/s", target=0.9),
         Figure("pinned DtoH 1 MiB", tb + ["copy", "--kind", "pinned", "--dir", "d2h", "--mib", "1"], "gb_s",
                "GB/s", target=0.9),
         Figure("pinned HtoD 64 MiB", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib", "64", "--reps",

@@ -9,6 +9,7 @@ nvidia-cuda-nvrtc wheel's), else the CUDA toolkit's.
 import argparse
 import ctypes
 import glob
+import hashlib
 import json
 import os
 import statistics
@@ -51,11 +52,14 @@ def main():
         if rc != 0:
             print(json.dumps({"bench": "nvrtc", "error": rc}))
             return 1
-        getsize = lib.nvrtcGetCUBINSize if args.arch.startswith("sm_") else lib.nvrtcGetPTXSize
-        getsize(prog, ctypes.byref(size))
+        sass = args.arch.startswith("sm_")
+        (lib.nvrtcGetCUBINSize if sass else lib.nvrtcGetPTXSize)(prog, ctypes.byref(size))
+        out = ctypes.create_string_buffer(size.value)
+        (lib.nvrtcGetCUBIN if sass else lib.nvrtcGetPTX)(prog, out)
+        digest = hashlib.sha256(out.raw).hexdigest()[:16]
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
     print(json.dumps({"bench": "nvrtc_compile", "lib": path, "ms_median": round(statistics.median(times), 2),
-                      "ms_all": [round(t, 1) for t in times], "check": size.value}))
+                      "ms_all": [round(t, 1) for t in times], "check": f"{size.value} bytes sha256 {digest}"}))
     return 0
 
 

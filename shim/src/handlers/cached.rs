@@ -32,8 +32,13 @@ unsafe fn put<T>(p: *mut T, value: T) -> CuResult {
     Ok(())
 }
 
-/// The current context: kept, else asked.
-fn current_context() -> CuResult<CUcontext> {
+/// The current context: kept, else asked (also what the export tables' "current context"
+/// slots answer with).
+///
+/// # Errors
+/// The host's result on a miss.
+pub(crate) fn current_context() -> CuResult<CUcontext> {
+    host_alive()?;
     if let Some(ctx) = cache::current() {
         return Ok(ctx as CUcontext);
     }

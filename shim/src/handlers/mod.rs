@@ -3,7 +3,7 @@
 //! Each is an `unsafe fn` with the exported function's parameters, returning `CuResult`.
 
 mod arrays;
-mod cached;
+pub(crate) mod cached;
 mod capture;
 mod context;
 mod device;

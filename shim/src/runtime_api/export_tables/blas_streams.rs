@@ -80,11 +80,11 @@ extern "system" fn context_key(ctx: CUcontext, key: *mut u64) -> CUresult {
             if key.is_null() {
                 return Err(CuError::INVALID_VALUE);
             }
-            let mut ctx = ctx;
-            if ctx.is_null() {
-                // SAFETY: out-pointer to a live local.
-                unsafe { crate::forward::generated::cuCtxGetCurrent(&mut ctx) }?;
-            }
+            let ctx = if ctx.is_null() {
+                crate::handlers::cached::current_context()?
+            } else {
+                ctx
+            };
             if ctx.is_null() {
                 return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_CONTEXT).expect("non-zero"));
             }

@@ -44,9 +44,7 @@ fn context_or_current(ctx: CUcontext) -> CuResult<u64> {
     if !ctx.is_null() {
         return Ok(ctx as u64);
     }
-    let mut current: CUcontext = std::ptr::null_mut();
-    // SAFETY: `current` is valid for one write.
-    unsafe { crate::forward::generated::cuCtxGetCurrent(&mut current) }?;
+    let current = crate::handlers::cached::current_context()?;
     if current.is_null() {
         return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_CONTEXT).expect("non-zero"));
     }

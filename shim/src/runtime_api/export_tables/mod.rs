@@ -14,7 +14,7 @@
 //! | `c693336e…` | [`context_storage`] | context-local storage |
 //! | `263e8860…` | [`context_check`] | context checks |
 //! | `d4082055…` | [`integrity_check`] | integrity check |
-//! | `da9151d3…` | [`unidentified`] | asked by CuPy; meaning unknown |
+//! | `da9151d3…` | [`nvrtc_cache`] | NVRTC's compile-cache question (slot 1), answered as a miss |
 //! | `21318c60…` | [`blas_streams`] | context/stream identities for cuBLAS |
 //! | `1734dc26…` | [`unit_maps`] | per-unit maps for cuBLASLt (slots 4 and 13 forwarded) |
 //! | `vgpu.special.v1` | [`vgpu_private`] | vgpu's own: host questions from vgpu's NVML facade |
@@ -37,9 +37,9 @@ pub mod context_check;
 pub mod context_storage;
 pub mod cudart;
 pub mod integrity_check;
+pub mod nvrtc_cache;
 pub mod tools_hooks;
 pub mod tools_tls;
-pub mod unidentified;
 pub mod unit_maps;
 pub mod vgpu_private;
 
@@ -108,7 +108,7 @@ pub const KNOWN: &[Known] = &[
     context_storage::KNOWN,
     context_check::KNOWN,
     integrity_check::KNOWN,
-    unidentified::KNOWN,
+    nvrtc_cache::KNOWN,
     blas_streams::KNOWN,
     unit_maps::KNOWN,
     vgpu_private::KNOWN,

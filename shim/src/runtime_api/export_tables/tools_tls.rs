@@ -12,7 +12,7 @@
 
 use std::ffi::c_void;
 
-use cuda_headers::{CUcontext, CUresult, CuError};
+use cuda_headers::{CUresult, CuError};
 
 use super::{no_op_slot, slot, trace_arg, ExportTable, Known};
 
@@ -39,9 +39,7 @@ extern "system" fn current_context(out: *mut *mut c_void) -> CUresult {
             if out.is_null() {
                 return Err(CuError::INVALID_VALUE);
             }
-            let mut ctx: CUcontext = std::ptr::null_mut();
-            // SAFETY: out-pointer to a live local.
-            unsafe { crate::forward::generated::cuCtxGetCurrent(&mut ctx) }?;
+            let ctx = crate::handlers::cached::current_context()?;
             // SAFETY: non-NULL, valid for one write (runtime contract).
             unsafe { out.write(ctx.cast()) };
             if ctx.is_null() {
