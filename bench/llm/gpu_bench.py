@@ -28,59 +28,64 @@ HERE = os.path.join(ROOT, "bench", "llm")
 
 
 class Figure:
-    def __init__(self, name, argv, metric, unit, higher_better=True, target=None, modes=("shm",),
-                 env=None, section="torch"):
-        self.name, self.argv, self.metric, self.unit = name, argv, metric, unit
+    """One figure: `pick` names the JSON line (its "bench") of `argv`'s output that holds it.
+    Figures with the same command and environment share its runs."""
+
+    def __init__(self, name, argv, pick, metric, unit, higher_better=True, target=None, modes=("shm",),
+                 env=None):
+        self.name, self.argv, self.pick, self.metric, self.unit = name, argv, pick, metric, unit
         self.higher_better, self.target, self.modes = higher_better, target, modes
-        self.env, self.section = env or {}, section
+        self.env = env or {}
+
+    def group(self):
+        return (tuple(self.argv), tuple(sorted(self.env.items())))
 
 
 def torch_figures():
     tb = [PY, os.path.join(HERE, "torch_bench.py")]
-    figs = [
-        Figure("PyTorch decode, default SDPA (cuDNN)", tb + ["decode", "--sdpa", "default"], "tok_s", "tok/s",
-               target=0.95),
-        Figure("PyTorch decode, cuDNN SDPA off", tb + ["decode", "--sdpa", "no-cudnn"], "tok_s", "tok/s",
-               target=0.95),
-        Figure("tiny op (z.add_(1))", tb + ["tinyop"], "us_per_op", "µs/op", higher_better=False, target=0.9),
-        Figure("pinned HtoD 1 MiB", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib", "1"], "gb_s",
-               "GB/s", target=0.9),
-        Figure("pinned HtoD 1 MiB, pin_memory() each copy", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib",
-                                                              "1", "--pin-each"], "gb_s", "GB/s", target=0.9),
-        Figure("pinned DtoH 1 MiB", tb + ["copy", "--kind", "pinned", "--dir", "d2h", "--mib", "1"], "gb_s",
-               "GB/s", target=0.9),
-        Figure("pinned HtoD 64 MiB", tb + ["copy", "--kind", "pinned", "--dir", "h2d", "--mib", "64", "--reps",
-                                           "10"], "gb_s", "GB/s", target=0.98),
-        Figure("pageable HtoD 1 MiB", tb + ["copy", "--kind", "pageable", "--dir", "h2d", "--mib", "1"], "gb_s",
-               "GB/s"),
-        Figure("pageable HtoD 64 MiB", tb + ["copy", "--kind", "pageable", "--dir", "h2d", "--mib", "64",
-                                             "--reps", "10"], "gb_s", "GB/s", target=1.0),
-        Figure("pageable DtoH 64 MiB", tb + ["copy", "--kind", "pageable", "--dir", "d2h", "--mib", "64",
-                                             "--reps", "10"], "gb_s", "GB/s", target=1.0),
+    dec = tb + ["decode", "--sdpa", "both", "--tokens", "32"]
+    st = tb + ["suite"]
+
+    def copy(name, pick, target=None):
+        return Figure(name, st, pick, "gb_s", "GB/s", target=target)
+
+    return [
+        Figure("PyTorch decode, default SDPA (cuDNN)", dec, "torch_decode_default", "tok_s", "tok/s", target=0.95),
+        Figure("PyTorch decode, cuDNN SDPA off", dec, "torch_decode_no-cudnn", "tok_s", "tok/s", target=0.95),
+        Figure("tiny op (z.add_(1))", st, "torch_tinyop", "us_per_op", "µs/op", higher_better=False, target=0.9),
+        copy("pinned HtoD 1 MiB", "torch_copy_pinned_h2d_1MiB", 0.9),
+        copy("pinned HtoD 1 MiB, pin_memory() each copy", "torch_copy_pinned_h2d_1MiB_pin_each", 0.9),
+        copy("pinned DtoH 1 MiB", "torch_copy_pinned_d2h_1MiB", 0.9),
+        copy("pinned HtoD 64 MiB", "torch_copy_pinned_h2d_64MiB", 0.98),
+        copy("pageable HtoD 1 MiB", "torch_copy_pageable_h2d_1MiB"),
+        copy("pageable DtoH 1 MiB", "torch_copy_pageable_d2h_1MiB"),
+        copy("pageable HtoD 64 MiB", "torch_copy_pageable_h2d_64MiB", 1.0),
+        copy("pageable DtoH 64 MiB", "torch_copy_pageable_d2h_64MiB", 1.0),
     ]
-    return figs
 
 
 def nvrtc_figures():
-    return [Figure("NVRTC compile of one kernel", [PY, os.path.join(HERE, "nvrtc_bench.py")], "ms_median", "ms",
-                   higher_better=False, section="nvrtc")]
+    return [Figure("NVRTC compile of one kernel", [PY, os.path.join(HERE, "nvrtc_bench.py")], "nvrtc_compile",
+                   "ms_median", "ms", higher_better=False)]
 
 
 def llama_figures(model):
     lb = [PY, os.path.join(HERE, "llama_bench.py"), "--bin", os.path.join(ART, "llama"), "--model", model]
     off = {"GGML_CUDA_DISABLE_GRAPHS": "1"}
+    both = lb + ["bench"]
     return [
-        Figure("llama.cpp decode, graphs on", lb + ["decode"], "tok_s", "tok/s", target=0.95,
-               modes=("shm", "tcp"), section="llama"),
-        Figure("llama.cpp decode, graphs off", lb + ["decode"], "tok_s", "tok/s", target=0.95, env=off,
-               section="llama"),
-        Figure("llama.cpp prefill 512, graphs on", lb + ["prefill"], "tok_s", "tok/s", target=0.98, section="llama"),
-        Figure("llama.cpp prefill 512, graphs off", lb + ["prefill"], "tok_s", "tok/s", target=0.98, env=off,
-               section="llama"),
-        Figure("llama.cpp model load to first token", lb + ["load"], "load_ms", "ms", higher_better=False,
-               target=0.9, section="llama"),
-        Figure("llama.cpp completion, 128 greedy tokens", lb + ["complete"], "tok_s", "tok/s", target=0.95,
-               section="llama"),
+        Figure("llama.cpp decode tg128, graphs on", both, "llama_tg128_graphs_on", "tok_s", "tok/s", target=0.95,
+               modes=("shm", "tcp")),
+        Figure("llama.cpp prefill pp512, graphs on", both, "llama_pp512_graphs_on", "tok_s", "tok/s", target=0.98,
+               modes=("shm", "tcp")),
+        Figure("llama.cpp decode tg128, graphs off", both, "llama_tg128_graphs_off", "tok_s", "tok/s", target=0.95,
+               env=off),
+        Figure("llama.cpp prefill pp512, graphs off", both, "llama_pp512_graphs_off", "tok_s", "tok/s", target=0.98,
+               env=off),
+        Figure("llama.cpp start to first token (model load)", lb + ["load"], "llama_load", "load_ms", "ms",
+               higher_better=False, target=0.9),
+        Figure("llama.cpp completion, 128 greedy tokens", lb + ["complete"], "llama_completion_128", "tok_s",
+               "tok/s", target=0.95),
     ]
 
 
@@ -130,15 +135,15 @@ def run_once(fig, mode, timeout, tcp, trace=None):
     except subprocess.TimeoutExpired as e:
         out, err, rc = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), "timeout", 124
     wall = time.time() - t
-    result = None
-    for line in reversed(out.splitlines()):
+    results = {}
+    for line in out.splitlines():
         if line.startswith("{"):
             try:
-                result = json.loads(line)
-                break
+                r = json.loads(line)
+                results[r.get("bench")] = r
             except ValueError:
                 pass
-    return {"mode": mode, "rc": rc, "wall_s": round(wall, 2), "result": result, "stderr_tail": err[-1500:]}
+    return {"mode": mode, "rc": rc, "wall_s": round(wall, 2), "results": results, "stderr_tail": err[-1500:]}
 
 
 def ratio(fig, native, other):
@@ -177,31 +182,44 @@ def main():
     tcp = None
     if not args.no_tcp and any("tcp" in f.modes for f in figs):
         tcp = TcpHost()
-    rows, raw = [], []
+    groups = {}
+    for fig in figs:
+        groups.setdefault(fig.group(), []).append(fig)
+    runs = {}  # (group, mode) -> [run]
     try:
-        for fig in figs:
-            modes = ["native"] + [m for m in fig.modes if m != "tcp" or tcp]
-            runs = {m: [] for m in modes}
+        for key, members in groups.items():
+            modes = ["native"] + sorted({m for f in members for m in f.modes if m != "tcp" or tcp})
             for _ in range(args.reps):
                 for m in modes:
-                    r = run_once(fig, m, args.timeout, tcp)
-                    runs[m].append(r)
-                    res = r["result"] or {}
-                    print(f"{fig.name} [{m}] rc {r['rc']} {fig.metric}={res.get(fig.metric)} wall {r['wall_s']}s",
-                          file=sys.stderr, flush=True)
+                    r = run_once(members[0], m, args.timeout, tcp)
+                    runs.setdefault((key, m), []).append(r)
+                    got = ", ".join(f"{f.pick}={(r['results'].get(f.pick) or {}).get(f.metric)}" for f in members)
+                    print(f"[{m}] rc {r['rc']} wall {r['wall_s']}s {got}", file=sys.stderr, flush=True)
                     if r["rc"] != 0:
                         print(r["stderr_tail"], file=sys.stderr)
-            med, checks = {}, {}
-            for m in modes:
-                vals = [r["result"][fig.metric] for r in runs[m] if r["result"] and fig.metric in r["result"]]
-                med[m] = statistics.median(vals) if vals else None
-                checks[m] = {json.dumps(r["result"].get("check")) for r in runs[m] if r["result"]}
-            same = {m: checks[m] == checks["native"] and len(checks[m]) == 1 for m in modes if m != "native"}
-            rows.append((fig, med, same))
-            raw.append({"name": fig.name, "metric": fig.metric, "env": fig.env, "runs": runs})
+            report(args, figs, runs)
     finally:
         if tcp:
             tcp.stop()
+        report(args, figs, runs)
+
+
+def report(args, figs, runs):
+    rows, raw = [], []
+    for fig in figs:
+        key = fig.group()
+        modes = ["native"] + [m for m in fig.modes if (key, m) in runs]
+        med, checks = {}, {}
+        for m in modes:
+            got = [r["results"].get(fig.pick) for r in runs.get((key, m), [])]
+            vals = [g[fig.metric] for g in got if g and g.get(fig.metric) is not None]
+            med[m] = statistics.median(vals) if vals else None
+            checks[m] = {json.dumps(g.get("check")) for g in got if g}
+        same = {m: checks[m] == checks["native"] and len(checks[m]) == 1 for m in modes if m != "native"}
+        rows.append((fig, med, same))
+        raw.append({"name": fig.name, "metric": fig.metric, "env": fig.env,
+                    "runs": {m: [dict(r, results=r["results"].get(fig.pick)) for r in runs.get((key, m), [])]
+                             for m in modes}})
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(raw, f, indent=1)
     lines = [
@@ -228,7 +246,6 @@ def main():
     text = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(text)
-    print(text)
     try:
         make_plot(plot, os.path.join(args.out, "bench.png"), args.commit)
     except Exception as e:  # matplotlib missing or headless trouble: the table stands alone

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """llama.cpp figures for the speed benchmark (issue 10), run natively or under `vgpuctl run`.
 
-    llama_bench.py --bin DIR --model FILE decode|prefill|load|complete
+    llama_bench.py --bin DIR --model FILE bench|load|complete
 
-decode    llama-bench -n 128 (tg128), all layers on the GPU: tokens/s
-prefill   llama-bench -p 512 (pp512): tokens/s
+bench     llama-bench -p 512 -n 128, all layers on the GPU: prefill (pp512) and decode (tg128)
+          tokens/s, one JSON line each
 load      llama-completion with one token to generate: wall time from start to exit, ms
 complete  llama-completion, 128 greedy tokens: decode tokens/s; check = the generated text
 
@@ -26,8 +26,7 @@ def bench(args, extra):
     if p.returncode != 0:
         print(p.stderr[-3000:], file=sys.stderr)
         sys.exit(p.returncode)
-    rows = json.loads(p.stdout)
-    return rows[-1]
+    return json.loads(p.stdout)
 
 
 def completion(args, n):
@@ -47,15 +46,14 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("mode", choices=["decode", "prefill", "load", "complete"])
+    ap.add_argument("mode", choices=["bench", "load", "complete"])
     a = ap.parse_args()
     graphs = "off" if os.environ.get("GGML_CUDA_DISABLE_GRAPHS") else "on"
-    if a.mode == "decode":
-        r = bench(a, ["-p", "0", "-n", "128"])
-        print(json.dumps({"bench": f"llama_tg128_graphs_{graphs}", "tok_s": r["avg_ts"], "check": r["n_gen"]}))
-    elif a.mode == "prefill":
-        r = bench(a, ["-p", "512", "-n", "0"])
-        print(json.dumps({"bench": f"llama_pp512_graphs_{graphs}", "tok_s": r["avg_ts"], "check": r["n_prompt"]}))
+    if a.mode == "bench":
+        for r in bench(a, ["-p", "512", "-n", "128"]):
+            kind = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+            print(json.dumps({"bench": f"llama_{kind}_graphs_{graphs}", "tok_s": r["avg_ts"],
+                              "check": [r["n_prompt"], r["n_gen"]]}))
     elif a.mode == "load":
         p, wall = completion(a, 1)
         m = re.search(r"load time =\s*([\d.]+) ms", p.stderr)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch figures for the speed benchmark (issue 10), run natively or under `vgpuctl run`.
 
-    torch_bench.py decode [--sdpa default|no-cudnn] [--tokens N]   HF Llama (~1B, random weights, bf16)
+    torch_bench.py decode [--sdpa default|no-cudnn|both] [--tokens N]   HF Llama (~1B, random weights, bf16)
     torch_bench.py tinyop [--ops N]                                 z.add_(1) in a loop
-    torch_bench.py copy --kind pinned|pageable --dir h2d|d2h --mib N [--reps N]
+    torch_bench.py copy --kind pinned|pageable --dir h2d|d2h --mib N [--reps N] [--pin-each]
+    torch_bench.py suite                                            tinyop and every copy, one process
 
-Prints one JSON line on stdout: {"bench": ..., figures..., "check": ...}. "check" is what must be
-identical between native and vgpu (the greedy tokens, a checksum), so the caller can diff it.
+Prints one JSON line per figure on stdout: {"bench": ..., figures..., "check": ...}. "check" is
+what must be identical between native and vgpu (the greedy tokens, a checksum), so the caller
+can diff it.
 """
 import argparse
 import json
@@ -24,8 +26,6 @@ def sync():
 def decode(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if args.sdpa == "no-cudnn":
-        torch.backends.cuda.enable_cudnn_sdp(False)
     torch.manual_seed(0)
     cfg = LlamaConfig(
         hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
@@ -45,19 +45,21 @@ def decode(args):
         sync()
         return time.perf_counter() - t, out
 
-    run(4)  # warm-up: kernels, compiled attention, allocator
-    t_short, _ = run(1)
-    times = []
-    for _ in range(args.reps):
-        t, out = run(args.tokens)
-        times.append(t)
-    t = statistics.median(times)
-    # Decode speed without the prompt's prefill: (N-1) tokens in the time beyond a 1-token run.
-    tok_s = (args.tokens - 1) / max(t - t_short, 1e-9)
-    tokens = out[0, prompt.shape[1]:].tolist()
-    print(json.dumps({"bench": f"torch_decode_{args.sdpa}", "tok_s": round(tok_s, 2),
-                      "ms_per_token": round(1e3 / tok_s, 3), "runs_s": [round(x, 4) for x in times],
-                      "check": tokens}))
+    for sdpa in (["default", "no-cudnn"] if args.sdpa == "both" else [args.sdpa]):
+        torch.backends.cuda.enable_cudnn_sdp(sdpa == "default")
+        run(4)  # warm-up: kernels, compiled attention, allocator
+        t_short, _ = run(1)
+        times = []
+        for _ in range(args.reps):
+            t, out = run(args.tokens)
+            times.append(t)
+        t = statistics.median(times)
+        # Decode speed without the prompt's prefill: (N-1) tokens in the time beyond a 1-token run.
+        tok_s = (args.tokens - 1) / max(t - t_short, 1e-9)
+        tokens = out[0, prompt.shape[1]:].tolist()
+        print(json.dumps({"bench": f"torch_decode_{sdpa}", "tok_s": round(tok_s, 2),
+                          "ms_per_token": round(1e3 / tok_s, 3), "runs_s": [round(x, 4) for x in times],
+                          "check": tokens}), flush=True)
 
 
 def tinyop(args):
@@ -73,7 +75,7 @@ def tinyop(args):
         sync()
         best.append((time.perf_counter() - t) / args.ops * 1e6)
     print(json.dumps({"bench": "torch_tinyop", "us_per_op": round(statistics.median(best), 3),
-                      "check": float(z.item())}))
+                      "check": float(z.item())}), flush=True)
 
 
 def copy(args):
@@ -108,14 +110,27 @@ def copy(args):
         rates.append(n * args.reps / (time.perf_counter() - t) / 1e9)
     check = int(dst.to("cpu" if dst.is_cuda else "cpu")[:: max(1, n // 4096)].to(torch.int64).sum())
     print(json.dumps({"bench": f"torch_copy_{args.kind}_{args.dir}_{args.mib}MiB{'_pin_each' if args.pin_each else ''}",
-                      "gb_s": round(statistics.median(rates), 3), "check": check}))
+                      "gb_s": round(statistics.median(rates), 3), "check": check}), flush=True)
+
+
+SUITE = [  # (kind, dir, MiB, reps, pin_each)
+    ("pinned", "h2d", 1, 20, False), ("pinned", "h2d", 1, 20, True), ("pinned", "d2h", 1, 20, False),
+    ("pinned", "h2d", 64, 10, False), ("pageable", "h2d", 1, 20, False), ("pageable", "d2h", 1, 20, False),
+    ("pageable", "h2d", 64, 10, False), ("pageable", "d2h", 64, 10, False),
+]
+
+
+def suite(args):
+    tinyop(argparse.Namespace(ops=20000))
+    for kind, direction, mib, reps, pin_each in SUITE:
+        copy(argparse.Namespace(kind=kind, dir=direction, mib=mib, reps=reps, pin_each=pin_each))
 
 
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("decode")
-    d.add_argument("--sdpa", choices=["default", "no-cudnn"], default="default")
+    d.add_argument("--sdpa", choices=["default", "no-cudnn", "both"], default="default")
     d.add_argument("--tokens", type=int, default=32)
     d.add_argument("--reps", type=int, default=1)
     t = sub.add_parser("tinyop")
@@ -126,8 +141,9 @@ def main():
     c.add_argument("--mib", type=int, required=True)
     c.add_argument("--reps", type=int, default=20)
     c.add_argument("--pin-each", action="store_true", help="h2d: pin_memory() a pageable copy each time")
+    sub.add_parser("suite")
     args = p.parse_args()
-    {"decode": decode, "tinyop": tinyop, "copy": copy}[args.cmd](args)
+    {"decode": decode, "tinyop": tinyop, "copy": copy, "suite": suite}[args.cmd](args)
 
 
 if __name__ == "__main__":

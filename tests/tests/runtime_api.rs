@@ -484,10 +484,20 @@ fn trace_mode_writes_calls_lookups_and_tables_to_the_file() {
     has("cuGetErrorName(error=cudaError_enum(100), pStr=0x");
     has("cuGetExportTable d4082055bde6704b8d34ba123c66e1f2 -> integrity-check 0x");
     has("cuGetExportTable(ppExportTable=0x");
+    // A call's line ends in its duration, its round trips (when any) and its start time:
+    // `-> RESULT 1.25us [rt=N] @0.000123`.
     assert!(
-        trace
-            .lines()
-            .all(|l| !l.contains(") -> ") || l.ends_with("us")),
+        trace.lines().filter(|l| l.contains(") -> ")).all(|l| {
+            let (_, tail) = l.rsplit_once(" -> ").expect("a result");
+            let words: Vec<&str> = tail.split(' ').collect();
+            words.len() >= 3
+                && words[1]
+                    .strip_suffix("us")
+                    .is_some_and(|d| d.parse::<f64>().is_ok())
+                && words[words.len() - 1]
+                    .strip_prefix('@')
+                    .is_some_and(|t| t.parse::<f64>().is_ok())
+        }),
         "{trace}"
     );
     assert!(

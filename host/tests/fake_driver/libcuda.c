@@ -257,3 +257,34 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t n) {
     fake_log("cuMemsetD8_v2 len=%llu", n, 0);
     return ok ? 0 : 1;
 }
+
+/* Events, for the guest's staged copies: copies here finish when they are called, so an event is
+ * complete once recorded; FAKE_CUDA_LOG gets a line per wait. Handles count up from 0xE000. */
+static unsigned long long fake_events = 0xE000;
+CUresult cuEventCreate(void **event, unsigned flags) {
+    (void)flags;
+    if (!event) return 1;
+    pthread_mutex_lock(&fake_allocs_lock);
+    *event = (void *)(uintptr_t)fake_events++;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 0;
+}
+static int fake_event_ok(void *event) {
+    return (uintptr_t)event >= 0xE000 && (uintptr_t)event < fake_events;
+}
+CUresult cuEventRecord(void *event, void *stream) {
+    (void)stream;
+    return fake_event_ok(event) ? 0 : 400;
+}
+CUresult cuEventRecord_ptsz(void *event, void *stream) { return cuEventRecord(event, stream); }
+CUresult cuEventSynchronize(void *event) {
+    fake_log("cuEventSynchronize", 0, 0);
+    return fake_event_ok(event) ? 0 : 400;
+}
+CUresult cuEventDestroy_v2(void *event) { return fake_event_ok(event) ? 0 : 400; }
+/* Every thread has one context, unless a richer fake (contexts.c) says otherwise. */
+__attribute__((weak)) CUresult cuCtxGetCurrent(void **ctx) {
+    if (!ctx) return 1;
+    *ctx = (void *)0xC0;
+    return 0;
+}

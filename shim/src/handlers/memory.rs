@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use cuda_headers::*;
 use protocol::Decoder;
 
+use super::staged;
 use super::zero_copy::{self, NotPlaced, Resolved};
 use crate::forward::{bad_response, call_with};
 use crate::log::{log, Level};
@@ -161,6 +162,17 @@ fn htod(
         // SAFETY: the caller (driver API contract) gives `len` readable bytes at `src`.
         unsafe { std::slice::from_raw_parts(src.cast::<u8>(), len) }
     };
+    if len >= staged::MIN_STAGED
+        && staged::htod(
+            device_address(dst, len),
+            data,
+            stream,
+            per_thread,
+            on_stream.is_none(),
+        )?
+    {
+        return Ok(());
+    }
     let encode = |enc: &mut protocol::Encoder<'_>| {
         enc.put(dst);
         enc.put(stream as u64);
@@ -197,6 +209,13 @@ fn dtoh(
             len,
             stream,
         );
+    }
+    if len >= staged::MIN_STAGED {
+        // SAFETY: the caller gives `len` writable bytes at `dst` (checked non-NULL above).
+        let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) };
+        if staged::dtoh(out, device_address(src, len), stream, per_thread)? {
+            return Ok(());
+        }
     }
     call_with(
         id,

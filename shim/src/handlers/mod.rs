@@ -23,6 +23,7 @@ mod occupancy;
 mod pointer;
 mod pool;
 mod profiler;
+mod staged;
 mod tensor_map;
 mod vmm;
 mod zero_copy;
