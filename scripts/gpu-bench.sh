@@ -5,6 +5,11 @@
 # llama-completion, gguf-py; see bench/llm/README.md). Writes $OUT/bench.md, bench.json, bench.png.
 #
 #   scripts/gpu-bench.sh [--reps N] [--sections nvrtc,torch,llama] [--only SUBSTR,...] [--no-tcp]
+#
+# With TRACES=1 it first traces one PyTorch decode (cuDNN attention off, 32 tokens) and one
+# llama.cpp completion (32 tokens) through vgpu and writes `vgpuctl trace-summary` of them to
+# $OUT/trace-torch.txt (the timed run only: between its two synchronisations) and
+# $OUT/trace-llama.txt: the round trips per decode step.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
@@ -16,5 +21,20 @@ if [[ -x .gpu-artifacts/llama/llama-bench ]]; then
     [[ -f "${MODEL}" ]] || python3 bench/llm/make_gguf.py --gguf-py .gpu-artifacts/llama/gguf-py --out "${MODEL}" \
         || exit 2
     MODEL_ARGS=(--model "${MODEL}")
+fi
+A=.gpu-artifacts
+if [[ "${TRACES:-0}" == 1 ]]; then
+    T="$(mktemp -d)"
+    VGPU_TRACE="${T}/torch.trace" timeout 300 "${A}/vgpuctl" run -- \
+        python3 bench/llm/torch_bench.py decode --sdpa no-cudnn --tokens 32 > "${T}/torch.out"
+    "${A}/vgpuctl" trace-summary "${T}/torch.trace" --last-between cuCtxSynchronize_v2 --limit 20 \
+        > "${OUT_DIR}/trace-torch.txt"
+    if [[ ${#MODEL_ARGS[@]} -gt 0 ]]; then
+        VGPU_TRACE="${T}/llama.trace" timeout 300 "${A}/vgpuctl" run -- "${A}/llama/llama-completion" \
+            -m "${MODEL}" -ngl 99 -n 32 --temp 0 --seed 1 -p "Once upon a time" -no-cnv --no-warmup \
+            > "${T}/llama.out" 2>&1 < /dev/null
+        "${A}/vgpuctl" trace-summary "${T}/llama.trace" --limit 20 > "${OUT_DIR}/trace-llama.txt"
+    fi
+    rm -rf "${T}"
 fi
 exec python3 bench/llm/gpu_bench.py --out "${OUT_DIR}" "${MODEL_ARGS[@]}" "$@"

@@ -104,6 +104,10 @@ pub struct TraceSummaryArgs {
     /// Only calls that started before this many seconds (trace time).
     #[arg(long, value_name = "SECONDS")]
     pub until: Option<f64>,
+    /// Only calls between the last two calls of this function (e.g. the synchronisations
+    /// around a benchmark's timed run); overrides --since/--until.
+    #[arg(long, value_name = "FUNCTION")]
+    pub last_between: Option<String>,
     /// Divide the counts by the calls of this function (one step each, e.g. cuStreamSynchronize).
     #[arg(long, value_name = "FUNCTION")]
     pub per: Option<String>,
@@ -334,10 +338,14 @@ pub fn run(
         Command::TraceSummary(a) => std::fs::read_to_string(&a.file)
             .map_err(|e| crate::Error::io("read", &a.file, e))
             .map(|text| {
-                let window = trace_summary::Window {
-                    since: a.since,
-                    until: a.until,
-                };
+                let window = a
+                    .last_between
+                    .as_deref()
+                    .and_then(|f| trace_summary::Window::last_between(&text, f))
+                    .unwrap_or(trace_summary::Window {
+                        since: a.since,
+                        until: a.until,
+                    });
                 let summary = trace_summary::Summary::of(&text, window);
                 write!(out, "{}", summary.render(a.per.as_deref(), a.limit)).ok();
                 0

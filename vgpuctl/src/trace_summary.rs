@@ -76,6 +76,25 @@ pub struct Window {
 }
 
 impl Window {
+    /// The span between the last two calls of `function` in `text` (e.g. the two
+    /// synchronisations around a benchmark's timed run); `None` when it was called less than twice.
+    pub fn last_between(text: &str, function: &str) -> Option<Self> {
+        let mut times = text
+            .lines()
+            .filter_map(parse_line)
+            .filter(|c| c.name == function)
+            .filter_map(|c| c.at);
+        let (mut before, mut last) = (None, None);
+        for t in &mut times {
+            before = last;
+            last = Some(t);
+        }
+        Some(Window {
+            since: Some(before?),
+            until: last,
+        })
+    }
+
     fn holds(&self, call: &Call) -> bool {
         if self.since.is_none() && self.until.is_none() {
             return true;
@@ -256,6 +275,10 @@ vgpu-cuda[7]: warn: something else
             },
         );
         assert_eq!(w.total().calls, 4);
+        let between = Window::last_between(TRACE, "cuCtxGetDevice_v2").unwrap();
+        assert_eq!((between.since, between.until), (Some(0.1), Some(0.1001)));
+        assert_eq!(Summary::of(TRACE, between).total().calls, 1);
+        assert!(Window::last_between(TRACE, "cuInit").is_none());
         assert!(!w.rows.contains_key("cuInit"));
         assert!(!w.rows.contains_key("cuStreamSynchronize"));
     }
