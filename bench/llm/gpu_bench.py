@@ -169,13 +169,14 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     sections = args.sections.split(",")
-    figs = []
-    if "nvrtc" in sections:
-        figs += nvrtc_figures()
-    if "torch" in sections:
-        figs += torch_figures()
-    if "llama" in sections and args.model:
-        figs += llama_figures(args.model)
+    figs = []  # in the order the sections are named
+    for section in sections:
+        if section == "nvrtc":
+            figs += nvrtc_figures()
+        elif section == "torch":
+            figs += torch_figures()
+        elif section == "llama" and args.model:
+            figs += llama_figures(args.model)
     if args.only:
         keys = args.only.split(",")
         figs = [f for f in figs if any(k in f.name for k in keys)]

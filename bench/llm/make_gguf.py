@@ -9,6 +9,7 @@ and lower-case pieces, enough for any prompt (byte fallback). Weights come from 
 scaled so that activations stay finite, so greedy output is the same on every run.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -27,6 +28,10 @@ def main():
     p.add_argument("--seed", type=int, default=1234)
     a = p.parse_args()
     sys.path.insert(0, a.gguf_py)
+    # gguf-py needs PyYAML; the staged llama folder carries a pure-Python copy beside it.
+    pydeps = os.path.join(os.path.dirname(os.path.abspath(a.gguf_py)), "pydeps")
+    if os.path.isdir(pydeps):
+        sys.path.insert(1, pydeps)
     import gguf
 
     head_dim = a.hidden // a.heads
