@@ -86,6 +86,8 @@ def llama_figures(model):
                higher_better=False, target=0.9),
         Figure("llama.cpp completion, 128 greedy tokens", lb + ["complete"], "llama_completion_128", "tok_s",
                "tok/s", target=0.95),
+        Figure("llama.cpp completion, its 5-token prompt", lb + ["complete"], "llama_completion_128", "prompt_tok_s",
+               "tok/s"),
     ]
 
 

@@ -61,8 +61,10 @@ def main():
                           "model_load_ms": float(m.group(1)) if m else None, "check": p.stdout}))
     else:
         p, _ = completion(a, 128)
-        ev = re.search(r"\beval time =.*?([\d.]+) tokens per second", p.stderr)
-        pr = re.search(r"prompt eval time =.*?([\d.]+) tokens per second", p.stderr)
+        # llama_perf_context_print's lines: "…print: prompt eval time = …" then "…print:        eval
+        # time = …"; the decode line is the one with nothing but spaces before "eval".
+        ev = re.search(r"print:\s+eval time =.*?([\d.]+) tokens per second", p.stderr)
+        pr = re.search(r"print:\s+prompt eval time =.*?([\d.]+) tokens per second", p.stderr)
         print(json.dumps({"bench": "llama_completion_128", "tok_s": float(ev.group(1)) if ev else None,
                           "prompt_tok_s": float(pr.group(1)) if pr else None, "check": p.stdout}))
 
