@@ -26,8 +26,23 @@ impl DoorbellMode {
     }
 }
 
-/// How long a waiter spins before it sleeps.
+/// How long a waiter spins before it sleeps, unless `VGPU_SPIN_US` says otherwise ([`spin`]).
 pub const SPIN: Duration = Duration::from_micros(50);
+
+/// The spin before a waiter sleeps: `VGPU_SPIN_US` (microseconds, at most one second) read once
+/// per process, else [`SPIN`]. A longer spin saves the wake-up of a sleeping peer (tens of
+/// microseconds) on every round trip that comes later than [`SPIN`] after the last one, at the
+/// cost of a busy core while waiting, as CUDA's own default synchronisation spins.
+pub fn spin() -> Duration {
+    static SPIN_US: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN_US.get_or_init(|| {
+        std::env::var("VGPU_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&us| us <= 1_000_000)
+            .map_or(SPIN, Duration::from_micros)
+    })
+}
 /// Poll mode: how long a waiter yields after spinning before it starts sleeping.
 pub const POLL_YIELD: Duration = Duration::from_micros(200);
 /// Poll mode: the longest single sleep between two looks at the ring.
@@ -48,6 +63,7 @@ pub(crate) fn wait<T>(
     // a longer back-off here adds directly to the round trip), and read the clock only every
     // 256 polls: not at all when the first polls succeed (a sender with a free slot, a reply that
     // is already there), so the spin lasts SPIN plus the first 256 polls.
+    let spin = spin();
     let mut first_clock = None;
     let mut polls = 0u32;
     let start = loop {
@@ -58,7 +74,7 @@ pub(crate) fn wait<T>(
         polls = polls.wrapping_add(1);
         if polls % 256 == 0 {
             let since = *first_clock.get_or_insert_with(Instant::now);
-            if since.elapsed() > SPIN {
+            if since.elapsed() > spin {
                 break since;
             }
         }
@@ -74,7 +90,7 @@ pub(crate) fn wait<T>(
                 }
             }
             DoorbellMode::Poll => {
-                if start.elapsed() < SPIN + POLL_YIELD {
+                if start.elapsed() < spin + POLL_YIELD {
                     std::thread::yield_now();
                 } else {
                     std::thread::sleep(nap);
