@@ -363,3 +363,38 @@ fn run_with_trace_summary_traces_the_command_and_summarises_it() {
     assert!(Path::new(kept).exists(), "{kept}");
     std::fs::remove_file(kept).ok();
 }
+
+#[test]
+fn run_spins_a_millisecond_unless_told_otherwise() {
+    let host = host_bin().to_str().expect("utf-8 path").to_owned();
+    let shim = fake_driver();
+    let shim = shim.to_str().expect("utf-8 path");
+    let args = [
+        "run",
+        "--host-bin",
+        &host,
+        "--shim",
+        shim,
+        "--no-nvml",
+        "--",
+        "sh",
+        "-c",
+        "echo $VGPU_SPIN_US",
+    ];
+    let run = |spin: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+        cmd.args(args)
+            .env("LD_LIBRARY_PATH", fake_driver_dir())
+            .env("FAKE_CUDA_DEVICES", "1")
+            .env_remove("LD_PRELOAD")
+            .env_remove("VGPU_SPIN_US");
+        if let Some(us) = spin {
+            cmd.env("VGPU_SPIN_US", us);
+        }
+        let out = cmd.output().expect("run vgpuctl");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(run(None), "1000");
+    assert_eq!(run(Some("50")), "50");
+}
