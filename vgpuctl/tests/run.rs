@@ -49,15 +49,23 @@ fn host_bin() -> &'static Path {
 }
 
 fn vgpuctl(args: &[&str], devices: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vgpuctl"))
-        .args(args)
+    vgpuctl_spinning(args, devices, None)
+}
+
+/// As [`vgpuctl`], with `VGPU_SPIN_US` set to `spin` (unset when `None`).
+fn vgpuctl_spinning(args: &[&str], devices: &str, spin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
+    cmd.args(args)
         .env("LD_LIBRARY_PATH", fake_driver_dir())
         .env("FAKE_CUDA_DEVICES", devices)
         .env_remove("LD_PRELOAD")
         .env_remove("VGPU_HOST_LOG")
         .env_remove("RUST_LOG")
-        .output()
-        .expect("run vgpuctl")
+        .env_remove("VGPU_SPIN_US");
+    if let Some(us) = spin {
+        cmd.env("VGPU_SPIN_US", us);
+    }
+    cmd.output().expect("run vgpuctl")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -382,16 +390,7 @@ fn run_spins_a_millisecond_unless_told_otherwise() {
         "echo $VGPU_SPIN_US",
     ];
     let run = |spin: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vgpuctl"));
-        cmd.args(args)
-            .env("LD_LIBRARY_PATH", fake_driver_dir())
-            .env("FAKE_CUDA_DEVICES", "1")
-            .env_remove("LD_PRELOAD")
-            .env_remove("VGPU_SPIN_US");
-        if let Some(us) = spin {
-            cmd.env("VGPU_SPIN_US", us);
-        }
-        let out = cmd.output().expect("run vgpuctl");
+        let out = vgpuctl_spinning(&args, "1", spin);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         text(&out.stdout).trim().to_owned()
     };
