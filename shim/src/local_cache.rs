@@ -151,7 +151,7 @@ struct Cache {
 }
 
 impl Cache {
-    /// Drops what the epochs made stale; returns whether anything kept may be used.
+    /// Drops what the epochs made stale and records `now` as the epochs of what is kept.
     fn refresh(&mut self, now: Epochs) {
         let Some(seen) = self.epochs else {
             self.epochs = Some(now);

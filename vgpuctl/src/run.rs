@@ -73,6 +73,13 @@ pub const MIN_REGION_SIZE: u64 = 64 << 20;
 /// Measured on the H200: llama.cpp decode 0.77× → 0.95× of native (graphs on), a 128-token
 /// completion 0.67× → 0.98× (bench/results/2026-12-04-bench.md).
 pub const RUN_SPIN_US: &str = "1000";
+/// Gives `cmd` [`RUN_SPIN_US`] unless the caller's environment sets `VGPU_SPIN_US`.
+fn spin_unless_set(cmd: &mut Command) {
+    if std::env::var_os("VGPU_SPIN_US").is_none() {
+        cmd.env("VGPU_SPIN_US", RUN_SPIN_US);
+    }
+}
+
 /// The folder fresh regions live in.
 const REGION_DIR: &str = "/dev/shm";
 
@@ -256,9 +263,7 @@ fn start_host(bin: &Path, err: &mut dyn Write) -> Result<Start, Error> {
     // SAFETY: clears close-on-exec on a descriptor we own, so the host inherits it.
     unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     let mut cmd = Command::new(bin);
-    if std::env::var_os("VGPU_SPIN_US").is_none() {
-        cmd.env("VGPU_SPIN_US", RUN_SPIN_US);
-    }
+    spin_unless_set(&mut cmd);
     cmd.arg("--region")
         .arg(&region)
         .arg("--region-size")
@@ -424,9 +429,7 @@ pub fn run(opts: &RunOptions, err: &mut dyn Write) -> Result<i32, Error> {
             preload_value(&ours, std::env::var_os("LD_PRELOAD")),
         )
         .env("VGPU_REGION", &region);
-    if std::env::var_os("VGPU_SPIN_US").is_none() {
-        command.env("VGPU_SPIN_US", RUN_SPIN_US);
-    }
+    spin_unless_set(&mut command);
     if let Some(path) = &trace {
         let _ = std::fs::remove_file(path);
         command.env("VGPU_TRACE", path);

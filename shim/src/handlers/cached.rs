@@ -19,15 +19,13 @@ fn host_alive() -> CuResult {
     }
 }
 
-/// Writes `value` through a caller's out-pointer, refusing NULL as the driver does.
+/// Writes `value` through a caller's out-pointer, which each export checked for NULL before it
+/// asked anything.
 ///
 /// # Safety
-/// `p` is NULL or valid for one write.
+/// `p` is non-NULL and valid for one write.
 unsafe fn put<T>(p: *mut T, value: T) -> CuResult {
-    if p.is_null() {
-        return Err(CuError::INVALID_VALUE);
-    }
-    // SAFETY: non-NULL and valid for one write per the contract.
+    // SAFETY: per this function's contract.
     unsafe { p.write(value) };
     Ok(())
 }
@@ -161,6 +159,33 @@ pub unsafe fn cuDevicePrimaryCtxGetState(
     Ok(())
 }
 
+/// An `int` query: `kept` when known, else asked with `ask` and the answer handed to `keep`
+/// with the epochs read before asking; written through `pi`.
+fn int_answer(
+    pi: *mut i32,
+    kept: impl FnOnce() -> Option<i32>,
+    ask: impl FnOnce(&mut i32) -> CuResult,
+    keep: impl FnOnce(Epochs, i32),
+) -> CuResult {
+    host_alive()?;
+    if pi.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let value = match kept() {
+        Some(v) => v,
+        None => {
+            let read = Epochs::now();
+            let mut v = 0;
+            ask(&mut v)?;
+            keep(read, v);
+            v
+        }
+    };
+    // SAFETY: checked non-NULL; the caller's out-pointer is valid for one write.
+    unsafe { pi.write(value) };
+    Ok(())
+}
+
 /// `cuDeviceGetAttribute`: a device's attributes are fixed, so each is asked once per thread.
 ///
 /// # Safety
@@ -173,23 +198,14 @@ pub unsafe fn cuDeviceGetAttribute(
     attrib: CUdevice_attribute,
     dev: CUdevice,
 ) -> CuResult {
-    host_alive()?;
-    if pi.is_null() {
-        return Err(CuError::INVALID_VALUE);
-    }
     let key = attrib.0 as i32;
-    let value = match cache::device_attribute(key, dev) {
-        Some(v) => v,
-        None => {
-            let mut v = 0;
-            // SAFETY: `v` is valid for one write.
-            unsafe { generated::cuDeviceGetAttribute(&mut v, attrib, dev) }?;
-            cache::keep_device_attribute(key, dev, v);
-            v
-        }
-    };
-    // SAFETY: checked non-NULL; valid per the contract.
-    unsafe { put(pi, value) }
+    int_answer(
+        pi,
+        || cache::device_attribute(key, dev),
+        // SAFETY: `v` is valid for one write.
+        |v| unsafe { generated::cuDeviceGetAttribute(v, attrib, dev) },
+        |_, v| cache::keep_device_attribute(key, dev, v),
+    )
 }
 
 /// A function or kernel attribute: kept, else asked with `ask`.
@@ -199,23 +215,13 @@ fn get_attribute(
     attrib: CUfunction_attribute,
     ask: impl FnOnce(&mut i32) -> CuResult,
 ) -> CuResult {
-    host_alive()?;
-    if pi.is_null() {
-        return Err(CuError::INVALID_VALUE);
-    }
     let key = attrib.0 as i32;
-    let value = match cache::attribute(handle, key) {
-        Some(v) => v,
-        None => {
-            let read = Epochs::now();
-            let mut v = 0;
-            ask(&mut v)?;
-            cache::keep_attribute(read, handle, key, v);
-            v
-        }
-    };
-    // SAFETY: checked non-NULL; the caller's out-pointer is valid for one write.
-    unsafe { put(pi, value) }
+    int_answer(
+        pi,
+        || cache::attribute(handle, key),
+        ask,
+        |read, v| cache::keep_attribute(read, handle, key, v),
+    )
 }
 
 /// A set of a function or kernel attribute: nothing to do when the kept value is already

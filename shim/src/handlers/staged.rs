@@ -56,23 +56,29 @@ struct Staging {
 }
 
 impl Staging {
-    /// A new buffer in the current context; `None` when no zero-copy block can be placed.
+    /// A new buffer in the current context; `None` when no zero-copy block can be placed. What a
+    /// failure leaves half made (the block, earlier events) is given back.
     fn create() -> CuResult<Option<Self>> {
         let Ok(ptr) = zero_copy::alloc(CHUNK * DEPTH, 0) else {
             return Ok(None);
         };
         let Some(resolved) = zero_copy::resolve(ptr as u64, CHUNK * DEPTH) else {
+            zero_copy::free(ptr as usize);
             return Ok(None);
         };
         let mut events = [0u64; DEPTH];
-        for event in &mut events {
+        for i in 0..DEPTH {
             let mut e: CUevent = std::ptr::null_mut();
             // SAFETY: `e` is valid for one write.
             if let Err(err) = unsafe { generated::cuEventCreate(&mut e, EVENT_FLAGS) } {
+                for made in &events[..i] {
+                    // SAFETY: an event created above and used by nothing yet.
+                    let _ = unsafe { generated::cuEventDestroy_v2(*made as CUevent) };
+                }
                 zero_copy::free(ptr as usize);
                 return Err(err);
             }
-            *event = e as u64;
+            events[i] = e as u64;
         }
         Ok(Some(Staging {
             guest: ptr as usize,
