@@ -9,6 +9,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod channel;
+pub mod compile_cache;
 pub mod config;
 pub mod exports;
 pub mod forward;

@@ -445,8 +445,134 @@ fn child_entry() {
             let (r, _) = export_table("d4082055bde6704b8d34ba123c66e1f2");
             assert_eq!(r, CUDA_SUCCESS);
         }
+        "compile-cache" => compile_cache_child(),
         other => panic!("unknown child role {other}"),
     }
+}
+
+// ---- the compute cache NVRTC asks for (table da9151d3) ----------------------------------------
+
+type MakeKey = unsafe extern "C" fn(
+    *mut usize,
+    u32,
+    *const u8,
+    u32,
+    *const c_char,
+    *const c_char,
+    *const c_char,
+    u32,
+    u32,
+) -> c_int;
+type CacheGet = unsafe extern "C" fn(usize, u32, *mut *mut u8, *mut u32) -> c_int;
+type CachePut = unsafe extern "C" fn(usize, u32, *const u8, u32) -> c_int;
+type FreeOne = unsafe extern "C" fn(usize) -> c_int;
+
+const PROGRAM: &[u8] = b"BC\xc0\xde\x35\x14\x00\x00 runtime_api test program";
+const CUBIN: &[u8] = b"\x7fELF the cubin NVRTC compiled";
+
+/// One `nvrtcCompileProgram`'s use of the table, in NVRTC 13.0's order: a key for stage 1, a
+/// lookup, and on a miss a store of the output. Prints `compile-cache: hit`, `… miss` or `… no key <code>`.
+fn compile_cache_child() {
+    let (r, table) = export_table("da9151d33ae6cc41a5c04f26d533e328");
+    assert_eq!(r, CUDA_SUCCESS);
+    // SAFETY: slots 1-4 and 6 have these signatures (shim/src/runtime_api/export_tables/nvrtc_cache.rs).
+    let (make, free_key, get, put, delete): (MakeKey, FreeOne, CacheGet, CachePut, FreeOne) = unsafe {
+        (
+            std::mem::transmute::<usize, MakeKey>(*table.add(1)),
+            std::mem::transmute::<usize, FreeOne>(*table.add(2)),
+            std::mem::transmute::<usize, CacheGet>(*table.add(3)),
+            std::mem::transmute::<usize, CachePut>(*table.add(4)),
+            std::mem::transmute::<usize, FreeOne>(*table.add(6)),
+        )
+    };
+    let mut key = 0usize;
+    // SAFETY: valid out-pointer, bitcode and NUL-terminated strings.
+    let r = unsafe {
+        make(
+            &mut key,
+            1,
+            PROGRAM.as_ptr(),
+            PROGRAM.len() as u32,
+            c" -arch=sm_90".as_ptr(),
+            c"HOST64".as_ptr(),
+            c"Aug 20 202514:13:52".as_ptr(),
+            0,
+            1,
+        )
+    };
+    if r != CUDA_SUCCESS {
+        assert_eq!(key, 0, "no key is handed out with an error");
+        println!("\ncompile-cache: no key {r}");
+        return;
+    }
+    let (mut output, mut size) = (std::ptr::null_mut(), 0u32);
+    // SAFETY: a key from `make`, valid out-pointers.
+    match unsafe { get(key, 0, &mut output, &mut size) } {
+        CUDA_SUCCESS => {
+            // SAFETY: `get` handed out `size` bytes.
+            let got = unsafe { std::slice::from_raw_parts(output, size as usize) };
+            assert_eq!(got, CUBIN);
+            // SAFETY: the block `get` handed out, freed once.
+            assert_eq!(unsafe { delete(output as usize) }, CUDA_SUCCESS);
+            println!("\ncompile-cache: hit");
+        }
+        CUDA_ERROR_NOT_FOUND => {
+            // SAFETY: a key from `make` and the output's bytes.
+            assert_eq!(
+                unsafe { put(key, 0, CUBIN.as_ptr(), CUBIN.len() as u32) },
+                CUDA_SUCCESS
+            );
+            println!("\ncompile-cache: miss");
+        }
+        other => panic!("get answered {other}"),
+    }
+    // SAFETY: a key from `make`, freed once.
+    assert_eq!(unsafe { free_key(key) }, CUDA_SUCCESS);
+}
+
+#[test]
+fn nvrtc_compile_outputs_are_kept_across_processes() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runtime-api-compile-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("cache");
+    let home = dir.join("home");
+    let with = |extra: &[(&str, &Path)]| {
+        let mut env = vec![
+            ("HOME", home.as_path()),
+            ("VGPU_COMPILE_CACHE", cache.as_path()),
+        ];
+        env.extend_from_slice(extra);
+        run_child("compile-cache", &env).0
+    };
+    let answer = |out: String| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("compile-cache: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(answer(with(&[])), "miss");
+    assert_eq!(
+        answer(with(&[])),
+        "hit",
+        "a second process finds the first one's output"
+    );
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .expect("the cache directory")
+        .collect();
+    assert_eq!(files.len(), 1, "one file per output");
+    // The driver's switch turns it off; nothing is read or written.
+    assert_eq!(
+        answer(with(&[("CUDA_CACHE_DISABLE", Path::new("1"))])),
+        "no key 801"
+    );
+    // Memory only: a fresh process misses, and writes nothing anywhere.
+    std::fs::remove_dir_all(&cache).expect("cleared");
+    assert_eq!(
+        answer(with(&[("VGPU_COMPILE_CACHE", Path::new("memory"))])),
+        "miss"
+    );
+    assert!(!cache.exists() && !home.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

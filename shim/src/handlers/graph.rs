@@ -1455,10 +1455,8 @@ mod tests {
         let mut p: CUgraphNodeParams = unsafe { std::mem::zeroed() };
         p.type_ = CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC;
         // SAFETY: `p` is valid.
-        assert_eq!(
-            unsafe { Body::generic(&p) }.err(),
-            Some(CuError::NOT_SUPPORTED)
-        );
+        let refused = unsafe { Body::generic(&p) }.err();
+        assert_eq!(refused, Some(CuError::NOT_SUPPORTED));
         p.type_ = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
         // SAFETY: as above.
         assert_eq!(unsafe { Body::generic(&p) }.unwrap().0.len(), 4);

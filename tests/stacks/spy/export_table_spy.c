@@ -4,9 +4,11 @@
  *
  * It interposes cuGetProcAddress(_v2), cuGetExportTable and dlsym. When a table whose UUID is listed
  * in $SPY_TABLES (comma-separated hex, memory order; "all" for every table) is requested, it returns
- * a copy whose slots are logging trampolines: each logs its index, six integer arguments, 16 bytes
- * behind every pointer-looking argument before and after the call, and the result, then returns
- * the real slot's result. Slots are assumed to take at most six integer/pointer arguments.
+ * a copy whose slots are logging trampolines: each logs its index, nine integer arguments (six in
+ * registers, three stack words), 16 bytes behind every pointer-looking argument before and after
+ * the call, and the result, then returns the real slot's result. All nine words are passed on,
+ * so a slot may take up to nine integer/pointer arguments (NVRTC's compute-cache key slot takes
+ * nine); for a slot that takes fewer, the extra words are the caller's stack and are ignored.
  * Word 0 is copied as is when it is below 4096 (a size word); the table is assumed to be
  * $SPY_WORDS words long (default: size word / 8, or 32).
  *
@@ -31,7 +33,8 @@
 typedef int (*export_fn)(const void **, const void *);
 typedef int (*proc_v2_fn)(const char *, void **, int, uint64_t, int *);
 typedef int (*proc_fn)(const char *, void **, int, uint64_t);
-typedef uint64_t (*slot_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
+typedef uint64_t (*slot_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                            uint64_t, uint64_t);
 typedef void *(*dlsym_fn)(void *, const char *);
 
 #define MAX_TABLES 8
@@ -124,24 +127,27 @@ static long forced_result(const char *hex, int s) {
 }
 
 static uint64_t call_slot(int t, int s, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3,
-                          uint64_t a4, uint64_t a5) {
-    uint64_t a[6] = {a0, a1, a2, a3, a4, a5};
+                          uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8) {
+    uint64_t a[9] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
     char hex[33];
     hexid(tables[t].id, hex);
-    fprintf(stderr, "SPY call %.8s[%d](%#lx, %#lx, %#lx, %#lx, %#lx, %#lx) tid %ld\n", hex, s,
-            (unsigned long)a0, (unsigned long)a1, (unsigned long)a2, (unsigned long)a3,
-            (unsigned long)a4, (unsigned long)a5, (long)gettid());
-    for (int i = 0; i < 6; i++) peek("before", i, a[i]);
+    fprintf(stderr, "SPY call %.8s[%d](%#lx, %#lx, %#lx, %#lx, %#lx, %#lx | stack %#lx, %#lx, %#lx) tid %ld\n",
+            hex, s, (unsigned long)a0, (unsigned long)a1, (unsigned long)a2, (unsigned long)a3,
+            (unsigned long)a4, (unsigned long)a5, (unsigned long)a6, (unsigned long)a7,
+            (unsigned long)a8, (long)gettid());
+    for (int i = 0; i < 9; i++) peek("before", i, a[i]);
     long forced = forced_result(hex, s);
-    uint64_t r = forced >= 0 ? (uint64_t)forced : ((slot_fn)tables[t].real[s])(a0, a1, a2, a3, a4, a5);
-    for (int i = 0; i < 6; i++) peek("after ", i, a[i]);
+    uint64_t r = forced >= 0 ? (uint64_t)forced
+                             : ((slot_fn)tables[t].real[s])(a0, a1, a2, a3, a4, a5, a6, a7, a8);
+    for (int i = 0; i < 9; i++) peek("after ", i, a[i]);
     fprintf(stderr, "SPY  ret %.8s[%d] = %#lx (low32 %d)\n", hex, s, (unsigned long)r, (int)(uint32_t)r);
     return r;
 }
 
 #define TR(t, s) \
-    static uint64_t tr_##t##_##s(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e, uint64_t f) { \
-        return call_slot(t, s, a, b, c, d, e, f); \
+    static uint64_t tr_##t##_##s(uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e, uint64_t f, \
+                                 uint64_t g, uint64_t h, uint64_t i) { \
+        return call_slot(t, s, a, b, c, d, e, f, g, h, i); \
     }
 #define TR8(t, b) TR(t, b##0) TR(t, b##1) TR(t, b##2) TR(t, b##3) TR(t, b##4) TR(t, b##5) TR(t, b##6) TR(t, b##7)
 #define TRT(t) TR(t,0) TR(t,1) TR(t,2) TR(t,3) TR(t,4) TR(t,5) TR(t,6) TR(t,7) TR(t,8) TR(t,9) \

@@ -14,7 +14,7 @@
 //! | `c693336e…` | [`context_storage`] | context-local storage |
 //! | `263e8860…` | [`context_check`] | context checks |
 //! | `d4082055…` | [`integrity_check`] | integrity check |
-//! | `da9151d3…` | [`nvrtc_cache`] | NVRTC's compile-cache question (slot 1), answered as a miss |
+//! | `da9151d3…` | [`nvrtc_cache`] | the compute cache NVRTC asks for, kept in the guest ([`crate::compile_cache`]) |
 //! | `21318c60…` | [`blas_streams`] | context/stream identities for cuBLAS |
 //! | `1734dc26…` | [`unit_maps`] | per-unit maps for cuBLASLt (slots 4 and 13 forwarded) |
 //! | `vgpu.special.v1` | [`vgpu_private`] | vgpu's own: host questions from vgpu's NVML facade |
