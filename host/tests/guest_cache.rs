@@ -43,11 +43,17 @@ fn repeated_queries_reach_the_driver_once_per_change() {
         "context device: 0",
         "context device (v2, current): 0",
         "context device (v2, named): 0",
+        "heap limit: 0",
+        "heap limit after set: 1048576",
+        "stack limit: 1024",
         "first: kernel attr 8 = 0",
         "after set: kernel attr 8 = 49152",
         "function: 0x5100",
         "function attr 8 = 49152",
-        "too large a set: 1",
+        // Sets are posted: the refused one fails on the host, and the next synchronous call
+        // of this thread reports it instead of running.
+        "too large a set: 0",
+        "the next call: 1",
         "after a refused set: kernel attr 8 = 49152",
         "after another thread's set: kernel attr 8 = 1024",
         "function attr 8 after the kernel's set = 1024",
@@ -60,17 +66,21 @@ fn repeated_queries_reach_the_driver_once_per_change() {
     // Primary state: asked before the retain, after it, after the flags, after the release.
     assert_eq!(calls(&log, "cuDevicePrimaryCtxGetState"), 4, "{log}");
     // Current context: before the set, and once after it (a miss bumps nothing).
-    assert_eq!(calls(&log, "cuCtxGetCurrent"), 2, "{log}");
+    // Once more after cuCtxSetLimit (a context-state call), when the kernel's function is asked.
+    assert_eq!(calls(&log, "cuCtxGetCurrent"), 3, "{log}");
     // Device of the current context: the failed ask without a context is not kept.
     assert_eq!(calls(&log, "cuCtxGetDevice"), 2, "{log}");
     // _v2 with NULL and with the same context share the kept device: never asked.
     assert_eq!(calls(&log, "cuCtxGetDevice_v2"), 0, "{log}");
-    // Kernel attribute: first ask; the set keeps its value; the refused set changes nothing;
-    // another thread's set makes it stale once.
-    assert_eq!(calls(&log, "cuKernelGetAttribute"), 2, "{log}");
-    // 100 sets of the same value: one reaches the driver; then the refused one and the other
-    // thread's.
+    // Kernel attribute: first ask; after the posted set (not kept as an answer); after the
+    // refused set's error was reported (the call that reported it did not run); after another
+    // thread's set.
+    assert_eq!(calls(&log, "cuKernelGetAttribute"), 4, "{log}");
+    // 100 posted sets of the same value: one reaches the driver; then the refused one and the
+    // other thread's.
     assert_eq!(calls(&log, "cuKernelSetAttribute"), 3, "{log}");
+    // Limits: the heap limit once, again after its set; the stack limit every time.
+    assert_eq!(calls(&log, "cuCtxGetLimit"), 2 + 100, "{log}");
     assert_eq!(calls(&log, "cuKernelGetFunction"), 1, "{log}");
     // The function's attribute: asked once, then again after the kernel's set.
     assert_eq!(calls(&log, "cuFuncGetAttribute"), 2, "{log}");

@@ -258,6 +258,9 @@ fn report_deferred(request: &[u8], deferred: protocol::DeferredError) -> CuError
         n => format!(" ({n} later posted calls failed too)"),
     };
     let error = CuError::new(CUresult(deferred.result)).unwrap_or(CuError::UNKNOWN);
+    // A posted attribute set may be among the failures: what the guest kept of it is not known
+    // to be true any more.
+    crate::local_cache::attributes_changed();
     log!(
         Level::Warn,
         "posted {} failed with {}{more}; reported by the next synchronous call, {}, which did not run",

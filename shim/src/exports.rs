@@ -187,6 +187,7 @@ shim_macros::cuda_functions!(
             cuCtxGetCurrent,
             cuCtxGetDevice,
             cuCtxGetDevice_v2,
+            cuCtxGetLimit,
             cuDevicePrimaryCtxGetState,
             cuDeviceGetAttribute,
             cuFuncGetAttribute,

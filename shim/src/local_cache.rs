@@ -146,7 +146,11 @@ struct Cache {
     ctx_device: HashMap<u64, i32>,
     primary: HashMap<i32, (u32, i32)>,
     kernel_function: HashMap<(u64, u64), u64>,
+    /// The current context's limits.
+    limits: HashMap<i32, usize>,
     attributes: HashMap<(Handle, i32), i32>,
+    /// Values of posted attribute sets: not answers, only what an identical set may skip.
+    posted_sets: HashMap<(Handle, i32), i32>,
     device_attributes: HashMap<(i32, i32), i32>,
 }
 
@@ -162,9 +166,12 @@ impl Cache {
             self.ctx_device.clear();
             self.primary.clear();
             self.kernel_function.clear();
+            self.limits.clear();
             self.attributes.clear();
+            self.posted_sets.clear();
         } else if seen.attribute != now.attribute {
             self.attributes.clear();
+            self.posted_sets.clear();
         }
         self.epochs = Some(now);
     }
@@ -245,6 +252,19 @@ pub fn keep_kernel_function(read: Epochs, kernel: u64, ctx: u64, function: u64) 
     });
 }
 
+/// A limit of the current context, if known.
+pub fn limit(limit: i32) -> Option<usize> {
+    with(|c| c.limits.get(&limit).copied()).flatten()
+}
+
+/// Keeps a limit of the current context (stale with the context epoch: a context switch or a
+/// `cuCtxSetLimit` moves it).
+pub fn keep_limit(read: Epochs, limit: i32, value: usize) {
+    keep(read, |c| {
+        c.limits.insert(limit, value);
+    });
+}
+
 /// A function or kernel attribute, if known.
 pub fn attribute(handle: Handle, attribute: i32) -> Option<i32> {
     with(|c| c.attributes.get(&(handle, attribute)).copied()).flatten()
@@ -254,6 +274,18 @@ pub fn attribute(handle: Handle, attribute: i32) -> Option<i32> {
 pub fn keep_attribute(read: Epochs, handle: Handle, attribute: i32, value: i32) {
     keep(read, |c| {
         c.attributes.insert((handle, attribute), value);
+    });
+}
+
+/// The value of this thread's last posted set of an attribute, if no change came since.
+pub fn posted_set(handle: Handle, attribute: i32) -> Option<i32> {
+    with(|c| c.posted_sets.get(&(handle, attribute)).copied()).flatten()
+}
+
+/// Records a posted set (after the epoch bump it caused, under `read`).
+pub fn keep_posted_set(read: Epochs, handle: Handle, attribute: i32, value: i32) {
+    keep(read, |c| {
+        c.posted_sets.insert((handle, attribute), value);
     });
 }
 

@@ -75,10 +75,17 @@ const ALWAYS: &[u32] = &[
     shim_macros::cuda_call_id!(cuMemcpyDtoDAsync_v2_ptsz),
 ];
 
-/// Generated forwarders posted only inside [`allowing`]: the memsets, whose handlers
-/// (`handlers/memset.rs`) know whether the destination is device memory (posted) or pinned host
-/// memory (synchronous, as in CUDA).
+/// Generated forwarders posted only inside [`allowing`], where their handler decides:
+/// - the memsets (`handlers/memset.rs`), which know whether the destination is device memory
+///   (posted) or pinned host memory (synchronous, as in CUDA);
+/// - function and kernel attribute sets (`handlers/cached.rs`): they return nothing but the
+///   result. A posted set's value is not kept as an answer (a get after it asks the host, which
+///   reports the set's failure there); it only lets an identical repeated set be skipped. cuDNN
+///   sets one on every kernel it compiles per decoded token; asked synchronously, each waited
+///   behind the token's launches (78 µs on average on the H200).
 const WHEN_ALLOWED: &[u32] = &[
+    shim_macros::cuda_call_id!(cuFuncSetAttribute),
+    shim_macros::cuda_call_id!(cuKernelSetAttribute),
     shim_macros::cuda_call_id!(cuMemsetD8_v2),
     shim_macros::cuda_call_id!(cuMemsetD8_v2_ptds),
     shim_macros::cuda_call_id!(cuMemsetD16_v2),
@@ -130,6 +137,11 @@ pub fn forwarder_may_post(id: u32) -> bool {
 /// Notes that this thread's current call was posted (the trace shows `-> posted`).
 pub fn note_posted() {
     let _ = JUST_POSTED.try_with(|p| p.set(true));
+}
+
+/// Whether this thread's current call has been posted so far (the note stays for the trace).
+pub fn posted_so_far() -> bool {
+    JUST_POSTED.try_with(Cell::get).unwrap_or(false)
 }
 
 /// Whether this thread's call that just ended was posted; clears the note.

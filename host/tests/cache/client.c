@@ -37,6 +37,8 @@ static CUresult (*kernelGetAttr)(int *, int, CUkernel, CUdevice);
 static CUresult (*kernelSetAttr)(int, int, CUkernel, CUdevice);
 static CUresult (*funcGetAttr)(int *, int, CUfunction);
 static CUresult (*kernelGetFunction)(CUfunction *, CUkernel);
+static CUresult (*getLimit)(size_t *, int);
+static CUresult (*setLimit)(int, size_t);
 
 static CUkernel kernel = (CUkernel)(uintptr_t)0x5000;
 static CUdevice dev;
@@ -68,6 +70,7 @@ int main(void) {
     ctxGetDevice = sym("cuCtxGetDevice"); ctxGetDevice2 = sym("cuCtxGetDevice_v2");
     kernelGetAttr = sym("cuKernelGetAttribute"); kernelSetAttr = sym("cuKernelSetAttribute");
     funcGetAttr = sym("cuFuncGetAttribute"); kernelGetFunction = sym("cuKernelGetFunction");
+    getLimit = sym("cuCtxGetLimit"); setLimit = sym("cuCtxSetLimit");
 
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, 0));
@@ -101,6 +104,15 @@ int main(void) {
     for (int i = 0; i < N; i++) CHECK(ctxGetDevice2(&d, ctx));
     printf("context device (v2, named): %d\n", d);
 
+    size_t lim = 0;
+    for (int i = 0; i < N; i++) CHECK(getLimit(&lim, 2)); /* CU_LIMIT_MALLOC_HEAP_SIZE */
+    printf("heap limit: %zu\n", lim);
+    CHECK(setLimit(2, 1 << 20));
+    for (int i = 0; i < N; i++) CHECK(getLimit(&lim, 2));
+    printf("heap limit after set: %zu\n", lim);
+    for (int i = 0; i < N; i++) CHECK(getLimit(&lim, 0)); /* CU_LIMIT_STACK_SIZE: always asked */
+    printf("stack limit: %zu\n", lim);
+
     kernel_attr("first");
     for (int i = 0; i < N; i++) CHECK(kernelSetAttr(8, 49152, kernel, dev));
     kernel_attr("after set");
@@ -112,6 +124,8 @@ int main(void) {
     printf("function attr 8 = %d\n", fv);
     r = kernelSetAttr(8, 1 << 30, kernel, dev);
     printf("too large a set: %d\n", r);
+    int v = -1;
+    printf("the next call: %d\n", kernelGetAttr(&v, 8, kernel, dev));
     kernel_attr("after a refused set");
 
     pthread_t t;

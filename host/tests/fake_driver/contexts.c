@@ -140,3 +140,25 @@ CUresult cuKernelGetFunction(CUfunction *f, CUkernel k) {
     *f = (CUfunction)((uintptr_t)k + 0x100);
     return 0;
 }
+
+/* Limits of the (one) context: CU_LIMIT_STACK_SIZE (0) reads 1024 more than was set, as if a
+ * launch had grown it. */
+static size_t fake_limits[8];
+CUresult cuCtxGetLimit(size_t *value, int limit) {
+    called("cuCtxGetLimit");
+    if (!value || limit < 0 || limit > 7) return 1;
+    if (!fake_current) return 201;
+    pthread_mutex_lock(&fake_lock);
+    *value = fake_limits[limit] + (limit == 0 ? 1024 : 0);
+    pthread_mutex_unlock(&fake_lock);
+    return 0;
+}
+CUresult cuCtxSetLimit(int limit, size_t value) {
+    called("cuCtxSetLimit");
+    if (limit < 0 || limit > 7) return 1;
+    if (!fake_current) return 201;
+    pthread_mutex_lock(&fake_lock);
+    fake_limits[limit] = value;
+    pthread_mutex_unlock(&fake_lock);
+    return 0;
+}

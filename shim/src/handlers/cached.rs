@@ -124,6 +124,39 @@ pub unsafe fn cuCtxGetDevice_v2(device: *mut CUdevice, ctx: CUcontext) -> CuResu
     unsafe { put(device, dev) }
 }
 
+/// `cuCtxGetLimit`, kept per limit of the current context until a context-state call (which
+/// `cuCtxSetLimit` and every context switch are). `CU_LIMIT_STACK_SIZE` is always asked: the
+/// driver grows the stack itself when a launch needs more.
+///
+/// # Safety
+/// `pvalue` is NULL or valid for one write.
+///
+/// # Errors
+/// As the driver's, from the host on a miss.
+pub unsafe fn cuCtxGetLimit(pvalue: *mut usize, limit: CUlimit) -> CuResult {
+    host_alive()?;
+    if pvalue.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let keepable = limit != CUlimit::CU_LIMIT_STACK_SIZE;
+    let value = match cache::limit(limit.0 as i32).filter(|_| keepable) {
+        Some(value) => value,
+        None => {
+            let read = Epochs::now();
+            let mut value = 0usize;
+            // SAFETY: `value` is valid for one write.
+            unsafe { generated::cuCtxGetLimit(&mut value, limit) }?;
+            if keepable {
+                cache::keep_limit(read, limit.0 as i32, value);
+            }
+            value
+        }
+    };
+    // SAFETY: checked non-NULL; valid per the contract.
+    unsafe { pvalue.write(value) };
+    Ok(())
+}
+
 /// `cuDevicePrimaryCtxGetState`, kept per device until a context-state call.
 ///
 /// # Safety
@@ -224,9 +257,11 @@ fn get_attribute(
     )
 }
 
-/// A set of a function or kernel attribute: nothing to do when the kept value is already
-/// `value`; otherwise forwarded with `send`, then kept attributes are stale (a set on a kernel
-/// changes its functions too) and the new value is kept for `handle`.
+/// A set of a function or kernel attribute: nothing to do when the kept value (or this thread's
+/// last posted set) is already `value`; otherwise sent with `send` (posted when posting is on),
+/// then kept attributes are stale (a set on a kernel changes its functions too). A synchronous
+/// set's value is kept as the answer; a posted one's only lets an identical set be skipped, so
+/// a get after a posted set asks the host, which reports the set's failure there.
 fn set_attribute(
     handle: Handle,
     attrib: CUfunction_attribute,
@@ -235,12 +270,19 @@ fn set_attribute(
 ) -> CuResult {
     host_alive()?;
     let key = attrib.0 as i32;
-    if cache::attribute(handle, key) == Some(value) {
+    if cache::attribute(handle, key) == Some(value) || cache::posted_set(handle, key) == Some(value)
+    {
         return Ok(());
     }
-    send()?;
+    // Posted when posting is on (`posted::WHEN_ALLOWED`): a failure answers a later call.
+    crate::posted::allowing(send)?;
+    let posted = crate::posted::posted_so_far();
     cache::attributes_changed();
-    cache::keep_attribute(Epochs::now(), handle, key, value);
+    if posted {
+        cache::keep_posted_set(Epochs::now(), handle, key, value);
+    } else {
+        cache::keep_attribute(Epochs::now(), handle, key, value);
+    }
     Ok(())
 }
 
@@ -281,7 +323,7 @@ pub unsafe fn cuKernelGetAttribute(
     })
 }
 
-/// `cuFuncSetAttribute`: a set to the kept value is answered here.
+/// `cuFuncSetAttribute`: a set to the kept value is answered here, others are posted.
 ///
 /// # Safety
 /// Always safe: only values are passed.
@@ -299,7 +341,7 @@ pub unsafe fn cuFuncSetAttribute(
     })
 }
 
-/// `cuKernelSetAttribute`: a set to the kept value is answered here.
+/// `cuKernelSetAttribute`: a set to the kept value is answered here, others are posted.
 ///
 /// # Safety
 /// Always safe: only values are passed.
