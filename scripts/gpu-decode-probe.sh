@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# On the GPU machine: where the time of the two PyTorch figures still behind native goes.
-# - cuDNN-attention decode (16 tokens) traced through vgpu: `vgpuctl trace-summary` of the timed
-#   part, and every cuLibraryLoadData/cuModuleLoadData line with its duration;
-# - one small cubin loaded and unloaded 50 times (bench/llm/module_load_bench.py), native and vgpu;
-# - pin_memory() then copy_, 1 MiB x 20, traced through vgpu.
-# Writes $OUT/decode-probe.txt.
+# On the GPU machine: where the time of the PyTorch figures still behind native goes.
+# - cuDNN-attention decode, native and through vgpu: per-token wall and CPU time and a CPU-only
+#   torch.profiler table (`torch_bench.py where`), under `/usr/bin/time` for the whole process
+#   tree's CPU (the host's worker included under vgpu);
+# - the same decode traced through vgpu: `vgpuctl trace-summary` of the last 8 tokens;
+# - pin_memory() then copy_, 1 MiB x 20, native timing and traced through vgpu with the default
+#   spin and with VGPU_SPIN_US=50; the last calls of each trace with their threads.
+# Writes $OUT/decode-probe.txt. SECTIONS (default "where,trace,pin") picks parts.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
@@ -12,19 +14,35 @@ A=.gpu-artifacts
 O="${OUT:-decode-out}"; mkdir -p "$O"
 T="$(mktemp -d)"
 TB="python3 bench/llm/torch_bench.py"
+SECTIONS="${SECTIONS:-where,trace,pin}"
+has() { [[ ",${SECTIONS}," == *",$1,"* ]]; }
+TIME=(/usr/bin/time -f "process tree: %e s wall, %U s user, %S s system")
 {
-    echo "== module load, native";  timeout 60 python3 bench/llm/module_load_bench.py
-    echo "== module load, vgpu";    timeout 60 "$A/vgpuctl" run -- python3 bench/llm/module_load_bench.py
-    echo "== cuDNN decode traced through vgpu"
-    VGPU_TRACE="$T/dec.trace" timeout 200 "$A/vgpuctl" run -- $TB decode --sdpa default --tokens 16
-    "$A/vgpuctl" trace-summary "$T/dec.trace" --last-between cuCtxSynchronize_v2 --limit 25
-    echo "-- module and library loads (all)"
-    grep -E 'cu(Library|Module)Load' "$T/dec.trace" | sed -E 's/^(.{0,90}).*( -> .*)$/\1 …\2/' | tail -25
-    echo "== pin_memory() each copy, traced through vgpu"
-    VGPU_TRACE="$T/pin.trace" timeout 100 "$A/vgpuctl" run -- $TB copy --kind pinned --dir h2d --mib 1 --reps 20 --pin-each
-    "$A/vgpuctl" trace-summary "$T/pin.trace" --limit 25
-    echo "-- the last 60 calls"
-    grep -v cuGetProcAddress "$T/pin.trace" | tail -60 | cut -c1-200
+    echo "perf: $(command -v perf || echo none)"
+    if has where; then
+        for sdpa in default no-cudnn; do
+            echo "== where ($sdpa), native"; "${TIME[@]}" timeout 150 $TB where --sdpa $sdpa --tokens 16
+            echo "== where ($sdpa), vgpu";   "${TIME[@]}" timeout 150 "$A/vgpuctl" run -- $TB where --sdpa $sdpa --tokens 16
+        done
+    fi
+    if has trace; then
+        echo "== cuDNN decode traced through vgpu (a 4-token warm-up, then 16 tokens)"
+        VGPU_TRACE="$T/dec.trace" timeout 200 "$A/vgpuctl" run -- $TB where --sdpa default --tokens 16 --top 0 >/dev/null
+        "$A/vgpuctl" trace-summary "$T/dec.trace" --limit 30 2>&1 | tail -40
+    fi
+    if has pin; then
+        echo "== pin_memory() each copy: native"
+        timeout 60 $TB copy --kind pinned --dir h2d --mib 1 --reps 20 --pin-each
+        for spin in default 50; do
+            echo "== pin_memory() each copy, traced through vgpu, spin $spin"
+            if [[ $spin == default ]]; then unset VGPU_SPIN_US; else export VGPU_SPIN_US=$spin; fi
+            VGPU_TRACE="$T/pin-$spin.trace" timeout 100 "$A/vgpuctl" run -- $TB copy --kind pinned --dir h2d --mib 1 --reps 20 --pin-each
+            "$A/vgpuctl" trace-summary "$T/pin-$spin.trace" --limit 25
+            echo "-- the last 70 calls"
+            grep -v cuGetProcAddress "$T/pin-$spin.trace" | tail -70 | cut -c1-230
+        done
+        unset VGPU_SPIN_US
+    fi
 } > "$O/decode-probe.txt" 2>&1
 rm -rf "$T"
-grep -E '^==|bench' "$O/decode-probe.txt"
+grep -E '^==|bench|process tree' "$O/decode-probe.txt"

@@ -5,6 +5,11 @@
     torch_bench.py tinyop [--ops N]                                 z.add_(1) in a loop
     torch_bench.py copy --kind pinned|pageable --dir h2d|d2h --mib N [--reps N] [--pin-each]
     torch_bench.py suite                                            tinyop and every copy, one process
+    torch_bench.py where [--sdpa ...] [--tokens N]                  where a decode step's time goes
+
+`where` prints, for one decode run after a warm-up: each token's wall time, the process's CPU
+time (user, system) per token, and a CPU-only torch.profiler table (no CUPTI needed) of the ops
+with the most self CPU time per token. Run it natively and through vgpu and compare.
 
 Prints one JSON line per figure on stdout: {"bench": ..., figures..., "check": ...}. "check" is
 what must be identical between native and vgpu (the greedy tokens, a checksum), so the caller
@@ -23,7 +28,7 @@ def sync():
     torch.cuda.synchronize()
 
 
-def decode(args):
+def build_model():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -35,6 +40,11 @@ def decode(args):
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 16), device="cuda")
+    return model, prompt
+
+
+def decode(args):
+    model, prompt = build_model()
     gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
 
     def run(n):
@@ -60,6 +70,51 @@ def decode(args):
         print(json.dumps({"bench": f"torch_decode_{sdpa}", "tok_s": round(tok_s, 2),
                           "ms_per_token": round(1e3 / tok_s, 3), "runs_s": [round(x, 4) for x in times],
                           "check": tokens}), flush=True)
+
+
+def where(args):
+    import resource
+    from torch.profiler import ProfilerActivity, profile
+
+    model, prompt = build_model()
+    gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    torch.backends.cuda.enable_cudnn_sdp(args.sdpa == "default")
+
+    class Stamps:  # a streamer: put() is called once for the prompt, then once per new token
+        def __init__(self):
+            self.t = []
+
+        def put(self, _):
+            torch.cuda.synchronize()
+            self.t.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    def run(n, streamer=None):
+        with torch.no_grad():
+            return model.generate(prompt, max_new_tokens=n, min_new_tokens=n, streamer=streamer, **gen)
+
+    run(4)
+    stamps = Stamps()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    run(args.tokens, stamps)
+    r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    steps = [(b - a) * 1e3 for a, b in zip(stamps.t[1:], stamps.t[2:])]
+    n = args.tokens
+    print(json.dumps({"bench": f"where_{args.sdpa}", "wall_ms_per_token": round((t1 - t0) * 1e3 / n, 3),
+                      "user_ms_per_token": round((r1.ru_utime - r0.ru_utime) * 1e3 / n, 3),
+                      "sys_ms_per_token": round((r1.ru_stime - r0.ru_stime) * 1e3 / n, 3),
+                      "step_ms": {"median": round(statistics.median(steps), 3), "min": round(min(steps), 3),
+                                  "max": round(max(steps), 3)},
+                      "steps_ms": [round(x, 2) for x in steps]}), flush=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(args.tokens)
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
+    for e in rows:
+        print(json.dumps({"op": e.key, "calls_per_token": round(e.count / n, 2),
+                          "self_cpu_ms_per_token": round(e.self_cpu_time_total / 1e3 / n, 3),
+                          "cpu_ms_per_token": round(e.cpu_time_total / 1e3 / n, 3)}), flush=True)
 
 
 def tinyop(args):
@@ -142,8 +197,12 @@ def main():
     c.add_argument("--reps", type=int, default=20)
     c.add_argument("--pin-each", action="store_true", help="h2d: pin_memory() a pageable copy each time")
     sub.add_parser("suite")
+    w = sub.add_parser("where")
+    w.add_argument("--sdpa", choices=["default", "no-cudnn"], default="default")
+    w.add_argument("--tokens", type=int, default=16)
+    w.add_argument("--top", type=int, default=25)
     args = p.parse_args()
-    {"decode": decode, "tinyop": tinyop, "copy": copy, "suite": suite}[args.cmd](args)
+    {"decode": decode, "tinyop": tinyop, "copy": copy, "suite": suite, "where": where}[args.cmd](args)
 
 
 if __name__ == "__main__":

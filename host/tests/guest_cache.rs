@@ -57,6 +57,13 @@ fn repeated_queries_reach_the_driver_once_per_change() {
         "after a refused set: kernel attr 8 = 49152",
         "after another thread's set: kernel attr 8 = 1024",
         "function attr 8 after the kernel's set = 1024",
+        "no capture begun: capturing 0",
+        "capture begun: capturing 1",
+        "capture begun, another stream: capturing 0",
+        "a second begin: 401",
+        "capture ended: capturing 0",
+        "an end without a begin: 401",
+        "after a failed end: capturing 0",
         "after release: flags 4 active 0",
     ];
     let got: Vec<&str> = out.stdout.lines().collect();
@@ -84,6 +91,12 @@ fn repeated_queries_reach_the_driver_once_per_change() {
     assert_eq!(calls(&log, "cuKernelGetFunction"), 1, "{log}");
     // The function's attribute: asked once, then again after the kernel's set.
     assert_eq!(calls(&log, "cuFuncGetAttribute"), 2, "{log}");
+    // Capture status: asked only while a capture was open (two streams, 100 each). The failed
+    // second begin did not leave a capture counted open; the failed end did not count one
+    // closed below zero.
+    assert_eq!(calls(&log, "cuStreamIsCapturing"), 200, "{log}");
+    assert_eq!(calls(&log, "cuStreamBeginCapture_v2"), 2, "{log}");
+    assert_eq!(calls(&log, "cuStreamEndCapture"), 2, "{log}");
 }
 
 #[test]

@@ -51,6 +51,7 @@ FN(int, cuMemAlloc_v2, (dptr *, size_t))
 FN(int, cuMemcpyHtoDAsync_v2, (dptr, const void *, size_t, void *))
 FN(int, cuMemcpyDtoHAsync_v2, (void *, dptr, size_t, void *))
 FN(int, cuMemcpy, (dptr, dptr, size_t))
+FN(int, cuStreamSynchronize, (void *))
 FN(int, cuMemsetD8_v2, (dptr, unsigned char, size_t))
 FN(int, cuPointerGetAttribute, (void *, int, dptr))
 #define LOAD(name) name = (name##_t)dlsym(cuda, #name); if (!name) { printf("missing %s\n", #name); return 2; }
@@ -62,6 +63,7 @@ int main(int argc, char **argv) {
     LOAD(cuInit) LOAD(cuMemHostAlloc) LOAD(cuMemAllocHost_v2) LOAD(cuMemFreeHost)
     LOAD(cuMemHostGetFlags) LOAD(cuMemHostGetDevicePointer_v2) LOAD(cuMemAlloc_v2)
     LOAD(cuMemcpyHtoDAsync_v2) LOAD(cuMemcpyDtoHAsync_v2) LOAD(cuMemcpy) LOAD(cuMemsetD8_v2)
+    LOAD(cuStreamSynchronize)
     LOAD(cuPointerGetAttribute)
     printf("init rc=%d\n", cuInit(0));
     unsigned char *a = 0, *b = 0;
@@ -73,6 +75,8 @@ int main(int argc, char **argv) {
     printf("alloc rc=%d\n", cuMemAlloc_v2(&d, N));
     printf("htod rc=%d\n", cuMemcpyHtoDAsync_v2(d, a, N, 0));
     printf("dtoh rc=%d\n", cuMemcpyDtoHAsync_v2(b, d, N, 0));
+    /* Both copies are asynchronous (posted): b holds the bytes once the stream has run them. */
+    printf("sync rc=%d\n", cuStreamSynchronize(0));
     printf("same=%d\n", memcmp(a, b, N) == 0);
     dptr alias = 0;
     int r;
@@ -147,6 +151,7 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
             "alloc rc=0",
             "htod rc=0",
             "dtoh rc=0",
+            "sync rc=0",
             "same=1",
             // The worker maps the block at the guest's address, so the alias is the pointer.
             "devptr rc=0 nonzero=1 same_address=1",
@@ -195,6 +200,27 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
 }
 
 #[test]
+fn asynchronous_copies_with_a_pinned_end_are_posted() {
+    let host = start_host("posted-copies");
+    let trace = support::tmp("zero-copy-posted.trace");
+    let _ = std::fs::remove_file(&trace);
+    let stdout = run(&host, &[], &[("VGPU_TRACE", trace.to_str().expect("utf-8 path"))]);
+    expect(&stdout, &["sync rc=0", "same=1", "pinned copy same=1"]);
+    let text = std::fs::read_to_string(&trace).expect("trace written");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("] {name}(")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .to_owned()
+    };
+    // Nothing but addresses travels, so the stream-ordered copies only enqueue work...
+    assert!(line("cuMemcpyHtoDAsync_v2").contains("-> posted"), "{text}");
+    assert!(line("cuMemcpyDtoHAsync_v2").contains("-> posted"), "{text}");
+    // ...while the synchronous unified copy between two pinned blocks waits for the host.
+    assert!(line("cuMemcpy").contains("-> CUDA_SUCCESS"), "{text}");
+}
+
+#[test]
 fn a_client_that_exits_without_freeing_leaks_nothing() {
     let host = start_host("leak");
     let stdout = run(&host, &["leak"], &[]);
@@ -216,6 +242,7 @@ fn zero_copy_off_keeps_plain_pinned_memory() {
             "hostalloc rc=0",
             "htod rc=0",
             "dtoh rc=0",
+            "sync rc=0",
             "same=1",
             // CUDA_ERROR_NOT_SUPPORTED: plain guest memory has no device alias.
             "devptr rc=801 nonzero=0 same_address=0",

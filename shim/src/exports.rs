@@ -87,6 +87,16 @@ shim_macros::cuda_functions!(
             cuStreamUpdateCaptureDependencies_v2_ptsz,
             cuStreamBeginCaptureToGraph,
             cuStreamBeginCaptureToGraph_ptsz,
+            // Capture sequences counted, so that cuStreamIsCapturing is answered in the guest
+            // while none is open.
+            cuStreamBeginCapture,
+            cuStreamBeginCapture_ptsz,
+            cuStreamBeginCapture_v2,
+            cuStreamBeginCapture_v2_ptsz,
+            cuStreamEndCapture,
+            cuStreamEndCapture_ptsz,
+            cuStreamIsCapturing,
+            cuStreamIsCapturing_ptsz,
             cuStreamGetAttribute,
             cuStreamGetAttribute_ptsz,
             cuStreamSetAttribute,

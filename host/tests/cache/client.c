@@ -39,6 +39,9 @@ static CUresult (*funcGetAttr)(int *, int, CUfunction);
 static CUresult (*kernelGetFunction)(CUfunction *, CUkernel);
 static CUresult (*getLimit)(size_t *, int);
 static CUresult (*setLimit)(int, size_t);
+static CUresult (*beginCapture)(void *, int);
+static CUresult (*endCapture)(void *, void **);
+static CUresult (*isCapturing)(void *, int *);
 
 static CUkernel kernel = (CUkernel)(uintptr_t)0x5000;
 static CUdevice dev;
@@ -52,6 +55,11 @@ static void kernel_attr(const char *when) {
     int v = -1;
     for (int i = 0; i < N; i++) CHECK(kernelGetAttr(&v, 8, kernel, dev));
     printf("%s: kernel attr 8 = %d\n", when, v);
+}
+static void capturing(const char *when, void *stream) {
+    int st = -1;
+    for (int i = 0; i < N; i++) CHECK(isCapturing(stream, &st));
+    printf("%s: capturing %d\n", when, st);
 }
 static void *other_thread(void *arg) {
     (void)arg;
@@ -71,6 +79,8 @@ int main(void) {
     kernelGetAttr = sym("cuKernelGetAttribute"); kernelSetAttr = sym("cuKernelSetAttribute");
     funcGetAttr = sym("cuFuncGetAttribute"); kernelGetFunction = sym("cuKernelGetFunction");
     getLimit = sym("cuCtxGetLimit"); setLimit = sym("cuCtxSetLimit");
+    beginCapture = sym("cuStreamBeginCapture_v2"); endCapture = sym("cuStreamEndCapture");
+    isCapturing = sym("cuStreamIsCapturing");
 
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, 0));
@@ -134,6 +144,17 @@ int main(void) {
     kernel_attr("after another thread's set");
     for (int i = 0; i < N; i++) CHECK(funcGetAttr(&fv, 8, f));
     printf("function attr 8 after the kernel's set = %d\n", fv);
+
+    void *s = (void *)(uintptr_t)0x6000, *other = (void *)(uintptr_t)0x6100, *graph = NULL;
+    capturing("no capture begun", s);
+    CHECK(beginCapture(s, 0));
+    capturing("capture begun", s);
+    capturing("capture begun, another stream", other);
+    printf("a second begin: %d\n", beginCapture(s, 0));
+    CHECK(endCapture(s, &graph));
+    capturing("capture ended", s);
+    printf("an end without a begin: %d\n", endCapture(s, &graph));
+    capturing("after a failed end", s);
 
     CHECK(release(dev));
     state("after release");

@@ -162,3 +162,50 @@ CUresult cuCtxSetLimit(int limit, size_t value) {
     pthread_mutex_unlock(&fake_lock);
     return 0;
 }
+
+/* Stream capture: a stream (any handle) is capturing between a begin and its end. A second
+ * begin on a capturing stream fails (CUDA_ERROR_ILLEGAL_STATE), as does an end without one. */
+#define FAKE_STREAMS 16
+static uintptr_t fake_capturing[FAKE_STREAMS];
+static int capture_slot(uintptr_t stream, int take) {
+    for (int i = 0; i < FAKE_STREAMS; i++)
+        if (fake_capturing[i] == stream) return i;
+    if (!take) return -1;
+    for (int i = 0; i < FAKE_STREAMS; i++)
+        if (!fake_capturing[i]) return i;
+    return -1;
+}
+CUresult cuStreamBeginCapture_v2(void *stream, int mode) {
+    called("cuStreamBeginCapture_v2");
+    (void)mode;
+    pthread_mutex_lock(&fake_lock);
+    CUresult r = 401;
+    if (capture_slot((uintptr_t)stream, 0) < 0) {
+        int i = capture_slot((uintptr_t)stream, 1);
+        if (i >= 0) {
+            fake_capturing[i] = (uintptr_t)stream;
+            r = 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_lock);
+    return r;
+}
+CUresult cuStreamEndCapture(void *stream, void **graph) {
+    called("cuStreamEndCapture");
+    if (!graph) return 1;
+    pthread_mutex_lock(&fake_lock);
+    int i = capture_slot((uintptr_t)stream, 0);
+    if (i >= 0) fake_capturing[i] = 0;
+    pthread_mutex_unlock(&fake_lock);
+    if (i < 0) return 401;
+    *graph = (void *)(uintptr_t)0x7000;
+    return 0;
+}
+CUresult cuStreamIsCapturing(void *stream, int *status) {
+    called("cuStreamIsCapturing");
+    if (!status) return 1;
+    pthread_mutex_lock(&fake_lock);
+    *status = capture_slot((uintptr_t)stream, 0) >= 0;
+    pthread_mutex_unlock(&fake_lock);
+    return 0;
+}

@@ -1,6 +1,15 @@
 //! Stream capture beyond the generated calls: capture info with the driver's dependency arrays,
-//! dependency updates, capture into an existing graph, and stream attributes. Host halves:
+//! dependency updates, capture into an existing graph, stream attributes, and
+//! `cuStreamIsCapturing` answered in the guest while no capture is open. Host halves:
 //! `host/src/dispatch/handlers/capture.rs`.
+//!
+//! PyTorch asks `cudaStreamIsCapturing` around allocations and copies, several times per step.
+//! A stream can only be capturing inside a capture sequence that this process began, so while
+//! every capture begun here has ended ([`OPEN_CAPTURES`] is zero) the answer is
+//! `CU_STREAM_CAPTURE_STATUS_NONE` for every stream, with no round trip. While one is open,
+//! streams may join it through events, so every query goes to the host. A begin counts from
+//! before it is sent, an end only once it succeeded; a failed end keeps the count (the host is
+//! asked from then on), which can only cost a round trip, never a wrong answer.
 //!
 //! `cuStreamGetCaptureInfo_v2/_v3` hand out pointers to arrays the driver owns. Here those
 //! arrays are copies in guest storage, one per (thread, stream): they stay valid until the same
@@ -11,11 +20,49 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cuda_headers::*;
 
 use super::arrays::{get_edge, get_handles, put_deps, write};
-use crate::forward::{bad_response, call_with};
+use crate::forward::{bad_response, call_with, generated};
+
+/// Capture sequences begun in this process and not (successfully) ended.
+static OPEN_CAPTURES: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a capture begin, counted open from before it is sent (a query racing with it asks the
+/// host) and uncounted again if it fails.
+fn begin(send: impl FnOnce() -> CuResult) -> CuResult {
+    // SYNC POINT: pairs with the Acquire load in `no_capture_open`: a query ordered after this
+    // begin by the application's own synchronisation sees the capture open.
+    OPEN_CAPTURES.fetch_add(1, Ordering::AcqRel);
+    let result = send();
+    if result.is_err() {
+        close_one();
+    }
+    result
+}
+
+/// Runs a capture end; a successful one closes its sequence.
+fn end(send: impl FnOnce() -> CuResult) -> CuResult {
+    let result = send();
+    if result.is_ok() {
+        close_one();
+    }
+    result
+}
+
+fn close_one() {
+    // SYNC POINT: pairs with the Acquire load in `no_capture_open`. Never below zero: an end
+    // this process did not see begin (none should exist) must not hide a later begin.
+    let _ = OPEN_CAPTURES.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+}
+
+/// Whether no capture sequence is open in this process, so that no stream can be capturing.
+pub(crate) fn no_capture_open() -> bool {
+    // SYNC POINT: pairs with the AcqRel updates in `begin` and `close_one`.
+    OPEN_CAPTURES.load(Ordering::Acquire) == 0
+}
 
 /// What the last capture-info query of each stream returned on this thread.
 type Arrays = (Vec<CUgraphNode>, Vec<CUgraphEdgeData>);
@@ -280,7 +327,7 @@ macro_rules! begin_to_graph_fns {
             // SAFETY: per the contract.
             unsafe { put_deps(&mut enc, dependencies, dependencyData, numDependencies) }?;
             enc.put(mode.0);
-            call_with(shim_macros::cuda_call_id!($name), |enc| enc.put_raw_bytes(&body), |_| Ok(()))
+            begin(|| call_with(shim_macros::cuda_call_id!($name), |enc| enc.put_raw_bytes(&body), |_| Ok(())))
         }
     )* };
 }
@@ -321,6 +368,74 @@ begin_to_graph_fns!(
     cuStreamBeginCaptureToGraph_ptsz
 );
 stream_attr_fns!(cuStreamGetAttribute, cuStreamSetAttribute; cuStreamGetAttribute_ptsz, cuStreamSetAttribute_ptsz);
+
+macro_rules! begin_fns {
+    ($($name:ident($($p:ident: $t:ty),*)),*) => { $(
+        /// Starts capturing (forwarded), counted as an open capture sequence.
+        ///
+        /// # Safety
+        /// As the driver's.
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name($($p: $t),*) -> CuResult {
+            // SAFETY: values only, checked by the host.
+            begin(|| unsafe { generated::$name($($p),*) })
+        }
+    )* };
+}
+begin_fns!(
+    cuStreamBeginCapture(hStream: CUstream),
+    cuStreamBeginCapture_ptsz(hStream: CUstream),
+    cuStreamBeginCapture_v2(hStream: CUstream, mode: CUstreamCaptureMode),
+    cuStreamBeginCapture_v2_ptsz(hStream: CUstream, mode: CUstreamCaptureMode)
+);
+
+macro_rules! end_fns {
+    ($($name:ident),*) => { $(
+        /// Ends a capture (forwarded); a successful end closes its sequence.
+        ///
+        /// # Safety
+        /// `phGraph` is valid for one write (the host's marshalling checks NULL).
+        ///
+        /// # Errors
+        /// The host's result.
+        pub unsafe fn $name(hStream: CUstream, phGraph: *mut CUgraph) -> CuResult {
+            // SAFETY: per the contract.
+            end(|| unsafe { generated::$name(hStream, phGraph) })
+        }
+    )* };
+}
+end_fns!(cuStreamEndCapture, cuStreamEndCapture_ptsz);
+
+macro_rules! is_capturing_fns {
+    ($($name:ident),*) => { $(
+        /// A stream's capture status: `CU_STREAM_CAPTURE_STATUS_NONE` in the guest while no
+        /// capture sequence is open in this process, else the host's answer.
+        ///
+        /// # Safety
+        /// `captureStatus` is NULL or valid for one write.
+        ///
+        /// # Errors
+        /// `CUDA_ERROR_INVALID_VALUE` for NULL; the host's result while a capture is open.
+        pub unsafe fn $name(hStream: CUstream, captureStatus: *mut CUstreamCaptureStatus) -> CuResult {
+            if captureStatus.is_null() {
+                return Err(CuError::INVALID_VALUE);
+            }
+            if crate::channel::host_lost() {
+                return Err(crate::channel::HOST_GONE);
+            }
+            if no_capture_open() {
+                // SAFETY: checked non-NULL; valid per the contract.
+                unsafe { captureStatus.write(CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE) };
+                return Ok(());
+            }
+            // SAFETY: per the contract.
+            unsafe { generated::$name(hStream, captureStatus) }
+        }
+    )* };
+}
+is_capturing_fns!(cuStreamIsCapturing, cuStreamIsCapturing_ptsz);
 
 #[cfg(test)]
 mod tests {

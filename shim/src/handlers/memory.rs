@@ -97,7 +97,9 @@ fn device_address(addr: CUdeviceptr, len: usize) -> CUdeviceptr {
 
 /// A copy between two addresses the GPU can reach (device memory, device aliases of zero-copy
 /// blocks), run by the host on the stream: `id` is one of `cuMemcpy`, `cuMemcpy_ptds`,
-/// `cuMemcpyAsync`, `cuMemcpyAsync_ptsz`. Nothing but addresses travels.
+/// `cuMemcpyAsync`, `cuMemcpyAsync_ptsz`. Nothing but addresses travels, so the asynchronous
+/// forms are posted (see [`crate::posted`]): like a launch, they only enqueue work, and the
+/// guest reads a zero-copy destination only after synchronising with the stream.
 fn copy_on_host(
     id: u32,
     dst: CUdeviceptr,
@@ -105,16 +107,16 @@ fn copy_on_host(
     len: usize,
     stream: CUstream,
 ) -> CuResult {
-    call_with(
-        id,
-        |enc| {
-            enc.put(dst);
-            enc.put(src);
-            enc.put(len as u64);
-            enc.put(stream as u64);
-        },
-        |_| Ok(()),
-    )
+    let encode = |enc: &mut protocol::Encoder<'_>| {
+        enc.put(dst);
+        enc.put(src);
+        enc.put(len as u64);
+        enc.put(stream as u64);
+    };
+    if id == unified_id(true, false) || id == unified_id(true, true) {
+        return crate::forward::post(id, encode);
+    }
+    call_with(id, encode, |_| Ok(()))
 }
 
 /// The unified-copy call the host runs a copy with a zero-copy end as.
