@@ -52,6 +52,7 @@ FN(int, cuMemcpyHtoDAsync_v2, (dptr, const void *, size_t, void *))
 FN(int, cuMemcpyDtoHAsync_v2, (void *, dptr, size_t, void *))
 FN(int, cuMemcpy, (dptr, dptr, size_t))
 FN(int, cuStreamSynchronize, (void *))
+FN(int, cuPointerGetAttributes, (unsigned, int *, void **, dptr))
 FN(int, cuMemsetD8_v2, (dptr, unsigned char, size_t))
 FN(int, cuPointerGetAttribute, (void *, int, dptr))
 #define LOAD(name) name = (name##_t)dlsym(cuda, #name); if (!name) { printf("missing %s\n", #name); return 2; }
@@ -63,7 +64,7 @@ int main(int argc, char **argv) {
     LOAD(cuInit) LOAD(cuMemHostAlloc) LOAD(cuMemAllocHost_v2) LOAD(cuMemFreeHost)
     LOAD(cuMemHostGetFlags) LOAD(cuMemHostGetDevicePointer_v2) LOAD(cuMemAlloc_v2)
     LOAD(cuMemcpyHtoDAsync_v2) LOAD(cuMemcpyDtoHAsync_v2) LOAD(cuMemcpy) LOAD(cuMemsetD8_v2)
-    LOAD(cuStreamSynchronize)
+    LOAD(cuStreamSynchronize) LOAD(cuPointerGetAttributes)
     LOAD(cuPointerGetAttribute)
     printf("init rc=%d\n", cuInit(0));
     unsigned char *a = 0, *b = 0;
@@ -99,6 +100,21 @@ int main(int argc, char **argv) {
     printf("pinned copy rc=%d\n", cuMemcpy((dptr)b, (dptr)a, 4096));
     printf("pinned copy same=%d\n", memcmp(a, b, 4096) == 0);
     if (alias) printf("overrun rc=%d\n", cuMemcpy(d, alias + N - 8, 16));
+    {
+        /* As cudart's cudaPointerGetAttributes asks, repeatedly: CONTEXT, MEMORY_TYPE,
+         * DEVICE_POINTER, DEVICE_ORDINAL; then SYNC_MEMOPS, which a set could change. */
+        int attrs[4] = {1, 2, 3, 9};
+        void *ctx = 0; unsigned type = 0; dptr dev = 0; int ordinal = -1;
+        void *data[4] = {&ctx, &type, &dev, &ordinal};
+        int rc = 0;
+        for (int i = 0; i < 10; i++) rc |= cuPointerGetAttributes(4, attrs, data, (dptr)(a + 16));
+        printf("attrs rc=%d ctx=%p type=%u devptr=%d ordinal=%d\n", rc, ctx, type,
+               dev == alias + 16, ordinal);
+        int sync_attr = 6; unsigned sync = 0; void *sync_data = &sync;
+        rc = 0;
+        for (int i = 0; i < 3; i++) rc |= cuPointerGetAttributes(1, &sync_attr, &sync_data, (dptr)(a + 16));
+        printf("sync memops rc=%d value=%u\n", rc, sync);
+    }
     unsigned flags = 0;
     r = cuMemHostGetFlags(&flags, a + 5);
     printf("flags rc=%d value=%u\n", r, flags);
@@ -153,6 +169,8 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
             "dtoh rc=0",
             "sync rc=0",
             "same=1",
+            "attrs rc=0 ctx=0x1000 type=1 devptr=1 ordinal=0",
+            "sync memops rc=0 value=1",
             // The worker maps the block at the guest's address, so the alias is the pointer.
             "devptr rc=0 nonzero=1 same_address=1",
             "attr devptr rc=0 match=1",
@@ -192,6 +210,10 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
     );
     assert!(!log.contains("bytes shipped"), "{log}");
     assert!(log.contains("cuMemsetD8_v2 len=100"), "{log}");
+    // The block's context and device came from the host once; the rest the guest knew, and
+    // SYNC_MEMOPS (settable) was asked each time.
+    assert_eq!(log.matches("cuPointerGetAttributes n=4").count(), 1, "{log}");
+    assert_eq!(log.matches("cuPointerGetAttributes n=1").count(), 3, "{log}");
     assert_eq!(
         free_blocks_reach(&host, total_blocks()),
         total_blocks(),

@@ -215,6 +215,26 @@ CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
     *(unsigned int *)data = (unsigned int)kind;
     return 0;
 }
+/* Several attributes of a registered range: CONTEXT (1) 0x1000, MEMORY_TYPE (2) HOST,
+ * DEVICE_ORDINAL (9) 0, SYNC_MEMOPS (6) 1; each call logged with its count. */
+CUresult cuPointerGetAttributes(unsigned n, int *attrs, void **data, CUdeviceptr p) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = fake_reg_ok(p, 1);
+    pthread_mutex_unlock(&fake_allocs_lock);
+    fake_log("cuPointerGetAttributes n=%llu", n, 0);
+    if (!ok || !attrs || !data) return 1;
+    for (unsigned i = 0; i < n; i++) {
+        if (!data[i]) continue;
+        switch (attrs[i]) {
+        case 1: *(void **)data[i] = (void *)(uintptr_t)0x1000; break;
+        case 2: *(unsigned *)data[i] = 1; break;
+        case 6: *(unsigned *)data[i] = 1; break;
+        case 9: *(int *)data[i] = 0; break;
+        default: break;
+        }
+    }
+    return 0;
+}
 static CUresult fake_copy(const char *name, CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     pthread_mutex_lock(&fake_allocs_lock);
     int ok = (fake_range_ok(dst, bytes) || fake_reg_ok(dst, bytes)) &&

@@ -1,7 +1,8 @@
 //! `cuPointerGetAttributes`: guest pinned allocations are answered here (as the single form in
 //! `memory.rs` does), everything else by the host in one call; for a zero-copy block the host
 //! answers for its device alias and the guest then fills in what it knows better (memory type,
-//! host pointer, range, device pointer). Host half: `host/src/dispatch/handlers/pointer.rs`.
+//! host pointer, range, device pointer). The host's answers that hold for a block's life are
+//! kept (`zero_copy::kept_attribute`), so a repeated query of a block needs no round trip. Host half: `host/src/dispatch/handlers/pointer.rs`.
 #![allow(non_snake_case)]
 
 use std::ffi::c_void;
@@ -9,7 +10,8 @@ use std::ffi::c_void;
 use cuda_headers::*;
 
 use super::arrays::slice;
-use super::memory::{cuPointerGetAttribute, pinned_attribute, pinned_byte, write_value};
+use super::memory::{cuPointerGetAttribute, pinned_attribute, pinned_byte};
+use super::zero_copy;
 use crate::forward::{bad_response, call_with};
 
 /// Several attributes of one pointer. Unlike the single form, a pointer CUDA does not know
@@ -39,30 +41,55 @@ pub unsafe fn cuPointerGetAttributes(
     }
     match pinned_byte(ptr) {
         Some((pinned, at, Some(alias))) => {
-            if ask_host(attrs, slots, alias).is_err() {
-                // The host could not say (a driver without the call): CUDA's defaults.
-                for (&a, &slot) in attrs.iter().zip(slots) {
-                    if !slot.is_null() {
-                        // SAFETY: `slot` holds the attribute's value (per the contract).
-                        unsafe { write_value(slot, 0, attribute_size(a)) };
+            let block = pinned.zero_copy.ok_or(CuError::UNKNOWN)?;
+            // Known in the guest, or kept from the host's first answer for this block: no
+            // round trip.
+            let local = attrs
+                .iter()
+                .map(|&a| match pinned_attribute(&pinned, at, Some(alias), a) {
+                    Some((value, size)) => Some(value.to_le_bytes()[..size].to_vec()),
+                    None => zero_copy::kept_attribute(&block, a),
+                })
+                .collect::<Option<Vec<_>>>();
+            let values = match local {
+                Some(values) => values,
+                None => {
+                    let mut values = ask_host_values(attrs, alias).unwrap_or_else(|_| {
+                        // The host could not say (a driver without the call): CUDA's defaults.
+                        attrs.iter().map(|&a| vec![0; attribute_size(a)]).collect()
+                    });
+                    for (&a, value) in attrs.iter().zip(values.iter_mut()) {
+                        match pinned_attribute(&pinned, at, Some(alias), a) {
+                            Some((known, size)) => *value = known.to_le_bytes()[..size].to_vec(),
+                            None => zero_copy::keep_attribute(&block, a, value),
+                        }
                     }
+                    values
                 }
-            }
-            for (&a, &slot) in attrs.iter().zip(slots) {
-                if let (Some((value, size)), false) = (
-                    pinned_attribute(&pinned, at, Some(alias), a),
-                    slot.is_null(),
-                ) {
-                    // SAFETY: `slot` holds the attribute's value (per the contract).
-                    unsafe { write_value(slot, value, size) };
-                }
-            }
+            };
+            write_values(slots, &values);
             return Ok(());
         }
         Some(_) => return plain_pinned(attrs, slots, ptr),
         None => {}
     }
-    ask_host(attrs, slots, ptr)
+    let values = ask_host_values(attrs, ptr)?;
+    write_values(slots, &values);
+    Ok(())
+}
+
+/// Writes each attribute's value bytes to its slot (NULL slots are skipped).
+fn write_values(slots: &[*mut c_void], values: &[Vec<u8>]) {
+    for (&slot, value) in slots.iter().zip(values) {
+        if !slot.is_null() {
+            // SAFETY: `slot` holds the attribute's value (per the contract), which is exactly
+            // `value.len()` bytes: the host sends the attribute's size, the guest's own values
+            // are cut to it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), slot.cast::<u8>(), value.len())
+            };
+        }
+    }
 }
 
 /// Size of an attribute's value: 4 bytes for the 32-bit ones, else 8.
@@ -93,8 +120,8 @@ fn plain_pinned(
     }
 }
 
-/// Every attribute of `ptr` from the host, in one call.
-fn ask_host(attrs: &[CUpointer_attribute], slots: &[*mut c_void], ptr: CUdeviceptr) -> CuResult {
+/// Every attribute of `ptr` from the host, in one call: each value's bytes, in order.
+fn ask_host_values(attrs: &[CUpointer_attribute], ptr: CUdeviceptr) -> CuResult<Vec<Vec<u8>>> {
     call_with(
         shim_macros::cuda_call_id!(cuPointerGetAttributes),
         |enc| {
@@ -105,20 +132,10 @@ fn ask_host(attrs: &[CUpointer_attribute], slots: &[*mut c_void], ptr: CUdevicep
             }
         },
         |dec| {
-            for &slot in slots {
-                let value = dec.get_bytes().map_err(bad_response)?;
-                if !slot.is_null() {
-                    // SAFETY: the host sends exactly the attribute's size, which `slot` holds.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            value.as_ptr(),
-                            slot.cast::<u8>(),
-                            value.len(),
-                        )
-                    };
-                }
-            }
-            Ok(())
+            attrs
+                .iter()
+                .map(|_| Ok(dec.get_bytes().map_err(bad_response)?.to_vec()))
+                .collect()
         },
     )
 }

@@ -317,11 +317,64 @@ fn release_on_host(offset: u64) {
 /// it with the driver and returns it to the bulk area.
 pub(crate) fn free(p: usize) -> Option<CuResult> {
     let block = table().remove(p)?;
+    kept_attributes().remove(&block.guest);
     Some(call_with(
         shim_macros::cuda_call_id!(cuMemFreeHost),
         |enc| enc.put(block.offset),
         |_| Ok(()),
     ))
+}
+
+/// Pointer attributes of a block that only the host's driver knows and that hold for the
+/// block's whole life (its context, device, buffer id, …): the host's first answer, kept per
+/// block (by its guest address) until [`free`]. PyTorch asks `cudaPointerGetAttributes` on every
+/// pinned copy.
+type KeptAttributes = BTreeMap<usize, Vec<(u32, Vec<u8>)>>;
+static KEPT_ATTRIBUTES: Mutex<KeptAttributes> = Mutex::new(BTreeMap::new());
+
+fn kept_attributes() -> std::sync::MutexGuard<'static, KeptAttributes> {
+    KEPT_ATTRIBUTES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether the driver's value of pointer attribute `attribute` stays the same for a zero-copy
+/// block's life. Not `SYNC_MEMOPS`, which `cuPointerSetAttribute` changes, nor those the guest
+/// answers itself.
+pub(crate) fn attribute_is_lifelong(attribute: CUpointer_attribute) -> bool {
+    use CUpointer_attribute as A;
+    matches!(
+        attribute,
+        A::CU_POINTER_ATTRIBUTE_CONTEXT
+            | A::CU_POINTER_ATTRIBUTE_BUFFER_ID
+            | A::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+            | A::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE
+            | A::CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES
+            | A::CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE
+            | A::CU_POINTER_ATTRIBUTE_ACCESS_FLAGS
+            | A::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE
+    )
+}
+
+/// The host's kept answer for `attribute` of `block`, if it was asked before.
+pub(crate) fn kept_attribute(block: &Block, attribute: CUpointer_attribute) -> Option<Vec<u8>> {
+    kept_attributes()
+        .get(&block.guest)?
+        .iter()
+        .find(|(a, _)| *a == attribute.0)
+        .map(|(_, v)| v.clone())
+}
+
+/// Keeps the host's answer for a lifelong `attribute` of a live `block` (others are ignored).
+pub(crate) fn keep_attribute(block: &Block, attribute: CUpointer_attribute, value: &[u8]) {
+    if !attribute_is_lifelong(attribute) || containing(block.guest) != Some(*block) {
+        return;
+    }
+    let mut kept = kept_attributes();
+    let entry = kept.entry(block.guest).or_default();
+    if !entry.iter().any(|(a, _)| *a == attribute.0) {
+        entry.push((attribute.0, value.to_vec()));
+    }
 }
 
 /// Reports, once per process, that pinned memory falls back to plain guest memory.
