@@ -5,7 +5,11 @@
 #   tree's CPU (the host's worker included under vgpu);
 # - the same decode traced through vgpu: `vgpuctl trace-summary` of the last 8 tokens;
 # - pin_memory() then copy_, 1 MiB x 20, native timing and traced through vgpu with the default
-#   spin and with VGPU_SPIN_US=50; the last calls of each trace with their threads.
+#   spin and with VGPU_SPIN_US=50; the last calls of each trace with their threads;
+# - "contention": pin_memory-each untimed by traces, with the CPU kept busier or quieter (OpenMP
+#   threads, their spin-wait policy, a lower priority for the command than for the host);
+# - "loads": the cuDNN decode traced with VGPU_LOG=debug: each library/module load's duration
+#   and image kind and size.
 # Writes $OUT/decode-probe.txt. SECTIONS (default "where,trace,pin") picks parts.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,6 +46,28 @@ TIME=(/usr/bin/time -f "process tree: %e s wall, %U s user, %S s system")
             grep -v cuGetProcAddress "$T/pin-$spin.trace" | tail -70 | cut -c1-230
         done
         unset VGPU_SPIN_US
+    fi
+    if has contention; then
+        echo "cpus: nproc $(nproc); cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null || echo -); $(taskset -p $$)"
+        PIN=(copy --kind pinned --dir h2d --mib 1 --reps 20 --pin-each)
+        echo "== pin-each native, OMP_NUM_THREADS=1"; OMP_NUM_THREADS=1 timeout 60 $TB "${PIN[@]}"
+        echo "== pin-each vgpu";                      timeout 60 "$A/vgpuctl" run -- $TB "${PIN[@]}"
+        echo "== pin-each vgpu, OMP_NUM_THREADS=1";   OMP_NUM_THREADS=1 timeout 60 "$A/vgpuctl" run -- $TB "${PIN[@]}"
+        echo "== pin-each vgpu, OMP_WAIT_POLICY=PASSIVE"; OMP_WAIT_POLICY=PASSIVE timeout 60 "$A/vgpuctl" run -- $TB "${PIN[@]}"
+        echo "== pin-each vgpu, command at nice 10";  timeout 60 "$A/vgpuctl" run -- nice -n 10 $TB "${PIN[@]}"
+        echo "== pin-each vgpu, VGPU_SPIN_US=0";      VGPU_SPIN_US=0 timeout 60 "$A/vgpuctl" run -- $TB "${PIN[@]}"
+        echo "== pin-each vgpu, all on 2 CPUs (taskset -c 2,3)"; timeout 60 taskset -c 2,3 "$A/vgpuctl" run -- $TB "${PIN[@]}"
+    fi
+    if has loads; then
+        echo "== cuDNN decode, library and module loads through vgpu (VGPU_LOG=debug)"
+        VGPU_LOG=debug VGPU_TRACE="$T/loads.trace" timeout 200 "$A/vgpuctl" run -- $TB where --sdpa default --tokens 16 --top 0 >/dev/null 2>"$T/loads.err"
+        grep -c "module image" "$T/loads.err"
+        echo "-- image kinds and sizes (count, kind, bytes), last 40"
+        grep -o "module image: .*" "$T/loads.err" | tail -40 | sort | uniq -c | sort -rn | head -20
+        echo "-- load calls: duration, last 40"
+        grep -E "\] cu(Library|Module)Load" "$T/loads.trace" | tail -40 | sed -E 's/^vgpu-trace\[[0-9:]+\] ([A-Za-z_]+)\(.*\) -> ([A-Z_]+) ([0-9.]+us).*(@[0-9.]+)$/\1 \2 \3 \4/'
+        echo "-- unload calls, last 10"
+        grep -E "\] cu(Library|Module)Unload" "$T/loads.trace" | tail -10 | cut -c1-200
     fi
 } > "$O/decode-probe.txt" 2>&1
 rm -rf "$T"

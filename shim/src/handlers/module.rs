@@ -22,6 +22,12 @@ unsafe fn image_bytes<'a>(image: *const c_void) -> CuResult<&'a [u8]> {
         log!(Level::Error, "cannot size the module image: {e}");
         CuError::new(CUresult::CUDA_ERROR_INVALID_IMAGE).expect("non-zero")
     })?;
+    log!(
+        Level::Debug,
+        "module image: {:?}, {} bytes",
+        info.payload.kind,
+        info.payload.len
+    );
     // SAFETY: the bytes were just read successfully and the application keeps them alive.
     Ok(unsafe { info.payload_bytes() })
 }
