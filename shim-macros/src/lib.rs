@@ -52,8 +52,8 @@ pub fn cuda_function_names(input: TokenStream) -> TokenStream {
             .to_compile_error()
             .into();
     }
-    match signatures::all_functions() {
-        Ok(functions) => expand::names(&functions).into(),
+    match signatures::names() {
+        Ok(names) => expand::names(&names).into(),
         Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
             .to_compile_error()
             .into(),
@@ -82,9 +82,9 @@ pub fn cuda_forwarders(input: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn cuda_call_id(input: TokenStream) -> TokenStream {
     let name = syn::parse_macro_input!(input as proc_macro2::Ident);
-    let result = signatures::all_functions()
+    let result = signatures::names()
         .map_err(|e| syn::Error::new(name.span(), e))
-        .and_then(|functions| expand::call_id(&name, &functions));
+        .and_then(|names| expand::call_id(&name, &names));
     match result {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
