@@ -25,9 +25,10 @@ pub enum DriverError {
         /// The missing symbol.
         symbol: &'static str,
     },
-    /// The file loaded is our own shim: forwarding to ourselves would loop.
+    /// The file loaded is our own shim (it exports [`protocol::shim_marker::SYMBOL`]): forwarding
+    /// to ourselves would loop.
     #[error(
-        "{path} is the vgpu shim, not the real driver (set --driver to the real libcuda.so.1)"
+        "{path} is the vgpu shim (libvgpu-cuda.so), not a CUDA driver: give --driver the real libcuda.so.1 of the NVIDIA driver"
     )]
     IsShim {
         /// What was opened.
@@ -59,15 +60,15 @@ impl Driver {
             lib,
             path: path.to_owned(),
         };
+        if driver.symbol(protocol::shim_marker::SYMBOL_C).is_some() {
+            return Err(DriverError::IsShim {
+                path: path.to_owned(),
+            });
+        }
         if driver.symbol(c"cuInit").is_none() {
             return Err(DriverError::NotADriver {
                 path: path.to_owned(),
                 symbol: "cuInit",
-            });
-        }
-        if driver.symbol(c"vgpu_shim_marker").is_some() {
-            return Err(DriverError::IsShim {
-                path: path.to_owned(),
             });
         }
         Ok(driver)

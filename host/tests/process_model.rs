@@ -217,6 +217,31 @@ fn driver_without_gpu_is_one_line_and_exit_4() {
     assert!(!region.exists());
 }
 
+/// The shim is `libcuda.so.1` too: an operator whose `--driver` (or library path) finds it gets
+/// told so, instead of "cuInit failed with CUDA error 3".
+#[test]
+fn the_shim_as_driver_is_refused_as_the_shim() {
+    let shim = support::built_shim();
+    for driver in [shim.to_owned(), shim.with_file_name("libcuda.so.1")] {
+        let region = unique_region("shimdriver");
+        let (code, lines) = host_output(
+            command()
+                .arg("--region")
+                .arg(&region)
+                .arg("--driver")
+                .arg(&driver),
+        );
+        assert_eq!(code, 3, "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("vgpu-host: {} is the vgpu shim", driver.display()))
+                && lines[0].contains("not a CUDA driver"),
+            "{lines:?}"
+        );
+        assert!(!region.exists());
+    }
+}
+
 #[test]
 fn threads_share_their_process_worker_and_processes_get_their_own() {
     let host = host("routing").args(["--prewarm", "false"]).start();

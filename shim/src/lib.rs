@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod init;
 pub mod local_cache;
 pub mod log;
+pub mod marker;
 pub mod posted;
 pub mod runtime_api;
 pub mod stub;
