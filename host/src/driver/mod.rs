@@ -1,7 +1,15 @@
-//! The real CUDA driver, loaded with libloading.
+//! The real CUDA driver, in three layers as cudarc has them: [`Driver`] loads the library (with
+//! libloading) and refuses what is not a driver; [`real`] resolves every function by name to its
+//! signature-list type; [`result`] gives the calls the host makes itself typed results. One driver
+//! is loaded per process ([`load`]): the supervisor's for its start-up check, a worker's for its
+//! client.
+
+pub mod real;
+pub mod result;
 
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The default driver: whatever `libcuda.so.1` the system's loader finds.
 pub const DEFAULT_DRIVER: &str = "libcuda.so.1";
@@ -87,4 +95,26 @@ impl Driver {
         let addr = *sym;
         (!addr.is_null()).then_some(addr)
     }
+}
+
+/// The driver of this process, once [`load`] loaded it.
+static LOADED: OnceLock<Driver> = OnceLock::new();
+
+/// Loads the driver at `path` as this process's driver, which [`real`] and [`result`] call; a
+/// process loads one driver, so a later call returns the first one, whatever its path.
+///
+/// # Errors
+///
+/// [`DriverError`] when the library is missing, is not a CUDA driver, or is the shim.
+pub fn load(path: &Path) -> Result<&'static Driver, DriverError> {
+    if let Some(driver) = LOADED.get() {
+        return Ok(driver);
+    }
+    let driver = Driver::open(path)?;
+    Ok(LOADED.get_or_init(|| driver))
+}
+
+/// This process's driver, once [`load`] loaded it.
+pub fn loaded() -> Option<&'static Driver> {
+    LOADED.get()
 }
