@@ -231,7 +231,7 @@ impl Drop for ThreadChannel {
             self.poster = Some(poster.clone());
             let _ = self.exchange(
                 |req| {
-                    RequestHeader::start(req, protocol::frame::FLUSH, 0);
+                    RequestHeader::start(req, special::FLUSH, 0);
                 },
                 |_| Ok(()),
             );

@@ -228,7 +228,7 @@ impl ThreadSession {
                 ResponseHeader::start(response, 0);
                 return Flow::Close;
             }
-            protocol::frame::FLUSH => dec.finish().map(|()| {
+            special::FLUSH => dec.finish().map(|()| {
                 ResponseHeader::start(response, 0);
             }),
             special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
