@@ -103,10 +103,14 @@ pub fn unsupported(name: &'static str, reported: &AtomicBool) -> CuResult {
     Err(CuError::NOT_SUPPORTED)
 }
 
-/// The template: one `#[no_mangle]` export per driver function.
+/// The template: one `#[no_mangle]` export per driver function, of one of three kinds.
 ///
-/// - `kind: custom` calls `crate::handlers::<name>(params…)`, an `unsafe fn` returning `CuResult`.
-/// - `kind: default` returns [`unsupported`].
+/// - `kind: custom` (named in the `custom` list of `exports.rs`) calls
+///   `crate::handlers::<name>(params…)`, an `unsafe fn` returning `CuResult`.
+/// - `kind: forwarded` (the classifier marshals every parameter) calls the generated
+///   `crate::forward::generated::<name>(params…)`, which sends call `id` to the host; `marshal`
+///   says how each parameter travels and is used by that forwarder, not here.
+/// - `kind: default` (neither) returns [`unsupported`].
 macro_rules! stub {
     (kind: custom, name: $name:ident, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => {
         #[doc = concat!("`", stringify!($name), "`: answered by `handlers::", stringify!($name), "`.")]
