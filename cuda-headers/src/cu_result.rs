@@ -1,5 +1,6 @@
 //! A typed view of `CUresult`: `Result<(), CuError>`, where [`CuError`] is a non-zero code, so `?`
-//! works in handlers and the value still fits in a `CUresult`.
+//! works in handlers and the value still fits in a `CUresult`. Every code has a named constant,
+//! `CuError::OUT_OF_MEMORY` for `CUDA_ERROR_OUT_OF_MEMORY`, generated from `cuda.h`.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -18,16 +19,11 @@ pub type CuResult<T = ()> = Result<T, CuError>;
 const _: () = assert!(std::mem::size_of::<CuResult>() == std::mem::size_of::<CUresult>());
 const _: () = assert!(std::mem::size_of::<CuError>() == std::mem::size_of::<CUresult>());
 
-impl CuError {
-    /// `CUDA_ERROR_INVALID_VALUE`.
-    pub const INVALID_VALUE: Self = Self::from_const(CUresult::CUDA_ERROR_INVALID_VALUE);
-    /// `CUDA_ERROR_NOT_INITIALIZED`.
-    pub const NOT_INITIALIZED: Self = Self::from_const(CUresult::CUDA_ERROR_NOT_INITIALIZED);
-    /// `CUDA_ERROR_NOT_SUPPORTED`.
-    pub const NOT_SUPPORTED: Self = Self::from_const(CUresult::CUDA_ERROR_NOT_SUPPORTED);
-    /// `CUDA_ERROR_UNKNOWN`.
-    pub const UNKNOWN: Self = Self::from_const(CUresult::CUDA_ERROR_UNKNOWN);
+// One named constant per non-zero code of `cuda.h` (`CuError::INVALID_VALUE`, …), generated from
+// the same enumerators as `crate::results`.
+include!("generated/errors.rs");
 
+impl CuError {
     const fn from_const(code: CUresult) -> Self {
         match NonZeroU32::new(code.0) {
             Some(code) => Self(code),
@@ -108,5 +104,24 @@ mod tests {
             CuError::new(CUresult(77_777)).map(|e| e.to_string()),
             Some("CUresult(77777)".into())
         );
+    }
+
+    #[test]
+    fn every_code_has_its_named_constant() {
+        assert_eq!(
+            CuError::OUT_OF_MEMORY.code(),
+            CUresult::CUDA_ERROR_OUT_OF_MEMORY
+        );
+        assert_eq!(
+            CuError::HOST_MEMORY_NOT_REGISTERED.name(),
+            Some("CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED")
+        );
+        let source = include_str!("generated/errors.rs");
+        let named = source.matches("pub const ").count();
+        let non_zero = crate::results::RESULT_CODES
+            .iter()
+            .filter(|r| r.code != 0)
+            .count();
+        assert_eq!(named, non_zero);
     }
 }

@@ -9,6 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_REGION_SIZE: u64 = 64 << 20;
 /// Bulk area of a default-sized region.
 pub const DEFAULT_BULK: u64 = 32 << 20;
+/// Default `--peer-timeout-ms`: the transport's default peer timeout.
+pub const DEFAULT_PEER_TIMEOUT_MS: u64 = transport::DEFAULT_PEER_TIMEOUT.as_millis() as u64;
+/// Default `--tcp-grace-ms`, of the supervisor and of its workers.
+pub const DEFAULT_TCP_GRACE_MS: u64 = 2000;
 
 /// Serves a vgpu region: guests' CUDA calls run here on the real driver.
 #[derive(Debug, Parser)]
@@ -60,7 +64,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = crate::driver::DEFAULT_DRIVER, value_name = "PATH")]
     pub driver: PathBuf,
     /// How long a silent peer is presumed alive before its calls fail, in milliseconds.
-    #[arg(long, default_value_t = 5000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_PEER_TIMEOUT_MS, value_name = "N")]
     pub peer_timeout_ms: u64,
     /// Keep one spare worker with the driver loaded and initialised for the next client.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -84,7 +88,7 @@ pub struct ServeArgs {
     pub listen: Vec<std::net::SocketAddr>,
     /// How long a TCP client's worker waits, after its last connection closed, for a new one
     /// before it exits (freeing everything the client held on the GPU), in milliseconds.
-    #[arg(long, default_value_t = 2000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
     pub tcp_grace_ms: u64,
 }
 
@@ -128,6 +132,6 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub tcp_client: bool,
     /// See the host's `--tcp-grace-ms`.
-    #[arg(long, default_value_t = 2000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
     pub tcp_grace_ms: u64,
 }

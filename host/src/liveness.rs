@@ -8,7 +8,9 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-/// How often the `/proc` fallback looks.
+/// How often a worker looks whether its client is still there: the `/proc` fallback's period,
+/// and how often the worker's loop checks its exit conditions (TCP grace, peer timeout) when no
+/// event arrives.
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Start time (field 22 of `/proc/PID/stat`, clock ticks since boot) of a live, non-zombie

@@ -26,6 +26,10 @@ use crate::worker_link::{ClientId, Record, Via};
 const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 /// How long workers get to end after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long after a spare worker died, or could not be started, the next one is started.
+const SPARE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often, during [`STOP_GRACE`], the supervisor looks whether a worker has exited.
+const STOP_POLL: Duration = Duration::from_millis(10);
 /// Spare workers that die before serving, in a row, before pre-warming is given up.
 const SPARE_FAILURES_MAX: u32 = 3;
 
@@ -275,7 +279,7 @@ impl Supervisor {
     fn spare_died(&mut self, mut spare: Spare) {
         let status = spare.worker.child.wait().ok();
         self.spare_failures += 1;
-        self.spare_retry_at = Instant::now() + Duration::from_secs(1);
+        self.spare_retry_at = Instant::now() + SPARE_RETRY_AFTER;
         tracing::warn!(
             "spare worker {} died ({}){}",
             spare.worker.pid(),
@@ -322,7 +326,7 @@ impl Supervisor {
             }
             Err(e) => {
                 self.spare_failures += 1;
-                self.spare_retry_at = Instant::now() + Duration::from_secs(1);
+                self.spare_retry_at = Instant::now() + SPARE_RETRY_AFTER;
                 tracing::error!("cannot start a spare worker: {e}");
             }
         }
@@ -400,7 +404,7 @@ impl Supervisor {
         let deadline = Instant::now() + STOP_GRACE;
         for (child, client) in &mut all {
             while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(STOP_POLL);
             }
             if matches!(child.try_wait(), Ok(None)) {
                 let _ = child.kill();

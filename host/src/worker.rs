@@ -254,7 +254,7 @@ impl Worker {
         let peer_timeout = self
             .region
             .as_ref()
-            .map_or(Duration::from_secs(5), Region::peer_timeout);
+            .map_or(transport::DEFAULT_PEER_TIMEOUT, Region::peer_timeout);
         let mut active = 0usize;
         let mut any_gone = false;
         let mut idle_since = Instant::now();
@@ -265,7 +265,7 @@ impl Worker {
             }
         }
         loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
+            match rx.recv_timeout(liveness::POLL_EVERY) {
                 Ok(Event::Stream(connection, fd)) => {
                     if self.start_stream(connection, fd, &mut next_stream) {
                         active += 1;

@@ -174,47 +174,56 @@ fn helper_guest_process() {
     }
 }
 
-fn host_output(cmd: &mut Command) -> (i32, Vec<String>) {
-    let out = cmd.output().expect("run vgpu-host");
-    let lines = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    (out.status.code().expect("exit code"), lines)
+/// Runs `vgpu-host --region <fresh> --driver <driver>` (with `env`), which must refuse to serve:
+/// its exit code and its one stderr line; the region must not have been created.
+fn refused(tag: &str, driver: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let region = unique_region(tag);
+    let out = command()
+        .arg("--region")
+        .arg(&region)
+        .arg("--driver")
+        .arg(driver)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run vgpu-host");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(!region.exists());
+    (out.status.code().expect("exit code"), lines[0].to_owned())
 }
 
 #[test]
 fn missing_driver_is_one_line_and_exit_3() {
-    let region = unique_region("nodriver");
-    let (code, lines) = host_output(
-        command()
-            .arg("--region")
-            .arg(&region)
-            .args(["--driver", "/nonexistent/libcuda.so.1"]),
-    );
-    assert_eq!(code, 3, "{lines:?}");
-    assert_eq!(lines.len(), 1, "{lines:?}");
+    let (code, line) = refused("nodriver", Path::new("/nonexistent/libcuda.so.1"), &[]);
+    assert_eq!(code, 3, "{line}");
     assert!(
-        lines[0].starts_with("vgpu-host: cannot load the CUDA driver /nonexistent/libcuda.so.1")
+        line.starts_with("vgpu-host: cannot load the CUDA driver /nonexistent/libcuda.so.1"),
+        "{line}"
     );
-    assert!(!region.exists());
 }
 
 #[test]
 fn driver_without_gpu_is_one_line_and_exit_4() {
-    let region = unique_region("nogpu");
-    let (code, lines) = host_output(
-        command()
-            .arg("--region")
-            .arg(&region)
-            .arg("--driver")
-            .arg(fake_driver())
-            .env("FAKE_CUDA_DEVICES", "0"),
-    );
-    assert_eq!(code, 4, "{lines:?}");
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("no CUDA-capable GPU"), "{lines:?}");
-    assert!(!region.exists());
+    let (code, line) = refused("nogpu", &fake_driver(), &[("FAKE_CUDA_DEVICES", "0")]);
+    assert_eq!(code, 4, "{line}");
+    assert!(line.contains("no CUDA-capable GPU"), "{line}");
+}
+
+/// The shim is `libcuda.so.1` too: an operator whose `--driver` (or library path) finds it gets
+/// told so, instead of "cuInit failed with CUDA error 3".
+#[test]
+fn the_shim_as_driver_is_refused_as_the_shim() {
+    let shim = support::built_shim();
+    for driver in [shim.to_owned(), shim.with_file_name("libcuda.so.1")] {
+        let (code, line) = refused("shimdriver", &driver, &[]);
+        assert_eq!(code, 3, "{line}");
+        assert!(
+            line.starts_with(&format!("vgpu-host: {} is the vgpu shim", driver.display()))
+                && line.contains("not a CUDA driver"),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -36,11 +36,6 @@ pub const FLAG_AFTER_POSTS: u32 = 1 << 1;
 /// call, described by the [`DeferredError`] that follows the header.
 pub const FLAG_DEFERRED_ERROR: u32 = 1 << 0;
 
-/// A synchronous no-op call (a special id, kept here beside the posting flags): answered
-/// with success, or with the channel's deferred error. The guest sends it to flush its posted
-/// calls, e.g. when a thread ends with calls still posted.
-pub const FLUSH: CallId = CallId(CallId::SPECIAL_BASE + 16);
-
 /// "Run after the first `count` posted calls of guest thread `tid`" (see [`FLAG_AFTER_POSTS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PostMark {

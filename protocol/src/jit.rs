@@ -16,11 +16,28 @@ pub const INFO_LOG_BUFFER_SIZE_BYTES: u32 = 4;
 pub const ERROR_LOG_BUFFER: u32 = 5;
 /// `CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES`.
 pub const ERROR_LOG_BUFFER_SIZE_BYTES: u32 = 6;
+/// `CU_JIT_GLOBAL_SYMBOL_NAMES`.
+pub const GLOBAL_SYMBOL_NAMES: u32 = 17;
+/// `CU_JIT_GLOBAL_SYMBOL_ADDRESSES`.
+pub const GLOBAL_SYMBOL_ADDRESSES: u32 = 18;
+/// `CU_JIT_REFERENCED_KERNEL_NAMES`.
+pub const REFERENCED_KERNEL_NAMES: u32 = 25;
+/// `CU_JIT_REFERENCED_VARIABLE_NAMES`.
+pub const REFERENCED_VARIABLE_NAMES: u32 = 27;
 /// Options whose value points to guest arrays (symbol names and addresses, referenced kernel
 /// and variable names): not forwarded.
-pub const POINTER_ARRAY_OPTIONS: [u32; 4] = [17, 18, 25, 27];
+pub const POINTER_ARRAY_OPTIONS: [u32; 4] = [
+    GLOBAL_SYMBOL_NAMES,
+    GLOBAL_SYMBOL_ADDRESSES,
+    REFERENCED_KERNEL_NAMES,
+    REFERENCED_VARIABLE_NAMES,
+];
 /// The largest log buffer the host allocates for a guest.
 pub const MAX_LOG: u64 = 1 << 20;
+/// The most JIT options one request may carry; the host refuses more as malformed.
+pub const MAX_JIT_OPTIONS: u32 = 64;
+/// The most library options (`cuLibraryLoadData`) one request may carry.
+pub const MAX_LIBRARY_OPTIONS: u32 = 8;
 
 /// Encodes the options.
 pub fn put_options(enc: &mut Encoder<'_>, options: &[(u32, u64)]) {
@@ -46,4 +63,46 @@ pub fn get_options(dec: &mut Decoder<'_>, limit: u32) -> Result<Vec<(u32, u64)>,
     (0..count)
         .map(|_| Ok((dec.get::<u32>()?, dec.get::<u64>()?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use cuda_headers::CUjit_option;
+
+    #[test]
+    fn option_numbers_are_the_headers() {
+        for (ours, header) in [
+            (super::INFO_LOG_BUFFER, CUjit_option::CU_JIT_INFO_LOG_BUFFER),
+            (
+                super::INFO_LOG_BUFFER_SIZE_BYTES,
+                CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+            ),
+            (
+                super::ERROR_LOG_BUFFER,
+                CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+            ),
+            (
+                super::ERROR_LOG_BUFFER_SIZE_BYTES,
+                CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+            ),
+            (
+                super::GLOBAL_SYMBOL_NAMES,
+                CUjit_option::CU_JIT_GLOBAL_SYMBOL_NAMES,
+            ),
+            (
+                super::GLOBAL_SYMBOL_ADDRESSES,
+                CUjit_option::CU_JIT_GLOBAL_SYMBOL_ADDRESSES,
+            ),
+            (
+                super::REFERENCED_KERNEL_NAMES,
+                CUjit_option::CU_JIT_REFERENCED_KERNEL_NAMES,
+            ),
+            (
+                super::REFERENCED_VARIABLE_NAMES,
+                CUjit_option::CU_JIT_REFERENCED_VARIABLE_NAMES,
+            ),
+        ] {
+            assert_eq!(ours, header.0);
+        }
+    }
 }

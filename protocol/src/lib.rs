@@ -6,7 +6,7 @@
 //! marshalling code on both sides (shim-macros expands the same signature list for the
 //! guest and for the host, so the two cannot drift). Calls that the signature list
 //! cannot describe (the handshake, kernel-parameter layouts, host callbacks) use the
-//! [`special`] call ids.
+//! [`special`] call ids. [`shim_marker`] names the symbol by which the host recognises the shim.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -15,6 +15,7 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod jit;
+pub mod shim_marker;
 pub mod special;
 
 pub use codec::{DecodeError, Decoder, Encoder, Pod};

@@ -1,4 +1,4 @@
-//! Calls that are not driver-API functions.
+//! Calls that are not driver-API functions: every special call id is defined here ([`ALL`]).
 
 use crate::frame::CallId;
 
@@ -28,6 +28,23 @@ pub const NVML_FACTS: CallId = CallId(CallId::SPECIAL_BASE + 9);
 /// this first. `CUDA_ERROR_NOT_SUPPORTED` when the host has no NVML, `CUDA_ERROR_NOT_FOUND` when
 /// NVML does not know the bus id.
 pub const NVML_MEMORY: CallId = CallId(CallId::SPECIAL_BASE + 10);
+
+/// A synchronous no-op: answered with success, or with the channel's deferred error (see
+/// [`crate::frame::FLAG_NO_REPLY`]). The guest sends it to flush its posted calls, e.g. when a
+/// thread ends with calls still posted.
+pub const FLUSH: CallId = CallId(CallId::SPECIAL_BASE + 16);
+
+/// Every special call id, each defined above and nowhere else.
+pub const ALL: [CallId; 8] = [
+    HELLO,
+    PARAM_LAYOUT,
+    CALLBACK_NEXT,
+    GOODBYE,
+    UNIT_MAPS,
+    NVML_FACTS,
+    NVML_MEMORY,
+    FLUSH,
+];
 
 /// The typed request and answer of [`NVML_FACTS`].
 ///
@@ -384,5 +401,17 @@ pub mod nvml {
             enc.put(9u8);
             assert!(Facts::decode(&mut Decoder::new(&buf), 0).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn special_ids_are_distinct_and_never_function_indices() {
+        let mut ids: Vec<u32> = super::ALL.iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), super::ALL.len());
+        assert!(super::ALL.iter().all(|id| !id.is_function()));
     }
 }

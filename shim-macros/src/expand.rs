@@ -125,8 +125,7 @@ pub fn functions(
 }
 
 /// Expands `cuda_function_names!`: a sorted `&[&str]` of every name.
-pub fn names(functions: &[CudaFunction]) -> TokenStream {
-    let names = functions.iter().map(|f| f.name.to_string());
+pub fn names(names: &[&str]) -> TokenStream {
     quote! { &[#(#names),*] }
 }
 
@@ -151,9 +150,9 @@ pub fn forwarders(
 }
 
 /// Expands `cuda_call_id!(cuX)`: the function's wire call id, a `u32` literal.
-pub fn call_id(name: &Ident, functions: &[CudaFunction]) -> syn::Result<TokenStream> {
-    let id = functions
-        .binary_search_by(|f| f.name.to_string().cmp(&name.to_string()))
+pub fn call_id(name: &Ident, names: &[&str]) -> syn::Result<TokenStream> {
+    let id = names
+        .binary_search(&name.to_string().as_str())
         .map_err(|_| {
             syn::Error::new(
                 name.span(),

@@ -5,6 +5,8 @@
 //! ```ignore
 //! macro_rules! stub {
 //!     (kind: custom, name: $name:ident, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => { /* … */ };
+//!     (kind: forwarded, name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
+//!      marshal: $marshal:tt, ret: $ret:ty) => { /* … */ };
 //!     (kind: default, name: $name:ident, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => { /* … */ };
 //! }
 //! shim_macros::cuda_functions!(stub, custom <= [cuGetErrorName, cuGetErrorString]);
@@ -28,10 +30,15 @@ use proc_macro::TokenStream;
 /// Hands every driver function to a `macro_rules!` template, sorted by name.
 ///
 /// Syntax: `cuda_functions!(template_path, custom <= [cuA, cuB, …])`; the list is optional. Each
-/// function becomes one call
-/// `template_path! { kind: custom|default, name: cuX, params: (a: T, b: U), ret: R }`, where `kind`
-/// is `custom` for names in the `custom` list and `default` otherwise. A name that is not in the
-/// signature list, or that is listed twice, is a compile error.
+/// function becomes one call of one of three kinds:
+///
+/// - `template_path! { kind: custom, name: cuX, params: (a: T, b: U), ret: R }` for names in the
+///   `custom` list;
+/// - otherwise, when the generated marshalling applies (see [`cuda_forwarders`]),
+///   `template_path! { kind: forwarded, name: cuX, id: 17, params: (…), marshal: […], ret: R }`;
+/// - otherwise `template_path! { kind: default, name: cuX, params: (…), ret: R }`.
+///
+/// A name that is not in the signature list, or that is listed twice, is a compile error.
 #[proc_macro]
 pub fn cuda_functions(input: TokenStream) -> TokenStream {
     let invocation = syn::parse_macro_input!(input as expand::Invocation);
@@ -52,8 +59,8 @@ pub fn cuda_function_names(input: TokenStream) -> TokenStream {
             .to_compile_error()
             .into();
     }
-    match signatures::all_functions() {
-        Ok(functions) => expand::names(&functions).into(),
+    match signatures::names() {
+        Ok(names) => expand::names(&names).into(),
         Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
             .to_compile_error()
             .into(),
@@ -82,9 +89,9 @@ pub fn cuda_forwarders(input: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn cuda_call_id(input: TokenStream) -> TokenStream {
     let name = syn::parse_macro_input!(input as proc_macro2::Ident);
-    let result = signatures::all_functions()
+    let result = signatures::names()
         .map_err(|e| syn::Error::new(name.span(), e))
-        .and_then(|functions| expand::call_id(&name, &functions));
+        .and_then(|names| expand::call_id(&name, &names));
     match result {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),

@@ -2,12 +2,21 @@
 //!
 //! The files are embedded with `include_str!`, so cargo rebuilds this crate, and everything that
 //! expands its macros, whenever either file changes.
+//!
+//! The 9,000-line generated file is parsed once per compiler process ([`listing`]), not once per
+//! expansion. What is kept is plain text ([`Entry`]): syn values hold the compiler's token handles,
+//! which are valid only during the expansion that made them. A macro that needs syn values rebuilds
+//! them from the text, which costs a few thousand one-type parses instead of the whole file.
 
-use syn::{ForeignItem, Item};
+use std::sync::OnceLock;
+
+use proc_macro2::Ident;
+use quote::ToTokens;
+use syn::{ForeignItem, Item, Type};
 
 use crate::classify::{ParamKind, TypeTable};
 use crate::handwritten::HANDWRITTEN;
-use crate::model::{CudaFunction, Origin};
+use crate::model::{CudaFunction, Origin, Param};
 
 /// `cuda-headers/src/generated/cuda.rs`.
 const GENERATED: &str = include_str!("../../cuda-headers/src/generated/cuda.rs");
@@ -19,7 +28,15 @@ const SUPPLEMENT: &str = include_str!("../../cuda-headers/src/supplement.rs");
 /// # Errors
 /// A message when a file does not parse, a function appears twice, or the list is empty.
 pub fn all_functions() -> Result<Vec<CudaFunction>, String> {
-    load().map(|(functions, _)| functions)
+    listing()?.iter().map(Entry::function).collect()
+}
+
+/// Every function name, sorted: the index of a name is its wire call id.
+///
+/// # Errors
+/// As for [`all_functions`].
+pub fn names() -> Result<Vec<&'static str>, String> {
+    Ok(listing()?.iter().map(|e| e.name.as_str()).collect())
 }
 
 /// A function with its parameters' kinds, or `None` when it is hand-written.
@@ -32,59 +49,120 @@ pub type Classified = (CudaFunction, Option<Vec<ParamKind>>);
 /// # Errors
 /// As for [`all_functions`].
 pub fn classified_functions() -> Result<Vec<Classified>, String> {
-    let (functions, table) = load()?;
-    Ok(functions
-        .into_iter()
-        .map(|f| {
-            let kinds = if HANDWRITTEN.iter().any(|h| f.name == h) {
-                None
-            } else {
-                table.classify(&f).ok()
+    listing()?
+        .iter()
+        .map(|entry| {
+            let kinds = match &entry.kinds {
+                None => None,
+                Some(kinds) => Some(kinds.iter().map(KindText::kind).collect::<Result<_, _>>()?),
             };
-            (f, kinds)
+            Ok((entry.function()?, kinds))
         })
-        .collect())
+        .collect()
 }
 
-/// One line per function: `forwarded` with its parameter kinds, or why it is not generated.
-/// Pinned by a snapshot so that every change to what the wire protocol generates is reviewed.
-#[cfg(test)]
-pub fn classification_report() -> Result<String, String> {
-    use std::fmt::Write as _;
-    let (functions, table) = load()?;
-    let mut out = String::new();
-    for f in &functions {
-        let verdict = if HANDWRITTEN.iter().any(|h| f.name == h) {
-            "handwritten".to_owned()
-        } else {
-            match table.classify(f) {
-                Ok(kinds) => {
-                    let kinds: Vec<String> = kinds
-                        .iter()
-                        .map(|k| match k {
-                            ParamKind::Value => "value".to_owned(),
-                            ParamKind::InOut(t) => format!("inout {}", quote::quote!(#t)),
-                            ParamKind::Input(t) => format!("input {}", quote::quote!(#t)),
-                        })
-                        .collect();
-                    format!("forwarded [{}]", kinds.join(", "))
-                }
-                Err(why) => format!("not generated: {}", why.0),
-            }
-        };
-        let _ = writeln!(out, "{}: {verdict}", f.name);
+/// One function as text, with its classification: what outlives an expansion.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    /// `(name, type)` of each parameter.
+    params: Vec<(String, String)>,
+    ret: String,
+    origin: Origin,
+    /// `None` when the generated marshalling does not apply.
+    kinds: Option<Vec<KindText>>,
+}
+
+/// A [`ParamKind`] as text.
+#[derive(Debug)]
+enum KindText {
+    Value,
+    InOut(String),
+    Input(String),
+}
+
+/// The parsed, classified list, or why it could not be read: computed by the first expansion in
+/// this compiler process.
+static LISTING: OnceLock<Result<Vec<Entry>, String>> = OnceLock::new();
+
+fn listing() -> Result<&'static [Entry], String> {
+    LISTING
+        .get_or_init(|| {
+            let (functions, table) = load()?;
+            Ok(functions
+                .iter()
+                .map(|f| {
+                    let kinds = if HANDWRITTEN.iter().any(|h| f.name == h) {
+                        None
+                    } else {
+                        table.classify(f).ok()
+                    };
+                    Entry::of(f, kinds.as_deref())
+                })
+                .collect())
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+fn text(tokens: &impl ToTokens) -> String {
+    tokens.to_token_stream().to_string()
+}
+
+fn parse<T: syn::parse::Parse>(text: &str) -> Result<T, String> {
+    syn::parse_str(text).map_err(|e| format!("cached signature text `{text}`: {e}"))
+}
+
+impl Entry {
+    fn of(f: &CudaFunction, kinds: Option<&[ParamKind]>) -> Self {
+        Self {
+            name: f.name.to_string(),
+            params: f
+                .params
+                .iter()
+                .map(|p| (p.name.to_string(), text(&p.ty)))
+                .collect(),
+            ret: text(&f.ret),
+            origin: f.origin,
+            kinds: kinds.map(|kinds| {
+                kinds
+                    .iter()
+                    .map(|k| match k {
+                        ParamKind::Value => KindText::Value,
+                        ParamKind::InOut(t) => KindText::InOut(text(t)),
+                        ParamKind::Input(t) => KindText::Input(text(t)),
+                    })
+                    .collect()
+            }),
+        }
     }
-    Ok(out)
+
+    fn function(&self) -> Result<CudaFunction, String> {
+        Ok(CudaFunction {
+            name: parse::<Ident>(&self.name)?,
+            params: self
+                .params
+                .iter()
+                .map(|(name, ty)| {
+                    Ok(Param {
+                        name: parse(name)?,
+                        ty: parse(ty)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            ret: parse::<Type>(&self.ret)?,
+            origin: self.origin,
+        })
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn classification_is_pinned() {
-        let report = super::classification_report().unwrap();
-        let forwarded = report.lines().filter(|l| l.contains(": forwarded")).count();
-        assert!(forwarded > 200, "only {forwarded} functions forwarded");
-        insta::assert_snapshot!(report);
+impl KindText {
+    fn kind(&self) -> Result<ParamKind, String> {
+        Ok(match self {
+            Self::Value => ParamKind::Value,
+            Self::InOut(t) => ParamKind::InOut(parse(t)?),
+            Self::Input(t) => ParamKind::Input(parse(t)?),
+        })
     }
 }
 
@@ -130,4 +208,46 @@ fn load() -> Result<(Vec<CudaFunction>, TypeTable), String> {
     }
     let table = table.ok_or("the generated file was not read")?;
     Ok((functions, table))
+}
+
+/// One line per function: `forwarded` with its parameter kinds, or why it is not generated.
+/// Pinned by a snapshot so that every change to what the wire protocol generates is reviewed.
+#[cfg(test)]
+pub fn classification_report() -> Result<String, String> {
+    use std::fmt::Write as _;
+    let (functions, table) = load()?;
+    let mut out = String::new();
+    for f in &functions {
+        let verdict = if HANDWRITTEN.iter().any(|h| f.name == h) {
+            "handwritten".to_owned()
+        } else {
+            match table.classify(f) {
+                Ok(kinds) => {
+                    let kinds: Vec<String> = kinds
+                        .iter()
+                        .map(|k| match k {
+                            ParamKind::Value => "value".to_owned(),
+                            ParamKind::InOut(t) => format!("inout {}", quote::quote!(#t)),
+                            ParamKind::Input(t) => format!("input {}", quote::quote!(#t)),
+                        })
+                        .collect();
+                    format!("forwarded [{}]", kinds.join(", "))
+                }
+                Err(why) => format!("not generated: {}", why.0),
+            }
+        };
+        let _ = writeln!(out, "{}: {verdict}", f.name);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn classification_is_pinned() {
+        let report = super::classification_report().unwrap();
+        let forwarded = report.lines().filter(|l| l.contains(": forwarded")).count();
+        assert!(forwarded > 200, "only {forwarded} functions forwarded");
+        insta::assert_snapshot!(report);
+    }
 }

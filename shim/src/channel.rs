@@ -58,10 +58,7 @@ pub fn round_trips() -> u64 {
 }
 
 /// `CUDA_ERROR_DEVICE_UNAVAILABLE`: the host (and with it every handle) is gone.
-pub const HOST_GONE: CuError = match CuError::new(CUresult::CUDA_ERROR_DEVICE_UNAVAILABLE) {
-    Some(e) => e,
-    None => unreachable!(),
-};
+pub const HOST_GONE: CuError = CuError::DEVICE_UNAVAILABLE;
 
 fn region(path: &std::path::Path) -> CuResult<&'static Region> {
     if let Some(region) = REGION.get() {
@@ -234,7 +231,7 @@ impl Drop for ThreadChannel {
             self.poster = Some(poster.clone());
             let _ = self.exchange(
                 |req| {
-                    RequestHeader::start(req, protocol::frame::FLUSH, 0);
+                    RequestHeader::start(req, special::FLUSH, 0);
                 },
                 |_| Ok(()),
             );

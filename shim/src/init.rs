@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use cuda_headers::{CuError, CuResult};
 
@@ -31,8 +31,9 @@ thread_local! {
 /// Initialises the shim on first call; afterwards returns the same state at the cost of one load.
 pub fn ensure_init() -> &'static State {
     STATE.get_or_init(|| {
-        log::level();
+        // First, so that a panic in what follows is logged by the stub alone.
         install_panic_hook();
+        log::level();
         State {
             transport: config::transport_from_env(),
         }
@@ -72,16 +73,20 @@ pub fn in_stub<R>(body: impl FnOnce() -> R) -> R {
     body()
 }
 
-/// Wraps the current panic hook so that panics inside stubs print nothing (the stub logs one line
-/// itself); all other panics go to the previous hook unchanged.
+/// Wraps the current panic hook, once per process, so that panics inside stubs print nothing (the
+/// stub logs one line itself); all other panics go to the previous hook unchanged. Once, because a
+/// panic inside the initialisation leaves `STATE` unset and the next call initialises again.
 fn install_panic_hook() {
+    static INSTALLED: Once = Once::new();
     if std::thread::panicking() {
         return;
     }
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !IN_STUB.with(Cell::get) {
-            previous(info);
-        }
-    }));
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_STUB.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
 }

@@ -1,4 +1,5 @@
-//! The shim's ELF identity: soname, exact DT_NEEDED set, and the exported symbol set.
+//! The shim's ELF identity: soname, exact DT_NEEDED set, and the exported symbol set (the
+//! signature list plus the shim marker).
 
 use vgpu_tests::{dynamic_info, shim_library, workspace_root};
 
@@ -37,13 +38,17 @@ fn exported_symbols_snapshot() {
 }
 
 #[test]
-fn exports_are_exactly_the_signature_list() {
+fn exports_are_exactly_the_signature_list_and_the_shim_marker() {
     let info = dynamic_info(shim_library());
     let listed: &[&str] = shim_macros::cuda_function_names!();
     assert!(!listed.is_empty());
+    // The marker by which vgpu-host refuses the shim as its driver, outside the `cu*` namespace.
+    let mut expected = listed.to_vec();
+    expected.push(protocol::shim_marker::SYMBOL);
+    expected.sort_unstable();
     assert_eq!(
-        info.exports, listed,
-        "every listed function is exported, and nothing else"
+        info.exports, expected,
+        "every listed function is exported, plus the shim marker, and nothing else"
     );
 }
 

@@ -24,7 +24,7 @@ fn config() -> RegionConfig {
         bulk_size: 256 << 10,
         bulk_block_size: 64 << 10,
         doorbell: DoorbellMode::Futex,
-        peer_timeout: Duration::from_secs(5),
+        peer_timeout: crate::DEFAULT_PEER_TIMEOUT,
     }
 }
 

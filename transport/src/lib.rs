@@ -76,7 +76,10 @@ pub use crate::{
     doorbell::{DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN},
     error::{GoneReason, TransportError},
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
-    region::{ChannelClaim, Region, RegionConfig},
+    region::{
+        ChannelClaim, Region, RegionConfig, DEFAULT_PEER_TIMEOUT, MAX_PEER_TIMEOUT,
+        MIN_PEER_TIMEOUT,
+    },
     stream::{
         StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC,
         STREAM_VERSION,

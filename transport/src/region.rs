@@ -29,9 +29,17 @@ pub struct RegionConfig {
     pub bulk_block_size: u32,
     /// How waiters sleep.
     pub doorbell: DoorbellMode,
-    /// How long a peer may show no sign of life before calls fail with `PeerGone` (1 ms..=1 h).
+    /// How long a peer may show no sign of life before calls fail with `PeerGone`
+    /// ([`MIN_PEER_TIMEOUT`]..=[`MAX_PEER_TIMEOUT`], default [`DEFAULT_PEER_TIMEOUT`]).
     pub peer_timeout: Duration,
 }
+
+/// The default [`RegionConfig::peer_timeout`]: how long a peer may show no sign of life.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest [`RegionConfig::peer_timeout`] a region accepts.
+pub const MIN_PEER_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest [`RegionConfig::peer_timeout`] a region accepts.
+pub const MAX_PEER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for RegionConfig {
     fn default() -> Self {
@@ -42,7 +50,7 @@ impl Default for RegionConfig {
             bulk_size: 64 << 20,
             bulk_block_size: 64 << 10,
             doorbell: DoorbellMode::Futex,
-            peer_timeout: Duration::from_secs(5),
+            peer_timeout: DEFAULT_PEER_TIMEOUT,
         }
     }
 }
@@ -81,9 +89,7 @@ impl RegionConfig {
     }
 
     fn layout(&self) -> Result<Layout, TransportError> {
-        if self.peer_timeout < Duration::from_millis(1)
-            || self.peer_timeout > Duration::from_secs(3600)
-        {
+        if !(MIN_PEER_TIMEOUT..=MAX_PEER_TIMEOUT).contains(&self.peer_timeout) {
             return Err(TransportError::BadConfig("peer_timeout"));
         }
         Layout::compute(

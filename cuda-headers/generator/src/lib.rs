@@ -93,6 +93,10 @@ pub fn generate(source: &HeaderSource) -> Result<Generated, GenerateError> {
                 render::data_file(&tables::render_results(&results), &provenance)?,
             ),
             (
+                "errors.rs",
+                render::data_file(&tables::render_errors(&results), &provenance)?,
+            ),
+            (
                 "versions.rs",
                 render::data_file(&tables::render_versions(&versions), &provenance)?,
             ),

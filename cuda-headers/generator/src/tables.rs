@@ -203,6 +203,23 @@ pub fn render_results(codes: &[ResultCode]) -> String {
     out
 }
 
+/// Renders one named constant per non-zero `CUresult` code as the body of
+/// `cuda-headers/src/generated/errors.rs`, an `impl CuError` block: `CUDA_ERROR_INVALID_VALUE`
+/// becomes `CuError::INVALID_VALUE`.
+pub fn render_errors(codes: &[ResultCode]) -> String {
+    let mut out = String::from("impl CuError {\n");
+    for c in codes.iter().filter(|c| c.code != 0) {
+        let short = c.name.strip_prefix("CUDA_ERROR_").unwrap_or(&c.name);
+        let _ = writeln!(
+            out,
+            "    /// `{}` ({}): {}\n    pub const {short}: Self = Self::from_const(CUresult::{});",
+            c.name, c.code, c.description, c.name
+        );
+    }
+    out.push_str("}\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +248,21 @@ mod tests {
             "This indicates that cuInit() failed."
         );
         assert_eq!(first_sentence(""), "no description in cuda.h");
+    }
+
+    #[test]
+    fn errors_are_named_without_the_prefix_and_success_is_left_out() {
+        let code = |code, name: &str| ResultCode {
+            code,
+            name: name.to_owned(),
+            description: "Text.".to_owned(),
+        };
+        let rendered =
+            render_errors(&[code(0, "CUDA_SUCCESS"), code(1, "CUDA_ERROR_INVALID_VALUE")]);
+        assert_eq!(
+            rendered,
+            "impl CuError {\n    /// `CUDA_ERROR_INVALID_VALUE` (1): Text.\n    \
+             pub const INVALID_VALUE: Self = Self::from_const(CUresult::CUDA_ERROR_INVALID_VALUE);\n}\n"
+        );
     }
 }

@@ -13,6 +13,10 @@ use std::time::Duration;
 use cuda_headers::{CUresult, CUstream};
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
+/// How often a wait on the queue wakes by itself to look again, in case a notification was
+/// missed; waits never end on this timeout alone.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Kinds of callback, as sent to the guest.
 pub const KIND_HOST_FN: u8 = 0;
 /// `cuStreamAddCallback`'s `(stream, status, data)` form.
@@ -96,7 +100,7 @@ impl CallbackQueue {
         while !state.done.remove(&id) {
             state = self
                 .changed
-                .wait_timeout(state, Duration::from_secs(1))
+                .wait_timeout(state, RECHECK_EVERY)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -120,7 +124,7 @@ impl CallbackQueue {
             }
             state = self
                 .changed
-                .wait_timeout(state, Duration::from_secs(1))
+                .wait_timeout(state, RECHECK_EVERY)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         };

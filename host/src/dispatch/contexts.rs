@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use cuda_headers::*;
 
-use super::real;
+use crate::driver::real;
 
 /// Contexts created ahead, and the reaper that destroys contexts behind.
 #[derive(Default)]

@@ -65,7 +65,7 @@ macro_rules! host_forwarders {
             fn $name(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
                 $( get_param!(dec, $mp: $mt, $($kind)+); )*
                 dec.finish()?;
-                let Some(real) = super::real::$name() else {
+                let Some(real) = crate::driver::real::$name() else {
                     super::missing(stringify!($name), out);
                     return Ok(());
                 };

@@ -10,29 +10,20 @@ mod contexts;
 mod generated;
 mod handlers;
 pub mod posted;
-pub mod real;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use cuda_headers::CUresult;
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, CallId, DecodeError, Decoder, RequestHeader, ResponseHeader};
 
-use crate::driver::Driver;
+use crate::driver;
 
 pub use callbacks::CallbackQueue;
 
 /// The fingerprint of the signature list this host's dispatch was generated from.
 pub const SIGNATURE_FINGERPRINT: u64 = shim_macros::signature_fingerprint!();
-
-/// The real driver of this worker process (one worker serves one guest process).
-static DRIVER: OnceLock<Driver> = OnceLock::new();
-
-/// The loaded driver, once a handshake (or prewarm) loaded it.
-pub fn driver() -> Option<&'static Driver> {
-    DRIVER.get()
-}
 
 /// What the channel thread should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,24 +101,12 @@ impl ClientContext {
     }
 
     fn load(&self) -> Result<(), String> {
-        let driver = Driver::open(&self.driver_path).map_err(|e| e.to_string())?;
-        let _ = DRIVER.set(driver);
-        let init = real::cuInit().ok_or("the driver has no cuInit")?;
-        // SAFETY: cuInit takes a flags word and has no other preconditions.
-        let result = unsafe { init(0) };
-        if result != CUresult::CUDA_SUCCESS {
-            return Err(format!("cuInit failed with {}", result.0));
-        }
-        Ok(())
+        driver::load(&self.driver_path).map_err(|e| e.to_string())?;
+        driver::result::init(0).map_err(|e| e.to_string())
     }
 
     fn driver_version(&self) -> i32 {
-        let mut version = 0;
-        if let Some(get) = real::cuDriverGetVersion() {
-            // SAFETY: the pointer is to a live local.
-            unsafe { get(&mut version) };
-        }
-        version
+        driver::result::driver_version().unwrap_or(0)
     }
 }
 
@@ -249,7 +228,7 @@ impl ThreadSession {
                 ResponseHeader::start(response, 0);
                 return Flow::Close;
             }
-            protocol::frame::FLUSH => dec.finish().map(|()| {
+            special::FLUSH => dec.finish().map(|()| {
                 ResponseHeader::start(response, 0);
             }),
             special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),

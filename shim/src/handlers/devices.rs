@@ -101,7 +101,7 @@ pub unsafe fn cuInit(Flags: u32) -> CuResult {
     // SAFETY: plain value.
     unsafe { generated::cuInit(Flags) }?;
     if visible()?.is_empty() {
-        return Err(CuError::new(CUresult::CUDA_ERROR_NO_DEVICE).expect("non-zero"));
+        return Err(CuError::NO_DEVICE);
     }
     Ok(())
 }
@@ -137,7 +137,7 @@ pub unsafe fn cuDeviceGet(device: *mut CUdevice, ordinal: i32) -> CuResult {
     let handle = usize::try_from(ordinal)
         .ok()
         .and_then(|i| visible().ok()?.get(i).copied())
-        .ok_or(CuError::new(CUresult::CUDA_ERROR_INVALID_DEVICE).expect("non-zero"))?;
+        .ok_or(CuError::INVALID_DEVICE)?;
     // SAFETY: checked non-NULL.
     unsafe { device.write(handle) };
     Ok(())
@@ -155,7 +155,7 @@ pub unsafe fn cuDeviceGetByPCIBusId(dev: *mut CUdevice, pciBusId: *const c_char)
     // SAFETY: per the contract; `found` is a live local.
     unsafe { super::device::pci_lookup(&mut found, pciBusId) }?;
     if !visible()?.contains(&found) {
-        return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_DEVICE).expect("non-zero"));
+        return Err(CuError::INVALID_DEVICE);
     }
     if dev.is_null() {
         return Err(CuError::INVALID_VALUE);

@@ -31,9 +31,7 @@ fn register(p: *mut c_void, bytesize: usize, flags: u32) -> CuResult {
         return Err(CuError::NOT_SUPPORTED);
     }
     if !register_pinned(p as usize, bytesize, flags) {
-        return Err(
-            CuError::new(CUresult::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED).expect("non-zero"),
-        );
+        return Err(CuError::HOST_MEMORY_ALREADY_REGISTERED);
     }
     Ok(())
 }
@@ -72,7 +70,7 @@ pub unsafe fn cuMemHostUnregister(p: *mut c_void) -> CuResult {
     if unregister_pinned(p as usize) {
         Ok(())
     } else {
-        Err(CuError::new(CUresult::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED).expect("non-zero"))
+        Err(CuError::HOST_MEMORY_NOT_REGISTERED)
     }
 }
 

@@ -243,7 +243,7 @@ macro_rules! add_file_fns {
             let file = String::from_utf8_lossy(name).into_owned();
             let bytes = std::fs::read(&file).map_err(|e| {
                 log!(Level::Warn, "{}: cannot read {file}: {e}", stringify!($name));
-                CuError::new(CUresult::CUDA_ERROR_FILE_NOT_FOUND).expect("non-zero")
+                CuError::FILE_NOT_FOUND
             })?;
             // SAFETY: per the contract.
             unsafe { add_data(shim_macros::cuda_call_id!($name), state, type_, &bytes, name, numOptions, options, optionValues) }

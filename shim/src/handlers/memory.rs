@@ -947,7 +947,7 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
                 Level::Warn,
                 "cuMemHostAlloc: cannot place {bytesize} bytes of DEVICEMAP memory in the shared region ({e:?}); grow the host's region (VGPU_REGION_SIZE / --region-size)"
             );
-            return Err(CuError::new(CUresult::CUDA_ERROR_OUT_OF_MEMORY).expect("non-zero"));
+            return Err(CuError::OUT_OF_MEMORY);
         }
         Err(NotPlaced::Refused(e)) => zero_copy::report_fallback(e),
     }
@@ -955,7 +955,7 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
     // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
     let rc = unsafe { libc::posix_memalign(&mut p, PAGE, bytesize.max(1)) };
     if rc != 0 {
-        return Err(CuError::new(CUresult::CUDA_ERROR_OUT_OF_MEMORY).expect("non-zero"));
+        return Err(CuError::OUT_OF_MEMORY);
     }
     pinned().insert(p as usize, (bytesize, flags));
     // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).

@@ -20,7 +20,7 @@ unsafe fn image_bytes<'a>(image: *const c_void) -> CuResult<&'a [u8]> {
     // SAFETY: per the contract; the sizing reads only as far as the headers say.
     let info = unsafe { cuda_image::size_of_image_at(image.cast()) }.map_err(|e| {
         log!(Level::Error, "cannot size the module image: {e}");
-        CuError::new(CUresult::CUDA_ERROR_INVALID_IMAGE).expect("non-zero")
+        CuError::INVALID_IMAGE
     })?;
     log!(
         Level::Debug,
@@ -170,8 +170,7 @@ pub unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fatCubin: *const c_vo
 /// `CUDA_ERROR_FILE_NOT_FOUND`; as [`cuModuleLoadData`].
 pub unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CuResult {
     let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fname)?);
-    let mut bytes = std::fs::read(path)
-        .map_err(|_| CuError::new(CUresult::CUDA_ERROR_FILE_NOT_FOUND).expect("non-zero"))?;
+    let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
     bytes.push(0); // PTX text must be NUL-terminated; binary images ignore the extra byte.
     call_with(
         shim_macros::cuda_call_id!(cuModuleLoadData),
@@ -268,8 +267,7 @@ pub unsafe fn cuLibraryLoadFromFile(
     numLibraryOptions: u32,
 ) -> CuResult {
     let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fileName)?);
-    let mut bytes = std::fs::read(path)
-        .map_err(|_| CuError::new(CUresult::CUDA_ERROR_FILE_NOT_FOUND).expect("non-zero"))?;
+    let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
     bytes.push(0);
     // SAFETY: per the contract.
     unsafe {

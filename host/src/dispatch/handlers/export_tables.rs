@@ -22,8 +22,7 @@ type FreeFn = unsafe extern "system" fn(*mut u8, *mut u8) -> CUresult;
 
 /// The real driver's table, checked to hold both slots.
 fn unit_maps_table() -> Result<(MapsFn, FreeFn), CUresult> {
-    let get =
-        crate::dispatch::real::cuGetExportTable().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
+    let get = crate::driver::real::cuGetExportTable().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
     let id = CUuuid {
         bytes: UNIT_MAPS_TABLE.map(|b| b as std::ffi::c_char),
     };
@@ -64,9 +63,9 @@ fn unit_maps_table() -> Result<(MapsFn, FreeFn), CUresult> {
 /// Multiprocessors of the current context's device: an upper bound on the units a map covers.
 fn multiprocessors() -> Result<usize, CUresult> {
     let get_device =
-        crate::dispatch::real::cuCtxGetDevice().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
+        crate::driver::real::cuCtxGetDevice().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
     let attribute =
-        crate::dispatch::real::cuDeviceGetAttribute().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
+        crate::driver::real::cuDeviceGetAttribute().ok_or(CUresult::CUDA_ERROR_NOT_SUPPORTED)?;
     let mut device: CUdevice = 0;
     // SAFETY: out-pointer to a live local.
     let r = unsafe { get_device(&mut device) };

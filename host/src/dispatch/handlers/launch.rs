@@ -19,8 +19,8 @@ const MAX_PARAM_BYTES: usize = 64 * 1024;
 /// `cuKernelGetParamInfo` for a `CUkernel` used as a function).
 pub fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
     let mut layout = Vec::new();
-    let by_func = crate::dispatch::real::cuFuncGetParamInfo();
-    let by_kernel = crate::dispatch::real::cuKernelGetParamInfo();
+    let by_func = crate::driver::real::cuFuncGetParamInfo();
+    let by_kernel = crate::driver::real::cuKernelGetParamInfo();
     for index in 0..MAX_PARAMS {
         let (mut offset, mut size) = (0usize, 0usize);
         // SAFETY: out-pointers are live locals; the handle is validated by the driver.

@@ -109,7 +109,7 @@ pub fn dtoh(
 /// Whether `ptr` is memory the device owns (device, array or managed), as opposed to host
 /// memory that merely has a unified address.
 pub(super) fn is_device_memory(ptr: u64) -> bool {
-    let Some(get) = crate::dispatch::real::cuPointerGetAttribute() else {
+    let Some(get) = crate::driver::real::cuPointerGetAttribute() else {
         return false;
     };
     let mut kind: u32 = 0;

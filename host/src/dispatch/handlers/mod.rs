@@ -154,7 +154,7 @@ fn respond(out: &mut Vec<u8>, result: CUresult) {
 /// enclosing handler.
 macro_rules! real_or_unsupported {
     ($name:ident, $out:ident) => {
-        match $crate::dispatch::real::$name() {
+        match $crate::driver::real::$name() {
             Some(f) => f,
             None => {
                 $crate::dispatch::missing(stringify!($name), $out);

@@ -24,7 +24,7 @@ pub(crate) struct JitOptions {
 
 impl JitOptions {
     pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let raw = jit::get_options(dec, 64)?;
+        let raw = jit::get_options(dec, jit::MAX_JIT_OPTIONS)?;
         let size_of = |which: u32| {
             raw.iter()
                 .find(|(o, _)| *o == which)
@@ -157,7 +157,7 @@ pub fn library_load_data(
 ) -> Result<(), DecodeError> {
     let image = dec.get_bytes()?.to_vec();
     let mut jit = JitOptions::decode(dec)?;
-    let library_options = jit::get_options(dec, 8)?;
+    let library_options = jit::get_options(dec, jit::MAX_LIBRARY_OPTIONS)?;
     dec.finish()?;
     let (mut lib_opts, mut lib_values): (Vec<CUlibraryOption>, Vec<*mut c_void>) = library_options
         .into_iter()

@@ -18,9 +18,9 @@ pub fn start_stop(
 ) -> Result<(), DecodeError> {
     dec.finish()?;
     let f = if name == "cuProfilerStart" {
-        crate::dispatch::real::cuProfilerStart()
+        crate::driver::real::cuProfilerStart()
     } else {
-        crate::dispatch::real::cuProfilerStop()
+        crate::driver::real::cuProfilerStop()
     };
     // SAFETY: the driver's own function, no arguments.
     let r = f.map_or(CUresult::CUDA_SUCCESS, |f| unsafe { f() });

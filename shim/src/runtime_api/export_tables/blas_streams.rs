@@ -86,7 +86,7 @@ extern "system" fn context_key(ctx: CUcontext, key: *mut u64) -> CUresult {
                 ctx
             };
             if ctx.is_null() {
-                return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_CONTEXT).expect("non-zero"));
+                return Err(CuError::INVALID_CONTEXT);
             }
             // SAFETY: non-NULL, valid for one write (runtime contract).
             unsafe { key.write(ctx as u64) };

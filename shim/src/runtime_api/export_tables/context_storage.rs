@@ -46,7 +46,7 @@ fn context_or_current(ctx: CUcontext) -> CuResult<u64> {
     }
     let current = crate::handlers::cached::current_context()?;
     if current.is_null() {
-        return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_CONTEXT).expect("non-zero"));
+        return Err(CuError::INVALID_CONTEXT);
     }
     Ok(current as u64)
 }
@@ -106,8 +106,8 @@ extern "system" fn get(value: *mut *mut c_void, ctx: CUcontext, key: *mut c_void
             if value.is_null() {
                 return Err(CuError::INVALID_VALUE);
             }
-            let found = store::get(context_or_current(ctx)?, key as u64)
-                .ok_or(CuError::new(CUresult::CUDA_ERROR_INVALID_HANDLE).expect("non-zero"))?;
+            let found =
+                store::get(context_or_current(ctx)?, key as u64).ok_or(CuError::INVALID_HANDLE)?;
             // SAFETY: non-NULL, valid for one write (runtime contract).
             unsafe { value.write(found as *mut c_void) };
             Ok(())

@@ -166,7 +166,7 @@ pub unsafe fn cuGetExportTable(
         });
         trace::write_line(&format!("cuGetExportTable {} -> {answer}", hex(&id)));
     }
-    let known = known.ok_or(CuError::new(CUresult::CUDA_ERROR_NOT_FOUND).expect("non-zero"))?;
+    let known = known.ok_or(CuError::NOT_FOUND)?;
     // SAFETY: non-NULL and valid for one write (contract).
     unsafe { ppExportTable.write((known.table)()) };
     Ok(())
@@ -301,10 +301,7 @@ mod tests {
         };
         // SAFETY: valid pointers.
         let r = unsafe { cuGetExportTable(&mut table, &id) };
-        assert_eq!(
-            r,
-            Err(CuError::new(CUresult::CUDA_ERROR_NOT_FOUND).unwrap())
-        );
+        assert_eq!(r, Err(CuError::NOT_FOUND));
         // SAFETY: NULL is checked first.
         let r = unsafe { cuGetExportTable(std::ptr::null_mut(), &id) };
         assert_eq!(r, Err(CuError::INVALID_VALUE));

@@ -43,7 +43,7 @@ extern "system" fn current_context(out: *mut *mut c_void) -> CUresult {
             // SAFETY: non-NULL, valid for one write (runtime contract).
             unsafe { out.write(ctx.cast()) };
             if ctx.is_null() {
-                return Err(CuError::new(CUresult::CUDA_ERROR_INVALID_CONTEXT).expect("non-zero"));
+                return Err(CuError::INVALID_CONTEXT);
             }
             Ok(())
         },

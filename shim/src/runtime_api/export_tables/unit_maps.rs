@@ -68,7 +68,7 @@ fn guest_copy(bytes: &[u8]) -> CuResult<*mut u8> {
     // SAFETY: plain allocation; the size is non-zero.
     let p = unsafe { libc::malloc(bytes.len().max(1)) }.cast::<u8>();
     if p.is_null() {
-        return Err(CuError::new(CUresult::CUDA_ERROR_OUT_OF_MEMORY).expect("non-zero"));
+        return Err(CuError::OUT_OF_MEMORY);
     }
     // SAFETY: `p` holds at least `bytes.len()` bytes and does not overlap `bytes`.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };

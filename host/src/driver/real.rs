@@ -1,8 +1,8 @@
-//! Typed access to every function of the real driver, resolved by name on first use.
+//! Every function of the real driver as a function pointer of its signature-list type, resolved
+//! by name on first use (the raw layer; [`super::result`] wraps the calls the host makes itself).
 //!
-//! `real::cuX()` returns the real `cuX` as a function pointer of the signature-list type, or
-//! `None` when the driver lacks it (or is not loaded yet). Generated for every function, so
-//! hand-written handlers never spell a signature twice.
+//! `real::cuX()` returns the real `cuX`, or `None` when the driver lacks it (or is not loaded
+//! yet, see [`super::load`]). Generated for every function, so no caller spells a signature twice.
 
 #![allow(non_snake_case, unused_imports, clippy::type_complexity)]
 
@@ -18,7 +18,7 @@ macro_rules! resolver {
         pub fn $name() -> Option<unsafe extern "system" fn($($t),*) -> $ret> {
             static ADDRESS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
             // Not cached until the driver is loaded.
-            let driver = super::driver()?;
+            let driver = super::loaded()?;
             let address = *ADDRESS.get_or_init(|| {
                 let name = concat!(stringify!($name), "\0");
                 std::ffi::CStr::from_bytes_with_nul(name.as_bytes())

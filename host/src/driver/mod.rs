@@ -1,7 +1,15 @@
-//! The real CUDA driver, loaded with libloading.
+//! The real CUDA driver, in three layers as cudarc has them: [`Driver`] loads the library (with
+//! libloading) and refuses what is not a driver; [`real`] resolves every function by name to its
+//! signature-list type; [`result`] gives the calls the host makes itself typed results. One driver
+//! is loaded per process ([`load`]): the supervisor's for its start-up check, a worker's for its
+//! client.
+
+pub mod real;
+pub mod result;
 
 use std::ffi::{c_void, CStr};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// The default driver: whatever `libcuda.so.1` the system's loader finds.
 pub const DEFAULT_DRIVER: &str = "libcuda.so.1";
@@ -25,9 +33,10 @@ pub enum DriverError {
         /// The missing symbol.
         symbol: &'static str,
     },
-    /// The file loaded is our own shim: forwarding to ourselves would loop.
+    /// The file loaded is our own shim (it exports [`protocol::shim_marker::SYMBOL`]): forwarding
+    /// to ourselves would loop.
     #[error(
-        "{path} is the vgpu shim, not the real driver (set --driver to the real libcuda.so.1)"
+        "{path} is the vgpu shim (libvgpu-cuda.so), not a CUDA driver: give --driver the real libcuda.so.1 of the NVIDIA driver"
     )]
     IsShim {
         /// What was opened.
@@ -59,15 +68,15 @@ impl Driver {
             lib,
             path: path.to_owned(),
         };
+        if driver.symbol(protocol::shim_marker::SYMBOL_C).is_some() {
+            return Err(DriverError::IsShim {
+                path: path.to_owned(),
+            });
+        }
         if driver.symbol(c"cuInit").is_none() {
             return Err(DriverError::NotADriver {
                 path: path.to_owned(),
                 symbol: "cuInit",
-            });
-        }
-        if driver.symbol(c"vgpu_shim_marker").is_some() {
-            return Err(DriverError::IsShim {
-                path: path.to_owned(),
             });
         }
         Ok(driver)
@@ -86,4 +95,26 @@ impl Driver {
         let addr = *sym;
         (!addr.is_null()).then_some(addr)
     }
+}
+
+/// The driver of this process, once [`load`] loaded it.
+static LOADED: OnceLock<Driver> = OnceLock::new();
+
+/// Loads the driver at `path` as this process's driver, which [`real`] and [`result`] call; a
+/// process loads one driver, so a later call returns the first one, whatever its path.
+///
+/// # Errors
+///
+/// [`DriverError`] when the library is missing, is not a CUDA driver, or is the shim.
+pub fn load(path: &Path) -> Result<&'static Driver, DriverError> {
+    if let Some(driver) = LOADED.get() {
+        return Ok(driver);
+    }
+    let driver = Driver::open(path)?;
+    Ok(LOADED.get_or_init(|| driver))
+}
+
+/// This process's driver, once [`load`] loaded it.
+pub fn loaded() -> Option<&'static Driver> {
+    LOADED.get()
 }
