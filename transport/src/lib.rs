@@ -73,7 +73,10 @@ mod hostile_tests;
 pub use crate::{
     bulk::BulkBlock,
     channel::{GuestChannel, HostChannel},
-    doorbell::{DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN},
+    doorbell::{
+        spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
+        SPIN_WITHOUT_YIELD,
+    },
     error::{GoneReason, TransportError},
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{

@@ -285,6 +285,10 @@ fn main() {
         // The same, each process pinned to one of the first two CPUs (on many machines two
         // hyperthreads of one core): the mechanism's cost without the scheduler's placement.
         let pinned = bench_shm(DoorbellMode::Futex, 200_000, Some((0, 1)))?;
+        // Both processes on one CPU: the cost of a round trip when runnable threads outnumber
+        // cores and the peer is queued behind the waiter (run with VGPU_SPIN_US=1000, as under
+        // `vgpuctl run`, to see what a long spin costs there).
+        let one_cpu = bench_shm(DoorbellMode::Futex, 2_000, Some((0, 0)))?;
         let poll = bench_shm(DoorbellMode::Poll, 50_000, None)?;
         let floor = floor_rtt_ns(None, 200_000);
         let floor_pinned = floor_rtt_ns(Some((0, 1)), 200_000);
@@ -294,6 +298,7 @@ fn main() {
         for (name, f) in [
             ("shm", &shm),
             ("pin", &pinned),
+            ("one", &one_cpu),
             ("poll", &poll),
             ("uds", &uds),
             ("tcp", &tcp),
@@ -309,7 +314,8 @@ fn main() {
              \"bulk_1mib_gbps\":{:.3},\"uds_bulk_1mib_gbps\":{:.3},\"uds_rtt_p99_ns\":{},\"tcp_rtt_p50_ns\":{},\
              \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3},\"poll_rtt_p50_ns\":{},\
              \"poll_rtt_p99_ns\":{},\"poll_bulk_gbps\":{:.3},\"pinned_rtt_p50_ns\":{},\"pinned_rtt_p99_ns\":{},\
-             \"pinned_bulk_gbps\":{:.3},\"floor_rtt_ns\":{},\"floor_pinned_rtt_ns\":{}}}",
+             \"pinned_bulk_gbps\":{:.3},\"floor_rtt_ns\":{},\"floor_pinned_rtt_ns\":{},\
+             \"one_cpu_rtt_p50_ns\":{},\"one_cpu_rtt_p99_ns\":{},\"spin_us\":{}}}",
             shm.p50_ns,
             shm.p99_ns,
             uds.p50_ns,
@@ -329,7 +335,10 @@ fn main() {
             pinned.p99_ns,
             pinned.gbps_64m,
             floor,
-            floor_pinned
+            floor_pinned,
+            one_cpu.p50_ns,
+            one_cpu.p99_ns,
+            transport::doorbell_spin().as_micros()
         );
         Ok(())
     };
