@@ -43,12 +43,6 @@ pub fn spin() -> Duration {
             .map_or(SPIN, Duration::from_micros)
     })
 }
-/// How long a waiter spins without yielding the CPU. After it, the rest of the spin yields every
-/// 256 polls ([`wait`]): when runnable threads outnumber cores (a guest's OpenMP workers
-/// spin-waiting after a parallel copy, say), the peer that a wake-up queued on this waiter's own
-/// CPU runs at the next yield, instead of after the whole spin. Without it, each round trip cost
-/// twice the spin on the H200 (2 ms with `VGPU_SPIN_US=1000`) in PyTorch's `pin_memory()` loop.
-pub const SPIN_WITHOUT_YIELD: Duration = Duration::from_micros(20);
 /// Poll mode: how long a waiter yields after spinning before it starts sleeping.
 pub const POLL_YIELD: Duration = Duration::from_micros(200);
 /// Poll mode: the longest single sleep between two looks at the ring.
@@ -68,9 +62,14 @@ pub(crate) fn wait<T>(
     // Poll between single pause instructions (one `pause` is up to ~140 cycles on recent x86;
     // a longer back-off here adds directly to the round trip), and read the clock only every
     // 256 polls: not at all when the first polls succeed (a sender with a free slot, a reply that
-    // is already there), so the spin lasts SPIN plus the first 256 polls. Past
-    // SPIN_WITHOUT_YIELD, every 256th poll also yields (a fraction of a microsecond when
-    // nothing else wants this CPU).
+    // is already there), so the spin lasts SPIN plus the first 256 polls.
+    //
+    // Every 256th poll also yields the CPU (a fraction of a microsecond when no other thread
+    // wants it). When runnable threads outnumber cores (a guest's OpenMP workers spin-waiting
+    // after a parallel copy, say), the peer that a wake-up queued on this waiter's own CPU then
+    // runs at the next yield instead of after the whole spin. Without it, each round trip cost
+    // twice the spin on the H200 (2 ms with `VGPU_SPIN_US=1000`) in PyTorch's `pin_memory()`
+    // loop; `transport-bench` measures it with both processes on one CPU ("one").
     let spin = spin();
     let mut first_clock = None;
     let mut polls = 0u32;
@@ -82,13 +81,10 @@ pub(crate) fn wait<T>(
         polls = polls.wrapping_add(1);
         if polls % 256 == 0 {
             let since = *first_clock.get_or_insert_with(Instant::now);
-            let spun = since.elapsed();
-            if spun > spin {
+            if since.elapsed() > spin {
                 break since;
             }
-            if spun > SPIN_WITHOUT_YIELD {
-                std::thread::yield_now();
-            }
+            std::thread::yield_now();
         }
     };
     live()?;

@@ -75,7 +75,6 @@ pub use crate::{
     channel::{GuestChannel, HostChannel},
     doorbell::{
         spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
-        SPIN_WITHOUT_YIELD,
     },
     error::{GoneReason, TransportError},
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
