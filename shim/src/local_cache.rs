@@ -9,14 +9,16 @@
 //! | the current context (`cuCtxGetCurrent`) | — | any [context-state call](changes_context_state) on any thread |
 //! | a context's device (`cuCtxGetDevice(_v2)`) | context | the same |
 //! | primary-context state (`cuDevicePrimaryCtxGetState`) | device | the same |
-//! | a kernel's function in a context (`cuKernelGetFunction`) | kernel, context | the same |
-//! | function and kernel attributes (`cu{Func,Kernel}GetAttribute`) | handle, attribute, device | the same, and any forwarded attribute or cache-config set |
+//! | a kernel's function in a context (`cuKernelGetFunction`) | kernel, context | the same, and any module or library unload |
+//! | function and kernel attributes (`cu{Func,Kernel}GetAttribute`) | handle, attribute, device | the same, any unload, and any forwarded attribute or cache-config set |
 //! | device attributes (`cuDeviceGetAttribute`) | attribute, device | never (a device's attributes are fixed) |
 //!
 //! The worker serving this process is its own, so only this process's calls change these values:
 //! every exported function named by [`changes_context_state`] bumps the context epoch once it
 //! has run (the stub template does it, `crate::stub`), as does cudart's primary-context retain
-//! in its export table. A set of an attribute to the value the cache already holds changes
+//! in its export table. An unload (`cuModuleUnload`, `cuLibraryUnload`) bumps the code epoch
+//! instead: handles of unloaded code may be reused for new code, but contexts are untouched
+//! (cuDNN unloads a library on every decoded token). A set of an attribute to the value the cache already holds changes
 //! nothing and is answered here; any other set is forwarded and bumps the attribute epoch.
 //! Entries are tagged with the epochs read *before* the host was asked, so an answer that raced
 //! with a change is never kept.
@@ -30,14 +32,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumped after every call that may change a context binding, a context's life, primary-context
-/// state, or the modules and functions a context holds.
+/// state, flags or limits.
 static CONTEXT_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// Bumped after every module or library unload: the functions and kernels a context holds.
+static CODE_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// Bumped after every forwarded set of a function or kernel attribute or cache configuration.
 static ATTRIBUTE_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// Exported functions after which the context epoch is bumped: they create, destroy, bind or
-/// unbind contexts, change primary-context state, flags or limits, or unload code. Evaluated at
-/// compile time by the stub template, so other functions pay nothing.
+/// unbind contexts, or change primary-context state, flags or limits. Evaluated at compile time
+/// by the stub template, so other functions pay nothing. (Unloads bump the code epoch, from
+/// their handlers: [`code_unloaded`].)
 pub const fn changes_context_state(name: &str) -> bool {
     const NAMES: &[&str] = &[
         "cuCtxAttach",
@@ -67,8 +72,6 @@ pub const fn changes_context_state(name: &str) -> bool {
         "cuDevicePrimaryCtxSetFlags_v2",
         "cuGreenCtxCreate",
         "cuGreenCtxDestroy",
-        "cuLibraryUnload",
-        "cuModuleUnload",
     ];
     let mut i = 0;
     while i < NAMES.len() {
@@ -103,6 +106,13 @@ pub fn context_state_changed() {
     CONTEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Marks kept answers about functions and kernels stale (a module or library was unloaded: its
+/// handles may come back for other code).
+pub fn code_unloaded() {
+    // SYNC POINT: pairs with the loads in `Epochs::now`; Relaxed as in `context_state_changed`.
+    CODE_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Marks every kept function and kernel attribute stale.
 pub fn attributes_changed() {
     // SYNC POINT: pairs with the loads in `Cache::current_epochs`; Relaxed as above.
@@ -113,6 +123,7 @@ pub fn attributes_changed() {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Epochs {
     context: u64,
+    code: u64,
     attribute: u64,
 }
 
@@ -122,6 +133,8 @@ impl Epochs {
         Epochs {
             // SYNC POINT: pairs with the fetch_add in `context_state_changed`.
             context: CONTEXT_EPOCH.load(Ordering::Relaxed),
+            // SYNC POINT: pairs with the fetch_add in `code_unloaded`.
+            code: CODE_EPOCH.load(Ordering::Relaxed),
             // SYNC POINT: pairs with the fetch_add in `attributes_changed`.
             attribute: ATTRIBUTE_EPOCH.load(Ordering::Relaxed),
         }
@@ -167,6 +180,10 @@ impl Cache {
             self.primary.clear();
             self.kernel_function.clear();
             self.limits.clear();
+            self.attributes.clear();
+            self.posted_sets.clear();
+        } else if seen.code != now.code {
+            self.kernel_function.clear();
             self.attributes.clear();
             self.posted_sets.clear();
         } else if seen.attribute != now.attribute {
@@ -311,7 +328,7 @@ mod tests {
         const { assert!(!changes_context_state("cuCtxGetCurrent")) };
         assert!(!changes_context_state("cuCtxSetCurren"));
         assert!(!changes_context_state("cuCtxSetCurrent_"));
-        assert!(changes_context_state("cuModuleUnload"));
+        assert!(!changes_context_state("cuModuleUnload"));
     }
 
     #[test]
@@ -321,7 +338,6 @@ mod tests {
             "cuCtxSetLimit",
             "cuDevicePrimaryCtxRetain",
             "cuGreenCtxCreate",
-            "cuLibraryUnload",
         ] {
             assert!(crate::EXPORTED_FUNCTIONS.contains(&name), "{name}");
         }
@@ -355,6 +371,17 @@ mod tests {
             attributes_changed();
             assert_eq!(attribute(Handle::Kernel(0x1, 2), 8), None);
             assert_eq!(current(), Some(0xc0), "an attribute set keeps contexts");
+            assert_eq!(kernel_function(0x1, 0xc0), Some(0xf1));
+
+            let read = Epochs::now();
+            keep_attribute(read, Handle::Kernel(0x1, 2), 8, 49152);
+            code_unloaded();
+            assert_eq!(attribute(Handle::Kernel(0x1, 2), 8), None);
+            assert_eq!(kernel_function(0x1, 0xc0), None, "an unloaded kernel's handle may return");
+            assert_eq!(current(), Some(0xc0), "an unload keeps contexts");
+            assert_eq!(ctx_device(0xc0), Some(2));
+            assert_eq!(primary_state(2), Some((4, 1)));
+            keep_kernel_function(Epochs::now(), 0x1, 0xc0, 0xf1);
 
             context_state_changed();
             assert_eq!(current(), None);

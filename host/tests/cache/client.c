@@ -42,6 +42,7 @@ static CUresult (*setLimit)(int, size_t);
 static CUresult (*beginCapture)(void *, int);
 static CUresult (*endCapture)(void *, void **);
 static CUresult (*isCapturing)(void *, int *);
+static CUresult (*libraryUnload)(void *);
 
 static CUkernel kernel = (CUkernel)(uintptr_t)0x5000;
 static CUdevice dev;
@@ -81,6 +82,7 @@ int main(void) {
     getLimit = sym("cuCtxGetLimit"); setLimit = sym("cuCtxSetLimit");
     beginCapture = sym("cuStreamBeginCapture_v2"); endCapture = sym("cuStreamEndCapture");
     isCapturing = sym("cuStreamIsCapturing");
+    libraryUnload = sym("cuLibraryUnload");
 
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, 0));
@@ -144,6 +146,12 @@ int main(void) {
     kernel_attr("after another thread's set");
     for (int i = 0; i < N; i++) CHECK(funcGetAttr(&fv, 8, f));
     printf("function attr 8 after the kernel's set = %d\n", fv);
+
+    /* An unload: kept kernel answers go (handles may be reused), the context stays kept. */
+    CHECK(libraryUnload((void *)(uintptr_t)0x9000));
+    for (int i = 0; i < N; i++) CHECK(getCurrent(&cur));
+    printf("current after an unload: %p\n", cur);
+    kernel_attr("after an unload");
 
     void *s = (void *)(uintptr_t)0x6000, *other = (void *)(uintptr_t)0x6100, *graph = NULL;
     capturing("no capture begun", s);

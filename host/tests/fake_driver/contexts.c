@@ -209,3 +209,10 @@ CUresult cuStreamIsCapturing(void *stream, int *status) {
     pthread_mutex_unlock(&fake_lock);
     return 0;
 }
+
+/* Unloading any library succeeds (the model keeps no code). */
+CUresult cuLibraryUnload(void *library) {
+    called("cuLibraryUnload");
+    (void)library;
+    return 0;
+}

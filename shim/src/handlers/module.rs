@@ -510,7 +510,8 @@ pub unsafe fn cuKernelGetName(name: *mut *const c_char, hfunc: CUkernel) -> CuRe
     )
 }
 
-/// Unloads a module and forgets cached parameter layouts (handles may be reused).
+/// Unloads a module and forgets cached parameter layouts and kept function answers (handles may
+/// be reused).
 ///
 /// # Safety
 /// None beyond the driver's.
@@ -520,10 +521,13 @@ pub unsafe fn cuKernelGetName(name: *mut *const c_char, hfunc: CUkernel) -> CuRe
 pub unsafe fn cuModuleUnload(hmod: CUmodule) -> CuResult {
     super::launch::forget_layouts();
     // SAFETY: forwarded as is.
-    unsafe { crate::forward::generated::cuModuleUnload(hmod) }
+    let result = unsafe { crate::forward::generated::cuModuleUnload(hmod) };
+    // Kept answers about functions and kernels may name reused handles from now on.
+    crate::local_cache::code_unloaded();
+    result
 }
 
-/// Unloads a library and forgets cached parameter layouts.
+/// Unloads a library and forgets cached parameter layouts and kept kernel answers.
 ///
 /// # Safety
 /// None beyond the driver's.
@@ -533,5 +537,8 @@ pub unsafe fn cuModuleUnload(hmod: CUmodule) -> CuResult {
 pub unsafe fn cuLibraryUnload(library: CUlibrary) -> CuResult {
     super::launch::forget_layouts();
     // SAFETY: forwarded as is.
-    unsafe { crate::forward::generated::cuLibraryUnload(library) }
+    let result = unsafe { crate::forward::generated::cuLibraryUnload(library) };
+    // Kept answers about functions and kernels may name reused handles from now on.
+    crate::local_cache::code_unloaded();
+    result
 }
