@@ -6,11 +6,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use protocol::{CallId, Decoder, RequestHeader, ResponseHeader};
-use support::wire::hello_frame;
+use protocol::Decoder;
+use support::wire::RawGuest;
 use support::{c_program, run_client, Host};
 
 /// A host on a fresh 16 MiB region (8 channels), its fake driver logging its calls.
@@ -281,62 +281,6 @@ fn zero_copy_off_keeps_plain_pinned_memory() {
         log.contains("cuMemcpyHtoDAsync_v2 (bytes shipped)"),
         "{log}"
     );
-}
-
-/// A raw guest: the wire protocol over a channel of the region, no shim.
-struct RawGuest {
-    channel: transport::GuestChannel,
-    response: Vec<u8>,
-}
-
-impl RawGuest {
-    fn connect(region: &Path) -> RawGuest {
-        let region = transport::Region::open(region).expect("open region");
-        let mut guest = RawGuest {
-            channel: region.connect().expect("connect"),
-            response: Vec::new(),
-        };
-        let frame = hello_frame();
-        assert_eq!(guest.call_raw(&frame).0, 0, "handshake");
-        guest
-    }
-
-    fn call_raw(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.channel
-            .call(frame, &mut self.response)
-            .expect("transport");
-        let mut dec = Decoder::new(&self.response);
-        let header = ResponseHeader::read(&mut dec).expect("header");
-        let rest = self.response[self.response.len() - dec.remaining()..].to_vec();
-        (header.result, rest)
-    }
-
-    /// One call with `u64` arguments; the result code and the body.
-    fn call(&mut self, id: u32, args: &[u64], flags: Option<u32>) -> (u32, Vec<u8>) {
-        self.call_tail(id, args, flags, &[])
-    }
-
-    /// As [`RawGuest::call`], with `u64`s after the flags (the placement's guest bulk base).
-    fn call_tail(
-        &mut self,
-        id: u32,
-        args: &[u64],
-        flags: Option<u32>,
-        tail: &[u64],
-    ) -> (u32, Vec<u8>) {
-        let mut frame = Vec::new();
-        let mut enc = RequestHeader::start(&mut frame, CallId(id), 0);
-        for a in args {
-            enc.put(*a);
-        }
-        if let Some(f) = flags {
-            enc.put(f);
-        }
-        for t in tail {
-            enc.put(*t);
-        }
-        self.call_raw(&frame)
-    }
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct ClientContext {
     zero_copy: handlers::Registrations,
     /// Posted calls executed per guest thread, for requests ordered after them.
     posts: posted::Progress,
+    /// Parameter layouts of the client's functions: launches are checked against them.
+    layouts: handlers::Layouts,
 }
 
 impl ClientContext {
@@ -64,6 +66,7 @@ impl ClientContext {
             contexts: contexts::ContextPool::default(),
             zero_copy: handlers::Registrations::default(),
             posts: posted::Progress::default(),
+            layouts: handlers::Layouts::default(),
         })
     }
 
@@ -231,7 +234,9 @@ impl ThreadSession {
             special::FLUSH => dec.finish().map(|()| {
                 ResponseHeader::start(response, 0);
             }),
-            special::PARAM_LAYOUT => handlers::param_layout(&mut dec, response),
+            special::PARAM_LAYOUT => {
+                handlers::param_layout(&self.client.layouts, &mut dec, response)
+            }
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),

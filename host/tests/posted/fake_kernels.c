@@ -3,7 +3,7 @@
  * "kernels" that run on the host, so the order of posted calls is visible in memory.
  *
  * - Function handle 0xADD0 is `add(int *p, int v)`: *p += v (parameters laid out 8 + 4 bytes,
- *   reported by cuFuncGetParamInfo). FAKE_CUDA_LAUNCH_US makes each such launch take that long.
+ *   reported by cuFuncGetParamInfo; given as kernelParams or as an `extra` buffer). FAKE_CUDA_LAUNCH_US makes each such launch take that long.
  * - Function handle 0x1000 is a kernel that does nothing (the benchmark's launch).
  * - Any other handle fails with CUDA_ERROR_INVALID_HANDLE (400); a zero grid dimension with
  *   CUDA_ERROR_INVALID_VALUE (1).
@@ -28,12 +28,23 @@ static unsigned long long launched;
 
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned shared, void *stream, void **params, void **extra) {
-    (void)bx; (void)by; (void)bz; (void)shared; (void)stream; (void)extra;
+    (void)bx; (void)by; (void)bz; (void)shared; (void)stream;
     if (f == NOOP_KERNEL) return 0;
     if (f != ADD_KERNEL) return 400;
-    if (!gx || !gy || !gz || !params) return 1;
-    CUdeviceptr p = *(CUdeviceptr *)params[0];
-    int v = *(int *)params[1];
+    if (!gx || !gy || !gz || (!params == !extra)) return 1;
+    CUdeviceptr p;
+    int v;
+    if (params) {
+        p = *(CUdeviceptr *)params[0];
+        v = *(int *)params[1];
+    } else {
+        /* extra: {BUFFER_POINTER (1), buf, BUFFER_SIZE (2), &size, END (0)}, the parameters
+         * packed at the layout's offsets. */
+        if (extra[0] != (void *)1 || extra[2] != (void *)2 || extra[4] != (void *)0) return 1;
+        if (*(size_t *)extra[3] < 12) return 1;
+        memcpy(&p, extra[1], 8);
+        memcpy(&v, (char *)extra[1] + 8, 4);
+    }
     pthread_mutex_lock(&fake_allocs_lock);
     int ok = fake_range_ok(p, 4);
     if (ok) *(int *)(uintptr_t)p += v;

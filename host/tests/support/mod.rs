@@ -1,7 +1,7 @@
 //! What the end-to-end tests in `host/tests/*.rs` share (each includes it with `mod support;`):
 //! building the C pieces and the guest libraries ([`compile`]), running `vgpu-host` on the fake
 //! driver and guests against it ([`host`]), finding processes through `/proc` ([`procs`]), and
-//! the raw HELLO frame ([`wire`]).
+//! the raw wire protocol: the HELLO frame and a guest without the shim ([`wire`]).
 // Each test binary uses only part of this module (and of its re-exports).
 #![allow(dead_code, unused_imports)]
 

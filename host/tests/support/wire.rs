@@ -1,7 +1,9 @@
 //! Raw wire frames for tests that speak the protocol without the shim.
 
+use std::path::Path;
+
 use protocol::handshake::{Hello, PROTOCOL_VERSION};
-use protocol::{special, RequestHeader};
+use protocol::{special, CallId, Decoder, RequestHeader, ResponseHeader};
 
 /// A HELLO request from this process and thread.
 pub fn hello_frame() -> Vec<u8> {
@@ -16,4 +18,60 @@ pub fn hello_frame() -> Vec<u8> {
     }
     .encode(&mut RequestHeader::start(&mut frame, special::HELLO, 0));
     frame
+}
+
+/// A raw guest: the wire protocol over a channel of the region, no shim.
+pub struct RawGuest {
+    channel: transport::GuestChannel,
+    response: Vec<u8>,
+}
+
+impl RawGuest {
+    pub fn connect(region: &Path) -> RawGuest {
+        let region = transport::Region::open(region).expect("open region");
+        let mut guest = RawGuest {
+            channel: region.connect().expect("connect"),
+            response: Vec::new(),
+        };
+        let frame = hello_frame();
+        assert_eq!(guest.call_raw(&frame).0, 0, "handshake");
+        guest
+    }
+
+    pub fn call_raw(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.channel
+            .call(frame, &mut self.response)
+            .expect("transport");
+        let mut dec = Decoder::new(&self.response);
+        let header = ResponseHeader::read(&mut dec).expect("header");
+        let rest = self.response[self.response.len() - dec.remaining()..].to_vec();
+        (header.result, rest)
+    }
+
+    /// One call with `u64` arguments; the result code and the body.
+    pub fn call(&mut self, id: u32, args: &[u64], flags: Option<u32>) -> (u32, Vec<u8>) {
+        self.call_tail(id, args, flags, &[])
+    }
+
+    /// As [`RawGuest::call`], with `u64`s after the flags (the placement's guest bulk base).
+    pub fn call_tail(
+        &mut self,
+        id: u32,
+        args: &[u64],
+        flags: Option<u32>,
+        tail: &[u64],
+    ) -> (u32, Vec<u8>) {
+        let mut frame = Vec::new();
+        let mut enc = RequestHeader::start(&mut frame, CallId(id), 0);
+        for a in args {
+            enc.put(*a);
+        }
+        if let Some(f) = flags {
+            enc.put(f);
+        }
+        for t in tail {
+            enc.put(*t);
+        }
+        self.call_raw(&frame)
+    }
 }

@@ -19,7 +19,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
-use super::launch::{layout_of, Params};
+use super::launch::{layout_of, Layouts, Params};
 use super::{real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
 use crate::dispatch::ClientContext;
@@ -64,7 +64,7 @@ fn device_end(kind: CUmemorytype, addr: u64) -> bool {
 }
 
 impl Body {
-    fn decode(dec: &mut Decoder<'_>) -> Result<Checked<Self>, DecodeError> {
+    fn decode(dec: &mut Decoder<'_>, layouts: &Layouts) -> Result<Checked<Self>, DecodeError> {
         let kind: u32 = dec.get()?;
         Ok(Ok(match kind {
             KERNEL => {
@@ -73,7 +73,9 @@ impl Body {
                 for d in &mut dims {
                     *d = dec.get()?;
                 }
-                let params = match Params::decode(dec)? {
+                // The node's function, or its kernel when the function is NULL.
+                let launched = if func != 0 { func } else { kern };
+                let params = match Params::decode(dec, launched, layouts)? {
                     Ok(p) => p,
                     Err(r) => return Ok(Err(r)),
                 };
@@ -223,7 +225,7 @@ pub fn add_node(
 ) -> Result<(), DecodeError> {
     let graph = dec.get::<u64>()? as usize as CUgraph;
     let deps = checked!(Deps::decode(dec)?, out);
-    let mut body = checked!(Body::decode(dec)?, out);
+    let mut body = checked!(Body::decode(dec, &client.layouts)?, out);
     dec.finish()?;
     let mut node: CUgraphNode = std::ptr::null_mut();
     let (d, n) = (deps.nodes_ptr(), deps.len());
@@ -314,7 +316,7 @@ pub fn set_node(
 ) -> Result<(), DecodeError> {
     let exec = dec.get::<u64>()? as usize as CUgraphExec;
     let node = dec.get::<u64>()? as usize as CUgraphNode;
-    let mut body = checked!(Body::decode(dec)?, out);
+    let mut body = checked!(Body::decode(dec, &client.layouts)?, out);
     dec.finish()?;
     // SAFETY: (all arms) parameters point into `body` or locals alive for the call; the driver
     // copies them.

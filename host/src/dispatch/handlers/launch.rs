@@ -1,8 +1,12 @@
 //! Kernel launches: parameter layouts from the host driver, packed parameter buffers from the
-//! guest.
+//! guest. The driver reads each parameter at its real offset and size, so the pointers it gets
+//! are built from the host's own layout of the function ([`Layouts`]), never from the guest's
+//! list: a guest list that differs from it, or a buffer shorter than it, is refused with
+//! `CUDA_ERROR_INVALID_VALUE` before the driver sees the launch.
 
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
@@ -42,15 +46,52 @@ pub fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
     Ok(layout)
 }
 
+/// One function's parameters: `(offset, size)` each, in order.
+pub type Layout = Arc<[(u32, u32)]>;
+
+/// The parameter layouts of one client's functions and kernels, as the driver reports them, kept
+/// from the first ask until the client unloads a module or library (a handle may then come back
+/// for other code). One lookup per launch.
+#[derive(Debug, Default)]
+pub struct Layouts(Mutex<HashMap<u64, Layout>>);
+
+impl Layouts {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Layout>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The layout of `func` (a `CUfunction` or a `CUkernel`): kept, else from the driver.
+    ///
+    /// # Errors
+    /// The driver's result for a handle it does not know.
+    pub fn of(&self, func: u64) -> Result<Layout, CUresult> {
+        if let Some(layout) = self.map().get(&func) {
+            return Ok(layout.clone());
+        }
+        let layout: Layout = layout_of(func)?.into();
+        self.map().insert(func, layout.clone());
+        Ok(layout)
+    }
+
+    /// Forgets every kept layout (after an unload).
+    pub fn forget(&self) {
+        self.map().clear();
+    }
+}
+
 /// `PARAM_LAYOUT`: `u64 func` → result, `u32 n, n × (u32 offset, u32 size)`.
-pub fn param_layout(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+pub fn param_layout(
+    layouts: &Layouts,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     let func: u64 = dec.get()?;
     dec.finish()?;
-    match layout_of(func) {
+    match layouts.of(func) {
         Ok(layout) => {
             let mut enc = ResponseHeader::start(out, 0);
             enc.put(layout.len() as u32);
-            for (offset, size) in layout {
+            for &(offset, size) in layout.iter() {
                 enc.put(offset);
                 enc.put(size);
             }
@@ -58,6 +99,26 @@ pub fn param_layout(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), Deco
         Err(r) => respond(out, r),
     }
     Ok(())
+}
+
+/// `cuModuleUnload`/`cuLibraryUnload`: the generated call, then the client's kept layouts go.
+pub fn unload(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let id = if name == "cuModuleUnload" {
+        shim_macros::cuda_call_id!(cuModuleUnload)
+    } else {
+        shim_macros::cuda_call_id!(cuLibraryUnload)
+    };
+    let outcome = crate::dispatch::generated::dispatch(id, dec, out).unwrap_or_else(|| {
+        respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        Ok(())
+    });
+    client.layouts.forget();
+    outcome
 }
 
 /// Launch dimensions as sent by the guest.
@@ -95,52 +156,74 @@ const FORM_EXTRA: u8 = 2;
 
 impl Params {
     /// `u8 form, bytes packed, u32 n, n × (u32 offset, u32 size)`: form 1 is `kernelParams`
-    /// (packed at the layout's offsets), form 2 the `extra` buffer.
-    pub(crate) fn decode(dec: &mut Decoder<'_>) -> Result<Result<Self, CUresult>, DecodeError> {
+    /// (packed at the layout's offsets), form 2 the `extra` buffer. `func` is the function or
+    /// kernel launched: its real layout, from `layouts`, places the pointers, and the guest's
+    /// list must equal it; the `extra` buffer must hold every parameter; no parameters at all is
+    /// only allowed for a function without any.
+    pub(crate) fn decode(
+        dec: &mut Decoder<'_>,
+        func: u64,
+        layouts: &Layouts,
+    ) -> Result<Result<Self, CUresult>, DecodeError> {
         let form: u8 = dec.get()?;
         let packed = dec.get_bytes()?.to_vec();
         let count: u32 = dec.get()?;
         if count > MAX_PARAMS || packed.len() > MAX_PARAM_BYTES {
             return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
         }
-        let layout: Vec<(u32, u32)> = (0..count)
+        let claimed: Vec<(u32, u32)> = (0..count)
             .map(|_| Ok((dec.get::<u32>()?, dec.get::<u32>()?)))
             .collect::<Result<_, DecodeError>>()?;
+        if !matches!(form, FORM_NONE | FORM_POINTERS | FORM_EXTRA) {
+            return Err(DecodeError::BadTag {
+                what: "kernel parameter form",
+                tag: form,
+            });
+        }
+        let layout = match layouts.of(func) {
+            Ok(layout) => layout,
+            Err(r) => return Ok(Err(r)),
+        };
+        let needed = layout
+            .iter()
+            .map(|&(offset, size)| offset as usize + size as usize)
+            .max()
+            .unwrap_or(0);
+        let refused = match form {
+            FORM_NONE => !layout.is_empty(),
+            FORM_POINTERS => claimed[..] != layout[..] || needed > packed.len(),
+            _ => needed > packed.len(),
+        };
+        if refused {
+            tracing::debug!(
+                func,
+                form,
+                "refusing kernel parameters that do not match the function's layout"
+            );
+            return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
+        }
         let mut params = Params {
             size: Box::new(packed.len()),
             packed,
             pointers: Vec::new(),
             extra: Vec::new(),
         };
-        match form {
-            FORM_NONE => {}
-            FORM_POINTERS => {
-                for (offset, size) in layout {
-                    let end = offset as usize + size as usize;
-                    if end > params.packed.len() {
-                        return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
-                    }
-                    // SAFETY: offset < end <= len, so the pointer is inside `packed`.
-                    params
-                        .pointers
-                        .push(unsafe { params.packed.as_mut_ptr().add(offset as usize) }.cast());
-                }
+        if form == FORM_POINTERS {
+            for &(offset, _) in layout.iter() {
+                // SAFETY: offset + size <= needed <= len (checked above), so the pointer is
+                // inside `packed`.
+                params
+                    .pointers
+                    .push(unsafe { params.packed.as_mut_ptr().add(offset as usize) }.cast());
             }
-            FORM_EXTRA => {
-                params.extra = vec![
-                    CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize as *mut c_void,
-                    params.packed.as_mut_ptr().cast(),
-                    CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize as *mut c_void,
-                    (&mut *params.size as *mut usize).cast(),
-                    CU_LAUNCH_PARAM_END_AS_INT as usize as *mut c_void,
-                ];
-            }
-            other => {
-                return Err(DecodeError::BadTag {
-                    what: "kernel parameter form",
-                    tag: other,
-                })
-            }
+        } else if form == FORM_EXTRA {
+            params.extra = vec![
+                CU_LAUNCH_PARAM_BUFFER_POINTER_AS_INT as usize as *mut c_void,
+                params.packed.as_mut_ptr().cast(),
+                CU_LAUNCH_PARAM_BUFFER_SIZE_AS_INT as usize as *mut c_void,
+                (&mut *params.size as *mut usize).cast(),
+                CU_LAUNCH_PARAM_END_AS_INT as usize as *mut c_void,
+            ];
         }
         Ok(Ok(params))
     }
@@ -166,13 +249,13 @@ impl Params {
 /// block, u32 shared, u64 stream`), params → result.
 pub fn launch_kernel(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let func: u64 = dec.get()?;
     let d = Dims::decode(dec)?;
-    let mut params = match Params::decode(dec)? {
+    let mut params = match Params::decode(dec, func, &client.layouts)? {
         Ok(p) => p,
         Err(r) => {
             respond(out, r);
@@ -216,7 +299,7 @@ const MAX_ATTRS: u32 = 64;
 /// `cuLaunchKernelEx*`: `u64 func`, dims, `u32 n, n × CUlaunchAttribute`, params → result.
 pub fn launch_kernel_ex(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -232,7 +315,7 @@ pub fn launch_kernel_ex(
     let mut attrs: Vec<CUlaunchAttribute> = (0..count)
         .map(|_| unsafe { dec.get_raw() })
         .collect::<Result<_, _>>()?;
-    let mut params = match Params::decode(dec)? {
+    let mut params = match Params::decode(dec, func, &client.layouts)? {
         Ok(p) => p,
         Err(r) => {
             respond(out, r);

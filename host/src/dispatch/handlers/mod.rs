@@ -33,7 +33,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 use super::ClientContext;
 
 pub use export_tables::unit_maps;
-pub use launch::param_layout;
+pub use launch::{param_layout, Layouts};
 pub use nvml_facts::{nvml_facts, nvml_memory};
 pub use zero_copy::Registrations;
 
@@ -86,6 +86,7 @@ routes! {
     cuLibraryGetGlobal => module::library_get_global,
     cuFuncGetName | cuKernelGetName => module::get_name,
     cuLaunchKernel | cuLaunchKernel_ptsz => launch::launch_kernel,
+    cuModuleUnload | cuLibraryUnload => launch::unload,
     cuLaunchCooperativeKernel | cuLaunchCooperativeKernel_ptsz => launch::launch_kernel,
     cuLaunchKernelEx | cuLaunchKernelEx_ptsz => launch::launch_kernel_ex,
     cuLaunchHostFunc | cuLaunchHostFunc_ptsz => hostfn::launch_host_func,
