@@ -308,3 +308,22 @@ __attribute__((weak)) CUresult cuCtxGetCurrent(void **ctx) {
     *ctx = (void *)0xC0;
     return 0;
 }
+
+/* Module and library loads: accepted without reading the image (a real driver parses it); each
+ * logged with the first byte, so a test sees which images reached the driver. */
+CUresult cuModuleLoadData(void **module, const void *image) {
+    if (!module || !image) return 1;
+    fake_log("cuModuleLoadData first byte %llu", *(const unsigned char *)image, 0);
+    *module = (void *)(uintptr_t)0x4d00;
+    return 0;
+}
+CUresult cuLibraryLoadData(void **library, const void *code, void *jit_options, void **jit_values,
+                           unsigned jit_count, void *lib_options, void **lib_values,
+                           unsigned lib_count) {
+    (void)jit_options; (void)jit_values; (void)jit_count;
+    (void)lib_options; (void)lib_values; (void)lib_count;
+    if (!library || !code) return 1;
+    fake_log("cuLibraryLoadData first byte %llu", *(const unsigned char *)code, 0);
+    *library = (void *)(uintptr_t)0x4c00;
+    return 0;
+}

@@ -171,7 +171,14 @@ pub unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fatCubin: *const c_vo
 pub unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CuResult {
     let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fname)?);
     let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
-    bytes.push(0); // PTX text must be NUL-terminated; binary images ignore the extra byte.
+    // PTX text must be NUL-terminated; the image is then exactly what its headers (or its NUL)
+    // say, as the host checks: bytes after it are not sent.
+    bytes.push(0);
+    let len = cuda_image::size_of_image(&bytes).map_err(|e| {
+        log!(Level::Error, "cannot size the module image in the file: {e}");
+        CuError::INVALID_IMAGE
+    })?;
+    bytes.truncate(usize::try_from(len.len).map_err(|_| CuError::INVALID_IMAGE)?);
     call_with(
         shim_macros::cuda_call_id!(cuModuleLoadData),
         |enc| enc.put_bytes(&bytes),

@@ -11,7 +11,7 @@ use protocol::jit::{
 use protocol::{DecodeError, Decoder, Encoder, ResponseHeader};
 
 use super::device::c_string;
-use super::real_or_unsupported;
+use super::{real_or_unsupported, respond};
 use crate::dispatch::ClientContext;
 
 /// JIT options ready for the driver, with host log buffers in place of the guest's.
@@ -93,6 +93,31 @@ impl JitOptions {
     }
 }
 
+/// A module image as received, checked before the driver parses it: sized again here with
+/// `cuda-image`, it must be exactly the bytes received (PTX with its terminating NUL), and never a
+/// fatbin wrapper, whose pointers would name this worker's memory. The guest sends the unwrapped
+/// payload, sized the same way. Anything else is `CUDA_ERROR_INVALID_IMAGE`, and the driver never
+/// reads past the buffer on the strength of a size field inside it.
+pub(crate) fn checked_image(image: &[u8]) -> Result<(), CUresult> {
+    let refused = |why: String| {
+        tracing::debug!("refusing a module image: {why}");
+        Err(CUresult::CUDA_ERROR_INVALID_IMAGE)
+    };
+    match cuda_image::size_of_image(image) {
+        Err(e) => refused(e.to_string()),
+        Ok(layout) if layout.kind == cuda_image::ImageKind::FatbinWrapper => {
+            refused("a fatbin wrapper (it holds pointers)".to_owned())
+        }
+        Ok(layout) if layout.len != image.len() as u64 => refused(format!(
+            "{:?} of {} bytes sent as {} bytes",
+            layout.kind,
+            layout.len,
+            image.len()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// `cuModuleLoadData`/`cuModuleLoadFatBinary`: `bytes image` → result, `u64 module`.
 pub fn load_data(
     name: &str,
@@ -102,6 +127,10 @@ pub fn load_data(
 ) -> Result<(), DecodeError> {
     let image = dec.get_bytes()?.to_vec();
     dec.finish()?;
+    if let Err(r) = checked_image(&image) {
+        respond(out, r);
+        return Ok(());
+    }
     let mut module: CUmodule = std::ptr::null_mut();
     // SAFETY: `image` is the exact image the guest sized, alive for the call; the driver copies
     // what it keeps.
@@ -126,6 +155,10 @@ pub fn load_data_ex(
     let image = dec.get_bytes()?.to_vec();
     let mut jit = JitOptions::decode(dec)?;
     dec.finish()?;
+    if let Err(r) = checked_image(&image) {
+        respond(out, r);
+        return Ok(());
+    }
     let mut module: CUmodule = std::ptr::null_mut();
     let f = real_or_unsupported!(cuModuleLoadDataEx, out);
     let count = jit.options.len() as u32;
@@ -159,6 +192,10 @@ pub fn library_load_data(
     let mut jit = JitOptions::decode(dec)?;
     let library_options = jit::get_options(dec, jit::MAX_LIBRARY_OPTIONS)?;
     dec.finish()?;
+    if let Err(r) = checked_image(&image) {
+        respond(out, r);
+        return Ok(());
+    }
     let (mut lib_opts, mut lib_values): (Vec<CUlibraryOption>, Vec<*mut c_void>) = library_options
         .into_iter()
         .filter(|(o, _)| *o != CUlibraryOption::CU_LIBRARY_BINARY_IS_PRESERVED.0)
