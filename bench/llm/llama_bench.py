@@ -22,7 +22,7 @@ import time
 def bench(args, extra):
     cmd = [os.path.join(args.bin, "llama-bench"), "-m", args.model, "-ngl", "99", "-r", str(args.reps),
            "-o", "json"] + extra
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if p.returncode != 0:
         print(p.stderr[-3000:], file=sys.stderr)
         sys.exit(p.returncode)
@@ -33,7 +33,7 @@ def completion(args, n):
     cmd = [os.path.join(args.bin, "llama-completion"), "-m", args.model, "-ngl", "99", "-n", str(n),
            "--temp", "0", "--seed", "1", "-p", "Once upon a time", "-no-cnv", "--no-warmup"]
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    p = subprocess.run(cmd, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t
     if p.returncode != 0:
         print(p.stderr[-3000:], file=sys.stderr)
