@@ -20,6 +20,11 @@ fn main() {
     let cli = Cli::parse();
     let log = log_filter(cli.log.as_deref());
     init_tracing(&log);
+    // A guest that shrinks the region file must not end this process with SIGBUS: the region's
+    // pages turn to zeros and its channels report the region gone (transport/src/truncation.rs).
+    if let Err(e) = transport::protect_from_truncation() {
+        tracing::warn!("cannot guard against a truncated region file (SIGBUS handler): {e}");
+    }
     let code = match &cli.mode {
         Some(Mode::Worker(args)) => host::worker::run(args),
         None => serve(&cli.serve, log),

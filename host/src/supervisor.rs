@@ -16,7 +16,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport::{ChannelClaim, Region};
+use transport::{ChannelClaim, GoneReason, Region, TransportError};
 
 use crate::listener::Accepted;
 use crate::stream_link::{self, Connection};
@@ -472,6 +472,14 @@ fn spawn_claim_acceptor(region: Region, intake: Sender<Intake>, stop: Arc<Atomic
                         }
                     }
                     Ok(None) => {}
+                    Err(TransportError::PeerGone(GoneReason::RegionTruncated)) => {
+                        tracing::error!(
+                            "the region file was shrunk under the host (a guest truncated it): \
+                             its clients are gone and no new one is accepted; socket clients \
+                             are served on; restart vgpu-host to serve the region again"
+                        );
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!("accept: {e}");
                         std::thread::sleep(ACCEPT_SLICE);

@@ -302,6 +302,13 @@ impl Worker {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            if let Some(Err(e)) = self.region.as_ref().map(Region::check_mapped) {
+                tracing::warn!(
+                    pid = self.client.pid,
+                    "{e}: a guest shrank the region file; worker exits"
+                );
+                return 0;
+            }
             if tcp && active == 0 && idle_since.elapsed() >= self.tcp_grace {
                 tracing::info!(
                     pid = self.client.pid,

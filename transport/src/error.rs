@@ -13,6 +13,9 @@ pub enum GoneReason {
     HostRestarted,
     /// The connection was closed by the peer (TCP/Unix socket end of stream or reset).
     Disconnected,
+    /// The region file was shrunk under this process's mapping (a guest truncated it): what the
+    /// region held is gone (see `truncation.rs`).
+    RegionTruncated,
 }
 
 /// Everything that can go wrong in the transport.

@@ -65,6 +65,8 @@ mod region;
 mod stream;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+mod truncation;
 
 #[cfg(all(test, not(loom)))]
 mod hostile_tests;
@@ -77,6 +79,7 @@ pub use crate::{
         spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
     },
     error::{GoneReason, TransportError},
+    truncation::protect as protect_from_truncation,
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{
         ChannelClaim, Region, RegionConfig, DEFAULT_PEER_TIMEOUT, MAX_PEER_TIMEOUT,

@@ -719,8 +719,10 @@ impl Region {
     /// doorbell (futex or back-off per the region's mode); no scanning of all channels in a loop.
     ///
     /// # Errors
-    /// None today besides bugs; kept fallible for future checks.
+    /// `PeerGone(RegionTruncated)` once a guest shrank the region file under this process
+    /// ([`Region::check_mapped`]).
     pub fn accept(&self, timeout: Duration) -> Result<Option<ChannelClaim>, TransportError> {
+        self.check_mapped()?;
         let deadline = Instant::now() + timeout;
         let h = self.header();
         let count = self.inner.layout.channel_count;
@@ -980,12 +982,26 @@ impl Region {
         Ok(())
     }
 
+    /// `PeerGone(RegionTruncated)` once the region file was shrunk under this process's mapping
+    /// (in a process protected by [`crate::protect_from_truncation`]): nothing read from the
+    /// region can be trusted after that.
+    ///
+    /// # Errors
+    /// As said.
+    pub fn check_mapped(&self) -> Result<(), TransportError> {
+        if self.inner.map.truncated() {
+            return Err(TransportError::PeerGone(GoneReason::RegionTruncated));
+        }
+        Ok(())
+    }
+
     /// Host-side view of the client's liveness for channel `claim` (used by waits).
     pub(crate) fn check_client(
         &self,
         claim: &ChannelClaim,
         watch: &mut BeatWatch,
     ) -> Result<(), TransportError> {
+        self.check_mapped()?;
         let m = &self.channel(claim.index).meta.0;
         let word = m.status.load(Ordering::Relaxed);
         if word == status(claim.epoch, STATE_CLOSED) {

@@ -6,11 +6,14 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A shared, writable mapping of a whole file; unmapped on drop.
+/// A shared, writable mapping of a whole file; unmapped on drop. Registered with
+/// [`crate::truncation`], so that where the process protects itself, a file shrunk under it
+/// turns the mapping to zeros instead of raising `SIGBUS`.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    slot: crate::truncation::Slot,
 }
 
 // SAFETY: the mapping is plain shared memory; all concurrent access goes through atomics or is
@@ -43,7 +46,14 @@ impl Mapping {
             return Err(std::io::Error::last_os_error());
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(std::io::Error::last_os_error)?;
-        Ok(Mapping { base, len })
+        let slot = crate::truncation::register(base.as_ptr() as usize, len);
+        Ok(Mapping { base, len, slot })
+    }
+
+    /// Whether the file was shrunk under the mapping and the mapping replaced by zeros (only in
+    /// a process that called [`crate::truncation::protect`]).
+    pub(crate) fn truncated(&self) -> bool {
+        self.slot.truncated()
     }
 
     pub(crate) fn base(&self) -> *mut u8 {
@@ -57,6 +67,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Unregistered before the range is unmapped, so a later mapping at the same addresses is
+        // never taken for this one.
+        drop(std::mem::replace(&mut self.slot, crate::truncation::Slot::none()));
         // SAFETY: `base`/`len` come from a successful mmap that nothing else unmaps.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);
