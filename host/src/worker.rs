@@ -75,9 +75,14 @@ pub fn run(args: &WorkerArgs) -> i32 {
         None => None,
         Some(Ok(r)) => Some(r),
         Some(Err(e)) => {
+            // A region a guest broke (truncated, say) must not stop the host's socket clients
+            // from being served: this worker serves without it.
             let path = args.region.as_deref().unwrap_or(std::path::Path::new(""));
-            tracing::error!(region = %path.display(), "worker cannot open the region: {e}");
-            return 1;
+            tracing::warn!(
+                region = %path.display(),
+                "worker cannot open the region ({e}); it serves socket clients only"
+            );
+            None
         }
     };
     let context = ClientContext::new(args.driver.clone());

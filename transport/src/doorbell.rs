@@ -122,6 +122,8 @@ pub(crate) struct BeatWatch {
     source: u64,
     last: u64,
     changed: Instant,
+    /// Since when a guest channel has waited for a worker to serve it (`None` once served).
+    unserved_since: Option<Instant>,
 }
 
 impl BeatWatch {
@@ -130,7 +132,22 @@ impl BeatWatch {
             source: u64::MAX,
             last: 0,
             changed: Instant::now(),
+            unserved_since: None,
         }
+    }
+
+    /// Whether the channel has waited for a server longer than `timeout`; the first call starts
+    /// the clock.
+    pub(crate) fn unserved_past(&mut self, timeout: Duration) -> bool {
+        self.unserved_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+            > timeout
+    }
+
+    /// A server serves the channel: the unserved clock stops.
+    pub(crate) fn served(&mut self) {
+        self.unserved_since = None;
     }
 
     /// Feeds the current beat of the peer identified by `source`; true once stalled past `timeout`.

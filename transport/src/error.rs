@@ -13,9 +13,27 @@ pub enum GoneReason {
     HostRestarted,
     /// The connection was closed by the peer (TCP/Unix socket end of stream or reset).
     Disconnected,
+    /// The host lives, but no worker served this guest channel within the region's peer timeout
+    /// of its claim.
+    NotServed,
     /// The region file was shrunk under this process's mapping (a guest truncated it): what the
     /// region held is gone (see `truncation.rs`).
     RegionTruncated,
+}
+
+impl std::fmt::Display for GoneReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GoneReason::ProcessExited => "its process exited",
+            GoneReason::HeartbeatStalled => "its heartbeat stalled for the peer timeout",
+            GoneReason::HostRestarted => "the host re-initialised the region",
+            GoneReason::Disconnected => "the connection was closed",
+            GoneReason::NotServed => {
+                "the host lives but no worker served this channel within the peer timeout"
+            }
+            GoneReason::RegionTruncated => "the region file was shrunk (truncated) under it",
+        })
+    }
 }
 
 /// Everything that can go wrong in the transport.
@@ -84,7 +102,7 @@ pub enum TransportError {
     #[error("channel {0} is not claimed (or was re-claimed by another client)")]
     NotClaimed(u32),
     /// The peer died, stopped beating or restarted; the call was abandoned.
-    #[error("peer is gone: {0:?}")]
+    #[error("peer is gone: {0}")]
     PeerGone(GoneReason),
     /// The guest released the channel (normal end of a client thread).
     #[error("channel closed by the client")]

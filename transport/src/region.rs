@@ -958,6 +958,7 @@ impl Region {
         // SYNC POINT: pairs with the Release store of `server_pid` in `serve`.
         let spid = m.server_pid.load(Ordering::Acquire);
         let (pid, start, beat, source) = if spid != 0 {
+            watch.served();
             (
                 spid,
                 m.server_start.load(Ordering::Relaxed),
@@ -965,6 +966,10 @@ impl Region {
                 u64::from(spid),
             )
         } else {
+            // A live host that never hands the claim to a worker must not hold the guest forever.
+            if watch.unserved_past(self.inner.peer_timeout) {
+                return Err(TransportError::PeerGone(GoneReason::NotServed));
+            }
             let hpid = h.host_pid.load(Ordering::Relaxed);
             (
                 hpid,

@@ -284,6 +284,27 @@ fn accept_times_out_quietly() {
 }
 
 #[test]
+fn a_claim_no_worker_serves_fails_within_the_peer_timeout() {
+    let tmp = TempRegion::new("unserved");
+    let timeout = Duration::from_millis(300);
+    // A live host (this process beats for it) that never accepts the claim.
+    let _host = Region::create(tmp.path(), &small(DoorbellMode::Futex, timeout)).unwrap();
+    let guest = Region::open(tmp.path()).unwrap();
+    let mut ch = guest.connect().unwrap();
+    let mut resp = Vec::new();
+    let t = Instant::now();
+    assert!(matches!(
+        ch.call(b"hello", &mut resp),
+        Err(TransportError::PeerGone(GoneReason::NotServed))
+    ));
+    let waited = t.elapsed();
+    assert!(
+        waited >= timeout && waited < timeout * 3,
+        "waited {waited:?} for a {timeout:?} peer timeout"
+    );
+}
+
+#[test]
 fn host_restart_is_reported_to_old_guests() {
     let tmp = TempRegion::new("restart");
     let config = small(DoorbellMode::Futex, Duration::from_secs(5));
