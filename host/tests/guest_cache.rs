@@ -135,3 +135,41 @@ fn the_trace_shows_which_calls_reached_the_host() {
         assert!(words.last().unwrap().starts_with('@'), "{line}");
     }
 }
+
+/// The cost of a kept answer: the queries PyTorch repeats thousands of times per token, 2 M times
+/// each, through the shim and directly against the fake driver (a plain call into a shared
+/// library: the floor). Prints ns per call; a benchmark, not a check:
+/// `cargo test -p host --release --test guest_cache kept_answer_rate -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn kept_answer_rate() {
+    let rate = c_build(
+        "cache-rate",
+        &[root().join("host/tests/cache/rate.c")],
+        &["-O2", "-ldl"],
+    );
+    let n = std::env::var("VGPU_BENCH_CALLS").unwrap_or_else(|_| "2000000".into());
+    let host = Host::on_region("cache-rate")
+        .driver(FakeDriver::Contexts)
+        .start();
+    let through_shim = run_client(host.client(&rate).arg(&n));
+    let direct = std::process::Command::new(&rate)
+        .arg(&n)
+        .env(
+            "LD_LIBRARY_PATH",
+            FakeDriver::Contexts.path().parent().expect("its folder"),
+        )
+        .output()
+        .expect("run directly");
+    let direct = String::from_utf8_lossy(&direct.stdout).into_owned();
+    println!("query                         shim ns   direct ns");
+    for (shim, plain) in through_shim.stdout.lines().zip(direct.lines()) {
+        let (name, ns) = shim.split_once(' ').expect("a figure");
+        let plain_ns = plain.split(' ').nth(1).expect("a figure");
+        assert!(shim.ends_with("rc=0") && plain.ends_with("rc=0"), "{shim} / {plain}");
+        println!(
+            "{name:<30}{:>8}  {plain_ns:>10}",
+            ns.split(' ').next().unwrap_or("")
+        );
+    }
+}
