@@ -66,6 +66,8 @@ TIME=(/usr/bin/time -f "process tree: %e s wall, %U s user, %S s system")
         grep -o "module image: .*" "$T/loads.err" | tail -40 | sort | uniq -c | sort -rn | head -20
         echo "-- load calls: duration, last 40"
         grep -E "\] cu(Library|Module)Load" "$T/loads.trace" | tail -40 | sed -E 's/^vgpu-trace\[[0-9:]+\] ([A-Za-z_]+)\(.*\) -> ([A-Z_]+) ([0-9.]+us).*(@[0-9.]+)$/\1 \2 \3 \4/'
+        echo "-- NVRTC compile-cache calls (table da9151d3): slot, input length, duration, last 40"
+        grep -E "da9151d3\[[0-9]\]" "$T/loads.trace" | tail -40 | sed -E 's/^vgpu-trace\[[0-9:]+\] //' | cut -c1-200
         echo "-- unload calls, last 10"
         grep -E "\] cu(Library|Module)Unload" "$T/loads.trace" | tail -10 | cut -c1-200
     fi
