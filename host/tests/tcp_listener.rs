@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use support::host::{command, HostBuilder};
 use support::procs::{gone_within, running};
-use support::{c_program, fake_driver, Host};
+use support::{c_program, fake_driver, run_client, Host};
 use transport::{TcpClient, Transport};
 
 /// The grace period the tests give TCP workers (`--tcp-grace-ms`).
@@ -332,4 +332,52 @@ fn an_address_in_use_is_one_line_and_exit_6() {
         lines[0].contains(&format!("cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+/// A copy larger than one message's chunk travels as several messages, in order: the transport
+/// carries at most `transport::MAX_MESSAGE_LEN`, and the shim sends copies in 256 MiB chunks.
+const BIG_COPY: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef unsigned long long dptr;
+int main(void) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    if (!cuda) return 2;
+    int (*init)(unsigned) = (int (*)(unsigned))dlsym(cuda, "cuInit");
+    int (*alloc)(dptr *, size_t) = (int (*)(dptr *, size_t))dlsym(cuda, "cuMemAlloc_v2");
+    int (*htod)(dptr, const void *, size_t, void *) =
+        (int (*)(dptr, const void *, size_t, void *))dlsym(cuda, "cuMemcpyHtoDAsync_v2");
+    int (*dtoh)(void *, dptr, size_t, void *) =
+        (int (*)(void *, dptr, size_t, void *))dlsym(cuda, "cuMemcpyDtoHAsync_v2");
+    int (*sync)(void *) = (int (*)(void *))dlsym(cuda, "cuStreamSynchronize");
+    size_t n = (size_t)(256 << 20) + 12345;
+    unsigned char *in = malloc(n), *out = calloc(n, 1);
+    if (!in || !out) return 3;
+    for (size_t i = 0; i < n; i++) in[i] = (unsigned char)(i * 131 + (i >> 20));
+    dptr d = 0;
+    int r0 = init(0), r1 = alloc(&d, n), r2 = htod(d, in, n, 0), r3 = dtoh(out, d, n, 0);
+    int r4 = sync(0);
+    printf("rc=%d,%d,%d,%d,%d same=%d\n", r0, r1, r2, r3, r4, memcmp(in, out, n) == 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_copy_larger_than_a_chunk_goes_as_several_messages_in_order() {
+    let host = start_listening(Host::without_region().log_driver_calls(), &[]);
+    let program = c_program("big_copy", BIG_COPY, &["-ldl"]);
+    let out = run_client(&mut host.tcp_client(&program));
+    assert_eq!(out.stdout.trim(), "rc=0,0,0,0,0 same=1", "{}", out.stderr);
+    let log = host.driver_log();
+    let sizes = |what: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| l.starts_with(what))
+            .filter_map(|l| l.rsplit_once("len=").and_then(|(_, n)| n.parse().ok()))
+            .collect()
+    };
+    let chunks = vec![256 << 20, 12345];
+    assert_eq!(sizes("cuMemcpyHtoDAsync_v2"), chunks, "{log}");
+    assert_eq!(sizes("cuMemcpyDtoHAsync_v2"), chunks, "{log}");
 }

@@ -275,6 +275,15 @@ pub(crate) fn host_lost() -> bool {
 }
 
 fn transport_failure(e: &TransportError) -> CuError {
+    if let TransportError::MessageTooLarge(len) = e {
+        // Refused before anything was sent: the host is fine, this call is not.
+        log!(
+            Level::Error,
+            "a call of {len} bytes exceeds the transport's limit of {} bytes; it fails with CUDA_ERROR_INVALID_VALUE",
+            transport::MAX_MESSAGE_LEN
+        );
+        return CuError::INVALID_VALUE;
+    }
     // No ordering needed: a flag read by later calls; the log line is deduplicated by it.
     if !HOST_LOST.swap(true, Ordering::Relaxed) {
         log!(

@@ -111,6 +111,9 @@ pub(crate) fn send(
     owner: u64,
     live: &mut dyn FnMut() -> Result<(), TransportError>,
 ) -> Result<(), TransportError> {
+    if msg.len() as u64 > crate::MAX_MESSAGE_LEN {
+        return Err(TransportError::MessageTooLarge(msg.len() as u64));
+    }
     let l = region.inner.layout;
     let ring = ring(region, index, response);
     let payload = l.slot_payload();
@@ -220,6 +223,16 @@ pub(crate) fn recv(
         let h = FrameHeader::decode(&raw);
         if h.kind & !(0xff | FRAME_LAST) != 0 {
             return Err(TransportError::Corrupt("frame flags"));
+        }
+        let frame_len = if h.kind & 0xff == FRAME_BULK {
+            h.bulk_len
+        } else {
+            u64::from(h.len)
+        };
+        if (out.len() as u64).saturating_add(frame_len) > crate::MAX_MESSAGE_LEN {
+            return Err(TransportError::Corrupt(
+                "message longer than the transport's message limit",
+            ));
         }
         match h.kind & 0xff {
             FRAME_INLINE => {

@@ -116,6 +116,10 @@ pub enum TransportError {
         /// The pid that owns the channel.
         owner: u32,
     },
+    /// A message longer than [`crate::MAX_MESSAGE_LEN`]: refused before it is sent, and a peer
+    /// that announces one is cut off (`Corrupt`) before anything is allocated for it.
+    #[error("message of {0} bytes exceeds the transport's limit of {max} bytes", max = crate::MAX_MESSAGE_LEN)]
+    MessageTooLarge(u64),
     /// The bulk area has no free run of the requested size.
     #[error("bulk area has no free run of {0} bytes")]
     BulkExhausted(u64),

@@ -71,6 +71,11 @@ mod truncation;
 #[cfg(all(test, not(loom)))]
 mod hostile_tests;
 
+/// The longest message either transport carries (2 GiB). Larger payloads are split by the
+/// caller (the shim copies in chunks); a peer announcing a longer message is cut off before
+/// anything is allocated for it, so a hostile length cannot grow a worker without bound.
+pub const MAX_MESSAGE_LEN: u64 = 2 << 30;
+
 #[cfg(not(loom))]
 pub use crate::{
     bulk::BulkBlock,

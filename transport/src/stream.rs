@@ -55,6 +55,9 @@ fn send_all(fd: &impl AsRawFd, mut data: &[u8]) -> io::Result<()> {
 }
 
 fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> {
+    if msg.len() as u64 > crate::MAX_MESSAGE_LEN {
+        return Err(TransportError::MessageTooLarge(msg.len() as u64));
+    }
     let len = (msg.len() as u64).to_le_bytes();
     if msg.len() <= 4096 {
         let mut buf = [0u8; 4096 + 8];
@@ -73,6 +76,11 @@ fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), Transport
         .read_exact(&mut len)
         .map_err(map_io("receive frame"))?;
     let len = u64::from_le_bytes(len);
+    if len > crate::MAX_MESSAGE_LEN {
+        return Err(TransportError::Corrupt(
+            "frame longer than the transport's message limit",
+        ));
+    }
     out.clear();
     // Grow in steps of at most 8 MiB: a hostile length only costs memory as bytes actually arrive.
     let mut left = len;
@@ -400,6 +408,27 @@ mod tests {
         assert_eq!(s1.client(), c1.identity());
         assert_eq!(s2.client(), c2.identity());
         assert_ne!(s1.client().tid, s2.client().tid);
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_limit_is_cut_off_before_any_allocation() {
+        let mut announced = Vec::new();
+        announced.extend_from_slice(&(crate::MAX_MESSAGE_LEN + 1).to_le_bytes());
+        announced.extend_from_slice(&[0u8; 64]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            read_frame(&mut std::io::Cursor::new(announced), &mut out),
+            Err(TransportError::Corrupt(_))
+        ));
+        assert_eq!(out.capacity(), 0, "nothing was allocated for it");
+        // A 1 TiB announcement over a real socket: the server refuses it at once.
+        let (client, mut server) = handshake();
+        send_all(&client.stream, &(1u64 << 40).to_le_bytes()).expect("announce");
+        let mut request = Vec::new();
+        assert!(matches!(
+            server.recv(&mut request),
+            Err(TransportError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -175,18 +175,33 @@ fn htod(
     {
         return Ok(());
     }
-    let encode = |enc: &mut protocol::Encoder<'_>| {
-        enc.put(dst);
-        enc.put(stream as u64);
-        enc.put_bytes(data);
-    };
-    if on_stream.is_some() && !pinned {
-        // Asynchronous from pageable memory: the bytes are captured now, as CUDA stages them,
-        // so the copy may be posted (see `crate::posted`).
-        return crate::forward::post(id, encode);
+    // One message per chunk: the transport carries at most `transport::MAX_MESSAGE_LEN`.
+    // The chunks go in order on the same stream, so the copy keeps its place among the
+    // stream's work.
+    // (An empty copy still goes to the host once, which answers as the driver does.)
+    let empty = std::iter::once(data).filter(|d| d.is_empty());
+    for (i, chunk) in empty.chain(data.chunks(COPY_CHUNK)).enumerate() {
+        let at = dst + (i * COPY_CHUNK) as u64;
+        let encode = |enc: &mut protocol::Encoder<'_>| {
+            enc.put(at);
+            enc.put(stream as u64);
+            enc.put_bytes(chunk);
+        };
+        if on_stream.is_some() && !pinned {
+            // Asynchronous from pageable memory: the bytes are captured now, as CUDA stages
+            // them, so the copy may be posted (see `crate::posted`).
+            crate::forward::post(id, encode)?;
+        } else {
+            call_with(id, encode, |_| Ok(()))?;
+        }
     }
-    call_with(id, encode, |_| Ok(()))
+    Ok(())
 }
+
+/// The largest copy that travels as one message (over TCP, or below the staging threshold);
+/// larger copies go as several, each well inside `transport::MAX_MESSAGE_LEN`.
+const COPY_CHUNK: usize = 256 << 20;
+const _: () = assert!(COPY_CHUNK as u64 + 4096 <= transport::MAX_MESSAGE_LEN);
 
 /// A destination inside a zero-copy block is written by the host through the block's device
 /// alias (the asynchronous forms stay asynchronous); other destinations get the bytes back with
@@ -219,24 +234,36 @@ fn dtoh(
             return Ok(());
         }
     }
-    call_with(
-        id,
-        |enc| {
-            enc.put(src);
-            enc.put(len as u64);
-            enc.put(stream as u64);
-        },
-        |dec| {
-            let data = dec.get_bytes().map_err(bad_response)?;
-            if data.len() != len {
-                return Err(CuError::UNKNOWN);
-            }
-            // SAFETY: the caller gives `len` writable bytes at `dst`; `data` is the host's
-            // buffer, which cannot overlap guest application memory.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>(), len) };
-            Ok(())
-        },
-    )
+    // One message per chunk, as for `htod`.
+    let mut done = 0usize;
+    while done < len || (len == 0 && done == 0) {
+        let n = (len - done).min(COPY_CHUNK);
+        call_with(
+            id,
+            |enc| {
+                enc.put(src + done as u64);
+                enc.put(n as u64);
+                enc.put(stream as u64);
+            },
+            |dec| {
+                let data = dec.get_bytes().map_err(bad_response)?;
+                if data.len() != n {
+                    return Err(CuError::UNKNOWN);
+                }
+                // SAFETY: the caller gives `len` writable bytes at `dst`, and `done + n <= len`;
+                // `data` is the host's buffer, which cannot overlap guest application memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst.cast::<u8>().add(done), n)
+                };
+                Ok(())
+            },
+        )?;
+        if len == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 macro_rules! htod_fns {

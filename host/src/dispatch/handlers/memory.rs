@@ -62,8 +62,9 @@ pub fn dtoh(
     let len: u64 = dec.get()?;
     let stream: u64 = dec.get()?;
     dec.finish()?;
-    if len > MAX_COPY {
-        tracing::warn!(len, "refusing a device-to-host copy larger than any device");
+    if len > MAX_COPY || len.saturating_add(4096) > transport::MAX_MESSAGE_LEN {
+        // The bytes come back in one response; the shim splits larger copies.
+        tracing::warn!(len, "refusing a device-to-host copy larger than one message");
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
