@@ -9,8 +9,8 @@
 
 mod support;
 
-use protocol::{CallId, Decoder, RequestHeader};
-use support::wire::RawGuest;
+use protocol::Decoder;
+use support::wire::{request, RawGuest};
 use support::{FakeDriver, Host};
 
 const ADD: u64 = 0xADD0;
@@ -31,24 +31,20 @@ fn start_host(tag: &str) -> Host {
 /// `cuLaunchKernel(func, 1×1×1, 1×1×1, 0 shared, stream 0)` with the given parameter form,
 /// packed bytes and claimed `(offset, size)` list, as the shim encodes it.
 fn launch(guest: &mut RawGuest, func: u64, form: u8, packed: &[u8], claimed: &[(u32, u32)]) -> u32 {
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(
-        &mut frame,
-        CallId(shim_macros::cuda_call_id!(cuLaunchKernel)),
-        0,
-    );
-    enc.put(func);
-    for d in [1u32, 1, 1, 1, 1, 1, 0] {
-        enc.put(d);
-    }
-    enc.put(0u64);
-    enc.put(form);
-    enc.put_bytes(packed);
-    enc.put(claimed.len() as u32);
-    for &(offset, size) in claimed {
-        enc.put(offset);
-        enc.put(size);
-    }
+    let frame = request(shim_macros::cuda_call_id!(cuLaunchKernel), |enc| {
+        enc.put(func);
+        for d in [1u32, 1, 1, 1, 1, 1, 0] {
+            enc.put(d);
+        }
+        enc.put(0u64);
+        enc.put(form);
+        enc.put_bytes(packed);
+        enc.put(claimed.len() as u32);
+        for &(offset, size) in claimed {
+            enc.put(offset);
+            enc.put(size);
+        }
+    });
     guest.call_raw(&frame).0
 }
 
@@ -65,15 +61,11 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     let mut guest = RawGuest::connect(host.region());
     // cuMemAlloc_v2(&dptr, 64) as the generated marshalling sends it: the out-pointer's
     // presence flag and value, then the size.
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(
-        &mut frame,
-        CallId(shim_macros::cuda_call_id!(cuMemAlloc_v2)),
-        0,
-    );
-    enc.put(1u8);
-    enc.put(0u64);
-    enc.put(64u64);
+    let frame = request(shim_macros::cuda_call_id!(cuMemAlloc_v2), |enc| {
+        enc.put(1u8);
+        enc.put(0u64);
+        enc.put(64u64);
+    });
     let (rc, body) = guest.call_raw(&frame);
     assert_eq!(rc, 0, "cuMemAlloc_v2");
     let p: u64 = Decoder::new(&body).get().expect("device pointer");

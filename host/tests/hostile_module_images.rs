@@ -6,8 +6,8 @@
 
 mod support;
 
-use protocol::{CallId, Decoder, RequestHeader};
-use support::wire::RawGuest;
+use protocol::Decoder;
+use support::wire::{request, RawGuest};
 use support::Host;
 
 const INVALID_IMAGE: u32 = 200;
@@ -50,27 +50,19 @@ fn wrapper() -> Vec<u8> {
 }
 
 fn load_module(guest: &mut RawGuest, image: &[u8]) -> u32 {
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(
-        &mut frame,
-        CallId(shim_macros::cuda_call_id!(cuModuleLoadData)),
-        0,
-    );
-    enc.put_bytes(image);
+    let frame = request(shim_macros::cuda_call_id!(cuModuleLoadData), |enc| {
+        enc.put_bytes(image)
+    });
     guest.call_raw(&frame).0
 }
 
 /// `cuLibraryLoadData` with no JIT and no library options.
 fn load_library(guest: &mut RawGuest, image: &[u8]) -> (u32, u64) {
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(
-        &mut frame,
-        CallId(shim_macros::cuda_call_id!(cuLibraryLoadData)),
-        0,
-    );
-    enc.put_bytes(image);
-    enc.put(0u32);
-    enc.put(0u32);
+    let frame = request(shim_macros::cuda_call_id!(cuLibraryLoadData), |enc| {
+        enc.put_bytes(image);
+        enc.put(0u32);
+        enc.put(0u32);
+    });
     let (rc, body) = guest.call_raw(&frame);
     let library = if rc == 0 {
         Decoder::new(&body).get().expect("library handle")

@@ -8,21 +8,17 @@ mod support;
 
 use std::time::Duration;
 
-use protocol::{CallId, Decoder, RequestHeader, ResponseHeader};
-use support::wire::{hello_frame, RawGuest};
+use protocol::{Decoder, ResponseHeader};
+use support::wire::{hello_frame, request, RawGuest};
 use support::Host;
 use transport::Transport;
 
 /// `cuDriverGetVersion(&v)` as the generated marshalling sends it; the version on success.
 fn driver_version(transport: &mut dyn Transport) -> Result<i32, String> {
-    let mut frame = Vec::new();
-    let mut enc = RequestHeader::start(
-        &mut frame,
-        CallId(shim_macros::cuda_call_id!(cuDriverGetVersion)),
-        0,
-    );
-    enc.put(1u8);
-    enc.put(0i32);
+    let frame = request(shim_macros::cuda_call_id!(cuDriverGetVersion), |enc| {
+        enc.put(1u8);
+        enc.put(0i32);
+    });
     let mut response = Vec::new();
     transport
         .call(&frame, &mut response)
@@ -44,9 +40,8 @@ fn a_truncated_region_ends_its_clients_not_the_host() {
         .args(["--listen", "127.0.0.1:0"])
         .start();
     let mut guest = RawGuest::connect(host.region());
-    let mut frame = Vec::new();
-    RequestHeader::start(&mut frame, CallId(shim_macros::cuda_call_id!(cuInit)), 0).put(0u32);
-    assert_eq!(guest.call_raw(&frame).0, 0, "cuInit through the region");
+    let init = request(shim_macros::cuda_call_id!(cuInit), |enc| enc.put(0u32));
+    assert_eq!(guest.call_raw(&init).0, 0, "cuInit through the region");
 
     std::fs::OpenOptions::new()
         .write(true)

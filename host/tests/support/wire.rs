@@ -3,7 +3,14 @@
 use std::path::Path;
 
 use protocol::handshake::{Hello, PROTOCOL_VERSION};
-use protocol::{special, CallId, Decoder, RequestHeader, ResponseHeader};
+use protocol::{special, CallId, Decoder, Encoder, RequestHeader, ResponseHeader};
+
+/// A request frame for call `id` (no flags), its arguments written by `args`.
+pub fn request(id: u32, args: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
+    let mut frame = Vec::new();
+    args(&mut RequestHeader::start(&mut frame, CallId(id), 0));
+    frame
+}
 
 /// A HELLO request from this process and thread.
 pub fn hello_frame() -> Vec<u8> {
