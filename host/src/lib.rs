@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dispatch;
 pub mod driver;
 pub mod driver_check;
+pub mod hardening;
 pub mod listener;
 pub mod liveness;
 pub mod signals;

@@ -20,6 +20,12 @@ fn main() {
     let cli = Cli::parse();
     let log = log_filter(cli.log.as_deref());
     init_tracing(&log);
+    // Neither the supervisor nor a worker may be read or traced by other processes of its uid,
+    // nor leave a core file: a worker holds its client's data (issue 11, worker hardening).
+    match host::hardening::make_non_dumpable() {
+        Ok(()) => tracing::debug!("process is not dumpable"),
+        Err(e) => tracing::warn!("cannot make the process non-dumpable: {e}"),
+    }
     // A guest that shrinks the region file must not end this process with SIGBUS: the region's
     // pages turn to zeros and its channels report the region gone (transport/src/truncation.rs).
     if let Err(e) = transport::protect_from_truncation() {

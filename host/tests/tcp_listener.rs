@@ -380,4 +380,10 @@ fn a_copy_larger_than_a_chunk_goes_as_several_messages_in_order() {
     let chunks = vec![256 << 20, 12345];
     assert_eq!(sizes("cuMemcpyHtoDAsync_v2"), chunks, "{log}");
     assert_eq!(sizes("cuMemcpyDtoHAsync_v2"), chunks, "{log}");
+    // The supervisor and the worker that served the copy are not dumpable (read back).
+    assert!(
+        host.count_lines(&["process is not dumpable"]) >= 2,
+        "{}",
+        host.log_text()
+    );
 }
