@@ -13,6 +13,8 @@ pub const DEFAULT_BULK: u64 = 32 << 20;
 pub const DEFAULT_PEER_TIMEOUT_MS: u64 = transport::DEFAULT_PEER_TIMEOUT.as_millis() as u64;
 /// Default `--tcp-grace-ms`, of the supervisor and of its workers.
 pub const DEFAULT_TCP_GRACE_MS: u64 = 2000;
+/// Default `--max-clients`: client workers one host runs at once.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
 
 /// Serves a vgpu region: guests' CUDA calls run here on the real driver.
 #[derive(Debug, Parser)]
@@ -81,6 +83,12 @@ pub struct ServeArgs {
     /// Leave the region file in place on exit even if this process created it.
     #[arg(long)]
     pub keep_region: bool,
+    /// At most this many clients (guest processes, each with its own worker process) at once;
+    /// a new client beyond it is refused (its connection closed, its claim left unserved, which
+    /// the guest reports within the peer timeout) and logged. Bounds what one region or listener
+    /// can make the host start.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_name = "N")]
+    pub max_clients: usize,
     /// Also serve guests over TCP on this address (e.g. 10.0.0.2:7300; port 0 picks a free
     /// port, shown in the ready line). Repeatable; works with or without `--region`. There is
     /// no authentication: bind a private address only.

@@ -58,6 +58,9 @@ pub struct WorkerSpawn {
     /// When the host listens for sockets: how long a socket client's worker outlives its last
     /// connection. Workers then get a connection link (`stream_link.rs`).
     pub stream_grace: Option<Duration>,
+    /// At most this many client workers at once (`--max-clients`); new clients beyond it are
+    /// refused.
+    pub max_clients: usize,
 }
 
 struct WorkerProcess {
@@ -241,6 +244,19 @@ impl Supervisor {
             if let Some(mut w) = self.workers.remove(&key(&client)) {
                 finish(&mut w.child, self.region.as_ref(), w.client);
             }
+        }
+        if self.workers.len() >= self.spawn.max_clients {
+            self.reap();
+        }
+        if self.workers.len() >= self.spawn.max_clients {
+            tracing::warn!(
+                pid = client.pid,
+                token = client.token,
+                via = ?client.via,
+                "refusing a new client: {} clients already (--max-clients)",
+                self.workers.len()
+            );
+            return None;
         }
         let mut worker = self
             .take_spare(client)

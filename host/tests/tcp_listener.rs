@@ -387,3 +387,27 @@ fn a_copy_larger_than_a_chunk_goes_as_several_messages_in_order() {
         host.log_text()
     );
 }
+
+#[test]
+fn clients_beyond_max_clients_are_refused_and_the_others_served() {
+    let mut host = start_listening(Host::without_region(), &["--max-clients", "1"]);
+    let mut a = Client::tcp(&host);
+    let out_a = a.until_done();
+    assert_served(&out_a, a.pid());
+    // A second process while the first holds its worker: refused, with a CUDA error, and the
+    // refusal logged; the first client's worker is untouched.
+    let out_b = run_client(&mut host.tcp_client(&program()));
+    assert!(!out_b.stdout.contains("init rc=0"), "{}", out_b.stdout);
+    host.log_line(&["refusing a new client", "--max-clients"]);
+    let wa = host.worker_of(a.pid());
+    assert!(running(wa));
+    // Once the first leaves, a new client is served again.
+    assert!(a.release().success());
+    gone_within(wa, GRACE + EXIT_BOUND, "the first client's worker");
+    let mut c = Client::tcp(&host);
+    let out_c = c.until_done();
+    assert_served(&out_c, c.pid());
+    assert!(c.release().success());
+    assert!(host.alive());
+    host.assert_no_panic();
+}
