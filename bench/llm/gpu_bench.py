@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,7 +103,13 @@ class TcpHost:
 
     def __init__(self):
         self.port = free_port()
-        self.proc = subprocess.Popen([os.path.join(ART, "vgpu-host"), "--listen", f"127.0.0.1:{self.port}"],
+        # Clients authenticate with a pre-shared key, as they would in production.
+        fd, self.key = tempfile.mkstemp(prefix="vgpu-bench-", suffix=".key")
+        os.write(fd, os.urandom(32).hex().encode() + b"\n")
+        os.close(fd)
+        os.chmod(self.key, 0o600)
+        self.proc = subprocess.Popen([os.path.join(ART, "vgpu-host"), "--listen", f"127.0.0.1:{self.port}",
+                                      "--tcp-key", self.key],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -118,6 +125,7 @@ class TcpHost:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+        os.unlink(self.key)
 
 
 def run_once(fig, mode, timeout, tcp, trace=None):
@@ -128,6 +136,7 @@ def run_once(fig, mode, timeout, tcp, trace=None):
     elif mode == "tcp":
         env["LD_PRELOAD"] = os.path.join(ART, "libvgpu-cuda.so")
         env["VGPU_HOST"] = f"127.0.0.1:{tcp.port}"
+        env["VGPU_HOST_KEY_FILE"] = tcp.key
     if trace and mode != "native":
         env["VGPU_TRACE"] = trace
     t = time.time()

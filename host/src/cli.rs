@@ -90,10 +90,18 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_name = "N")]
     pub max_clients: usize,
     /// Also serve guests over TCP on this address (e.g. 10.0.0.2:7300; port 0 picks a free
-    /// port, shown in the ready line). Repeatable; works with or without `--region`. There is
-    /// no authentication: bind a private address only.
+    /// port, shown in the ready line). Repeatable; works with or without `--region`. Needs
+    /// `--tcp-key` (or `--tcp-insecure`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<std::net::SocketAddr>,
+    /// The pre-shared key TCP clients must prove they hold (a challenge answered with
+    /// HMAC-SHA256), from a file only its owner may read, at least 16 bytes; guests name the
+    /// same file in `VGPU_HOST_KEY_FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub tcp_key: Option<PathBuf>,
+    /// Serve TCP clients without any authentication (a trusted, private network only).
+    #[arg(long, conflicts_with = "tcp_key")]
+    pub tcp_insecure: bool,
     /// How long a TCP client's worker waits, after its last connection closed, for a new one
     /// before it exits (freeing everything the client held on the GPU), in milliseconds.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]

@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport::{ClientIdentity, StreamServer, TcpServer, TransportError};
+use transport::{ClientIdentity, StreamKey, StreamServer, TcpServer, TransportError};
 
 use crate::supervisor::Intake;
 
@@ -41,6 +41,8 @@ pub struct Accepted {
 pub struct Listener {
     server: TcpServer,
     addr: SocketAddr,
+    /// The key clients must answer the challenge with (`None`: `--tcp-insecure`).
+    key: Option<Arc<StreamKey>>,
 }
 
 impl Listener {
@@ -49,10 +51,10 @@ impl Listener {
     /// # Errors
     ///
     /// The bind error.
-    pub fn bind(addr: SocketAddr) -> Result<Self, TransportError> {
+    pub fn bind(addr: SocketAddr, key: Option<Arc<StreamKey>>) -> Result<Self, TransportError> {
         let server = TcpServer::bind(addr)?;
         let addr = server.local_addr()?;
-        Ok(Self { server, addr })
+        Ok(Self { server, addr, key })
     }
 
     /// The bound address.
@@ -95,10 +97,11 @@ impl Listener {
             }
             let intake = intake.clone();
             let in_handshake = pending.clone();
+            let key = self.key.clone();
             let spawned = std::thread::Builder::new()
                 .name("vgpu-handshake".into())
                 .spawn(move || {
-                    let outcome = handshake(stream, peer);
+                    let outcome = handshake(stream, peer, key.as_deref());
                     in_handshake.fetch_sub(1, Ordering::Relaxed);
                     match outcome {
                         Ok(accepted) => {
@@ -118,14 +121,18 @@ impl Listener {
 }
 
 /// Runs the server side of the stream handshake, bounded by [`HANDSHAKE_TIMEOUT`].
-fn handshake(stream: TcpStream, peer: SocketAddr) -> Result<Accepted, String> {
+fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    key: Option<&StreamKey>,
+) -> Result<Accepted, String> {
     let timeouts = |s: &TcpStream, t: Option<Duration>| {
         s.set_read_timeout(t)
             .and_then(|()| s.set_write_timeout(t))
             .map_err(|e| format!("cannot set socket timeouts: {e}"))
     };
     timeouts(&stream, Some(HANDSHAKE_TIMEOUT))?;
-    let server = StreamServer::over(stream).map_err(|e| match e {
+    let server = StreamServer::over_with_key(stream, key).map_err(|e| match e {
         TransportError::Io { source, .. }
             if matches!(
                 source.kind(),
@@ -135,6 +142,9 @@ fn handshake(stream: TcpStream, peer: SocketAddr) -> Result<Accepted, String> {
             format!("no handshake within {HANDSHAKE_TIMEOUT:?}")
         }
         TransportError::PeerGone(_) => "the peer left during the handshake".to_owned(),
+        TransportError::BadHandshake("wrong key") => {
+            "the client's answer to the key challenge was wrong; refused".to_owned()
+        }
         TransportError::BadHandshake(what) => {
             format!("not a vgpu client (bad handshake: {what}); refused")
         }

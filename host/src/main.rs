@@ -61,6 +61,24 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         eprintln!("vgpu-host: give --region, --listen, or both");
         return 2;
     }
+    // TCP clients authenticate with a pre-shared key; clear text only when asked for.
+    let key = match (&args.tcp_key, args.tcp_insecure, args.listen.is_empty()) {
+        (_, _, true) | (None, true, false) => None,
+        (Some(path), _, false) => match transport::StreamKey::from_file(path) {
+            Ok(key) => Some(std::sync::Arc::new(key)),
+            Err(e) => {
+                eprintln!("vgpu-host: {e}");
+                return 2;
+            }
+        },
+        (None, false, false) => {
+            eprintln!(
+                "vgpu-host: --listen needs --tcp-key FILE (clients prove they hold the key), \
+                 or --tcp-insecure on a trusted private network"
+            );
+            return 2;
+        }
+    };
     if let Some(fd) = args.ready_fd {
         // SAFETY: F_SETFD on a descriptor number only changes its close-on-exec flag (or fails
         // with EBADF); workers must not inherit the ready pipe.
@@ -100,7 +118,7 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
     };
     let mut listeners = Vec::new();
     for addr in &args.listen {
-        match Listener::bind(*addr) {
+        match Listener::bind(*addr, key.clone()) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("vgpu-host: cannot listen on {addr}: {e}");
@@ -139,7 +157,15 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
             remove_created();
             return 1;
         }
-        tracing::info!("listening on tcp {addr} (no authentication: keep it on a private network)");
+        match &args.tcp_key {
+            Some(path) => tracing::info!(
+                "listening on tcp {addr} (clients prove they hold the key in {})",
+                path.display()
+            ),
+            None => tracing::warn!(
+                "listening on tcp {addr} without authentication (--tcp-insecure): keep it on a private network"
+            ),
+        }
     }
     supervisor.warm_up(WARM_BOUND);
     announce_ready(&served.join(", "), args.ready_fd);

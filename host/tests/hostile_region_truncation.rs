@@ -62,7 +62,7 @@ fn a_truncated_region_ends_its_clients_not_the_host() {
     );
 
     // The same host still serves a socket client.
-    let mut tcp = transport::TcpClient::connect(host.tcp()).expect("tcp connect");
+    let mut tcp = host.tcp_connect();
     let mut response = Vec::new();
     tcp.call(&hello_frame(), &mut response).expect("hello");
     assert!(driver_version(&mut tcp).is_ok_and(|v| v > 0), "served over TCP");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use support::host::{command, HostBuilder};
 use support::procs::{gone_within, running};
 use support::{c_program, fake_driver, run_client, Host};
-use transport::{TcpClient, Transport};
+use transport::Transport;
 
 /// The grace period the tests give TCP workers (`--tcp-grace-ms`).
 const GRACE: Duration = Duration::from_millis(300);
@@ -240,7 +240,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     // completes its handshake while the silent one is still waiting.
     let mut silent = TcpStream::connect(host.tcp()).expect("connect");
     let silent_peer = silent.local_addr().expect("addr").to_string();
-    let mut client = TcpClient::connect(host.tcp()).expect("a client beside a silent peer");
+    let mut client = host.tcp_connect();
     silent.set_nonblocking(true).expect("nonblocking");
     let mut buf = [0u8; 64];
     assert!(
@@ -277,20 +277,29 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
         .call(&[0xff; 3], &mut response)
         .expect("an answer to a garbage frame");
     assert!(!response.is_empty());
-    // A valid handshake, then a frame length of 2^64-1 and a few bytes, then the peer leaves:
-    // the worker reads what arrives (allocating only that), gives up at the end of the stream,
-    // and the host stays.
+    // A valid handshake with the key, then a frame length of 2^64-1 and a few bytes, then the
+    // peer leaves: the worker cuts it off at the length (nothing allocated for it), and the host
+    // stays.
     let mut hostile = TcpStream::connect(host.tcp()).expect("connect");
     let mut hello = Vec::new();
     hello.extend_from_slice(b"VGPUTCP1");
-    hello.extend_from_slice(&1u32.to_le_bytes());
+    hello.extend_from_slice(&transport::STREAM_VERSION.to_le_bytes());
     hello.extend_from_slice(&4242u32.to_le_bytes());
     hello.extend_from_slice(&4243u32.to_le_bytes());
     hello.extend_from_slice(&0u32.to_le_bytes());
     hello.extend_from_slice(&0x0bad_cafe_u64.to_le_bytes());
     hostile.write_all(&hello).expect("handshake");
     hostile.read_exact(&mut ack).expect("ack");
-    assert_eq!(&ack[12..16], &[0, 0, 0, 0], "a valid handshake was refused");
+    assert_eq!(&ack[12..16], &2u32.to_le_bytes(), "the host asks for the key");
+    let mut challenge = [0u8; transport::CHALLENGE_LEN];
+    hostile.read_exact(&mut challenge).expect("challenge");
+    let key = transport::StreamKey::from_file(host.tcp_key().expect("a key")).expect("key");
+    hostile
+        .write_all(&key.answer(&challenge, &hello))
+        .expect("answer");
+    let mut verdict = [0u8; 4];
+    hostile.read_exact(&mut verdict).expect("verdict");
+    assert_eq!(verdict, [0, 0, 0, 0], "a valid handshake was refused");
     hostile.write_all(&u64::MAX.to_le_bytes()).expect("length");
     hostile.write_all(&[7; 1000]).expect("some bytes");
     let hostile_worker = host.worker_of(4242);
@@ -318,7 +327,7 @@ fn an_address_in_use_is_one_line_and_exit_6() {
     let out = command()
         .arg("--driver")
         .arg(fake_driver())
-        .args(["--listen", &addr, "--prewarm", "false"])
+        .args(["--listen", &addr, "--prewarm", "false", "--tcp-insecure"])
         .output()
         .expect("run vgpu-host");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -410,4 +419,40 @@ fn clients_beyond_max_clients_are_refused_and_the_others_served() {
     assert!(c.release().success());
     assert!(host.alive());
     host.assert_no_panic();
+}
+
+#[test]
+fn tcp_clients_must_hold_the_key_unless_the_host_is_told_otherwise() {
+    // --listen without a key, nor --tcp-insecure: refused at start, exit 2, one line.
+    let out = command()
+        .arg("--driver")
+        .arg(fake_driver())
+        .args(["--listen", "127.0.0.1:0", "--prewarm", "false"])
+        .output()
+        .expect("run vgpu-host");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--listen needs --tcp-key FILE"), "{stderr}");
+
+    // A keyed host: a client without the key, or with another one, gets a CUDA error and the
+    // host logs the refusal; the client with the key is served.
+    let host = start_listening(Host::without_region(), &[]);
+    let mut no_key = host.tcp_client(&program());
+    no_key.env_remove("VGPU_HOST_KEY_FILE");
+    let out = run_client(&mut no_key);
+    assert!(!out.stdout.contains("init rc=0"), "{}", out.stdout);
+    assert!(out.stderr.contains("the host requires a key"), "{}", out.stderr);
+    let wrong = support::tmp("wrong.key");
+    std::fs::write(&wrong, b"not the host's key at all, no\n").expect("write");
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let mut wrong_key = host.tcp_client(&program());
+    wrong_key.env("VGPU_HOST_KEY_FILE", &wrong);
+    let out = run_client(&mut wrong_key);
+    assert!(!out.stdout.contains("init rc=0"), "{}", out.stdout);
+    host.log_line(&["tcp connection closed", "key challenge was wrong"]);
+    let mut right = Client::tcp(&host);
+    let out = right.until_done();
+    assert_served(&out, right.pid());
+    assert!(right.release().success());
 }

@@ -105,13 +105,22 @@ fn open() -> CuResult<ThreadChannel> {
                 }
             }
         }
-        config::Transport::Tcp(addr) => match TcpClient::connect(addr) {
-            Ok(client) => Box::new(client),
-            Err(e) => {
-                report_once(&format!("cannot connect to {addr}: {e}"));
-                return Err(CuError::NOT_INITIALIZED);
+        config::Transport::Tcp(addr) => {
+            let key = match host_key() {
+                Ok(key) => key,
+                Err(e) => {
+                    report_once(&format!("VGPU_HOST_KEY_FILE: {e}"));
+                    return Err(CuError::NOT_INITIALIZED);
+                }
+            };
+            match TcpClient::connect_with_key(addr, key.as_ref()) {
+                Ok(client) => Box::new(client),
+                Err(e) => {
+                    report_once(&format!("cannot connect to {addr}: {e}"));
+                    return Err(CuError::NOT_INITIALIZED);
+                }
             }
-        },
+        }
     };
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
@@ -266,6 +275,20 @@ fn report_deferred(request: &[u8], deferred: protocol::DeferredError) -> CuError
         name(now)
     );
     error
+}
+
+/// The key a TCP host asks for: the file `VGPU_HOST_KEY_FILE` names (read once per process),
+/// or none.
+fn host_key() -> Result<Option<transport::StreamKey>, String> {
+    static KEY: std::sync::OnceLock<Result<Option<transport::StreamKey>, String>> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| match std::env::var_os("VGPU_HOST_KEY_FILE") {
+        None => Ok(None),
+        Some(path) => transport::StreamKey::from_file(std::path::Path::new(&path))
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    })
+    .clone()
 }
 
 /// Whether the host went away mid-session (every later call fails with [`HOST_GONE`]).

@@ -64,6 +64,8 @@ mod region;
 #[cfg(not(loom))]
 mod stream;
 #[cfg(not(loom))]
+mod stream_key;
+#[cfg(not(loom))]
 mod sys;
 #[cfg(not(loom))]
 mod truncation;
@@ -84,6 +86,7 @@ pub use crate::{
         spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
     },
     error::{GoneReason, TransportError},
+    stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
     truncation::protect as protect_from_truncation,
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{

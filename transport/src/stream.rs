@@ -7,6 +7,7 @@
 //! `u32`, status `u32` (0 = accepted).
 
 use crate::error::{GoneReason, TransportError};
+use crate::stream_key::{StreamKey, CHALLENGE_LEN};
 use crate::{ClientIdentity, ServerTransport, Transport};
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -17,7 +18,14 @@ use std::path::Path;
 /// `"VGPUTCP1"` as a little-endian u64.
 pub const STREAM_MAGIC: u64 = u64::from_le_bytes(*b"VGPUTCP1");
 /// Version of the stream framing.
-pub const STREAM_VERSION: u32 = 1;
+pub const STREAM_VERSION: u32 = 2;
+
+/// Handshake status: accepted.
+const ACK_ACCEPTED: u32 = 0;
+/// Handshake status: refused (magic or version).
+const ACK_REFUSED: u32 = 1;
+/// Handshake status: answer the challenge that follows with the key.
+const ACK_KEY_REQUIRED: u32 = 2;
 
 fn map_io(context: &'static str) -> impl Fn(io::Error) -> TransportError {
     move |e| match e.kind() {
@@ -156,11 +164,21 @@ pub type TcpClient = StreamClient<TcpStream>;
 pub type UnixClient = StreamClient<UnixStream>;
 
 impl<S: Read + AsRawFd> StreamClient<S> {
-    /// Performs the client handshake over an already connected stream.
+    /// Performs the client handshake over an already connected stream, without a key.
     ///
     /// # Errors
-    /// `BadHandshake` when the server answers with another magic/version or refuses; `PeerGone`/`Io`.
-    pub fn over(mut stream: S) -> Result<Self, TransportError> {
+    /// As for [`StreamClient::over_with_key`].
+    pub fn over(stream: S) -> Result<Self, TransportError> {
+        Self::over_with_key(stream, None)
+    }
+
+    /// Performs the client handshake, answering the server's challenge with `key` when the
+    /// server asks for one (`stream_key.rs`).
+    ///
+    /// # Errors
+    /// `BadHandshake` when the server answers with another magic/version, refuses, asks for a key
+    /// this client does not have, or rejects its answer; `PeerGone`/`Io`.
+    pub fn over_with_key(mut stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
         let identity = ClientIdentity {
             client_token: stream_client_token(),
             pid: crate::sys::pid(),
@@ -183,8 +201,29 @@ impl<S: Read + AsRawFd> StreamClient<S> {
         if ack[8..12] != STREAM_VERSION.to_le_bytes() {
             return Err(TransportError::BadHandshake("version"));
         }
-        if ack[12..16] != [0; 4] {
-            return Err(TransportError::BadHandshake("refused"));
+        match u32::from_le_bytes([ack[12], ack[13], ack[14], ack[15]]) {
+            ACK_ACCEPTED => {}
+            ACK_KEY_REQUIRED => {
+                let mut challenge = [0u8; CHALLENGE_LEN];
+                stream
+                    .read_exact(&mut challenge)
+                    .map_err(map_io("receive challenge"))?;
+                let Some(key) = key else {
+                    return Err(TransportError::BadHandshake(
+                        "the host requires a key (VGPU_HOST_KEY_FILE)",
+                    ));
+                };
+                send_all(&stream, &key.answer(&challenge, &hello))
+                    .map_err(map_io("send answer"))?;
+                let mut verdict = [0u8; 4];
+                stream
+                    .read_exact(&mut verdict)
+                    .map_err(map_io("receive verdict"))?;
+                if u32::from_le_bytes(verdict) != ACK_ACCEPTED {
+                    return Err(TransportError::BadHandshake("the host refused the key"));
+                }
+            }
+            _ => return Err(TransportError::BadHandshake("refused")),
         }
         Ok(StreamClient { stream, identity })
     }
@@ -201,12 +240,23 @@ impl TcpClient {
     /// # Errors
     /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
+        Self::connect_with_key(addr, None)
+    }
+
+    /// As [`TcpClient::connect`], answering the server's challenge with `key`.
+    ///
+    /// # Errors
+    /// As for [`TcpClient::connect`] and [`StreamClient::over_with_key`].
+    pub fn connect_with_key(
+        addr: impl ToSocketAddrs,
+        key: Option<&StreamKey>,
+    ) -> Result<Self, TransportError> {
         let stream = TcpStream::connect(addr).map_err(TransportError::io("tcp connect"))?;
         stream
             .set_nodelay(true)
             .map_err(TransportError::io("tcp nodelay"))?;
         set_keepalive(&stream);
-        StreamClient::over(stream)
+        StreamClient::over_with_key(stream, key)
     }
 }
 
@@ -240,11 +290,22 @@ pub struct StreamServer<S> {
 }
 
 impl<S: Read + AsRawFd> StreamServer<S> {
-    /// Performs the server handshake over an accepted stream.
+    /// Performs the server handshake over an accepted stream, without a key: any client with the
+    /// right magic and version is accepted.
     ///
     /// # Errors
-    /// `BadHandshake` for a wrong magic/version (the client is told it was refused); `PeerGone`/`Io`.
-    pub fn over(mut stream: S) -> Result<Self, TransportError> {
+    /// As for [`StreamServer::over_with_key`].
+    pub fn over(stream: S) -> Result<Self, TransportError> {
+        Self::over_with_key(stream, None)
+    }
+
+    /// Performs the server handshake; with `key`, the client must answer a fresh challenge with
+    /// it (`stream_key.rs`) before the connection is accepted.
+    ///
+    /// # Errors
+    /// `BadHandshake` for a wrong magic/version or a wrong answer (the client is told it was
+    /// refused); `PeerGone`/`Io`.
+    pub fn over_with_key(mut stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
         let mut hello = [0u8; 32];
         stream
             .read_exact(&mut hello)
@@ -255,16 +316,35 @@ impl<S: Read + AsRawFd> StreamServer<S> {
         token.copy_from_slice(&hello[24..32]);
         let ok_magic = hello[0..8] == STREAM_MAGIC.to_le_bytes();
         let ok_version = u32_at(8) == STREAM_VERSION;
+        let status = match (ok_magic && ok_version, key) {
+            (false, _) => ACK_REFUSED,
+            (true, None) => ACK_ACCEPTED,
+            (true, Some(_)) => ACK_KEY_REQUIRED,
+        };
         let mut ack = [0u8; 16];
         ack[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
         ack[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
-        ack[12..16].copy_from_slice(&u32::from(!(ok_magic && ok_version)).to_le_bytes());
+        ack[12..16].copy_from_slice(&status.to_le_bytes());
         send_all(&stream, &ack).map_err(map_io("send handshake"))?;
         if !ok_magic {
             return Err(TransportError::BadHandshake("magic"));
         }
         if !ok_version {
             return Err(TransportError::BadHandshake("version"));
+        }
+        if let Some(key) = key {
+            let challenge = crate::stream_key::challenge()?;
+            send_all(&stream, &challenge).map_err(map_io("send challenge"))?;
+            let mut answer = [0u8; CHALLENGE_LEN];
+            stream
+                .read_exact(&mut answer)
+                .map_err(map_io("receive answer"))?;
+            let accepted = key.accepts(&challenge, &hello, &answer);
+            let verdict = if accepted { ACK_ACCEPTED } else { ACK_REFUSED };
+            send_all(&stream, &verdict.to_le_bytes()).map_err(map_io("send verdict"))?;
+            if !accepted {
+                return Err(TransportError::BadHandshake("wrong key"));
+            }
         }
         let client = ClientIdentity {
             client_token: u64::from_le_bytes(token),
@@ -429,6 +509,45 @@ mod tests {
             server.recv(&mut request),
             Err(TransportError::Corrupt(_))
         ));
+    }
+
+    /// A handshake with keys on either side: (client result, server result).
+    fn keyed(
+        server_key: Option<StreamKey>,
+        client_key: Option<StreamKey>,
+    ) -> (Result<UnixClient, TransportError>, Result<StreamServer<UnixStream>, TransportError>) {
+        let (a, b) = UnixStream::pair().expect("socketpair");
+        let server =
+            std::thread::spawn(move || StreamServer::over_with_key(b, server_key.as_ref()));
+        let client = StreamClient::over_with_key(a, client_key.as_ref());
+        (client, server.join().expect("server thread"))
+    }
+
+    #[test]
+    fn a_keyed_server_serves_only_clients_with_its_key() {
+        let key = || StreamKey::from_bytes(b"the host's sixteen+ byte key").unwrap();
+        let other = StreamKey::from_bytes(b"somebody else's key, long").unwrap();
+        let (client, server) = keyed(Some(key()), Some(key()));
+        let (mut client, mut server) = (client.expect("client"), server.expect("server"));
+        let echo = std::thread::spawn(move || {
+            let mut request = Vec::new();
+            server.recv(&mut request).expect("recv");
+            server.reply(&request).expect("reply");
+        });
+        let mut response = Vec::new();
+        client.call(b"ping", &mut response).expect("call");
+        assert_eq!(response, b"ping");
+        echo.join().expect("echo");
+
+        let (client, server) = keyed(Some(key()), Some(other));
+        assert!(matches!(client, Err(TransportError::BadHandshake(_))));
+        assert!(matches!(server, Err(TransportError::BadHandshake("wrong key"))));
+        let (client, server) = keyed(Some(key()), None);
+        assert!(matches!(client, Err(TransportError::BadHandshake(m)) if m.contains("VGPU_HOST_KEY_FILE")));
+        assert!(server.is_err(), "the keyless client hung up");
+        // A keyless server accepts a client that has a key (nothing is asked of it).
+        let (client, server) = keyed(None, Some(key()));
+        assert!(client.is_ok() && server.is_ok());
     }
 
     #[test]

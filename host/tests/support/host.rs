@@ -108,6 +108,23 @@ impl HostBuilder {
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        // A listening host gets a key unless the test chose (`--tcp-key`/`--tcp-insecure`):
+        // its TCP clients then authenticate, as in production.
+        let listens = self.args.iter().any(|a| a == "--listen");
+        let chose = self
+            .args
+            .iter()
+            .any(|a| a == "--tcp-key" || a == "--tcp-insecure");
+        let tcp_key = (listens && !chose).then(|| {
+            use std::os::unix::fs::PermissionsExt;
+            static N: AtomicU32 = AtomicU32::new(0);
+            let key = tmp(&format!("tcp-{}.key", N.fetch_add(1, Ordering::Relaxed)));
+            std::fs::write(&key, b"a test key of thirty-two bytes!!\n").expect("write the key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the key");
+            cmd.arg("--tcp-key").arg(&key);
+            key
+        });
         if let Some(log) = &self.driver_log {
             cmd.env("FAKE_CUDA_LOG", log);
         }
@@ -136,6 +153,7 @@ impl HostBuilder {
             child,
             region: self.region,
             tcp: None,
+            tcp_key,
             driver_log: self.driver_log,
             lines,
             stderr_closed,
@@ -164,6 +182,8 @@ pub struct Host {
     child: Child,
     region: Option<PathBuf>,
     tcp: Option<SocketAddr>,
+    /// The key file its TCP clients authenticate with (when the builder made one).
+    tcp_key: Option<PathBuf>,
     driver_log: Option<PathBuf>,
     lines: Arc<Mutex<Vec<String>>>,
     stderr_closed: Arc<AtomicBool>,
@@ -289,11 +309,29 @@ impl Host {
         cmd
     }
 
-    /// `program` with the shim preloaded, reaching this host over TCP (`VGPU_HOST`).
+    /// `program` with the shim preloaded, reaching this host over TCP (`VGPU_HOST`, and
+    /// `VGPU_HOST_KEY_FILE` when the host has a key).
     pub fn tcp_client(&self, program: &Path) -> Command {
         let mut cmd = guest_command(program);
         cmd.env("VGPU_HOST", self.tcp().to_string());
+        if let Some(key) = &self.tcp_key {
+            cmd.env("VGPU_HOST_KEY_FILE", key);
+        }
         cmd
+    }
+
+    /// The key file its TCP clients authenticate with, if the builder made one.
+    pub fn tcp_key(&self) -> Option<&Path> {
+        self.tcp_key.as_deref()
+    }
+
+    /// A raw TCP client of this host, authenticated with its key.
+    pub fn tcp_connect(&self) -> transport::TcpClient {
+        let key = self
+            .tcp_key
+            .as_deref()
+            .map(|k| transport::StreamKey::from_file(k).expect("the test key"));
+        transport::TcpClient::connect_with_key(self.tcp(), key.as_ref()).expect("tcp connect")
     }
 }
 
