@@ -312,10 +312,15 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     drop(client);
 
     // The supervisor kept serving all along: a real client is served now.
-    let mut after = Client::tcp(&host);
-    let out = after.until_done();
-    assert_served(&out, after.pid());
-    assert!(after.release().success());
+    serves_a_new_client(&mut host);
+}
+
+/// A new client process is served in full and leaves normally; the host is up, without panics.
+fn serves_a_new_client(host: &mut Host) {
+    let mut client = Client::tcp(host);
+    let out = client.until_done();
+    assert_served(&out, client.pid());
+    assert!(client.release().success());
     assert!(host.alive());
     host.assert_no_panic();
 }
@@ -413,12 +418,7 @@ fn clients_beyond_max_clients_are_refused_and_the_others_served() {
     // Once the first leaves, a new client is served again.
     assert!(a.release().success());
     gone_within(wa, GRACE + EXIT_BOUND, "the first client's worker");
-    let mut c = Client::tcp(&host);
-    let out_c = c.until_done();
-    assert_served(&out_c, c.pid());
-    assert!(c.release().success());
-    assert!(host.alive());
-    host.assert_no_panic();
+    serves_a_new_client(&mut host);
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn tcp_clients_must_hold_the_key_unless_the_host_is_told_otherwise() {
 
     // A keyed host: a client without the key, or with another one, gets a CUDA error and the
     // host logs the refusal; the client with the key is served.
-    let host = start_listening(Host::without_region(), &[]);
+    let mut host = start_listening(Host::without_region(), &[]);
     let mut no_key = host.tcp_client(&program());
     no_key.env_remove("VGPU_HOST_KEY_FILE");
     let out = run_client(&mut no_key);
@@ -451,8 +451,5 @@ fn tcp_clients_must_hold_the_key_unless_the_host_is_told_otherwise() {
     let out = run_client(&mut wrong_key);
     assert!(!out.stdout.contains("init rc=0"), "{}", out.stdout);
     host.log_line(&["tcp connection closed", "key challenge was wrong"]);
-    let mut right = Client::tcp(&host);
-    let out = right.until_done();
-    assert_served(&out, right.pid());
-    assert!(right.release().success());
+    serves_a_new_client(&mut host);
 }

@@ -528,16 +528,7 @@ mod tests {
         let key = || StreamKey::from_bytes(b"the host's sixteen+ byte key").unwrap();
         let other = StreamKey::from_bytes(b"somebody else's key, long").unwrap();
         let (client, server) = keyed(Some(key()), Some(key()));
-        let (mut client, mut server) = (client.expect("client"), server.expect("server"));
-        let echo = std::thread::spawn(move || {
-            let mut request = Vec::new();
-            server.recv(&mut request).expect("recv");
-            server.reply(&request).expect("reply");
-        });
-        let mut response = Vec::new();
-        client.call(b"ping", &mut response).expect("call");
-        assert_eq!(response, b"ping");
-        echo.join().expect("echo");
+        ping_through(client.expect("client"), server.expect("server"));
 
         let (client, server) = keyed(Some(key()), Some(other));
         assert!(matches!(client, Err(TransportError::BadHandshake(_))));
@@ -552,10 +543,15 @@ mod tests {
 
     #[test]
     fn a_resumed_server_continues_the_stream() {
-        let (mut client, server) = handshake();
+        let (client, server) = handshake();
         let (stream, identity) = server.into_parts();
-        let mut server = StreamServer::resume(stream, identity);
+        let server = StreamServer::resume(stream, identity);
         assert_eq!(server.client(), client.identity());
+        ping_through(client, server);
+    }
+
+    /// One `ping` call from `client`, echoed by `server` on a thread.
+    fn ping_through(mut client: UnixClient, mut server: StreamServer<UnixStream>) {
         let echo = std::thread::spawn(move || {
             let mut request = Vec::new();
             server.recv(&mut request).expect("recv");
