@@ -35,12 +35,16 @@ fn spawn(preload: Option<&Path>) -> Killed {
     Killed(c.spawn().unwrap())
 }
 
-/// Waits until `pid` has a child whose maps are readable (the `sleep` has exec'd).
+/// Waits until `pid` has a child that has exec'd `sleep` and whose loader has mapped its
+/// libraries (libc is there, so an `LD_PRELOAD` library, mapped before it, is too): `comm`
+/// changes at exec, before the loader runs, and a check in between saw no shim.
 fn wait_for_child(pid: u32) -> u32 {
     let start = Instant::now();
     loop {
         if let Some(&k) = procfs::descendants(Path::new("/proc"), pid).first() {
-            if procfs::comm(Path::new("/proc"), k).as_deref() == Some("sleep") {
+            let loaded = std::fs::read_to_string(format!("/proc/{k}/maps"))
+                .is_ok_and(|maps| maps.contains("libc"));
+            if procfs::comm(Path::new("/proc"), k).as_deref() == Some("sleep") && loaded {
                 return k;
             }
         }
