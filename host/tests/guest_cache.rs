@@ -166,7 +166,10 @@ fn kept_answer_rate() {
     for (shim, plain) in through_shim.stdout.lines().zip(direct.lines()) {
         let (name, ns) = shim.split_once(' ').expect("a figure");
         let plain_ns = plain.split(' ').nth(1).expect("a figure");
-        assert!(shim.ends_with("rc=0") && plain.ends_with("rc=0"), "{shim} / {plain}");
+        assert!(
+            shim.ends_with("rc=0") && plain.ends_with("rc=0"),
+            "{shim} / {plain}"
+        );
         println!(
             "{name:<30}{:>8}  {plain_ns:>10}",
             ns.split(' ').next().unwrap_or("")

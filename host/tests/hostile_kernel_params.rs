@@ -83,12 +83,24 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     );
     // The right count with misplaced offsets.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_POINTERS, &add_params(p, 5), &[(0, 8), (0, 4)]),
+        launch(
+            &mut guest,
+            ADD,
+            FORM_POINTERS,
+            &add_params(p, 5),
+            &[(0, 8), (0, 4)]
+        ),
         INVALID_VALUE
     );
     // The right list over a buffer too short for it.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_POINTERS, &add_params(p, 5)[..10], &real),
+        launch(
+            &mut guest,
+            ADD,
+            FORM_POINTERS,
+            &add_params(p, 5)[..10],
+            &real
+        ),
         INVALID_VALUE
     );
     // An `extra` buffer shorter than the parameters.
@@ -100,7 +112,13 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     assert_eq!(launch(&mut guest, ADD, FORM_NONE, &[], &[]), INVALID_VALUE);
     // A function the driver does not know: its error, before any launch.
     assert_eq!(
-        launch(&mut guest, 0x4141_4141_4141, FORM_POINTERS, &add_params(p, 5), &real),
+        launch(
+            &mut guest,
+            0x4141_4141_4141,
+            FORM_POINTERS,
+            &add_params(p, 5),
+            &real
+        ),
         INVALID_HANDLE
     );
     assert!(
@@ -114,7 +132,10 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
         launch(&mut guest, ADD, FORM_POINTERS, &add_params(p, 5), &real),
         0
     );
-    assert_eq!(launch(&mut guest, ADD, FORM_EXTRA, &add_params(p, 7), &[]), 0);
+    assert_eq!(
+        launch(&mut guest, ADD, FORM_EXTRA, &add_params(p, 7), &[]),
+        0
+    );
     let log = host.driver_log();
     assert!(log.contains("cuLaunchKernel add 5 (launch 1)"), "{log}");
     assert!(log.contains("cuLaunchKernel add 7 (launch 2)"), "{log}");

@@ -88,16 +88,31 @@ fn images_whose_size_is_not_what_was_sent_never_reach_the_driver() {
         ("PTX without its NUL", PTX[..PTX.len() - 1].to_vec()),
         ("bytes after the PTX's NUL", trailing),
         ("section headers past the buffer", elf_header(1 << 30, 4)),
-        ("a section table running past the buffer", elf_header(64, 1000)),
+        (
+            "a section table running past the buffer",
+            elf_header(64, 1000),
+        ),
         ("a fatbin container longer than the buffer", short_fatbin),
         ("a fatbin wrapper", wrapper()),
         ("no known format", b"\x01\x02\x03\x04garbage".to_vec()),
     ];
     for (what, image) in &hostile {
-        assert_eq!(load_module(&mut guest, image), INVALID_IMAGE, "module: {what}");
-        assert_eq!(load_library(&mut guest, image).0, INVALID_IMAGE, "library: {what}");
+        assert_eq!(
+            load_module(&mut guest, image),
+            INVALID_IMAGE,
+            "module: {what}"
+        );
+        assert_eq!(
+            load_library(&mut guest, image).0,
+            INVALID_IMAGE,
+            "library: {what}"
+        );
     }
-    assert_eq!(load_module(&mut guest, &[]), INVALID_IMAGE, "an empty image");
+    assert_eq!(
+        load_module(&mut guest, &[]),
+        INVALID_IMAGE,
+        "an empty image"
+    );
     let log = host.driver_log();
     assert!(
         !log.contains("LoadData"),

@@ -53,7 +53,11 @@ fn a_truncated_region_ends_its_clients_not_the_host() {
     host.log_line(&["the region file was shrunk"]);
     host.log_line(&["worker exited"]);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(host.alive(), "the supervisor survives:\n{}", host.log_text());
+    assert!(
+        host.alive(),
+        "the supervisor survives:\n{}",
+        host.log_text()
+    );
     assert_eq!(
         host.count_lines(&["killed by signal"]),
         0,
@@ -65,7 +69,10 @@ fn a_truncated_region_ends_its_clients_not_the_host() {
     let mut tcp = host.tcp_connect();
     let mut response = Vec::new();
     tcp.call(&hello_frame(), &mut response).expect("hello");
-    assert!(driver_version(&mut tcp).is_ok_and(|v| v > 0), "served over TCP");
+    assert!(
+        driver_version(&mut tcp).is_ok_and(|v| v > 0),
+        "served over TCP"
+    );
     drop(guest);
     host.assert_no_panic();
 }

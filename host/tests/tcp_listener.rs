@@ -290,7 +290,11 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     hello.extend_from_slice(&0x0bad_cafe_u64.to_le_bytes());
     hostile.write_all(&hello).expect("handshake");
     hostile.read_exact(&mut ack).expect("ack");
-    assert_eq!(&ack[12..16], &2u32.to_le_bytes(), "the host asks for the key");
+    assert_eq!(
+        &ack[12..16],
+        &2u32.to_le_bytes(),
+        "the host asks for the key"
+    );
     let mut challenge = [0u8; transport::CHALLENGE_LEN];
     hostile.read_exact(&mut challenge).expect("challenge");
     let key = transport::StreamKey::from_file(host.tcp_key().expect("a key")).expect("key");
@@ -441,7 +445,11 @@ fn tcp_clients_must_hold_the_key_unless_the_host_is_told_otherwise() {
     no_key.env_remove("VGPU_HOST_KEY_FILE");
     let out = run_client(&mut no_key);
     assert!(!out.stdout.contains("init rc=0"), "{}", out.stdout);
-    assert!(out.stderr.contains("the host requires a key"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the host requires a key"),
+        "{}",
+        out.stderr
+    );
     let wrong = support::tmp("wrong.key");
     std::fs::write(&wrong, b"not the host's key at all, no\n").expect("write");
     std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))

@@ -212,8 +212,16 @@ fn pinned_memory_lives_in_the_region_and_the_gpu_copies_it_directly() {
     assert!(log.contains("cuMemsetD8_v2 len=100"), "{log}");
     // The block's context and device came from the host once; the rest the guest knew, and
     // SYNC_MEMOPS (settable) was asked each time.
-    assert_eq!(log.matches("cuPointerGetAttributes n=4").count(), 1, "{log}");
-    assert_eq!(log.matches("cuPointerGetAttributes n=1").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("cuPointerGetAttributes n=4").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cuPointerGetAttributes n=1").count(),
+        3,
+        "{log}"
+    );
     assert_eq!(
         free_blocks_reach(&host, total_blocks()),
         total_blocks(),
@@ -226,7 +234,11 @@ fn asynchronous_copies_with_a_pinned_end_are_posted() {
     let host = start_host("posted-copies");
     let trace = support::tmp("zero-copy-posted.trace");
     let _ = std::fs::remove_file(&trace);
-    let stdout = run(&host, &[], &[("VGPU_TRACE", trace.to_str().expect("utf-8 path"))]);
+    let stdout = run(
+        &host,
+        &[],
+        &[("VGPU_TRACE", trace.to_str().expect("utf-8 path"))],
+    );
     expect(&stdout, &["sync rc=0", "same=1", "pinned copy same=1"]);
     let text = std::fs::read_to_string(&trace).expect("trace written");
     let line = |name: &str| {

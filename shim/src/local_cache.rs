@@ -377,7 +377,11 @@ mod tests {
             keep_attribute(read, Handle::Kernel(0x1, 2), 8, 49152);
             code_unloaded();
             assert_eq!(attribute(Handle::Kernel(0x1, 2), 8), None);
-            assert_eq!(kernel_function(0x1, 0xc0), None, "an unloaded kernel's handle may return");
+            assert_eq!(
+                kernel_function(0x1, 0xc0),
+                None,
+                "an unloaded kernel's handle may return"
+            );
             assert_eq!(current(), Some(0xc0), "an unload keeps contexts");
             assert_eq!(ctx_device(0xc0), Some(2));
             assert_eq!(primary_state(2), Some((4, 1)));

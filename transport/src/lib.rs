@@ -86,8 +86,6 @@ pub use crate::{
         spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
     },
     error::{GoneReason, TransportError},
-    stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
-    truncation::protect as protect_from_truncation,
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{
         ChannelClaim, Region, RegionConfig, DEFAULT_PEER_TIMEOUT, MAX_PEER_TIMEOUT,
@@ -97,6 +95,8 @@ pub use crate::{
         StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC,
         STREAM_VERSION,
     },
+    stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
+    truncation::protect as protect_from_truncation,
 };
 
 /// Who a server is talking to: the same fields over shared memory and sockets.

@@ -515,7 +515,10 @@ mod tests {
     fn keyed(
         server_key: Option<StreamKey>,
         client_key: Option<StreamKey>,
-    ) -> (Result<UnixClient, TransportError>, Result<StreamServer<UnixStream>, TransportError>) {
+    ) -> (
+        Result<UnixClient, TransportError>,
+        Result<StreamServer<UnixStream>, TransportError>,
+    ) {
         let (a, b) = UnixStream::pair().expect("socketpair");
         let server =
             std::thread::spawn(move || StreamServer::over_with_key(b, server_key.as_ref()));
@@ -532,9 +535,14 @@ mod tests {
 
         let (client, server) = keyed(Some(key()), Some(other));
         assert!(matches!(client, Err(TransportError::BadHandshake(_))));
-        assert!(matches!(server, Err(TransportError::BadHandshake("wrong key"))));
+        assert!(matches!(
+            server,
+            Err(TransportError::BadHandshake("wrong key"))
+        ));
         let (client, server) = keyed(Some(key()), None);
-        assert!(matches!(client, Err(TransportError::BadHandshake(m)) if m.contains("VGPU_HOST_KEY_FILE")));
+        assert!(
+            matches!(client, Err(TransportError::BadHandshake(m)) if m.contains("VGPU_HOST_KEY_FILE"))
+        );
         assert!(server.is_err(), "the keyless client hung up");
         // A keyless server accepts a client that has a key (nothing is asked of it).
         let (client, server) = keyed(None, Some(key()));

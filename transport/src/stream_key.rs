@@ -153,11 +153,7 @@ pub(crate) fn challenge() -> Result<[u8; CHALLENGE_LEN], TransportError> {
     while filled < bytes.len() {
         // SAFETY: the buffer is valid for the requested length past `filled`.
         let n = unsafe {
-            libc::getrandom(
-                bytes[filled..].as_mut_ptr().cast(),
-                bytes.len() - filled,
-                0,
-            )
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
         };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -196,13 +192,25 @@ mod tests {
         let path = dir.join("key");
         std::fs::write(&path, b"0123456789abcdef0123\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(StreamKey::from_file(&path), Err(KeyError::Exposed { .. })));
+        assert!(matches!(
+            StreamKey::from_file(&path),
+            Err(KeyError::Exposed { .. })
+        ));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let key = StreamKey::from_file(&path).expect("a private key file");
-        assert_eq!(key.0, b"0123456789abcdef0123", "the trailing newline is not the key's");
-        assert!(!format!("{key:?}").contains("0123"), "Debug hides the bytes");
+        assert_eq!(
+            key.0, b"0123456789abcdef0123",
+            "the trailing newline is not the key's"
+        );
+        assert!(
+            !format!("{key:?}").contains("0123"),
+            "Debug hides the bytes"
+        );
         std::fs::write(&path, b"short\n").unwrap();
-        assert!(matches!(StreamKey::from_file(&path), Err(KeyError::TooShort { .. })));
+        assert!(matches!(
+            StreamKey::from_file(&path),
+            Err(KeyError::TooShort { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -214,7 +222,10 @@ mod tests {
         let answer = key.answer(&c, &hello);
         assert!(key.accepts(&c, &hello, &answer));
         assert!(!other.accepts(&c, &hello, &answer));
-        assert!(!key.accepts(&[8u8; 32], &hello, &answer), "a replayed answer");
+        assert!(
+            !key.accepts(&[8u8; 32], &hello, &answer),
+            "a replayed answer"
+        );
         assert!(!key.accepts(&c, &[2u8; 32], &answer), "another hello");
         assert!(!key.accepts(&c, &hello, &answer[..31]));
     }

@@ -69,7 +69,10 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // Unregistered before the range is unmapped, so a later mapping at the same addresses is
         // never taken for this one.
-        drop(std::mem::replace(&mut self.slot, crate::truncation::Slot::none()));
+        drop(std::mem::replace(
+            &mut self.slot,
+            crate::truncation::Slot::none(),
+        ));
         // SAFETY: `base`/`len` come from a successful mmap that nothing else unmaps.
         unsafe {
             libc::munmap(self.base.as_ptr().cast(), self.len);

@@ -175,7 +175,10 @@ pub unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CuRes
     // say, as the host checks: bytes after it are not sent.
     bytes.push(0);
     let len = cuda_image::size_of_image(&bytes).map_err(|e| {
-        log!(Level::Error, "cannot size the module image in the file: {e}");
+        log!(
+            Level::Error,
+            "cannot size the module image in the file: {e}"
+        );
         CuError::INVALID_IMAGE
     })?;
     bytes.truncate(usize::try_from(len.len).map_err(|_| CuError::INVALID_IMAGE)?);

@@ -57,7 +57,9 @@ pub struct Layouts(Mutex<HashMap<u64, Layout>>);
 
 impl Layouts {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Layout>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The layout of `func` (a `CUfunction` or a `CUkernel`): kept, else from the driver.

@@ -64,7 +64,10 @@ pub fn dtoh(
     dec.finish()?;
     if len > MAX_COPY || len.saturating_add(4096) > transport::MAX_MESSAGE_LEN {
         // The bytes come back in one response; the shim splits larger copies.
-        tracing::warn!(len, "refusing a device-to-host copy larger than one message");
+        tracing::warn!(
+            len,
+            "refusing a device-to-host copy larger than one message"
+        );
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
