@@ -8,7 +8,7 @@ mod support;
 
 use protocol::Decoder;
 use support::wire::{request, RawGuest};
-use support::Host;
+use support::{c_program, run_client, Host};
 
 const INVALID_IMAGE: u32 = 200;
 
@@ -126,4 +126,67 @@ fn images_whose_size_is_not_what_was_sent_never_reach_the_driver() {
     let log = host.driver_log();
     assert!(log.contains("cuModuleLoadData first byte 46"), "{log}");
     assert!(log.contains("cuLibraryLoadData first byte 46"), "{log}");
+}
+
+/// Loads two files through the shim, with `cuModuleLoad` and `cuLibraryLoadFromFile`.
+const FILE_LOADS: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    if (!cuda || argc < 3) return 2;
+    int (*init)(unsigned) = (int (*)(unsigned))dlsym(cuda, "cuInit");
+    int (*module_load)(void **, const char *) =
+        (int (*)(void **, const char *))dlsym(cuda, "cuModuleLoad");
+    int (*library_load)(void **, const char *, void *, void *, unsigned, void *, void *, unsigned) =
+        (int (*)(void **, const char *, void *, void *, unsigned, void *, void *, unsigned))
+            dlsym(cuda, "cuLibraryLoadFromFile");
+    printf("init rc=%d\n", init(0));
+    for (int i = 1; i < 3; i++) {
+        void *m = 0, *l = 0;
+        printf("%s module rc=%d library rc=%d\n", argv[i], module_load(&m, argv[i]),
+               library_load(&l, argv[i], 0, 0, 0, 0, 0, 0));
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn files_are_sent_as_the_image_they_hold() {
+    let host = Host::on_region("image-files")
+        .region_size(16 << 20)
+        .log_driver_calls()
+        .start();
+    // PTX without its NUL, and an ELF image followed by bytes that are not part of it: each is
+    // sent as exactly its image, which the host's check accepts.
+    let ptx = support::tmp("kernel.ptx");
+    std::fs::write(&ptx, &PTX[..PTX.len() - 1]).expect("write ptx");
+    let elf = support::tmp("kernel.cubin");
+    let mut cubin = elf_header(0, 0);
+    cubin.extend_from_slice(b"trailing bytes");
+    std::fs::write(&elf, &cubin).expect("write cubin");
+    let program = c_program("file_loads", FILE_LOADS, &["-ldl"]);
+    let out = run_client(host.client(&program).arg(&ptx).arg(&elf));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "init rc=0".to_owned(),
+            format!("{} module rc=0 library rc=0", ptx.display()),
+            format!("{} module rc=0 library rc=0", elf.display()),
+        ],
+        "{}",
+        out.stderr
+    );
+    let log = host.driver_log();
+    assert_eq!(
+        log.matches("cuModuleLoadData first byte").count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cuLibraryLoadData first byte").count(),
+        2,
+        "{log}"
+    );
 }

@@ -161,6 +161,27 @@ pub unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fatCubin: *const c_vo
     )
 }
 
+/// The module image in the file named `fname`, read in the guest: exactly the bytes its headers
+/// (or, for PTX, its terminating NUL, added when the file lacks it) say, as the host checks;
+/// bytes after the image are not sent.
+///
+/// # Errors
+/// `CUDA_ERROR_FILE_NOT_FOUND`, `CUDA_ERROR_INVALID_IMAGE` when it cannot be sized.
+fn image_from_file(fname: *const c_char) -> CuResult<Vec<u8>> {
+    let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fname)?);
+    let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
+    bytes.push(0);
+    let layout = cuda_image::size_of_image(&bytes).map_err(|e| {
+        log!(
+            Level::Error,
+            "cannot size the module image in the file: {e}"
+        );
+        CuError::INVALID_IMAGE
+    })?;
+    bytes.truncate(usize::try_from(layout.len).map_err(|_| CuError::INVALID_IMAGE)?);
+    Ok(bytes)
+}
+
 /// Loads a module from a file the guest reads.
 ///
 /// # Safety
@@ -169,19 +190,7 @@ pub unsafe fn cuModuleLoadFatBinary(module: *mut CUmodule, fatCubin: *const c_vo
 /// # Errors
 /// `CUDA_ERROR_FILE_NOT_FOUND`; as [`cuModuleLoadData`].
 pub unsafe fn cuModuleLoad(module: *mut CUmodule, fname: *const c_char) -> CuResult {
-    let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fname)?);
-    let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
-    // PTX text must be NUL-terminated; the image is then exactly what its headers (or its NUL)
-    // say, as the host checks: bytes after it are not sent.
-    bytes.push(0);
-    let len = cuda_image::size_of_image(&bytes).map_err(|e| {
-        log!(
-            Level::Error,
-            "cannot size the module image in the file: {e}"
-        );
-        CuError::INVALID_IMAGE
-    })?;
-    bytes.truncate(usize::try_from(len.len).map_err(|_| CuError::INVALID_IMAGE)?);
+    let bytes = image_from_file(fname)?;
     call_with(
         shim_macros::cuda_call_id!(cuModuleLoadData),
         |enc| enc.put_bytes(&bytes),
@@ -276,9 +285,7 @@ pub unsafe fn cuLibraryLoadFromFile(
     libraryOptionValues: *mut *mut c_void,
     numLibraryOptions: u32,
 ) -> CuResult {
-    let path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name_bytes(fileName)?);
-    let mut bytes = std::fs::read(path).map_err(|_| CuError::FILE_NOT_FOUND)?;
-    bytes.push(0);
+    let bytes = image_from_file(fileName)?;
     // SAFETY: per the contract.
     unsafe {
         library_load(
