@@ -18,8 +18,9 @@
 //! has run (the stub template does it, `crate::stub`), as does cudart's primary-context retain
 //! in its export table. An unload (`cuModuleUnload`, `cuLibraryUnload`) bumps the code epoch
 //! instead: handles of unloaded code may be reused for new code, but contexts are untouched
-//! (cuDNN unloads a library on every decoded token). A set of an attribute to the value the cache already holds changes
-//! nothing and is answered here; any other set is forwarded and bumps the attribute epoch.
+//! (cuDNN unloads a library on every decoded token). A set of an attribute to the value the
+//! cache already holds changes nothing and is answered here; any other set is forwarded and
+//! bumps the attribute epoch.
 //! Entries are tagged with the epochs read *before* the host was asked, so an answer that raced
 //! with a change is never kept.
 //!

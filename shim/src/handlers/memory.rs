@@ -175,13 +175,8 @@ fn htod(
     {
         return Ok(());
     }
-    // One message per chunk: the transport carries at most `transport::MAX_MESSAGE_LEN`.
-    // The chunks go in order on the same stream, so the copy keeps its place among the
-    // stream's work.
-    // (An empty copy still goes to the host once, which answers as the driver does.)
-    let empty = std::iter::once(data).filter(|d| d.is_empty());
-    for (i, chunk) in empty.chain(data.chunks(COPY_CHUNK)).enumerate() {
-        let at = dst + (i * COPY_CHUNK) as u64;
+    for (start, n) in copy_chunks(data.len()) {
+        let (at, chunk) = (dst + start as u64, &data[start..start + n]);
         let encode = |enc: &mut protocol::Encoder<'_>| {
             enc.put(at);
             enc.put(stream as u64);
@@ -202,6 +197,15 @@ fn htod(
 /// larger copies go as several, each well inside `transport::MAX_MESSAGE_LEN`.
 const COPY_CHUNK: usize = 256 << 20;
 const _: () = assert!(COPY_CHUNK as u64 + 4096 <= transport::MAX_MESSAGE_LEN);
+
+/// `(offset, length)` of each message of a copy of `len` bytes, in order: the chunks go one
+/// after the other on the same stream, so the copy keeps its place among the stream's work. An
+/// empty copy is one empty message (the host answers it as the driver does).
+fn copy_chunks(len: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len.max(1))
+        .step_by(COPY_CHUNK)
+        .map(move |start| (start, COPY_CHUNK.min(len - start)))
+}
 
 /// A destination inside a zero-copy block is written by the host through the block's device
 /// alias (the asynchronous forms stay asynchronous); other destinations get the bytes back with
@@ -234,10 +238,7 @@ fn dtoh(
             return Ok(());
         }
     }
-    // One message per chunk, as for `htod`.
-    let mut done = 0usize;
-    while done < len || (len == 0 && done == 0) {
-        let n = (len - done).min(COPY_CHUNK);
+    for (done, n) in copy_chunks(len) {
         call_with(
             id,
             |enc| {
@@ -258,10 +259,6 @@ fn dtoh(
                 Ok(())
             },
         )?;
-        if len == 0 {
-            break;
-        }
-        done += n;
     }
     Ok(())
 }
@@ -1070,6 +1067,24 @@ pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_go_in_chunks_in_order_and_an_empty_one_as_one_message() {
+        assert_eq!(copy_chunks(0).collect::<Vec<_>>(), [(0, 0)]);
+        assert_eq!(copy_chunks(5).collect::<Vec<_>>(), [(0, 5)]);
+        assert_eq!(
+            copy_chunks(COPY_CHUNK).collect::<Vec<_>>(),
+            [(0, COPY_CHUNK)]
+        );
+        assert_eq!(
+            copy_chunks(2 * COPY_CHUNK + 3).collect::<Vec<_>>(),
+            [
+                (0, COPY_CHUNK),
+                (COPY_CHUNK, COPY_CHUNK),
+                (2 * COPY_CHUNK, 3)
+            ]
+        );
+    }
 
     #[test]
     fn gather_and_scatter_walk_the_same_sub_box() {

@@ -2,7 +2,8 @@
 //! `memory.rs` does), everything else by the host in one call; for a zero-copy block the host
 //! answers for its device alias and the guest then fills in what it knows better (memory type,
 //! host pointer, range, device pointer). The host's answers that hold for a block's life are
-//! kept (`zero_copy::kept_attribute`), so a repeated query of a block needs no round trip. Host half: `host/src/dispatch/handlers/pointer.rs`.
+//! kept (`zero_copy::kept_attribute`), so a repeated query of a block needs no round trip. Host
+//! half: `host/src/dispatch/handlers/pointer.rs`.
 #![allow(non_snake_case)]
 
 use std::ffi::c_void;
@@ -42,29 +43,38 @@ pub unsafe fn cuPointerGetAttributes(
     match pinned_byte(ptr) {
         Some((pinned, at, Some(alias))) => {
             let block = pinned.zero_copy.ok_or(CuError::UNKNOWN)?;
-            // Known in the guest, or kept from the host's first answer for this block: no
-            // round trip.
-            let local = attrs
+            // What the guest knows of each attribute, else what it kept from the host's first
+            // answer for this block: when that covers every attribute, no round trip.
+            let known: Vec<Option<Vec<u8>>> = attrs
                 .iter()
-                .map(|&a| match pinned_attribute(&pinned, at, Some(alias), a) {
-                    Some((value, size)) => Some(value.to_le_bytes()[..size].to_vec()),
-                    None => zero_copy::kept_attribute(&block, a),
+                .map(|&a| {
+                    pinned_attribute(&pinned, at, Some(alias), a)
+                        .map(|(value, size)| value.to_le_bytes()[..size].to_vec())
                 })
+                .collect();
+            let local = known
+                .iter()
+                .zip(attrs)
+                .map(|(k, &a)| k.clone().or_else(|| zero_copy::kept_attribute(&block, a)))
                 .collect::<Option<Vec<_>>>();
             let values = match local {
                 Some(values) => values,
                 None => {
-                    let mut values = ask_host_values(attrs, alias).unwrap_or_else(|_| {
+                    let asked = ask_host_values(attrs, alias).unwrap_or_else(|_| {
                         // The host could not say (a driver without the call): CUDA's defaults.
                         attrs.iter().map(|&a| vec![0; attribute_size(a)]).collect()
                     });
-                    for (&a, value) in attrs.iter().zip(values.iter_mut()) {
-                        match pinned_attribute(&pinned, at, Some(alias), a) {
-                            Some((known, size)) => *value = known.to_le_bytes()[..size].to_vec(),
-                            None => zero_copy::keep_attribute(&block, a, value),
-                        }
-                    }
-                    values
+                    known
+                        .into_iter()
+                        .zip(attrs)
+                        .zip(asked)
+                        .map(|((known, &a), asked)| {
+                            known.unwrap_or_else(|| {
+                                zero_copy::keep_attribute(&block, a, &asked);
+                                asked
+                            })
+                        })
+                        .collect()
                 }
             };
             write_values(slots, &values);

@@ -341,7 +341,7 @@ fn kept_attributes() -> std::sync::MutexGuard<'static, KeptAttributes> {
 /// Whether the driver's value of pointer attribute `attribute` stays the same for a zero-copy
 /// block's life. Not `SYNC_MEMOPS`, which `cuPointerSetAttribute` changes, nor those the guest
 /// answers itself.
-pub(crate) fn attribute_is_lifelong(attribute: CUpointer_attribute) -> bool {
+fn attribute_is_lifelong(attribute: CUpointer_attribute) -> bool {
     use CUpointer_attribute as A;
     matches!(
         attribute,

@@ -19,7 +19,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
-use super::launch::{layout_of, Layouts, Params};
+use super::launch::{packed_len, Layout, Layouts, Params};
 use super::{real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
 use crate::dispatch::ClientContext;
@@ -369,7 +369,7 @@ pub fn set_node(
 /// the parameter values copied out of the driver's storage at the kernel's layout.
 pub fn kernel_get_params(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -388,16 +388,12 @@ pub fn kernel_get_params(
     } else {
         p.func as u64
     };
-    let layout = if p.kernelParams.is_null() {
-        Vec::new()
+    let layout: Layout = if p.kernelParams.is_null() {
+        Arc::new([])
     } else {
-        checked!(layout_of(handle), out)
+        checked!(client.layouts.of(handle), out)
     };
-    let total = layout
-        .iter()
-        .map(|&(o, s)| o as usize + s as usize)
-        .max()
-        .unwrap_or(0);
+    let total = packed_len(&layout);
     let mut packed = vec![0u8; total];
     for (i, &(offset, size)) in layout.iter().enumerate() {
         // SAFETY: the driver's kernelParams has one pointer per parameter of the kernel, each to
@@ -430,7 +426,7 @@ pub fn kernel_get_params(
     }
     enc.put_bytes(&packed);
     enc.put(layout.len() as u32);
-    for (offset, size) in layout {
+    for &(offset, size) in layout.iter() {
         enc.put(offset);
         enc.put(size);
     }

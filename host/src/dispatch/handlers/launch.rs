@@ -21,7 +21,7 @@ const MAX_PARAM_BYTES: usize = 64 * 1024;
 
 /// `(offset, size)` of each parameter of `func`, from `cuFuncGetParamInfo` (or
 /// `cuKernelGetParamInfo` for a `CUkernel` used as a function).
-pub fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
+fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
     let mut layout = Vec::new();
     let by_func = crate::driver::real::cuFuncGetParamInfo();
     let by_kernel = crate::driver::real::cuKernelGetParamInfo();
@@ -48,6 +48,15 @@ pub fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
 
 /// One function's parameters: `(offset, size)` each, in order.
 pub type Layout = Arc<[(u32, u32)]>;
+
+/// Bytes the packed parameters of `layout` take: the end of the furthest parameter.
+pub(crate) fn packed_len(layout: &[(u32, u32)]) -> usize {
+    layout
+        .iter()
+        .map(|&(offset, size)| offset as usize + size as usize)
+        .max()
+        .unwrap_or(0)
+}
 
 /// The parameter layouts of one client's functions and kernels, as the driver reports them, kept
 /// from the first ask until the client unloads a module or library (a handle may then come back
@@ -186,11 +195,7 @@ impl Params {
             Ok(layout) => layout,
             Err(r) => return Ok(Err(r)),
         };
-        let needed = layout
-            .iter()
-            .map(|&(offset, size)| offset as usize + size as usize)
-            .max()
-            .unwrap_or(0);
+        let needed = packed_len(&layout);
         let refused = match form {
             FORM_NONE => !layout.is_empty(),
             FORM_POINTERS => claimed[..] != layout[..] || needed > packed.len(),
