@@ -10,6 +10,10 @@
 #   threads, their spin-wait policy, a lower priority for the command than for the host);
 # - "loads": the cuDNN decode traced with VGPU_LOG=debug: each library/module load's duration
 #   and image kind and size.
+# - "copies": the copies still behind native (pageable DtoH 64 MiB, pinned 1 MiB both ways) timed
+#   natively and traced through vgpu: trace-summary and the last calls with their start times;
+# - "prefill": llama-bench pp512 with CUDA graphs off and on, timed natively and through vgpu, and
+#   traced through vgpu (trace-summary): where prefill's time goes.
 # Writes $OUT/decode-probe.txt. SECTIONS (default "where,trace,pin") picks parts.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,6 +74,40 @@ TIME=(/usr/bin/time -f "process tree: %e s wall, %U s user, %S s system")
         grep -E "da9151d3\[[0-9]\]" "$T/loads.trace" | tail -40 | sed -E 's/^vgpu-trace\[[0-9:]+\] //' | cut -c1-200
         echo "-- unload calls, last 10"
         grep -E "\] cu(Library|Module)Unload" "$T/loads.trace" | tail -10 | cut -c1-200
+    fi
+    if has copies; then
+        for c in "pageable d2h 64 5" "pinned h2d 1 20" "pinned d2h 1 20"; do
+            set -- $c
+            echo "== copy $1 $2 $3 MiB x $4: native, vgpu, traced vgpu"
+            timeout 60 $TB copy --kind $1 --dir $2 --mib $3 --reps $4
+            timeout 60 "$A/vgpuctl" run -- $TB copy --kind $1 --dir $2 --mib $3 --reps $4
+            VGPU_TRACE="$T/copy.trace" timeout 60 "$A/vgpuctl" run -- $TB copy --kind $1 --dir $2 --mib $3 --reps $4
+            "$A/vgpuctl" trace-summary "$T/copy.trace" --limit 15
+            echo "-- the last 60 calls"
+            grep -v cuGetProcAddress "$T/copy.trace" | tail -60 | cut -c1-200
+        done
+    fi
+    if has prefill; then
+        [[ -f .gpu-artifacts/llama.tar.xz && ! -d .gpu-artifacts/llama ]] && tar xJf .gpu-artifacts/llama.tar.xz -C .gpu-artifacts
+        CU13="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))')"
+        export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${CU13}${LD_LIBRARY_PATH:+:${LD_LIBRARY_PATH}}"
+        M=/tmp/vgpu-llama-2048x16-f16.gguf
+        [[ -f $M ]] || python3 bench/llm/make_gguf.py --gguf-py "$A/llama/gguf-py" --out "$M"
+        LB=("$A/llama/llama-bench" -m "$M" -ngl 99 -p 512 -n 0 -r 3)
+        for g in 1 0; do
+            echo "== prefill pp512, GGML_CUDA_DISABLE_GRAPHS=$g: native, vgpu"
+            GGML_CUDA_DISABLE_GRAPHS=$g timeout 100 "${LB[@]}" 2>/dev/null | grep -E "pp512|model"
+            GGML_CUDA_DISABLE_GRAPHS=$g timeout 100 "$A/vgpuctl" run -- "${LB[@]}" 2>/dev/null | grep -E "pp512"
+            echo "-- traced through vgpu"
+            rm -f "$T/pp.trace"
+            GGML_CUDA_DISABLE_GRAPHS=$g VGPU_LOG=debug VGPU_TRACE="$T/pp.trace" timeout 150 "$A/vgpuctl" run -- "${LB[@]}" 2>"$T/pp.err" | grep pp512
+            "$A/vgpuctl" trace-summary "$T/pp.trace" --limit 25
+            echo "-- module images (kind, bytes) and load calls (duration, start), in order"
+            grep -o "module image: .*" "$T/pp.err" | head -60
+            grep -E "\] cu(Library|Module)(Load|Unload)" "$T/pp.trace" | head -60 | sed -E 's/^vgpu-trace\[[0-9:]+\] ([A-Za-z_]+)\(.*\) -> ([A-Z_]+) ([0-9.]+us).*(@[0-9.]+)$/\1 \2 \3 \4/'
+            echo "-- the timed section's calls between loads: cuStreamSynchronize count and start times"
+            grep -c cuStreamSynchronize "$T/pp.trace"
+        done
     fi
 } > "$O/decode-probe.txt" 2>&1
 rm -rf "$T"

@@ -141,6 +141,27 @@ compare() {
     ROWS+=("| ${prog} | ${rc1} | ${rc2} | ${same} | ${ms1} / ${ms2} | ${verdict} |")
 }
 
+# forged_handles through vgpu only (natively the driver would dereference the forged values):
+# each forged or destroyed handle must get CUDA_ERROR_INVALID_HANDLE from the host's gate, and
+# the process's own handles must keep working (the fill's sum is fixed by its seed).
+forged_handles_test() {
+    log "== forged_handles (vgpu only)"
+    run_one vgpu forged_handles forged_handles
+    local expected="forged stream: CUDA_ERROR_INVALID_HANDLE
+forged event: CUDA_ERROR_INVALID_HANDLE
+forged function: CUDA_ERROR_INVALID_HANDLE
+event as a stream: CUDA_ERROR_INVALID_HANDLE
+destroyed stream: CUDA_ERROR_INVALID_HANDLE"
+    local verdict=PASS
+    if [[ ${RC} -ne 0 ]] || [[ "$(head -n 5 "${WORK}/forged_handles.out")" != "${expected}" ]] \
+        || ! grep -q "^own handles after: fill sum " "${WORK}/forged_handles.out"; then
+        verdict=FAIL
+        FAILED=1
+    fi
+    log "   ${verdict}: rc ${RC}, $(tr '\n' ';' < "${WORK}/forged_handles.out")"
+    ROWS+=("| forged_handles (vgpu only) | - | ${RC} | expected refusals: $([[ ${verdict} == PASS ]] && echo yes || echo no) | - / ${MS} | ${verdict} |")
+}
+
 # Prints the free MiB reported by meminfo (MODE native or vgpu), or nothing on failure.
 free_mib() {
     local mode="$1" out
@@ -342,6 +363,7 @@ main() {
         discovery_test native ollama_discovery
         discovery_test native ollama_discovery_new
     else
+        forged_handles_test
         sigkill_test vgpu
         discovery_test native ollama_discovery
         discovery_test vgpu ollama_discovery

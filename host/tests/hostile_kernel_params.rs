@@ -13,7 +13,6 @@ use protocol::Decoder;
 use support::wire::{request, RawGuest};
 use support::{FakeDriver, Host};
 
-const ADD: u64 = 0xADD0;
 const INVALID_VALUE: u32 = 1;
 const INVALID_HANDLE: u32 = 400;
 const FORM_NONE: u8 = 0;
@@ -69,23 +68,24 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     let (rc, body) = guest.call_raw(&frame);
     assert_eq!(rc, 0, "cuMemAlloc_v2");
     let p: u64 = Decoder::new(&body).get().expect("device pointer");
+    let add = guest.fake_function("ADD0");
     let real = [(0, 8), (8, 4)];
 
     // One pointer for two parameters: the driver would read the second past the array.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_POINTERS, &p.to_le_bytes(), &[(0, 8)]),
+        launch(&mut guest, add, FORM_POINTERS, &p.to_le_bytes(), &[(0, 8)]),
         INVALID_VALUE
     );
     // Short entries: the driver reads 8 and 4 bytes whatever the guest says.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_POINTERS, &[0; 6], &[(0, 2), (2, 4)]),
+        launch(&mut guest, add, FORM_POINTERS, &[0; 6], &[(0, 2), (2, 4)]),
         INVALID_VALUE
     );
     // The right count with misplaced offsets.
     assert_eq!(
         launch(
             &mut guest,
-            ADD,
+            add,
             FORM_POINTERS,
             &add_params(p, 5),
             &[(0, 8), (0, 4)]
@@ -96,7 +96,7 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     assert_eq!(
         launch(
             &mut guest,
-            ADD,
+            add,
             FORM_POINTERS,
             &add_params(p, 5)[..10],
             &real
@@ -105,12 +105,12 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     );
     // An `extra` buffer shorter than the parameters.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_EXTRA, &[0; 8], &[]),
+        launch(&mut guest, add, FORM_EXTRA, &[0; 8], &[]),
         INVALID_VALUE
     );
     // No parameters for a function that has some.
-    assert_eq!(launch(&mut guest, ADD, FORM_NONE, &[], &[]), INVALID_VALUE);
-    // A function the driver does not know: its error, before any launch.
+    assert_eq!(launch(&mut guest, add, FORM_NONE, &[], &[]), INVALID_VALUE);
+    // A function this client was never given: the gate refuses it before any launch.
     assert_eq!(
         launch(
             &mut guest,
@@ -129,11 +129,11 @@ fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
 
     // The same client's well-formed launch still runs, in both forms.
     assert_eq!(
-        launch(&mut guest, ADD, FORM_POINTERS, &add_params(p, 5), &real),
+        launch(&mut guest, add, FORM_POINTERS, &add_params(p, 5), &real),
         0
     );
     assert_eq!(
-        launch(&mut guest, ADD, FORM_EXTRA, &add_params(p, 7), &[]),
+        launch(&mut guest, add, FORM_EXTRA, &add_params(p, 7), &[]),
         0
     );
     let log = host.driver_log();

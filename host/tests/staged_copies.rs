@@ -29,8 +29,12 @@ FN(int, cuMemcpyDtoH_v2_ptds, (void *, dptr, size_t))
 FN(int, cuLaunchKernel, (void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          unsigned, void *, void **, void **))
 FN(int, cuCtxSynchronize, (void))
+FN(int, cuModuleLoadData, (void **, const void *))
+FN(int, cuModuleGetFunction, (void **, void *, const char *))
 #define LOAD(name) name = (name##_t)dlsym(cuda, #name); if (!name) { printf("missing %s\n", #name); return 2; }
-#define ADD_KERNEL ((void *)0xADD0)
+/* The fake driver's `add` kernel, by its name (its hex handle) in a loaded module. */
+static const char PTX[] = ".version 8.0\n.target sm_90\n.address_size 64\n";
+static void *ADD_KERNEL;
 
 static unsigned char *pattern(size_t n, unsigned seed) {
     unsigned char *p = malloc(n + 16);
@@ -59,8 +63,11 @@ int main(void) {
     if (!cuda) return 2;
     LOAD(cuInit) LOAD(cuMemAlloc_v2) LOAD(cuMemcpyHtoD_v2) LOAD(cuMemcpyDtoH_v2)
     LOAD(cuMemcpyHtoDAsync_v2) LOAD(cuMemcpyDtoHAsync_v2) LOAD(cuMemcpyHtoD_v2_ptds)
-    LOAD(cuMemcpyDtoH_v2_ptds) LOAD(cuLaunchKernel) LOAD(cuCtxSynchronize)
+    LOAD(cuMemcpyDtoH_v2_ptds) LOAD(cuLaunchKernel) LOAD(cuCtxSynchronize) LOAD(cuModuleLoadData)
+    LOAD(cuModuleGetFunction)
     printf("init rc=%d\n", cuInit(0));
+    void *module = NULL;
+    if (cuModuleLoadData(&module, PTX) || cuModuleGetFunction(&ADD_KERNEL, module, "ADD0")) return 2;
     size_t cap = 12u << 20;
     dptr d = 0;
     printf("alloc rc=%d\n", cuMemAlloc_v2(&d, cap));

@@ -130,7 +130,8 @@ pub fn names(names: &[&str]) -> TokenStream {
 }
 
 /// Expands `cuda_forwarders!`: ONE template call listing every function with generated
-/// marshalling, so the template can build both per-function code and a dispatch table.
+/// marshalling, so the template can build both per-function code and a dispatch table. Each
+/// entry carries its handle-gate steps (`crate::gate::steps`).
 pub fn forwarders(
     template: &Path,
     classified: &[(CudaFunction, Option<Vec<ParamKind>>)],
@@ -142,8 +143,12 @@ pub fn forwarders(
         let param_names = f.params.iter().map(|p| &p.name);
         let param_types = f.params.iter().map(|p| &p.ty);
         let marshal = marshal(f, kinds);
+        let gate = crate::gate::steps(f, kinds);
         Some(quote! {
-            { name: #name, id: #id, params: (#(#param_names: #param_types),*), marshal: #marshal }
+            {
+                name: #name, id: #id, params: (#(#param_names: #param_types),*), marshal: #marshal,
+                gate: #gate
+            }
         })
     });
     quote! { #template! { #(#entries)* } }

@@ -21,6 +21,7 @@
 
 mod classify;
 mod expand;
+mod gate;
 mod handwritten;
 mod model;
 mod signatures;
@@ -68,10 +69,12 @@ pub fn cuda_function_names(input: TokenStream) -> TokenStream {
 }
 
 /// Hands every function with generated marshalling to a template in ONE call:
-/// `template! { { name: cuX, id: 17, params: (a: T, …), marshal: [(a: T => value), (b: *mut U => inout U), …] } … }`.
+/// `template! { { name: cuX, id: 17, params: (a: T, …), marshal: [(a: T => value), (b: *mut U => inout U), …], gate: […] } … }`.
 ///
 /// `marshal` says how each parameter travels: `value` (by value), `inout U` (`*mut U`: sent, and
-/// sent back) or `input U` (`*const U`: sent). `id` is the wire call id (the function's index in
+/// sent back) or `input U` (`*const U`: sent). `gate: [(a => admit Stream), (p => mint Event), …]`
+/// says which parameters are handles the host's per-client gate admits, records or forgets
+/// (`gate.rs`). `id` is the wire call id (the function's index in
 /// the sorted signature list). The shim builds its forwarders from it and the host its dispatch
 /// table, so both sides agree by construction.
 #[proc_macro]

@@ -223,6 +223,7 @@ pub fn classification_report() -> Result<String, String> {
         } else {
             match table.classify(f) {
                 Ok(kinds) => {
+                    let gate = crate::gate::describe(f, &kinds);
                     let kinds: Vec<String> = kinds
                         .iter()
                         .map(|k| match k {
@@ -231,7 +232,15 @@ pub fn classification_report() -> Result<String, String> {
                             ParamKind::Input(t) => format!("input {}", quote::quote!(#t)),
                         })
                         .collect();
-                    format!("forwarded [{}]", kinds.join(", "))
+                    if gate.is_empty() {
+                        format!("forwarded [{}]", kinds.join(", "))
+                    } else {
+                        format!(
+                            "forwarded [{}] gate [{}]",
+                            kinds.join(", "),
+                            gate.join(", ")
+                        )
+                    }
                 }
                 Err(why) => format!("not generated: {}", why.0),
             }

@@ -113,7 +113,7 @@ macro_rules! is_output {
 /// without outputs that [`crate::posted::forwarder_may_post`] allows is posted.
 macro_rules! forwarders {
     ($({ name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
-         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*] })*) => {
+         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*], gate: $gate:tt })*) => {
         $(
             #[doc = concat!("Forwards `", stringify!($name), "` to the host.")]
             ///

@@ -6,6 +6,7 @@
     unused_imports,
     unused_mut,
     unused_variables,
+    unused_assignments,
     clippy::too_many_arguments
 )]
 
@@ -56,22 +57,69 @@ macro_rules! put_back {
     };
 }
 
+/// The gate's check of one handle parameter before the call (see `gate.rs`): `admit` and
+/// `retire` need a handle this client holds; the first module or library among them is the
+/// owner of what the call mints.
+macro_rules! gate_before {
+    ($handles:ident, $out:ident, $owner:ident, $p:ident, mint $k:ident) => {};
+    ($handles:ident, $out:ident, $owner:ident, $p:ident, $verb:ident $k:ident) => {
+        gate_before!(@admit $handles, $out, $owner, $p as u64, $k)
+    };
+    (@admit $handles:ident, $out:ident, $owner:ident, $v:expr, $k:ident) => {
+        match $handles.admit(super::gate::Kind::$k, $v) {
+            Ok(root) => {
+                if $owner == 0 {
+                    $owner = root;
+                }
+            }
+            Err(refused) => {
+                ResponseHeader::start($out, refused.0);
+                return Ok(());
+            }
+        }
+    };
+}
+
+/// The gate's bookkeeping of one handle parameter after a successful call.
+macro_rules! gate_after {
+    ($handles:ident, $owner:ident, $p:ident, mint $k:ident) => {
+        if let Some(v) = $p {
+            $handles.mint(super::gate::Kind::$k, v as u64, $owner);
+        }
+    };
+    ($handles:ident, $owner:ident, $p:ident, retire $k:ident) => {
+        $handles.retire(super::gate::Kind::$k, $p as u64);
+    };
+    ($handles:ident, $owner:ident, $p:ident, admit $k:ident) => {};
+}
+
 /// The template `shim_macros::cuda_forwarders!` fills: one function per entry, and
 /// [`dispatch`] over all of them.
 macro_rules! host_forwarders {
     ($({ name: $name:ident, id: $id:expr, params: ($($p:ident: $t:ty),*),
-         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*] })*) => {
+         marshal: [$(($mp:ident: $mt:ty => $($kind:tt)+)),*],
+         gate: [$(($gp:ident => $gverb:ident $gkind:ident)),*] })*) => {
         $(
-            fn $name(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+            fn $name(
+                handles: &super::gate::Handles,
+                dec: &mut Decoder<'_>,
+                out: &mut Vec<u8>,
+            ) -> Result<(), DecodeError> {
                 $( get_param!(dec, $mp: $mt, $($kind)+); )*
                 dec.finish()?;
+                let mut owner = 0u64;
+                $( gate_before!(handles, out, owner, $gp, $gverb $gkind); )*
                 let Some(real) = crate::driver::real::$name() else {
                     super::missing(stringify!($name), out);
                     return Ok(());
                 };
                 // SAFETY: every argument is a decoded plain value or a pointer to a local of
-                // the type the driver expects, alive for the whole call.
+                // the type the driver expects, alive for the whole call; every gated handle was
+                // admitted above.
                 let result = unsafe { real($( arg!($mp, $($kind)+) ),*) };
+                if result == CUresult::CUDA_SUCCESS {
+                    $( gate_after!(handles, owner, $gp, $gverb $gkind); )*
+                }
                 let mut enc = ResponseHeader::start(out, result.0);
                 $( put_back!(enc, $mp, $($kind)+); )*
                 Ok(())
@@ -82,11 +130,12 @@ macro_rules! host_forwarders {
         /// marshalling.
         pub fn dispatch(
             id: u32,
+            handles: &super::gate::Handles,
             dec: &mut Decoder<'_>,
             out: &mut Vec<u8>,
         ) -> Option<Result<(), DecodeError>> {
             match id {
-                $( $id => Some($name(dec, out)), )*
+                $( $id => Some($name(handles, dec, out)), )*
                 _ => None,
             }
         }

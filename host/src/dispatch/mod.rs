@@ -7,6 +7,7 @@
 
 mod callbacks;
 mod contexts;
+pub mod gate;
 mod generated;
 mod handlers;
 pub mod posted;
@@ -51,6 +52,8 @@ pub struct ClientContext {
     posts: posted::Progress,
     /// Parameter layouts of the client's functions: launches are checked against them.
     layouts: handlers::Layouts,
+    /// The handles the driver gave this client: every handle it passes is checked here.
+    handles: gate::Handles,
 }
 
 impl ClientContext {
@@ -67,6 +70,7 @@ impl ClientContext {
             zero_copy: handlers::Registrations::default(),
             posts: posted::Progress::default(),
             layouts: handlers::Layouts::default(),
+            handles: gate::Handles::default(),
         })
     }
 
@@ -74,6 +78,11 @@ impl ClientContext {
     /// memory is allocated from that region's bulk area, owned by that token.
     pub fn attach_region(&self, region: transport::Region, client_token: u64) {
         self.zero_copy.attach(region, client_token);
+    }
+
+    /// The handles the driver gave this client (`gate.rs`).
+    pub fn handles(&self) -> &gate::Handles {
+        &self.handles
     }
 
     /// The driver this client will use.
@@ -234,9 +243,7 @@ impl ThreadSession {
             special::FLUSH => dec.finish().map(|()| {
                 ResponseHeader::start(response, 0);
             }),
-            special::PARAM_LAYOUT => {
-                handlers::param_layout(&self.client.layouts, &mut dec, response)
-            }
+            special::PARAM_LAYOUT => handlers::param_layout(&self.client, &mut dec, response),
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
@@ -245,7 +252,7 @@ impl ThreadSession {
             // its generated wire format (the context pool does).
             CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {
                 Some(outcome) => outcome,
-                None => match generated::dispatch(id, &mut dec, response) {
+                None => match generated::dispatch(id, &self.client.handles, &mut dec, response) {
                     Some(outcome) => outcome,
                     None => {
                         tracing::warn!(call = id, "call has no host handler");

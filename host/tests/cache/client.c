@@ -43,8 +43,20 @@ static CUresult (*beginCapture)(void *, int);
 static CUresult (*endCapture)(void *, void **);
 static CUresult (*isCapturing)(void *, int *);
 static CUresult (*libraryUnload)(void *);
+static CUresult (*libraryLoadData)(void **, const void *, void *, void **, unsigned, void *, void **,
+                                   unsigned);
+static CUresult (*libraryGetKernel)(CUkernel *, void *, const char *);
+static CUresult (*streamCreate)(void **, unsigned);
 
-static CUkernel kernel = (CUkernel)(uintptr_t)0x5000;
+/* The fake driver's kernel 0x5000, looked up by name (its hex handle) in a loaded library, as a
+ * program gets its kernels: the host only admits handles the driver gave. */
+static const char PTX[] = ".version 8.0\n.target sm_90\n.address_size 64\n";
+static void *library;
+static CUkernel kernel;
+static void load_kernel(void) {
+    CHECK(libraryLoadData(&library, PTX, NULL, NULL, 0, NULL, NULL, 0));
+    CHECK(libraryGetKernel(&kernel, library, "5000"));
+}
 static CUdevice dev;
 
 static void state(const char *when) {
@@ -83,6 +95,8 @@ int main(void) {
     beginCapture = sym("cuStreamBeginCapture_v2"); endCapture = sym("cuStreamEndCapture");
     isCapturing = sym("cuStreamIsCapturing");
     libraryUnload = sym("cuLibraryUnload");
+    libraryLoadData = sym("cuLibraryLoadData"); libraryGetKernel = sym("cuLibraryGetKernel");
+    streamCreate = sym("cuStreamCreate");
 
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, 0));
@@ -125,6 +139,8 @@ int main(void) {
     for (int i = 0; i < N; i++) CHECK(getLimit(&lim, 0)); /* CU_LIMIT_STACK_SIZE: always asked */
     printf("stack limit: %zu\n", lim);
 
+    load_kernel();
+
     kernel_attr("first");
     for (int i = 0; i < N; i++) CHECK(kernelSetAttr(8, 49152, kernel, dev));
     kernel_attr("after set");
@@ -147,13 +163,18 @@ int main(void) {
     for (int i = 0; i < N; i++) CHECK(funcGetAttr(&fv, 8, f));
     printf("function attr 8 after the kernel's set = %d\n", fv);
 
-    /* An unload: kept kernel answers go (handles may be reused), the context stays kept. */
-    CHECK(libraryUnload((void *)(uintptr_t)0x9000));
+    /* An unload: kept kernel answers go (handles may be reused: the same kernel comes back from
+     * the library loaded again), the context stays kept. */
+    CHECK(libraryUnload(library));
     for (int i = 0; i < N; i++) CHECK(getCurrent(&cur));
     printf("current after an unload: %p\n", cur);
+    printf("the unloaded kernel: %d\n", kernelGetAttr(&v, 8, kernel, dev));
+    load_kernel();
     kernel_attr("after an unload");
 
-    void *s = (void *)(uintptr_t)0x6000, *other = (void *)(uintptr_t)0x6100, *graph = NULL;
+    void *s = NULL, *other = NULL, *graph = NULL;
+    CHECK(streamCreate(&s, 0));
+    CHECK(streamCreate(&other, 0));
     capturing("no capture begun", s);
     CHECK(beginCapture(s, 0));
     capturing("capture begun", s);

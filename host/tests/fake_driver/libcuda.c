@@ -269,6 +269,20 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t bytes, void *st
     return cuMemcpyDtoH_v2(dst, src, bytes);
 }
 CUresult cuStreamSynchronize(void *stream) { (void)stream; return 0; }
+/* Streams: handles count up from 0x6000 in steps of 0x100. */
+static unsigned long long fake_streams = 0x6000;
+CUresult cuStreamCreate(void **stream, unsigned flags) {
+    (void)flags;
+    if (!stream) return 1;
+    pthread_mutex_lock(&fake_allocs_lock);
+    *stream = (void *)(uintptr_t)fake_streams;
+    fake_streams += 0x100;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 0;
+}
+CUresult cuStreamDestroy_v2(void *stream) {
+    return (uintptr_t)stream >= 0x6000 && (uintptr_t)stream < fake_streams ? 0 : 400;
+}
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t n) {
     pthread_mutex_lock(&fake_allocs_lock);
     int ok = fake_range_ok(dst, n) || fake_reg_ok(dst, n);
@@ -316,6 +330,23 @@ CUresult cuModuleLoadData(void **module, const void *image) {
     fake_log("cuModuleLoadData first byte %llu", *(const unsigned char *)image, 0);
     *module = (void *)(uintptr_t)0x4d00;
     return 0;
+}
+/* Functions and kernels by name: the name is the handle in hex ("ADD0" is 0xADD0), so a test
+ * gets the fake kernels below the way a real program does, and the host's gate records them. */
+CUresult cuModuleGetFunction(void **func, void *module, const char *name) {
+    if (!func || !name) return 1;
+    if (module != (void *)(uintptr_t)0x4d00) return 400;
+    *func = (void *)(uintptr_t)strtoull(name, NULL, 16);
+    return *func ? 0 : 500;
+}
+CUresult cuModuleUnload(void *module) {
+    return module == (void *)(uintptr_t)0x4d00 ? 0 : 400;
+}
+CUresult cuLibraryGetKernel(void **kernel, void *library, const char *name) {
+    if (!kernel || !name) return 1;
+    if (library != (void *)(uintptr_t)0x4c00) return 400;
+    *kernel = (void *)(uintptr_t)strtoull(name, NULL, 16);
+    return *kernel ? 0 : 500;
 }
 CUresult cuLibraryLoadData(void **library, const void *code, void *jit_options, void **jit_values,
                            unsigned jit_count, void *lib_options, void **lib_values,

@@ -20,11 +20,23 @@ FN(int, cuMemsetD32Async, (dptr, unsigned, size_t, void *))
 FN(int, cuCtxSynchronize, (void))
 FN(int, cuLaunchKernel, (void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                          unsigned, void *, void **, void **))
+FN(int, cuModuleLoadData, (void **, const void *))
+FN(int, cuModuleGetFunction, (void **, void *, const char *))
 #define LOAD(name) name = (name##_t)dlsym(cuda, #name); if (!name) { printf("missing %s\n", #name); return 2; }
 
-#define ADD_KERNEL ((void *)0xADD0)
-#define NOOP_KERNEL ((void *)0x1000)
-#define BAD_KERNEL ((void *)0xBAD0)
+/* The fake kernels (fake_kernels.c), looked up by name (their hex handle) in a loaded module as
+ * a program gets its functions: the host admits only handles the driver gave. 0xBAD0 is one the
+ * fake driver hands out but refuses to launch. */
+static void *ADD_KERNEL, *NOOP_KERNEL, *BAD_KERNEL;
+static const char PTX[] = ".version 8.0\n.target sm_90\n.address_size 64\n";
+static int load_kernels(void) {
+    void *module = NULL;
+    int r = cuModuleLoadData(&module, PTX);
+    if (!r) r = cuModuleGetFunction(&ADD_KERNEL, module, "ADD0");
+    if (!r) r = cuModuleGetFunction(&NOOP_KERNEL, module, "1000");
+    if (!r) r = cuModuleGetFunction(&BAD_KERNEL, module, "BAD0");
+    return r;
+}
 
 static int add(dptr d, int v) {
     void *params[] = {&d, &v};
@@ -68,9 +80,11 @@ int main(int argc, char **argv) {
     void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
     if (!cuda) return 2;
     LOAD(cuInit) LOAD(cuMemAlloc_v2) LOAD(cuMemcpyDtoH_v2) LOAD(cuMemsetD32_v2)
-    LOAD(cuMemsetD32Async) LOAD(cuCtxSynchronize) LOAD(cuLaunchKernel)
+    LOAD(cuMemsetD32Async) LOAD(cuCtxSynchronize) LOAD(cuLaunchKernel) LOAD(cuModuleLoadData)
+    LOAD(cuModuleGetFunction)
     setvbuf(stdout, NULL, _IONBF, 0);
     printf("init rc=%d\n", cuInit(0));
+    if (load_kernels()) { printf("cannot load the fake kernels\n"); return 2; }
     dptr d = 0;
     printf("alloc rc=%d\n", cuMemAlloc_v2(&d, 64));
     if (!strcmp(mode, "order")) {

@@ -55,6 +55,27 @@ impl RawGuest {
         (header.result, rest)
     }
 
+    /// A function of the fake driver (`fake_driver/libcuda.c`: the name is its handle in hex),
+    /// got as a program gets one: `cuModuleLoadData` of a small PTX image, then
+    /// `cuModuleGetFunction`. The host's gate admits only handles the driver gave.
+    #[allow(dead_code, reason = "not every test binary launches")]
+    pub fn fake_function(&mut self, name: &str) -> u64 {
+        let ptx = b".version 8.0\n.target sm_90\n.address_size 64\n\0";
+        let frame = request(shim_macros::cuda_call_id!(cuModuleLoadData), |enc| {
+            enc.put_bytes(ptx)
+        });
+        let (rc, body) = self.call_raw(&frame);
+        assert_eq!(rc, 0, "cuModuleLoadData");
+        let module: u64 = Decoder::new(&body).get().expect("module");
+        let frame = request(shim_macros::cuda_call_id!(cuModuleGetFunction), |enc| {
+            enc.put(module);
+            enc.put_bytes(name.as_bytes());
+        });
+        let (rc, body) = self.call_raw(&frame);
+        assert_eq!(rc, 0, "cuModuleGetFunction {name}");
+        Decoder::new(&body).get().expect("function")
+    }
+
     /// One call with `u64` arguments; the result code and the body.
     pub fn call(&mut self, id: u32, args: &[u64], flags: Option<u32>) -> (u32, Vec<u8>) {
         self.call_tail(id, args, flags, &[])

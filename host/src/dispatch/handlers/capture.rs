@@ -9,6 +9,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Deps};
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::admit;
 use crate::dispatch::ClientContext;
 
 /// `cuStreamGetCaptureInfo_v2/_v3(_ptsz)`: `u64 stream, u8 mask` (bit 0 id, 1 graph,
@@ -17,13 +18,14 @@ use crate::dispatch::ClientContext;
 /// [n × edge]`. The arrays are copied out of the driver's storage here.
 pub fn capture_info(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream = dec.get::<u64>()? as usize as CUstream;
+    let stream: u64 = dec.get()?;
     let mask: u8 = dec.get()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let mut status = CUstreamCaptureStatus(0);
     let mut id: cuuint64_t = 0;
     let mut graph: CUgraph = std::ptr::null_mut();
@@ -112,14 +114,15 @@ pub fn capture_info(
 /// `cuStreamUpdateCaptureDependencies(_v2)(_ptsz)`: `u64 stream, deps, u32 flags` → result.
 pub fn update_dependencies(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream = dec.get::<u64>()? as usize as CUstream;
+    let stream: u64 = dec.get()?;
     let mut deps = checked!(Deps::decode(dec)?, out);
     let flags: u32 = dec.get()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let (e, n) = (deps.edges_ptr(), deps.len());
     let d = deps.nodes_mut_ptr();
     // SAFETY: (all arms) the arrays hold `n` entries (edge data: `n` or NULL); the driver
@@ -149,15 +152,16 @@ pub fn update_dependencies(
 /// `cuStreamBeginCaptureToGraph(_ptsz)`: `u64 stream, u64 graph, deps, u32 mode` → result.
 pub fn begin_capture_to_graph(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream = dec.get::<u64>()? as usize as CUstream;
+    let stream: u64 = dec.get()?;
     let graph = dec.get::<u64>()? as usize as CUgraph;
     let deps = checked!(Deps::decode(dec)?, out);
     let mode = CUstreamCaptureMode(dec.get()?);
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let (d, e, n) = (deps.nodes_ptr(), deps.edges_ptr(), deps.len());
     // SAFETY: the arrays hold `n` entries (edge data: `n` or NULL).
     let r = unsafe {
@@ -177,7 +181,7 @@ pub fn begin_capture_to_graph(
 /// result, `CUlaunchAttributeValue` (64 bytes).
 pub fn get_attribute(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -186,7 +190,11 @@ pub fn get_attribute(
     dec.finish()?;
     // SAFETY: all-zero is a valid value of the union.
     let mut value: CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-    let s = handle as usize as CUstream;
+    let s = if name.starts_with("cuStream") {
+        admit!(client.handles.stream(handle), out)
+    } else {
+        std::ptr::null_mut()
+    };
     // SAFETY: (all arms) `value` is a live local of the attribute value type.
     let r = unsafe {
         match name {
@@ -217,7 +225,7 @@ pub fn get_attribute(
 /// CUlaunchAttributeValue` → result.
 pub fn set_attribute(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -226,7 +234,11 @@ pub fn set_attribute(
     // SAFETY: every bit pattern is a valid value of this union of plain data.
     let value: CUlaunchAttributeValue = unsafe { dec.get_raw() }?;
     dec.finish()?;
-    let s = handle as usize as CUstream;
+    let s = if name.starts_with("cuStream") {
+        admit!(client.handles.stream(handle), out)
+    } else {
+        std::ptr::null_mut()
+    };
     // SAFETY: (all arms) `value` is a live local.
     let r = unsafe {
         match name {

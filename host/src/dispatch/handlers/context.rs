@@ -146,6 +146,7 @@ pub fn destroy(
     let ctx: u64 = dec.get()?;
     dec.finish()?;
     if client.contexts.destroy_behind(ctx) {
+        client.handles.retire_context(ctx);
         respond(out, CUresult::CUDA_SUCCESS);
         return Ok(());
     }
@@ -157,6 +158,10 @@ pub fn destroy(
             real_or_unsupported!(cuCtxDestroy_v2, out)(ctx as CUcontext)
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        // What was made in it died with it.
+        client.handles.retire_context(ctx);
+    }
     respond(out, r);
     Ok(())
 }

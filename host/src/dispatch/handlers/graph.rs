@@ -19,9 +19,10 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
-use super::launch::{packed_len, Layout, Layouts, Params};
+use super::launch::{packed_len, Layout, Params};
 use super::{real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
+use crate::dispatch::gate::Kind;
 use crate::dispatch::ClientContext;
 
 const KERNEL: u32 = CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL.0;
@@ -35,8 +36,8 @@ const EVENT_RECORD: u32 = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EVENT_RECORD.0;
 /// A decoded node body.
 enum Body {
     Kernel {
-        func: u64,
-        kern: u64,
+        func: CUfunction,
+        kern: CUkernel,
         ctx: u64,
         dims: [u32; 7],
         params: Params,
@@ -51,7 +52,7 @@ enum Body {
         data: u64,
     },
     Empty,
-    Event(u32, u64),
+    Event(u32, CUevent),
 }
 
 /// Whether a memcpy end is memory the device owns: host ends would name this worker's memory.
@@ -64,18 +65,24 @@ fn device_end(kind: CUmemorytype, addr: u64) -> bool {
 }
 
 impl Body {
-    fn decode(dec: &mut Decoder<'_>, layouts: &Layouts) -> Result<Checked<Self>, DecodeError> {
+    /// Decodes a body; its function, kernel or event must pass the client's gate.
+    fn decode(dec: &mut Decoder<'_>, client: &ClientContext) -> Result<Checked<Self>, DecodeError> {
         let kind: u32 = dec.get()?;
         Ok(Ok(match kind {
             KERNEL => {
-                let (func, kern, ctx) = (dec.get()?, dec.get()?, dec.get()?);
+                let (func, kern, ctx): (u64, u64, u64) = (dec.get()?, dec.get()?, dec.get()?);
                 let mut dims = [0u32; 7];
                 for d in &mut dims {
                     *d = dec.get()?;
                 }
+                let (func, kern) =
+                    match (client.handles.function(func), client.handles.kernel(kern)) {
+                        (Ok(f), Ok(k)) => (f, k),
+                        (Err(r), _) | (_, Err(r)) => return Ok(Err(r)),
+                    };
                 // The node's function, or its kernel when the function is NULL.
-                let launched = if func != 0 { func } else { kern };
-                let params = match Params::decode(dec, launched, layouts)? {
+                let launched = if func.is_null() { kern.cast() } else { func };
+                let params = match Params::decode(dec, launched, &client.layouts)? {
                     Ok(p) => p,
                     Err(r) => return Ok(Err(r)),
                 };
@@ -109,7 +116,10 @@ impl Body {
                 data: dec.get()?,
             },
             EMPTY => Body::Empty,
-            WAIT_EVENT | EVENT_RECORD => Body::Event(kind, dec.get()?),
+            WAIT_EVENT | EVENT_RECORD => match client.handles.event(dec.get()?) {
+                Ok(event) => Body::Event(kind, event),
+                Err(r) => return Ok(Err(r)),
+            },
             other => {
                 tracing::warn!(kind = other, "unsupported graph node type");
                 return Ok(Err(CUresult::CUDA_ERROR_NOT_SUPPORTED));
@@ -130,7 +140,7 @@ impl Body {
             return None;
         };
         Some(CUDA_KERNEL_NODE_PARAMS {
-            func: *func as usize as CUfunction,
+            func: *func,
             gridDimX: dims[0],
             gridDimY: dims[1],
             gridDimZ: dims[2],
@@ -140,7 +150,7 @@ impl Body {
             sharedMemBytes: dims[6],
             kernelParams: params.kernel_params(),
             extra: params.extra(),
-            kern: *kern as usize as CUkernel,
+            kern: *kern,
             ctx: *ctx as usize as CUcontext,
         })
     }
@@ -202,7 +212,7 @@ impl Body {
             }
             Body::Empty => EMPTY,
             Body::Event(kind, event) => {
-                let event = *event as usize as CUevent;
+                let event = *event;
                 if *kind == WAIT_EVENT {
                     u.eventWait = CUDA_EVENT_WAIT_NODE_PARAMS { event };
                 } else {
@@ -225,7 +235,7 @@ pub fn add_node(
 ) -> Result<(), DecodeError> {
     let graph = dec.get::<u64>()? as usize as CUgraph;
     let deps = checked!(Deps::decode(dec)?, out);
-    let mut body = checked!(Body::decode(dec, &client.layouts)?, out);
+    let mut body = checked!(Body::decode(dec, client)?, out);
     dec.finish()?;
     let mut node: CUgraphNode = std::ptr::null_mut();
     let (d, n) = (deps.nodes_ptr(), deps.len());
@@ -263,22 +273,10 @@ pub fn add_node(
                 real_or_unsupported!(cuGraphAddEmptyNode, out)(&mut node, graph, d, n)
             }
             ("cuGraphAddEventRecordNode", Body::Event(EVENT_RECORD, e)) => {
-                real_or_unsupported!(cuGraphAddEventRecordNode, out)(
-                    &mut node,
-                    graph,
-                    d,
-                    n,
-                    *e as usize as CUevent,
-                )
+                real_or_unsupported!(cuGraphAddEventRecordNode, out)(&mut node, graph, d, n, *e)
             }
             ("cuGraphAddEventWaitNode", Body::Event(WAIT_EVENT, e)) => {
-                real_or_unsupported!(cuGraphAddEventWaitNode, out)(
-                    &mut node,
-                    graph,
-                    d,
-                    n,
-                    *e as usize as CUevent,
-                )
+                real_or_unsupported!(cuGraphAddEventWaitNode, out)(&mut node, graph, d, n, *e)
             }
             ("cuGraphAddHostNode", Body::Host { .. }) => {
                 let h = body.host(client).expect("host body");
@@ -316,7 +314,7 @@ pub fn set_node(
 ) -> Result<(), DecodeError> {
     let exec = dec.get::<u64>()? as usize as CUgraphExec;
     let node = dec.get::<u64>()? as usize as CUgraphNode;
-    let mut body = checked!(Body::decode(dec, &client.layouts)?, out);
+    let mut body = checked!(Body::decode(dec, client)?, out);
     dec.finish()?;
     // SAFETY: (all arms) parameters point into `body` or locals alive for the call; the driver
     // copies them.
@@ -383,10 +381,13 @@ pub fn kernel_get_params(
         respond(out, r);
         return Ok(());
     }
-    let handle = if p.func.is_null() {
-        p.kern as u64
+    // The driver's own handles: the client may pass them back.
+    client.handles.mint(Kind::Function, p.func as u64, 0);
+    client.handles.mint(Kind::Kernel, p.kern as u64, 0);
+    let handle: CUfunction = if p.func.is_null() {
+        p.kern.cast()
     } else {
-        p.func as u64
+        p.func
     };
     let layout: Layout = if p.kernelParams.is_null() {
         Arc::new([])

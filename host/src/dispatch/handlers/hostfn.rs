@@ -23,8 +23,12 @@ fn register_ticket(
     out: &mut Vec<u8>,
     register: impl FnOnce(CUstream, *mut std::ffi::c_void) -> CUresult,
 ) {
+    let stream = match client.handles.stream(stream) {
+        Ok(s) => s,
+        Err(refused) => return respond(out, refused),
+    };
     let ticket = client.callbacks.ticket(kind, func, data);
-    let r = register(stream as CUstream, ticket);
+    let r = register(stream, ticket);
     if r != CUresult::CUDA_SUCCESS {
         // SAFETY: the driver refused, so it never calls the trampoline with this ticket.
         unsafe { CallbackQueue::forget_ticket(ticket) };

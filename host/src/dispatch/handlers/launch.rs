@@ -12,6 +12,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Handles};
 use crate::dispatch::ClientContext;
 
 /// At most this many kernel parameters (the driver's limit is far lower in practice).
@@ -21,20 +22,21 @@ const MAX_PARAM_BYTES: usize = 64 * 1024;
 
 /// `(offset, size)` of each parameter of `func`, from `cuFuncGetParamInfo` (or
 /// `cuKernelGetParamInfo` for a `CUkernel` used as a function).
-fn layout_of(func: u64) -> Result<Vec<(u32, u32)>, CUresult> {
+fn layout_of(func: CUfunction) -> Result<Vec<(u32, u32)>, CUresult> {
     let mut layout = Vec::new();
     let by_func = crate::driver::real::cuFuncGetParamInfo();
     let by_kernel = crate::driver::real::cuKernelGetParamInfo();
     for index in 0..MAX_PARAMS {
         let (mut offset, mut size) = (0usize, 0usize);
-        // SAFETY: out-pointers are live locals; the handle is validated by the driver.
+        // SAFETY: out-pointers are live locals; the handle was admitted by the gate (or given
+        // by the driver).
         let mut r = by_func.map_or(CUresult::CUDA_ERROR_NOT_SUPPORTED, |f| unsafe {
-            f(func as CUfunction, index as usize, &mut offset, &mut size)
+            f(func, index as usize, &mut offset, &mut size)
         });
         if r != CUresult::CUDA_SUCCESS && r != CUresult::CUDA_ERROR_INVALID_VALUE {
             // SAFETY: as above.
             r = by_kernel.map_or(r, |f| unsafe {
-                f(func as CUkernel, index as usize, &mut offset, &mut size)
+                f(func.cast(), index as usize, &mut offset, &mut size)
             });
         }
         match r {
@@ -75,12 +77,12 @@ impl Layouts {
     ///
     /// # Errors
     /// The driver's result for a handle it does not know.
-    pub fn of(&self, func: u64) -> Result<Layout, CUresult> {
-        if let Some(layout) = self.map().get(&func) {
+    pub fn of(&self, func: CUfunction) -> Result<Layout, CUresult> {
+        if let Some(layout) = self.map().get(&(func as u64)) {
             return Ok(layout.clone());
         }
         let layout: Layout = layout_of(func)?.into();
-        self.map().insert(func, layout.clone());
+        self.map().insert(func as u64, layout.clone());
         Ok(layout)
     }
 
@@ -92,13 +94,14 @@ impl Layouts {
 
 /// `PARAM_LAYOUT`: `u64 func` → result, `u32 n, n × (u32 offset, u32 size)`.
 pub fn param_layout(
-    layouts: &Layouts,
+    client: &ClientContext,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let func: u64 = dec.get()?;
     dec.finish()?;
-    match layouts.of(func) {
+    let func = admit!(client.handles.function(func), out);
+    match client.layouts.of(func) {
         Ok(layout) => {
             let mut enc = ResponseHeader::start(out, 0);
             enc.put(layout.len() as u32);
@@ -112,7 +115,8 @@ pub fn param_layout(
     Ok(())
 }
 
-/// `cuModuleUnload`/`cuLibraryUnload`: the generated call, then the client's kept layouts go.
+/// `cuModuleUnload`/`cuLibraryUnload`: the generated call (whose gate step forgets the module or
+/// library and the functions and kernels it held), then the client's kept layouts go.
 pub fn unload(
     name: &str,
     client: &Arc<ClientContext>,
@@ -124,10 +128,11 @@ pub fn unload(
     } else {
         shim_macros::cuda_call_id!(cuLibraryUnload)
     };
-    let outcome = crate::dispatch::generated::dispatch(id, dec, out).unwrap_or_else(|| {
-        respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
-        Ok(())
-    });
+    let outcome = crate::dispatch::generated::dispatch(id, &client.handles, dec, out)
+        .unwrap_or_else(|| {
+            respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+            Ok(())
+        });
     client.layouts.forget();
     outcome
 }
@@ -173,7 +178,7 @@ impl Params {
     /// only allowed for a function without any.
     pub(crate) fn decode(
         dec: &mut Decoder<'_>,
-        func: u64,
+        func: CUfunction,
         layouts: &Layouts,
     ) -> Result<Result<Self, CUresult>, DecodeError> {
         let form: u8 = dec.get()?;
@@ -203,7 +208,7 @@ impl Params {
         };
         if refused {
             tracing::debug!(
-                func,
+                func = func as u64,
                 form,
                 "refusing kernel parameters that do not match the function's layout"
             );
@@ -262,7 +267,9 @@ pub fn launch_kernel(
 ) -> Result<(), DecodeError> {
     let func: u64 = dec.get()?;
     let d = Dims::decode(dec)?;
-    let mut params = match Params::decode(dec, func, &client.layouts)? {
+    let f = admit!(client.handles.function(func), out);
+    let s = admit!(client.handles.stream(d.stream), out);
+    let mut params = match Params::decode(dec, f, &client.layouts)? {
         Ok(p) => p,
         Err(r) => {
             respond(out, r);
@@ -270,7 +277,6 @@ pub fn launch_kernel(
         }
     };
     dec.finish()?;
-    let (f, s) = (func as CUfunction, d.stream as CUstream);
     let (kp, ex) = (params.kernel_params(), params.extra());
     // SAFETY: parameter pointers point into `params.packed`, alive for the call; the
     // driver copies parameters at launch.
@@ -300,6 +306,30 @@ pub fn launch_kernel(
     Ok(())
 }
 
+/// Admits the event a launch attribute names (programmatic and launch-completion events); other
+/// attributes hold no handle the gate keeps.
+///
+/// # Errors
+/// As [`crate::dispatch::gate::Handles::admit`].
+pub(crate) fn attribute_events(
+    handles: &Handles,
+    attr: &CUlaunchAttribute,
+) -> Result<(), CUresult> {
+    // SAFETY: the union member read is the one the attribute's id selects; both are plain data.
+    let event = unsafe {
+        match attr.id {
+            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT => {
+                attr.value.programmaticEvent.event
+            }
+            CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT => {
+                attr.value.launchCompletionEvent.event
+            }
+            _ => return Ok(()),
+        }
+    };
+    handles.event(event as u64).map(|_| ())
+}
+
 /// Largest attribute list accepted for `cuLaunchKernelEx`.
 const MAX_ATTRS: u32 = 64;
 
@@ -322,7 +352,12 @@ pub fn launch_kernel_ex(
     let mut attrs: Vec<CUlaunchAttribute> = (0..count)
         .map(|_| unsafe { dec.get_raw() })
         .collect::<Result<_, _>>()?;
-    let mut params = match Params::decode(dec, func, &client.layouts)? {
+    let f = admit!(client.handles.function(func), out);
+    let stream = admit!(client.handles.stream(d.stream), out);
+    for attr in &attrs {
+        admit!(attribute_events(&client.handles, attr), out);
+    }
+    let mut params = match Params::decode(dec, f, &client.layouts)? {
         Ok(p) => p,
         Err(r) => {
             respond(out, r);
@@ -338,7 +373,7 @@ pub fn launch_kernel_ex(
         blockDimY: d.block[1],
         blockDimZ: d.block[2],
         sharedMemBytes: d.shared,
-        hStream: d.stream as CUstream,
+        hStream: stream,
         attrs: if attrs.is_empty() {
             std::ptr::null_mut()
         } else {
@@ -350,9 +385,9 @@ pub fn launch_kernel_ex(
     // SAFETY: `config`, its attributes and the parameters live for the whole call.
     let r = unsafe {
         if name.ends_with("_ptsz") {
-            real_or_unsupported!(cuLaunchKernelEx_ptsz, out)(&config, func as CUfunction, kp, ex)
+            real_or_unsupported!(cuLaunchKernelEx_ptsz, out)(&config, f, kp, ex)
         } else {
-            real_or_unsupported!(cuLaunchKernelEx, out)(&config, func as CUfunction, kp, ex)
+            real_or_unsupported!(cuLaunchKernelEx, out)(&config, f, kp, ex)
         }
     };
     respond(out, r);

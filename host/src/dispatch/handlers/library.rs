@@ -8,18 +8,20 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::device::c_string;
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 /// `cuLibraryEnumerateKernels`: `u64 library, u32 n` → result, `n × u64 kernel`.
 pub fn enumerate_kernels(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let lib = dec.get::<u64>()? as usize as CUlibrary;
+    let library: u64 = dec.get()?;
     let n: u32 = dec.get()?;
     dec.finish()?;
+    let lib = admit!(client.handles.library(library), out);
     if n as usize > super::arrays::MAX_ARRAY {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -32,6 +34,7 @@ pub fn enumerate_kernels(
     let mut enc = ResponseHeader::start(out, r.0);
     if r == CUresult::CUDA_SUCCESS {
         for k in kernels {
+            client.handles.mint(Kind::Kernel, k as u64, library);
             enc.put(k as u64);
         }
     }
@@ -41,13 +44,14 @@ pub fn enumerate_kernels(
 /// `cuModuleGetTexRef`, `cuModuleGetSurfRef`: `u64 module, bytes name` → result, `u64 ref`.
 pub fn get_ref(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let module = dec.get::<u64>()? as usize as CUmodule;
+    let module: u64 = dec.get()?;
     let symbol = c_string(dec.get_bytes()?);
     dec.finish()?;
+    let module = admit!(client.handles.module(module), out);
     let mut handle: u64 = 0;
     // SAFETY: (both arms) `symbol` is NUL-terminated; the out-pointer is a live local of
     // handle size.
@@ -74,11 +78,11 @@ pub fn get_ref(
 /// → result. The operations name device addresses only; the driver validates them.
 pub fn batch_mem_op(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let stream = dec.get::<u64>()? as usize as CUstream;
+    let stream: u64 = dec.get()?;
     let n: u32 = dec.get()?;
     if n > 256 {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -90,6 +94,7 @@ pub fn batch_mem_op(
         .collect::<Result<_, _>>()?;
     let flags: u32 = dec.get()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     // SAFETY: (both arms) `ops` holds `n` entries.
     let r = unsafe {
         if name.ends_with("_ptsz") {

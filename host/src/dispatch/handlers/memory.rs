@@ -7,6 +7,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::admit;
 use crate::dispatch::ClientContext;
 
 fn per_thread(name: &str) -> bool {
@@ -17,7 +18,7 @@ fn per_thread(name: &str) -> bool {
 /// asynchronously on the host: the driver stages pageable memory before it returns.
 pub fn htod(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -25,22 +26,18 @@ pub fn htod(
     let stream: u64 = dec.get()?;
     let data = dec.get_bytes()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let (ptr, len) = (data.as_ptr().cast::<c_void>(), data.len());
-    // SAFETY: `ptr` is valid for `len` bytes for the whole call; the device pointer
-    // and stream are the guest's values, validated by the driver.
+    // SAFETY: `ptr` is valid for `len` bytes for the whole call; the device pointer is the
+    // guest's value, validated by the driver; the stream was admitted by the gate.
     let result = unsafe {
         match (name.contains("Async"), per_thread(name)) {
             (false, false) => real_or_unsupported!(cuMemcpyHtoD_v2, out)(dst, ptr, len),
             (false, true) => real_or_unsupported!(cuMemcpyHtoD_v2_ptds, out)(dst, ptr, len),
-            (true, false) => {
-                real_or_unsupported!(cuMemcpyHtoDAsync_v2, out)(dst, ptr, len, stream as CUstream)
+            (true, false) => real_or_unsupported!(cuMemcpyHtoDAsync_v2, out)(dst, ptr, len, stream),
+            (true, true) => {
+                real_or_unsupported!(cuMemcpyHtoDAsync_v2_ptsz, out)(dst, ptr, len, stream)
             }
-            (true, true) => real_or_unsupported!(cuMemcpyHtoDAsync_v2_ptsz, out)(
-                dst,
-                ptr,
-                len,
-                stream as CUstream,
-            ),
         }
     };
     respond(out, result);
@@ -54,7 +51,7 @@ const MAX_COPY: u64 = 1 << 38;
 /// are made synchronous here: the bytes must exist before they can be sent.
 pub fn dtoh(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -62,6 +59,7 @@ pub fn dtoh(
     let len: u64 = dec.get()?;
     let stream: u64 = dec.get()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     if len > MAX_COPY || len.saturating_add(4096) > transport::MAX_MESSAGE_LEN {
         // The bytes come back in one response; the shim splits larger copies.
         tracing::warn!(
@@ -88,20 +86,15 @@ pub fn dtoh(
         match (name.contains("Async"), per_thread(name)) {
             (false, false) => real_or_unsupported!(cuMemcpyDtoH_v2, out)(ptr, src, len),
             (false, true) => real_or_unsupported!(cuMemcpyDtoH_v2_ptds, out)(ptr, src, len),
-            (true, false) => {
-                real_or_unsupported!(cuMemcpyDtoHAsync_v2, out)(ptr, src, len, stream as CUstream)
+            (true, false) => real_or_unsupported!(cuMemcpyDtoHAsync_v2, out)(ptr, src, len, stream),
+            (true, true) => {
+                real_or_unsupported!(cuMemcpyDtoHAsync_v2_ptsz, out)(ptr, src, len, stream)
             }
-            (true, true) => real_or_unsupported!(cuMemcpyDtoHAsync_v2_ptsz, out)(
-                ptr,
-                src,
-                len,
-                stream as CUstream,
-            ),
         }
     };
     if result == CUresult::CUDA_SUCCESS && name.contains("Async") {
-        // SAFETY: a stream handle from the guest; the driver validates it.
-        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
+        // SAFETY: a stream the gate admitted.
+        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream) };
     }
     let mut enc = ResponseHeader::start(out, result.0);
     if result == CUresult::CUDA_SUCCESS {
@@ -151,6 +144,7 @@ pub fn unified(
     let len: u64 = dec.get()?;
     let stream: u64 = dec.get()?;
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     if !gpu_reachable(client, dst, len) || !gpu_reachable(client, src, len) {
         tracing::warn!(
             name,
@@ -165,12 +159,8 @@ pub fn unified(
         match (name.contains("Async"), per_thread(name)) {
             (false, false) => real_or_unsupported!(cuMemcpy, out)(dst, src, len),
             (false, true) => real_or_unsupported!(cuMemcpy_ptds, out)(dst, src, len),
-            (true, false) => {
-                real_or_unsupported!(cuMemcpyAsync, out)(dst, src, len, stream as CUstream)
-            }
-            (true, true) => {
-                real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream as CUstream)
-            }
+            (true, false) => real_or_unsupported!(cuMemcpyAsync, out)(dst, src, len, stream),
+            (true, true) => real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream),
         }
     };
     respond(out, result);
@@ -248,6 +238,7 @@ pub fn copy_2d(
         None
     };
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -307,12 +298,8 @@ pub fn copy_2d(
             (false, true, false) => real_or_unsupported!(cuMemcpy2D_v2_ptds, out)(&copy),
             (false, false, true) => real_or_unsupported!(cuMemcpy2DUnaligned_v2, out)(&copy),
             (false, true, true) => real_or_unsupported!(cuMemcpy2DUnaligned_v2_ptds, out)(&copy),
-            (true, false, _) => {
-                real_or_unsupported!(cuMemcpy2DAsync_v2, out)(&copy, stream as CUstream)
-            }
-            (true, true, _) => {
-                real_or_unsupported!(cuMemcpy2DAsync_v2_ptsz, out)(&copy, stream as CUstream)
-            }
+            (true, false, _) => real_or_unsupported!(cuMemcpy2DAsync_v2, out)(&copy, stream),
+            (true, true, _) => real_or_unsupported!(cuMemcpy2DAsync_v2_ptsz, out)(&copy, stream),
         }
     };
     finish_copy(
@@ -330,14 +317,14 @@ pub fn copy_2d(
 fn finish_copy(
     mut result: CUresult,
     is_async: bool,
-    stream: u64,
+    stream: CUstream,
     dst_is_host: bool,
     dst_rows: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     if is_async && result == CUresult::CUDA_SUCCESS {
-        // SAFETY: a guest stream handle, validated by the driver.
-        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream as CUstream) };
+        // SAFETY: a stream the gate admitted.
+        result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream) };
     }
     let mut enc = ResponseHeader::start(out, result.0);
     if dst_is_host && result == CUresult::CUDA_SUCCESS {
@@ -367,6 +354,7 @@ pub fn copy_3d(
         None
     };
     dec.finish()?;
+    let stream = admit!(client.handles.stream(stream), out);
     let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -427,12 +415,8 @@ pub fn copy_3d(
         match (is_async, per_thread(name)) {
             (false, false) => real_or_unsupported!(cuMemcpy3D_v2, out)(&copy),
             (false, true) => real_or_unsupported!(cuMemcpy3D_v2_ptds, out)(&copy),
-            (true, false) => {
-                real_or_unsupported!(cuMemcpy3DAsync_v2, out)(&copy, stream as CUstream)
-            }
-            (true, true) => {
-                real_or_unsupported!(cuMemcpy3DAsync_v2_ptsz, out)(&copy, stream as CUstream)
-            }
+            (true, false) => real_or_unsupported!(cuMemcpy3DAsync_v2, out)(&copy, stream),
+            (true, true) => real_or_unsupported!(cuMemcpy3DAsync_v2_ptsz, out)(&copy, stream),
         }
     };
     finish_copy(

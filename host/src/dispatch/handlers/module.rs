@@ -12,6 +12,7 @@ use protocol::{DecodeError, Decoder, Encoder, ResponseHeader};
 
 use super::device::c_string;
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Handles, Kind};
 use crate::dispatch::ClientContext;
 
 /// JIT options ready for the driver, with host log buffers in place of the guest's.
@@ -121,7 +122,7 @@ pub(crate) fn checked_image(image: &[u8]) -> Result<(), CUresult> {
 /// `cuModuleLoadData`/`cuModuleLoadFatBinary`: `bytes image` → result, `u64 module`.
 pub fn load_data(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -141,6 +142,9 @@ pub fn load_data(
             real_or_unsupported!(cuModuleLoadData, out)(&mut module, image.as_ptr().cast())
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::Module, module as u64, 0);
+    }
     ResponseHeader::start(out, r.0).put(module as u64);
     Ok(())
 }
@@ -148,7 +152,7 @@ pub fn load_data(
 /// `cuModuleLoadDataEx`: `bytes image, JIT options` → result, `u64 module`, JIT results.
 pub fn load_data_ex(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -173,6 +177,9 @@ pub fn load_data_ex(
             jit.values_ptr(),
         )
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::Module, module as u64, 0);
+    }
     let mut enc = ResponseHeader::start(out, r.0);
     enc.put(module as u64);
     jit.encode(&mut enc);
@@ -184,7 +191,7 @@ pub fn load_data_ex(
 /// copy of the image does not outlive the call, so the driver must copy it.
 pub fn library_load_data(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -231,36 +238,51 @@ pub fn library_load_data(
             lib_count,
         )
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::Library, library as u64, 0);
+    }
     let mut enc = ResponseHeader::start(out, r.0);
     enc.put(library as u64);
     jit.encode(&mut enc);
     Ok(())
 }
 
-/// `u64 owner, bytes name` → result, `u64 handle`: a function or kernel looked up by name in a
-/// module or library. `lookup(owner, name)` calls the real driver.
-fn handle_by_name(
+/// `u64 owner, bytes name` → result, `u64 handle`: a function or kernel (`made`) looked up by
+/// name in a module or library (`owner_kind`, admitted by the gate). `lookup(owner, name)` calls
+/// the real driver; the handle it finds is recorded as the owner's.
+fn handle_by_name<O>(
+    client: &ClientContext,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
-    lookup: impl FnOnce(u64, *const std::os::raw::c_char) -> (CUresult, u64),
+    admit: impl FnOnce(&Handles, u64) -> Result<O, CUresult>,
+    made: Kind,
+    lookup: impl FnOnce(O, *const std::os::raw::c_char) -> (CUresult, u64),
 ) -> Result<(), DecodeError> {
     let owner: u64 = dec.get()?;
     let name = c_string(dec.get_bytes()?);
     dec.finish()?;
-    let (r, handle) = lookup(owner, name.as_ptr());
-    ResponseHeader::start(out, r.0).put(handle);
+    let handle = admit!(admit(&client.handles, owner), out);
+    let (r, found) = lookup(handle, name.as_ptr());
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(made, found, owner);
+    }
+    ResponseHeader::start(out, r.0).put(found);
     Ok(())
 }
 
-/// `u64 owner, bytes name` → result, `u64 dptr, u64 bytes`: a global looked up by name.
-fn global_by_name(
+/// `u64 owner, bytes name` → result, `u64 dptr, u64 bytes`: a global looked up by name in a
+/// module or library the gate admitted.
+fn global_by_name<O>(
+    client: &ClientContext,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
-    lookup: impl FnOnce(*mut CUdeviceptr, *mut usize, u64, *const std::os::raw::c_char) -> CUresult,
+    admit: impl FnOnce(&Handles, u64) -> Result<O, CUresult>,
+    lookup: impl FnOnce(*mut CUdeviceptr, *mut usize, O, *const std::os::raw::c_char) -> CUresult,
 ) -> Result<(), DecodeError> {
     let owner: u64 = dec.get()?;
     let name = c_string(dec.get_bytes()?);
     dec.finish()?;
+    let owner = admit!(admit(&client.handles, owner), out);
     let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
     let r = lookup(&mut dptr, &mut bytes, owner, name.as_ptr());
     let mut enc = ResponseHeader::start(out, r.0);
@@ -272,81 +294,104 @@ fn global_by_name(
 /// `cuModuleGetFunction`: see [`handle_by_name`].
 pub fn get_function(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let f = real_or_unsupported!(cuModuleGetFunction, out);
-    handle_by_name(dec, out, |module, name| {
-        let mut func: CUfunction = std::ptr::null_mut();
-        // SAFETY: `name` is NUL-terminated and alive; the module handle is the guest's,
-        // validated by the driver.
-        let r = unsafe { f(&mut func, module as CUmodule, name) };
-        (r, func as u64)
-    })
+    handle_by_name(
+        client,
+        dec,
+        out,
+        Handles::module,
+        Kind::Function,
+        |module, name| {
+            let mut func: CUfunction = std::ptr::null_mut();
+            // SAFETY: `name` is NUL-terminated and alive; the module was admitted by the gate.
+            let r = unsafe { f(&mut func, module, name) };
+            (r, func as u64)
+        },
+    )
 }
 
 /// `cuLibraryGetKernel`: see [`handle_by_name`].
 pub fn library_get_kernel(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let f = real_or_unsupported!(cuLibraryGetKernel, out);
-    handle_by_name(dec, out, |library, name| {
-        let mut kernel: CUkernel = std::ptr::null_mut();
-        // SAFETY: as in `get_function`.
-        let r = unsafe { f(&mut kernel, library as CUlibrary, name) };
-        (r, kernel as u64)
-    })
+    handle_by_name(
+        client,
+        dec,
+        out,
+        Handles::library,
+        Kind::Kernel,
+        |library, name| {
+            let mut kernel: CUkernel = std::ptr::null_mut();
+            // SAFETY: as in `get_function`.
+            let r = unsafe { f(&mut kernel, library, name) };
+            (r, kernel as u64)
+        },
+    )
 }
 
 /// `cuModuleGetGlobal_v2`: see [`global_by_name`].
 pub fn get_global(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let f = real_or_unsupported!(cuModuleGetGlobal_v2, out);
-    // SAFETY: out-pointers to live locals, `name` NUL-terminated; the handle is validated by
-    // the driver.
-    global_by_name(dec, out, |dptr, bytes, module, name| unsafe {
-        f(dptr, bytes, module as CUmodule, name)
-    })
+    // SAFETY: out-pointers to live locals, `name` NUL-terminated; the module was admitted by the
+    // gate.
+    global_by_name(
+        client,
+        dec,
+        out,
+        Handles::module,
+        |dptr, bytes, module, name| unsafe { f(dptr, bytes, module, name) },
+    )
 }
 
 /// `cuLibraryGetGlobal`: see [`global_by_name`].
 pub fn library_get_global(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let f = real_or_unsupported!(cuLibraryGetGlobal, out);
     // SAFETY: as in `get_global`.
-    global_by_name(dec, out, |dptr, bytes, library, name| unsafe {
-        f(dptr, bytes, library as CUlibrary, name)
-    })
+    global_by_name(
+        client,
+        dec,
+        out,
+        Handles::library,
+        |dptr, bytes, library, name| unsafe { f(dptr, bytes, library, name) },
+    )
 }
 
 /// `cuFuncGetName`/`cuKernelGetName`: `u64 handle` → result, `bytes name`.
 pub fn get_name(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let handle: u64 = dec.get()?;
     dec.finish()?;
     let mut text: *const std::os::raw::c_char = std::ptr::null();
-    // SAFETY: the handle is the guest's, validated by the driver; `text` is a live local.
+    // SAFETY: the handle was admitted by the gate; `text` is a live local.
     let r = unsafe {
         if name == "cuKernelGetName" {
-            real_or_unsupported!(cuKernelGetName, out)(&mut text, handle as CUkernel)
+            let kernel = admit!(client.handles.kernel(handle), out);
+            real_or_unsupported!(cuKernelGetName, out)(&mut text, kernel)
         } else {
-            real_or_unsupported!(cuFuncGetName, out)(&mut text, handle as CUfunction)
+            let func = admit!(client.handles.function(handle), out);
+            real_or_unsupported!(cuFuncGetName, out)(&mut text, func)
         }
     };
     let mut enc = ResponseHeader::start(out, r.0);

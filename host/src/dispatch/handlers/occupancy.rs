@@ -7,21 +7,23 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::admit;
 use crate::dispatch::ClientContext;
 
 /// `cuOccupancyMaxPotentialBlockSize(WithFlags)` without a callback: `u64 func, u64 smem,
 /// i32 limit, u32 flags` → result, `i32 min grid, i32 block`.
 pub fn potential_block_size(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let func = dec.get::<u64>()? as usize as CUfunction;
+    let func: u64 = dec.get()?;
     let smem = dec.get::<u64>()? as usize;
     let limit: i32 = dec.get()?;
     let flags: u32 = dec.get()?;
     dec.finish()?;
+    let func = admit!(client.handles.function(func), out);
     let (mut grid, mut block) = (0i32, 0i32);
     // SAFETY: (both arms) live locals; no callback.
     let r = unsafe {
@@ -45,14 +47,15 @@ pub fn potential_block_size(
 /// result, `u64 bytes`.
 pub fn available_dynamic_smem(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let func = dec.get::<u64>()? as usize as CUfunction;
+    let func: u64 = dec.get()?;
     let blocks: i32 = dec.get()?;
     let size: i32 = dec.get()?;
     dec.finish()?;
+    let func = admit!(client.handles.function(func), out);
     let mut bytes = 0usize;
     // SAFETY: a live local.
     let r = unsafe {
@@ -68,11 +71,11 @@ pub fn available_dynamic_smem(
 /// grid, 3 × u32 block, u32 shared, u64 stream, u32 n, n × CUlaunchAttribute` → result, `i32`.
 pub fn cluster_query(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let func = dec.get::<u64>()? as usize as CUfunction;
+    let func: u64 = dec.get()?;
     let mut d = [0u32; 7];
     for v in &mut d {
         *v = dec.get()?;
@@ -88,6 +91,11 @@ pub fn cluster_query(
         .map(|_| unsafe { dec.get_raw() })
         .collect::<Result<_, _>>()?;
     dec.finish()?;
+    let func = admit!(client.handles.function(func), out);
+    let stream = admit!(client.handles.stream(stream), out);
+    for attr in &attrs {
+        admit!(super::launch::attribute_events(&client.handles, attr), out);
+    }
     let config = CUlaunchConfig {
         gridDimX: d[0],
         gridDimY: d[1],
@@ -96,7 +104,7 @@ pub fn cluster_query(
         blockDimY: d[4],
         blockDimZ: d[5],
         sharedMemBytes: d[6],
-        hStream: stream as usize as CUstream,
+        hStream: stream,
         attrs: if attrs.is_empty() {
             std::ptr::null_mut()
         } else {

@@ -1,0 +1,136 @@
+//! What the host's handle gate needs to know of the signature list: which parameter types are
+//! handles the host keeps per client, and which functions end a handle's life. The host's gate
+//! (`host/src/dispatch/gate.rs`) holds the tables; this is the one place that says which types
+//! and functions go through it, for generated calls. Hand-written host halves call the gate's
+//! typed accessors themselves (`host/tests/source_rules.rs` keeps them from casting guest values
+//! to these types).
+//!
+//! A generated function's `gate: [...]` list (see [`steps`]) names, per parameter:
+//! - `admit K`: a handle of kind `K` the guest passes; the host looks it up before the driver sees
+//!   it and answers `CUDA_ERROR_INVALID_HANDLE` for one this client was never given;
+//! - `mint K`: a `*mut` handle of kind `K` the driver writes; on success the host records it;
+//! - `retire K`: a handle the function destroys; on success the host forgets it.
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
+use syn::Type;
+
+use crate::classify::ParamKind;
+use crate::model::CudaFunction;
+
+/// Header type name → the gate's kind (`host/src/dispatch/gate.rs`, `Kind`).
+pub const HANDLE_TYPES: &[(&str, &str)] = &[
+    ("CUstream", "Stream"),
+    ("CUevent", "Event"),
+    ("CUfunction", "Function"),
+    ("CUkernel", "Kernel"),
+    ("CUmodule", "Module"),
+    ("CUlibrary", "Library"),
+];
+
+/// Generated functions that destroy the handle they take (their first gated parameter). The
+/// host forgets a module's or library's functions and kernels with it.
+pub const RETIRES: &[&str] = &[
+    "cuStreamDestroy",
+    "cuStreamDestroy_v2",
+    "cuEventDestroy",
+    "cuEventDestroy_v2",
+    "cuModuleUnload",
+    "cuLibraryUnload",
+];
+
+/// The gate's kind for a parameter type written as a header name (`CUstream`), if it is gated.
+pub fn kind_of(ty: &Type) -> Option<&'static str> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    HANDLE_TYPES
+        .iter()
+        .find(|(name, _)| last.ident == name)
+        .map(|&(_, kind)| kind)
+}
+
+/// One gate step: `(verb, kind)` for parameter `index`.
+pub fn step_of(
+    function: &CudaFunction,
+    kinds: &[ParamKind],
+    index: usize,
+) -> Option<(&'static str, &'static str)> {
+    let first_gated = function
+        .params
+        .iter()
+        .position(|p| kind_of(&p.ty).is_some());
+    match &kinds[index] {
+        ParamKind::Value => {
+            let kind = kind_of(&function.params[index].ty)?;
+            let retires = RETIRES.iter().any(|r| function.name == r) && first_gated == Some(index);
+            Some((if retires { "retire" } else { "admit" }, kind))
+        }
+        ParamKind::InOut(inner) => kind_of(inner).map(|kind| ("mint", kind)),
+        ParamKind::Input(inner) => kind_of(inner).map(|kind| ("admit_input", kind)),
+    }
+}
+
+/// A generated function's `gate: [(param => verb Kind), …]` list.
+pub fn steps(function: &CudaFunction, kinds: &[ParamKind]) -> TokenStream {
+    let entries = (0..kinds.len()).filter_map(|i| {
+        let (verb, kind) = step_of(function, kinds, i)?;
+        let name = &function.params[i].name;
+        let verb = Ident::new(verb, Span::call_site());
+        let kind = Ident::new(kind, Span::call_site());
+        Some(quote! { (#name => #verb #kind) })
+    });
+    quote! { [#(#entries),*] }
+}
+
+/// The gate steps as text, for the pinned classification report.
+#[cfg(test)]
+pub fn describe(function: &CudaFunction, kinds: &[ParamKind]) -> Vec<String> {
+    (0..kinds.len())
+        .filter_map(|i| {
+            step_of(function, kinds, i)
+                .map(|(verb, kind)| format!("{verb} {kind} {}", function.params[i].name))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Origin;
+
+    fn function(sig: &str) -> CudaFunction {
+        let item: syn::ForeignItemFn = syn::parse_str(sig).unwrap();
+        CudaFunction::from_foreign(&item, Origin::Header).unwrap()
+    }
+
+    #[test]
+    fn handles_are_admitted_minted_and_retired() {
+        let create =
+            function("pub fn cuStreamCreate(phStream: *mut CUstream, Flags: u32) -> CUresult;");
+        let kinds = [
+            ParamKind::InOut(syn::parse_quote!(CUstream)),
+            ParamKind::Value,
+        ];
+        assert_eq!(describe(&create, &kinds), ["mint Stream phStream"]);
+
+        let wait = function(
+            "pub fn cuStreamWaitEvent(hStream: CUstream, hEvent: CUevent, Flags: u32) -> CUresult;",
+        );
+        let kinds = [ParamKind::Value, ParamKind::Value, ParamKind::Value];
+        assert_eq!(
+            describe(&wait, &kinds),
+            ["admit Stream hStream", "admit Event hEvent"]
+        );
+
+        let destroy = function("pub fn cuEventDestroy_v2(hEvent: CUevent) -> CUresult;");
+        assert_eq!(
+            describe(&destroy, &[ParamKind::Value]),
+            ["retire Event hEvent"]
+        );
+
+        let other = function("pub fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;");
+        assert!(describe(&other, &[ParamKind::Value]).is_empty());
+    }
+}
