@@ -23,6 +23,7 @@ pub mod log;
 pub mod marker;
 pub mod posted;
 pub mod runtime_api;
+pub mod streaming_copy;
 pub mod stub;
 pub mod trace;
 

@@ -18,6 +18,10 @@
 //! the destination holds the bytes. An error of a posted chunk is reported by the next
 //! synchronous call, which is the copy's own event wait: the copy returns it.
 //!
+//! Chunks move between the application's memory and the slots with streaming stores
+//! (`streaming_copy.rs`): the slot is read next by the GPU, and a large download is read by the
+//! application much later, so neither wants the bytes to pass through the cache.
+//!
 //! Staging buffers (`CHUNK × DEPTH` bytes and `DEPTH` events each) belong to a context, since
 //! events do; they are kept in a per-process pool and taken by one copy at a time, so threads
 //! never share one concurrently. Without a region (TCP), with `VGPU_ZERO_COPY=0`, without a
@@ -31,6 +35,7 @@ use cuda_headers::*;
 use crate::forward::{generated, post};
 use crate::handlers::cached::current_context;
 use crate::handlers::zero_copy;
+use crate::streaming_copy;
 
 /// Bytes per chunk.
 pub(crate) const CHUNK: usize = 2 << 20;
@@ -224,8 +229,9 @@ pub(crate) fn htod(
             let s = st.take_slot()?;
             // SAFETY: the slot holds CHUNK ≥ chunk.len() bytes of this process's zero-copy
             // block, which no one else writes while this copy holds the buffer and the slot's
-            // previous chunk has been read (its event completed); `chunk` is the caller's.
-            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), st.slot_guest(s), chunk.len()) };
+            // previous chunk has been read (its event completed); `chunk` is the caller's. The
+            // copy's closing fence orders its stores before the post below.
+            unsafe { streaming_copy::copy(st.slot_guest(s), chunk.as_ptr(), chunk.len()) };
             post_copy(
                 dst + (k * CHUNK) as u64,
                 st.slot_alias(s),
@@ -275,9 +281,7 @@ pub(crate) fn dtoh(dst: &mut [u8], src: u64, stream: CUstream, per_thread: bool)
             let n = len_of(k);
             // SAFETY: the slot's chunk has landed (its event completed) and holds `n ≤ CHUNK`
             // bytes; `dst[k * CHUNK..][..n]` is the caller's.
-            unsafe {
-                std::ptr::copy_nonoverlapping(st.slot_guest(s), dst.as_mut_ptr().add(k * CHUNK), n)
-            };
+            unsafe { streaming_copy::copy(dst.as_mut_ptr().add(k * CHUNK), st.slot_guest(s), n) };
             if k + DEPTH < chunks {
                 slots.push(start(st, k + DEPTH)?);
             }
