@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// Serve TCP clients without any authentication (a trusted, private network only).
     #[arg(long, conflicts_with = "tcp_key")]
     pub tcp_insecure: bool,
+    /// The device memory each client's allocations may hold at once, in MiB (0: no quota).
+    /// Allocations past it get `CUDA_ERROR_OUT_OF_MEMORY`; `cuMemGetInfo` and the NVML facade
+    /// report the quota as the card's total.
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub client_memory_mib: u64,
     /// How long a TCP client's worker waits, after its last connection closed, for a new one
     /// before it exits (freeing everything the client held on the GPU), in milliseconds.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
@@ -137,6 +142,9 @@ pub struct WorkerArgs {
     /// Load and initialise the driver before any client arrives.
     #[arg(long)]
     pub prewarm: bool,
+    /// The client's device-memory quota in MiB (see the host's `--client-memory-mib`).
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub client_memory_mib: u64,
     /// Contexts to create ahead while prewarming (see the host's `--context-pool`).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub context_pool: u32,

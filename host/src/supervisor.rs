@@ -61,6 +61,8 @@ pub struct WorkerSpawn {
     /// At most this many client workers at once (`--max-clients`); new clients beyond it are
     /// refused.
     pub max_clients: usize,
+    /// Each client's device-memory quota in MiB (`--client-memory-mib`, 0: none).
+    pub client_memory_mib: u64,
 }
 
 struct WorkerProcess {
@@ -356,6 +358,10 @@ impl Supervisor {
         }
         if let Some(grace) = self.spawn.stream_grace {
             cmd.arg("--tcp-grace-ms").arg(grace.as_millis().to_string());
+        }
+        if self.spawn.client_memory_mib != 0 {
+            cmd.arg("--client-memory-mib")
+                .arg(self.spawn.client_memory_mib.to_string());
         }
         cmd.arg("--driver")
             .arg(&self.spawn.driver)

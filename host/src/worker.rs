@@ -85,7 +85,10 @@ pub fn run(args: &WorkerArgs) -> i32 {
             None
         }
     };
-    let context = ClientContext::new(args.driver.clone());
+    let context = ClientContext::new(
+        args.driver.clone(),
+        args.client_memory_mib.saturating_mul(1 << 20),
+    );
     if args.prewarm {
         if let Err(e) = context.prewarm(args.context_pool) {
             tracing::error!("spare worker cannot initialise the driver: {e}");

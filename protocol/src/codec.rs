@@ -122,7 +122,9 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// Reads encoded values back, checking every length.
+/// Reads encoded values back, checking every length. A clone reads on from the same place
+/// independently (to look ahead at arguments without consuming them).
+#[derive(Clone)]
 pub struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,

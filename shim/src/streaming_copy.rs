@@ -74,7 +74,9 @@ mod tests {
 
     #[test]
     fn every_byte_arrives_for_odd_offsets_and_lengths() {
-        let src: Vec<u8> = (0..(1usize << 20) + 200).map(|i| (i * 131 + 7) as u8).collect();
+        let src: Vec<u8> = (0..(1usize << 20) + 200)
+            .map(|i| (i * 131 + 7) as u8)
+            .collect();
         for (from, to, len) in [
             (0, 0, 0),
             (3, 5, 1),
@@ -88,9 +90,19 @@ mod tests {
             let mut dst = vec![0xeeu8; len + 64];
             // SAFETY: both buffers hold the ranges named; they are distinct allocations.
             unsafe { copy(dst.as_mut_ptr().add(to), src.as_ptr().add(from), len) };
-            assert_eq!(&dst[to..to + len], &src[from..from + len], "{from} {to} {len}");
-            assert!(dst[..to].iter().all(|&b| b == 0xee), "before {from} {to} {len}");
-            assert!(dst[to + len..].iter().all(|&b| b == 0xee), "after {from} {to} {len}");
+            assert_eq!(
+                &dst[to..to + len],
+                &src[from..from + len],
+                "{from} {to} {len}"
+            );
+            assert!(
+                dst[..to].iter().all(|&b| b == 0xee),
+                "before {from} {to} {len}"
+            );
+            assert!(
+                dst[to + len..].iter().all(|&b| b == 0xee),
+                "after {from} {to} {len}"
+            );
         }
     }
 
@@ -127,7 +139,11 @@ mod tests {
                 println!(
                     "{} {}: {:.2} GB/s",
                     if streaming { "streaming" } else { "memcpy   " },
-                    if to_big { "slot -> pageable" } else { "pageable -> slot" },
+                    if to_big {
+                        "slot -> pageable"
+                    } else {
+                        "pageable -> slot"
+                    },
                     total as f64 / best / 1e9
                 );
             }

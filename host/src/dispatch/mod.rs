@@ -11,6 +11,7 @@ pub mod gate;
 mod generated;
 mod handlers;
 pub mod posted;
+pub mod quota;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,14 +55,17 @@ pub struct ClientContext {
     layouts: handlers::Layouts,
     /// The handles the driver gave this client: every handle it passes is checked here.
     handles: gate::Handles,
+    /// The GPU memory its allocations may hold (`--client-memory-mib`).
+    quota: quota::MemoryQuota,
 }
 
 impl ClientContext {
     /// A context for one guest process. The driver is loaded on the first handshake, or earlier
     /// by [`ClientContext::prewarm`]. The worker sees every device the host process sees; the
     /// guest's `CUDA_VISIBLE_DEVICES` is applied by the shim (`shim/src/handlers/devices.rs`), so
-    /// a prewarmed worker suits every client.
-    pub fn new(driver_path: PathBuf) -> Arc<Self> {
+    /// a prewarmed worker suits every client. `memory_quota` bounds the device memory the
+    /// client's allocations may hold, in bytes (0: no quota; `quota.rs`).
+    pub fn new(driver_path: PathBuf, memory_quota: u64) -> Arc<Self> {
         Arc::new(Self {
             driver_path,
             init: Mutex::new(None),
@@ -71,6 +75,7 @@ impl ClientContext {
             posts: posted::Progress::default(),
             layouts: handlers::Layouts::default(),
             handles: gate::Handles::default(),
+            quota: quota::MemoryQuota::new(memory_quota),
         })
     }
 
@@ -247,7 +252,7 @@ impl ThreadSession {
             special::CALLBACK_NEXT => self.client.callbacks.next(&mut dec, response),
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
-            special::NVML_MEMORY => handlers::nvml_memory(&mut dec, response),
+            special::NVML_MEMORY => handlers::nvml_memory(&self.client, &mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
             CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {

@@ -8,6 +8,7 @@
  * - Any other handle fails with CUDA_ERROR_INVALID_HANDLE (400); a zero grid dimension with
  *   CUDA_ERROR_INVALID_VALUE (1).
  * - cuMemsetD32_v2/cuMemsetD32Async fill device allocations; synchronisation calls succeed.
+ * - cuMemGetInfo_v2: a card of 80 GiB with 70 GiB free.
  */
 #include "../fake_driver/libcuda.c"
 #include <unistd.h>
@@ -21,6 +22,13 @@ CUresult cuFuncGetParamInfo(void *f, size_t index, size_t *offset, size_t *size)
     if (index > 1) return 1;
     *offset = index == 0 ? 0 : 8;
     *size = index == 0 ? 8 : 4;
+    return 0;
+}
+
+/* A card of 80 GiB with 70 GiB free, whatever is allocated. */
+CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
+    if (free_bytes) *free_bytes = 70ull << 30;
+    if (total_bytes) *total_bytes = 80ull << 30;
     return 0;
 }
 

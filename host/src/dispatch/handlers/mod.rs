@@ -21,6 +21,7 @@ mod occupancy;
 mod pointer;
 mod pool;
 mod profiler;
+mod quota;
 mod tensor_map;
 mod vmm;
 mod zero_copy;
@@ -75,6 +76,10 @@ routes! {
         | cuMemcpy2DUnaligned_v2_ptds | cuMemcpy2DAsync_v2 | cuMemcpy2DAsync_v2_ptsz => memory::copy_2d,
     cuMemcpy3D_v2 | cuMemcpy3D_v2_ptds | cuMemcpy3DAsync_v2 | cuMemcpy3DAsync_v2_ptsz => memory::copy_3d,
     cuPointerGetAttribute => memory::pointer_attribute,
+    cuMemAlloc_v2 | cuMemAllocPitch_v2 | cuMemAllocAsync | cuMemAllocAsync_ptsz
+        | cuMemAllocFromPoolAsync | cuMemAllocFromPoolAsync_ptsz => quota::alloc,
+    cuMemFree_v2 | cuMemFreeAsync | cuMemFreeAsync_ptsz | cuMemRelease => quota::free,
+    cuMemGetInfo_v2 => quota::get_info,
     cuMemHostAlloc => zero_copy::alloc,
     cuMemFreeHost => zero_copy::free,
     cuModuleLoadData | cuModuleLoadFatBinary => module::load_data,

@@ -22,6 +22,8 @@ use protocol::special::nvml::{
 };
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
+use crate::dispatch::ClientContext;
+
 /// `u32 n`, `n × bytes bus_id` → result, then [`Facts`] for the `n` devices (see
 /// `protocol::special::nvml`). More than 64 devices is malformed (`CUDA_ERROR_INVALID_VALUE`).
 pub fn nvml_facts(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
@@ -46,7 +48,11 @@ pub fn nvml_facts(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), Decode
 }
 
 /// `bytes bus_id` → result, [`MemoryFacts`] (see `protocol::special::NVML_MEMORY`).
-pub fn nvml_memory(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+pub fn nvml_memory(
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     let text = dec.get_bytes()?;
     dec.finish()?;
     let id = std::str::from_utf8(text)
@@ -59,7 +65,15 @@ pub fn nvml_memory(dec: &mut Decoder<'_>, out: &mut Vec<u8>) -> Result<(), Decod
         return Ok(());
     };
     match host_nvml().map(|nvml| nvml.memory(&id)) {
-        Some(Ok(memory)) => memory.encode(&mut ResponseHeader::start(out, 0)),
+        Some(Ok(mut memory)) => {
+            if client.quota.is_set() {
+                // The client's quota stands for the card (`dispatch/quota.rs`).
+                (memory.free, memory.total) = client.quota.report(memory.free, memory.total);
+                memory.reserved = memory.reserved.min(memory.total - memory.free);
+                memory.used = memory.total - memory.free;
+            }
+            memory.encode(&mut ResponseHeader::start(out, 0));
+        }
         Some(Err(r)) => {
             ResponseHeader::start(out, r.0);
         }
@@ -356,11 +370,12 @@ mod tests {
 
     #[test]
     fn memory_requests_are_checked_before_nvml_is_asked() {
+        let client = ClientContext::new(std::path::PathBuf::from("/nonexistent"), 0);
         let ask = |body: &[u8]| {
             let mut req = Vec::new();
             protocol::Encoder::new(&mut req).put_bytes(body);
             let mut out = Vec::new();
-            nvml_memory(&mut Decoder::new(&req), &mut out).expect("decodes");
+            nvml_memory(&client, &mut Decoder::new(&req), &mut out).expect("decodes");
             ResponseHeader::read(&mut Decoder::new(&out))
                 .expect("header")
                 .result
@@ -377,7 +392,7 @@ mod tests {
         }
         let mut out = Vec::new();
         assert!(
-            nvml_memory(&mut Decoder::new(&[1, 2]), &mut out).is_err(),
+            nvml_memory(&client, &mut Decoder::new(&[1, 2]), &mut out).is_err(),
             "truncated"
         );
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
-use super::real_or_unsupported;
+use super::{real_or_unsupported, respond};
 use crate::dispatch::ClientContext;
 
 fn get_props(dec: &mut Decoder<'_>) -> Result<CUmemAllocationProp, DecodeError> {
@@ -18,7 +18,7 @@ fn get_props(dec: &mut Decoder<'_>) -> Result<CUmemAllocationProp, DecodeError> 
 /// `cuMemCreate`: `u64 size, CUmemAllocationProp, u64 flags` → result, `u64 handle`.
 pub fn create(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -26,10 +26,30 @@ pub fn create(
     let prop = get_props(dec)?;
     let flags: u64 = dec.get()?;
     dec.finish()?;
+    // Physical memory: counted against the client's quota until `cuMemRelease`.
+    let reservation = match client.quota.reserve(size) {
+        Ok(r) => r,
+        Err(refused) => {
+            respond(out, refused);
+            return Ok(());
+        }
+    };
     let mut handle: CUmemGenericAllocationHandle = 0;
+    let create = match crate::driver::real::cuMemCreate() {
+        Some(f) => f,
+        None => {
+            client.quota.cancel(reservation);
+            crate::dispatch::missing("cuMemCreate", out);
+            return Ok(());
+        }
+    };
     // SAFETY: live locals.
-    let r =
-        unsafe { real_or_unsupported!(cuMemCreate, out)(&mut handle, size as usize, &prop, flags) };
+    let r = unsafe { create(&mut handle, size as usize, &prop, flags) };
+    if r == CUresult::CUDA_SUCCESS {
+        client.quota.commit(reservation, handle, size);
+    } else {
+        client.quota.cancel(reservation);
+    }
     ResponseHeader::start(out, r.0).put(handle);
     Ok(())
 }

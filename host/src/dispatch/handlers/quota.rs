@@ -1,0 +1,154 @@
+//! Allocations and frees counted against the client's memory quota (`dispatch/quota.rs`), and
+//! `cuMemGetInfo` answering with it. Each wraps the generated host half of its function, whose
+//! wire format it keeps: the arguments are read ahead from a copy of the request, the generated
+//! half runs (its handle gate included), and its response is read back. Without a quota they
+//! are the generated halves.
+
+use std::sync::Arc;
+
+use cuda_headers::CUresult;
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::respond;
+use crate::dispatch::ClientContext;
+
+/// Runs the generated host half of call `id`.
+fn generated(
+    id: u32,
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    crate::dispatch::generated::dispatch(id, &client.handles, dec, out).unwrap_or_else(|| {
+        respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        Ok(())
+    })
+}
+
+fn id_of(name: &str) -> u32 {
+    match name {
+        "cuMemAlloc_v2" => shim_macros::cuda_call_id!(cuMemAlloc_v2),
+        "cuMemAllocPitch_v2" => shim_macros::cuda_call_id!(cuMemAllocPitch_v2),
+        "cuMemAllocAsync" => shim_macros::cuda_call_id!(cuMemAllocAsync),
+        "cuMemAllocAsync_ptsz" => shim_macros::cuda_call_id!(cuMemAllocAsync_ptsz),
+        "cuMemAllocFromPoolAsync" => shim_macros::cuda_call_id!(cuMemAllocFromPoolAsync),
+        "cuMemAllocFromPoolAsync_ptsz" => shim_macros::cuda_call_id!(cuMemAllocFromPoolAsync_ptsz),
+        "cuMemFree_v2" => shim_macros::cuda_call_id!(cuMemFree_v2),
+        "cuMemFreeAsync" => shim_macros::cuda_call_id!(cuMemFreeAsync),
+        "cuMemFreeAsync_ptsz" => shim_macros::cuda_call_id!(cuMemFreeAsync_ptsz),
+        "cuMemRelease" => shim_macros::cuda_call_id!(cuMemRelease),
+        _ => shim_macros::cuda_call_id!(cuMemGetInfo_v2),
+    }
+}
+
+/// An out-pointer argument as the generated marshalling sends it: present or not.
+fn out_pointer(dec: &mut Decoder<'_>) -> Result<bool, DecodeError> {
+    // SAFETY: a device address or size is plain data.
+    Ok(unsafe { dec.get_opt_raw::<u64>() }?.is_some())
+}
+
+/// `cuMemAlloc_v2`, `cuMemAllocPitch_v2`, `cuMemAlloc(FromPool)Async(_ptsz)`: generated wire
+/// formats (`inout dptr`, [`inout pitch, width, height, element size` | `bytesize`, …]).
+pub fn alloc(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let id = id_of(name);
+    if !client.quota.is_set() {
+        return generated(id, client, dec, out);
+    }
+    let pitched = name == "cuMemAllocPitch_v2";
+    let mut ahead = dec.clone();
+    out_pointer(&mut ahead)?;
+    let (asked, height) = if pitched {
+        out_pointer(&mut ahead)?;
+        let width: u64 = ahead.get()?;
+        let height: u64 = ahead.get()?;
+        (width.saturating_mul(height), height)
+    } else {
+        (ahead.get::<u64>()?, 0)
+    };
+    let reservation = match client.quota.reserve(asked) {
+        Ok(r) => r,
+        Err(refused) => {
+            respond(out, refused);
+            return Ok(());
+        }
+    };
+    generated(id, client, dec, out)?;
+    let mut back = Decoder::new(out);
+    let made = ResponseHeader::read(&mut back)
+        .ok()
+        .filter(|h| h.result == 0)
+        .and_then(|_| {
+            let address: u64 = back.get().ok()?;
+            let size = if pitched {
+                back.get::<u64>().ok()?.saturating_mul(height)
+            } else {
+                asked
+            };
+            Some((address, size))
+        });
+    match made {
+        Some((address, size)) => client.quota.commit(reservation, address, size),
+        None => client.quota.cancel(reservation),
+    }
+    Ok(())
+}
+
+/// `cuMemFree_v2`, `cuMemFreeAsync(_ptsz)`, `cuMemRelease`: generated wire formats (`u64
+/// address or handle`, …).
+pub fn free(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let id = id_of(name);
+    if !client.quota.is_set() {
+        return generated(id, client, dec, out);
+    }
+    let address: u64 = dec.clone().get()?;
+    generated(id, client, dec, out)?;
+    if out.get(..4) == Some(&[0, 0, 0, 0][..]) {
+        client.quota.release(address);
+    }
+    Ok(())
+}
+
+/// `cuMemGetInfo_v2`: generated wire format (`inout free, inout total`); with a quota, the
+/// answer is the quota's ([`crate::dispatch::quota::MemoryQuota::report`]).
+pub fn get_info(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let id = id_of(name);
+    if !client.quota.is_set() {
+        return generated(id, client, dec, out);
+    }
+    let mut ahead = dec.clone();
+    let (want_free, want_total) = (out_pointer(&mut ahead)?, out_pointer(&mut ahead)?);
+    generated(id, client, dec, out)?;
+    let mut back = Decoder::new(out);
+    let Ok(header) = ResponseHeader::read(&mut back) else {
+        return Ok(());
+    };
+    if header.result != 0 {
+        return Ok(());
+    }
+    let card_free: u64 = if want_free { back.get()? } else { u64::MAX };
+    let card_total: u64 = if want_total { back.get()? } else { u64::MAX };
+    let (free, total) = client.quota.report(card_free, card_total);
+    let mut enc = ResponseHeader::start(out, 0);
+    if want_free {
+        enc.put(free);
+    }
+    if want_total {
+        enc.put(total);
+    }
+    Ok(())
+}
