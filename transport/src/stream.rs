@@ -78,6 +78,55 @@ fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> 
     }
 }
 
+/// Waits, spinning, until `fd` has bytes to read (or its peer closed it), for at most the
+/// transport's spin (`doorbell::spin`, `VGPU_SPIN_US`), so that the blocking read that follows
+/// finds them instead of putting the thread to sleep: on a loopback or a fast link, waking a
+/// sleeping reader costs more than the rest of the round trip. As on the shared-memory rings, the
+/// thread yields the CPU now and then (every 64 looks), so a peer queued on this CPU runs.
+fn spin_until_readable(fd: &impl AsRawFd) {
+    let spin = crate::doorbell::spin();
+    if spin.is_zero() {
+        return;
+    }
+    let mut started = None;
+    let mut looks = 0u32;
+    loop {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte buffer valid for the call; MSG_PEEK leaves the byte in the socket
+        // and MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return; // bytes, or an orderly close: the read reports either
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ) {
+            return; // the read reports it
+        }
+        looks = looks.wrapping_add(1);
+        if looks % 64 == 0 {
+            if started
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                > spin
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        std::hint::spin_loop();
+    }
+}
+
 fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), TransportError> {
     let mut len = [0u8; 8];
     stream
@@ -274,6 +323,7 @@ impl UnixClient {
 impl<S: Read + AsRawFd> Transport for StreamClient<S> {
     fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
         write_frame(&self.stream, request)?;
+        spin_until_readable(&self.stream);
         read_frame(&mut self.stream, response)
     }
 
@@ -374,6 +424,7 @@ impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
         self.client
     }
     fn recv(&mut self, request: &mut Vec<u8>) -> Result<(), TransportError> {
+        spin_until_readable(&self.stream);
         read_frame(&mut self.stream, request)
     }
     fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
