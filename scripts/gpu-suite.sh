@@ -13,6 +13,8 @@
 #                   the programs are correct and their output deterministic, before the shim)
 #   --out DIR       where summary.md and logs.txt go (default: $OUT, else ./gpu-suite-out)
 #   --timeout S     per-program limit (default 300)
+# SUITE_QUICK=1 runs the programs' rows (and forged_handles) only: no SIGKILL, discovery timing or
+# benchmark figures.
 # Exit status: 0 when every row passed, 1 otherwise, 2 for bad usage or missing artifacts.
 set -uo pipefail
 
@@ -358,7 +360,10 @@ main() {
     compare pools_vmm
     compare launch_rate
 
-    if [[ ${NATIVE_ONLY} -eq 1 ]]; then
+    if [[ "${SUITE_QUICK:-0}" == 1 ]]; then
+        # SUITE_QUICK=1: the programs' rows only (and forged_handles), for a short device call.
+        [[ ${NATIVE_ONLY} -eq 1 ]] || forged_handles_test
+    elif [[ ${NATIVE_ONLY} -eq 1 ]]; then
         sigkill_test native
         discovery_test native ollama_discovery
         discovery_test native ollama_discovery_new
@@ -373,7 +378,7 @@ main() {
 
     local second="vgpu"
     [[ ${NATIVE_ONLY} -eq 1 ]] && second="native run 2"
-    benchmarks
+    [[ "${SUITE_QUICK:-0}" == 1 ]] || benchmarks
     {
         echo "# vgpu driver-API GPU suite"
         echo
