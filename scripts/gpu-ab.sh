@@ -22,6 +22,7 @@ swap() {
 }
 swapped=0
 trap '[[ ${swapped} == 1 ]] && swap' EXIT
+trap 'exit 143' TERM INT
 for r in $(seq 1 "${ROUNDS:-1}"); do
     OUT="${O}/ab-new-${r}" bash scripts/gpu-bench.sh "$@" > "${O}/ab-new-${r}.log" 2>&1
     swap; swapped=1

@@ -7,20 +7,21 @@
 #   copy     the streaming-copy microbenchmark (.gpu-artifacts/shim-unit-tests)     streaming.txt
 #   ab       scripts/gpu-ab.sh, PyTorch decode, this build against .gpu-artifacts/base ab.md
 #   loads    llama-bench pp512 traced through vgpu: module images and load durations loads.txt
-# STEPS (default "suite,stacks,copy,ab,loads") picks and orders them.
+# STEPS (default "suite,copy,stacks,ab,loads") picks and orders them; T_SUITE, T_STACKS, T_AB and
+# T_LOADS (seconds) bound the longer steps.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 A=.gpu-artifacts
 O="${OUT:-check-out}"; mkdir -p "$O"
-STEPS="${STEPS:-suite,stacks,copy,ab,loads}"
+STEPS="${STEPS:-suite,copy,stacks,ab,loads}"
 step() { echo "== $1 ($(date -u +%T))" | tee -a "$O/check.log"; }
 for s in ${STEPS//,/ }; do
     case "$s" in
-        suite) step suite; SUITE_QUICK=1 timeout 150 bash scripts/gpu-suite.sh --timeout 60 --out "$O" >> "$O/check.log" 2>&1 ;;
-        stacks) step stacks; STACKS_TIMEOUT=60 OUT="$O" timeout 150 bash scripts/gpu-stacks.sh >> "$O/check.log" 2>&1 ;;
-        copy) step copy; timeout 30 "$A/shim-unit-tests" streaming_copy --ignored --nocapture 2>&1 | grep GB/s > "$O/streaming.txt" ;;
-        ab) step ab; OUT="$O" ROUNDS=1 timeout 200 bash scripts/gpu-ab.sh --reps 1 --sections torch --only "PyTorch decode" >> "$O/check.log" 2>&1 ;;
+        suite) step suite; SUITE_QUICK=1 timeout "${T_SUITE:-80}" bash scripts/gpu-suite.sh --timeout 40 --out "$O" >> "$O/check.log" 2>&1 ;;
+        stacks) step stacks; STACKS_TIMEOUT=50 OUT="$O" timeout "${T_STACKS:-130}" bash scripts/gpu-stacks.sh >> "$O/check.log" 2>&1 ;;
+        copy) step copy; timeout 15 "$A/shim-unit-tests" streaming_copy --ignored --nocapture 2>&1 | grep GB/s > "$O/streaming.txt" ;;
+        ab) step ab; OUT="$O" ROUNDS=1 timeout "${T_AB:-110}" bash scripts/gpu-ab.sh --reps 1 --sections torch --only "PyTorch decode" >> "$O/check.log" 2>&1 ;;
         loads)
             step loads
             [[ -d "$A/llama" ]] || tar xJf "$A/llama.tar.xz" -C "$A"
@@ -28,7 +29,7 @@ for s in ${STEPS//,/ }; do
             M=/tmp/vgpu-llama-2048x16-f16.gguf
             [[ -f $M ]] || python3 bench/llm/make_gguf.py --gguf-py "$A/llama/gguf-py" --out "$M" > /dev/null
             T="$(mktemp -d)"
-            LD_LIBRARY_PATH="/usr/local/cuda/lib64:${CU13}" VGPU_LOG=debug VGPU_TRACE="$T/pp.trace" timeout 60 \
+            LD_LIBRARY_PATH="/usr/local/cuda/lib64:${CU13}" VGPU_LOG=debug VGPU_TRACE="$T/pp.trace" timeout "${T_LOADS:-40}" \
                 "$A/vgpuctl" run -- "$A/llama/llama-bench" -m "$M" -ngl 99 -p 512 -n 0 -r 3 > "$T/pp.out" 2> "$T/pp.err"
             {
                 grep pp512 "$T/pp.out"

@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// report the quota as the card's total.
     #[arg(long, default_value_t = 0, value_name = "MIB")]
     pub client_memory_mib: u64,
+    /// The contexts each client's `cuCtxCreate` may hold at once (0: no quota); one past it gets
+    /// `CUDA_ERROR_OUT_OF_MEMORY`. Primary contexts are not counted.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub client_contexts: usize,
     /// How long a TCP client's worker waits, after its last connection closed, for a new one
     /// before it exits (freeing everything the client held on the GPU), in milliseconds.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
@@ -145,6 +149,9 @@ pub struct WorkerArgs {
     /// The client's device-memory quota in MiB (see the host's `--client-memory-mib`).
     #[arg(long, default_value_t = 0, value_name = "MIB")]
     pub client_memory_mib: u64,
+    /// The client's context quota (see the host's `--client-contexts`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub client_contexts: usize,
     /// Contexts to create ahead while prewarming (see the host's `--context-pool`).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub context_pool: u32,

@@ -149,6 +149,7 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         stream_grace: (!listeners.is_empty()).then(|| Duration::from_millis(args.tcp_grace_ms)),
         max_clients: args.max_clients,
         client_memory_mib: args.client_memory_mib,
+        client_contexts: args.client_contexts,
     };
     let mut supervisor = Supervisor::new(region, spawn, args.prewarm);
     for listener in listeners {

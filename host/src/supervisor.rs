@@ -63,6 +63,8 @@ pub struct WorkerSpawn {
     pub max_clients: usize,
     /// Each client's device-memory quota in MiB (`--client-memory-mib`, 0: none).
     pub client_memory_mib: u64,
+    /// Each client's context quota (`--client-contexts`, 0: none).
+    pub client_contexts: usize,
 }
 
 struct WorkerProcess {
@@ -362,6 +364,10 @@ impl Supervisor {
         if self.spawn.client_memory_mib != 0 {
             cmd.arg("--client-memory-mib")
                 .arg(self.spawn.client_memory_mib.to_string());
+        }
+        if self.spawn.client_contexts != 0 {
+            cmd.arg("--client-contexts")
+                .arg(self.spawn.client_contexts.to_string());
         }
         cmd.arg("--driver")
             .arg(&self.spawn.driver)

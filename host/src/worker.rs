@@ -87,7 +87,10 @@ pub fn run(args: &WorkerArgs) -> i32 {
     };
     let context = ClientContext::new(
         args.driver.clone(),
-        args.client_memory_mib.saturating_mul(1 << 20),
+        crate::dispatch::quota::Limits {
+            memory_bytes: args.client_memory_mib.saturating_mul(1 << 20),
+            contexts: args.client_contexts,
+        },
     );
     if args.prewarm {
         if let Err(e) = context.prewarm(args.context_pool) {

@@ -92,7 +92,7 @@ fn frame(rng: &mut Rng, functions: u32) -> Vec<u8> {
 /// Feeds `frames` random frames to one session; returns (answered, posted, closed).
 fn run(seed: u64, frames: u64) -> (u64, u64, u64) {
     let functions = shim_macros::cuda_function_names!().len() as u32;
-    let client = ClientContext::new(FakeDriver::Plain.path(), 0);
+    let client = ClientContext::new(FakeDriver::Plain.path(), Default::default());
     let mut rng = Rng(seed.max(1));
     let (mut answered, mut posted, mut closed) = (0, 0, 0);
     let mut session = ThreadSession::new(client.clone());

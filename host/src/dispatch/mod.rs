@@ -57,15 +57,16 @@ pub struct ClientContext {
     handles: gate::Handles,
     /// The GPU memory its allocations may hold (`--client-memory-mib`).
     quota: quota::MemoryQuota,
+    /// The contexts it may hold (`--client-contexts`).
+    context_quota: quota::ContextQuota,
 }
 
 impl ClientContext {
     /// A context for one guest process. The driver is loaded on the first handshake, or earlier
     /// by [`ClientContext::prewarm`]. The worker sees every device the host process sees; the
     /// guest's `CUDA_VISIBLE_DEVICES` is applied by the shim (`shim/src/handlers/devices.rs`), so
-    /// a prewarmed worker suits every client. `memory_quota` bounds the device memory the
-    /// client's allocations may hold, in bytes (0: no quota; `quota.rs`).
-    pub fn new(driver_path: PathBuf, memory_quota: u64) -> Arc<Self> {
+    /// a prewarmed worker suits every client. `limits` are the client's quotas (`quota.rs`).
+    pub fn new(driver_path: PathBuf, limits: quota::Limits) -> Arc<Self> {
         Arc::new(Self {
             driver_path,
             init: Mutex::new(None),
@@ -75,7 +76,8 @@ impl ClientContext {
             posts: posted::Progress::default(),
             layouts: handlers::Layouts::default(),
             handles: gate::Handles::default(),
-            quota: quota::MemoryQuota::new(memory_quota),
+            quota: quota::MemoryQuota::new(limits.memory_bytes),
+            context_quota: quota::ContextQuota::new(limits.contexts),
         })
     }
 

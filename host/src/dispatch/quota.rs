@@ -20,6 +20,15 @@ use std::sync::Mutex;
 
 use cuda_headers::CUresult;
 
+/// A client's quotas, as the host's flags set them (0: none).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Limits {
+    /// Device memory its allocations may hold, in bytes (`--client-memory-mib`).
+    pub memory_bytes: u64,
+    /// Contexts it may hold (`--client-contexts`).
+    pub contexts: usize,
+}
+
 /// One client's quota; a limit of 0 means none (nothing is counted).
 #[derive(Debug, Default)]
 pub struct MemoryQuota {
@@ -119,6 +128,64 @@ impl MemoryQuota {
     }
 }
 
+/// A client's context quota (`vgpu-host --client-contexts N`): how many contexts its
+/// `cuCtxCreate` calls may hold at once. Each context costs device memory the memory quota does
+/// not see (hundreds of MiB with a large local-memory reserve), so a bound on them bounds that.
+/// One past the quota gets `CUDA_ERROR_OUT_OF_MEMORY`, as the driver answers when contexts no
+/// longer fit. Primary contexts (one per device) and green contexts are not counted.
+#[derive(Debug, Default)]
+pub struct ContextQuota {
+    limit: usize,
+    held: Mutex<(usize, std::collections::HashSet<u64>)>,
+}
+
+impl ContextQuota {
+    /// A quota of `limit` contexts (0: none).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            held: Mutex::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, (usize, std::collections::HashSet<u64>)> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves room for one context about to be created.
+    ///
+    /// # Errors
+    /// `CUDA_ERROR_OUT_OF_MEMORY` when the client holds its quota of contexts already.
+    pub fn reserve(&self) -> Result<Reservation, CUresult> {
+        let mut held = self.held();
+        if self.limit != 0 && held.0 + held.1.len() >= self.limit {
+            tracing::info!(
+                limit = self.limit,
+                "context refused: the client holds its quota"
+            );
+            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        held.0 += 1;
+        Ok(Reservation(1))
+    }
+
+    /// The context was created (`Some`) or not (`None`).
+    pub fn settle(&self, r: Reservation, made: Option<u64>) {
+        let mut held = self.held();
+        held.0 -= r.0 as usize;
+        if let Some(ctx) = made {
+            held.1.insert(ctx);
+        }
+    }
+
+    /// Context `ctx` was destroyed.
+    pub fn destroyed(&self, ctx: u64) {
+        self.held().1.remove(&ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +208,29 @@ mod tests {
         // Never more free than the card has, never more total than it has.
         assert_eq!(q.report(10, 50), (10, 50));
         assert!(q.reserve(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn contexts_past_the_quota_are_refused_until_one_is_destroyed() {
+        let q = ContextQuota::new(2);
+        let a = q.reserve().expect("first");
+        let b = q.reserve().expect("second");
+        assert_eq!(
+            q.reserve().map(|_| ()),
+            Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY)
+        );
+        q.settle(a, Some(0xc1));
+        q.settle(b, None);
+        let c = q.reserve().expect("the failed one gave its room back");
+        q.settle(c, Some(0xc2));
+        assert!(q.reserve().is_err());
+        q.destroyed(0xc1);
+        assert!(q.reserve().is_ok());
+        let unlimited = ContextQuota::default();
+        for _ in 0..100 {
+            let r = unlimited.reserve().expect("no quota");
+            unlimited.settle(r, Some(1));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
  *   CUDA_ERROR_INVALID_VALUE (1).
  * - cuMemsetD32_v2/cuMemsetD32Async fill device allocations; synchronisation calls succeed.
  * - cuMemGetInfo_v2: a card of 80 GiB with 70 GiB free.
+ * - cuCtxCreate_v2/cuCtxDestroy_v2: numbered contexts, nothing behind them.
  */
 #include "../fake_driver/libcuda.c"
 #include <unistd.h>
@@ -31,6 +32,16 @@ CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes) {
     if (total_bytes) *total_bytes = 80ull << 30;
     return 0;
 }
+
+/* Contexts: cuCtxCreate_v2 hands out 0xC100, 0xC200, …; any non-NULL one destroys. */
+static unsigned long long fake_ctxs = 0xC000;
+CUresult cuCtxCreate_v2(void **ctx, unsigned flags, int dev) {
+    (void)flags; (void)dev;
+    if (!ctx) return 1;
+    *ctx = (void *)(uintptr_t)(fake_ctxs += 0x100);
+    return 0;
+}
+CUresult cuCtxDestroy_v2(void *ctx) { return ctx ? 0 : 1; }
 
 static unsigned long long launched;
 

@@ -22,8 +22,48 @@ fn affinity(dec: &mut Decoder<'_>) -> Result<Vec<CUexecAffinityParam>, DecodeErr
     (0..count).map(|_| unsafe { dec.get_raw() }).collect()
 }
 
+/// A hand-written host half.
+type Handler =
+    fn(&str, &Arc<ClientContext>, &mut Decoder<'_>, &mut Vec<u8>) -> Result<(), DecodeError>;
+
+/// Runs a `cuCtxCreate*` half within the client's context quota (`dispatch/quota.rs`): refused
+/// with `CUDA_ERROR_OUT_OF_MEMORY` when the client holds its quota; the context the response
+/// names is counted until it is destroyed.
+fn counted(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+    create: Handler,
+) -> Result<(), DecodeError> {
+    let reservation = match client.context_quota.reserve() {
+        Ok(r) => r,
+        Err(refused) => {
+            respond(out, refused);
+            return Ok(());
+        }
+    };
+    let outcome = create(name, client, dec, out);
+    let mut back = Decoder::new(out);
+    let made = ResponseHeader::read(&mut back)
+        .ok()
+        .filter(|h| h.result == 0)
+        .map(|_| back.get::<u64>().unwrap_or(0));
+    client.context_quota.settle(reservation, made);
+    outcome
+}
+
 /// `cuCtxCreate_v3`: `u32 n, n × CUexecAffinityParam, u32 flags, i32 dev` → result, `u64 ctx`.
 pub fn create_v3(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    counted(name, client, dec, out, create_v3_uncounted)
+}
+
+fn create_v3_uncounted(
     _: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
@@ -55,6 +95,15 @@ pub fn create_v3(
 /// `cuCtxCreate_v4`: `u8 has_params, [u32 n, n × CUexecAffinityParam], u32 flags, i32 dev` →
 /// result, `u64 ctx`. The guest refuses CIG parameters (shared graphics contexts) itself.
 pub fn create_v4(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    counted(name, client, dec, out, create_v4_uncounted)
+}
+
+fn create_v4_uncounted(
     _: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
@@ -100,6 +149,15 @@ pub fn create_v4(
 /// `cuCtxCreate_v2`, overriding its generated host half with the same wire format
 /// (`u8 present, [u64 ctx], u32 flags, i32 dev` → result, `[u64 ctx]`), to use the context pool.
 pub fn create_v2(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    counted(name, client, dec, out, create_v2_uncounted)
+}
+
+fn create_v2_uncounted(
     _: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
@@ -147,6 +205,7 @@ pub fn destroy(
     dec.finish()?;
     if client.contexts.destroy_behind(ctx) {
         client.handles.retire_context(ctx);
+        client.context_quota.destroyed(ctx);
         respond(out, CUresult::CUDA_SUCCESS);
         return Ok(());
     }
@@ -161,6 +220,7 @@ pub fn destroy(
     if r == CUresult::CUDA_SUCCESS {
         // What was made in it died with it.
         client.handles.retire_context(ctx);
+        client.context_quota.destroyed(ctx);
     }
     respond(out, r);
     Ok(())

@@ -370,7 +370,8 @@ mod tests {
 
     #[test]
     fn memory_requests_are_checked_before_nvml_is_asked() {
-        let client = ClientContext::new(std::path::PathBuf::from("/nonexistent"), 0);
+        let client =
+            ClientContext::new(std::path::PathBuf::from("/nonexistent"), Default::default());
         let ask = |body: &[u8]| {
             let mut req = Vec::new();
             protocol::Encoder::new(&mut req).put_bytes(body);
