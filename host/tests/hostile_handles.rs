@@ -68,14 +68,8 @@ fn launch_add(guest: &mut RawGuest, func: u64, stream: u64, p: u64, v: i32) -> u
 fn handles_the_client_was_not_given_never_reach_the_driver() {
     let host = start_host("hostile-handles");
     let mut guest = RawGuest::connect(host.region());
-    let frame = request(shim_macros::cuda_call_id!(cuMemAlloc_v2), |enc| {
-        enc.put(1u8);
-        enc.put(0u64);
-        enc.put(64u64);
-    });
-    let (rc, body) = guest.call_raw(&frame);
+    let (rc, p) = guest.mem_alloc(64);
     assert_eq!(rc, 0, "cuMemAlloc_v2");
-    let p: u64 = Decoder::new(&body).get().expect("device pointer");
 
     let sync = shim_macros::cuda_call_id!(cuStreamSynchronize);
     let record = shim_macros::cuda_call_id!(cuEventRecord);

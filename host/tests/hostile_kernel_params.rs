@@ -9,7 +9,6 @@
 
 mod support;
 
-use protocol::Decoder;
 use support::wire::{request, RawGuest};
 use support::{FakeDriver, Host};
 
@@ -58,16 +57,8 @@ fn add_params(p: u64, v: i32) -> Vec<u8> {
 fn parameters_that_do_not_match_the_functions_layout_never_reach_the_driver() {
     let host = start_host("hostile-params");
     let mut guest = RawGuest::connect(host.region());
-    // cuMemAlloc_v2(&dptr, 64) as the generated marshalling sends it: the out-pointer's
-    // presence flag and value, then the size.
-    let frame = request(shim_macros::cuda_call_id!(cuMemAlloc_v2), |enc| {
-        enc.put(1u8);
-        enc.put(0u64);
-        enc.put(64u64);
-    });
-    let (rc, body) = guest.call_raw(&frame);
+    let (rc, p) = guest.mem_alloc(64);
     assert_eq!(rc, 0, "cuMemAlloc_v2");
-    let p: u64 = Decoder::new(&body).get().expect("device pointer");
     let add = guest.fake_function("ADD0");
     let real = [(0, 8), (8, 4)];
 

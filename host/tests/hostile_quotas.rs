@@ -13,20 +13,8 @@ use support::{FakeDriver, Host};
 const OUT_OF_MEMORY: u32 = 2;
 const MIB: u64 = 1 << 20;
 
-/// `cuMemAlloc_v2(&dptr, size)` as the generated marshalling sends it.
 fn alloc(guest: &mut RawGuest, size: u64) -> (u32, u64) {
-    let frame = request(shim_macros::cuda_call_id!(cuMemAlloc_v2), |enc| {
-        enc.put(1u8);
-        enc.put(0u64);
-        enc.put(size);
-    });
-    let (rc, body) = guest.call_raw(&frame);
-    let dptr = if rc == 0 {
-        Decoder::new(&body).get().expect("dptr")
-    } else {
-        0
-    };
-    (rc, dptr)
+    guest.mem_alloc(size)
 }
 
 /// `cuMemGetInfo_v2(&free, &total)`.

@@ -55,6 +55,24 @@ impl RawGuest {
         (header.result, rest)
     }
 
+    /// `cuMemAlloc_v2(&dptr, size)` as the generated marshalling sends it (the out-pointer's
+    /// presence flag and value, then the size): the result and the device address (0 on failure).
+    #[allow(dead_code, reason = "not every test binary allocates")]
+    pub fn mem_alloc(&mut self, size: u64) -> (u32, u64) {
+        let frame = request(shim_macros::cuda_call_id!(cuMemAlloc_v2), |enc| {
+            enc.put(1u8);
+            enc.put(0u64);
+            enc.put(size);
+        });
+        let (rc, body) = self.call_raw(&frame);
+        let dptr = if rc == 0 {
+            Decoder::new(&body).get().expect("device pointer")
+        } else {
+            0
+        };
+        (rc, dptr)
+    }
+
     /// A function of the fake driver (`fake_driver/libcuda.c`: the name is its handle in hex),
     /// got as a program gets one: `cuModuleLoadData` of a small PTX image, then
     /// `cuModuleGetFunction`. The host's gate admits only handles the driver gave.
