@@ -123,16 +123,7 @@ pub fn unload(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let id = if name == "cuModuleUnload" {
-        shim_macros::cuda_call_id!(cuModuleUnload)
-    } else {
-        shim_macros::cuda_call_id!(cuLibraryUnload)
-    };
-    let outcome = crate::dispatch::generated::dispatch(id, &client.handles, dec, out)
-        .unwrap_or_else(|| {
-            respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
-            Ok(())
-        });
+    let outcome = super::generated_half(name, client, dec, out);
     client.layouts.forget();
     outcome
 }

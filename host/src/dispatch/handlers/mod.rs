@@ -151,6 +151,32 @@ routes! {
     // -- stacks routes end --
 }
 
+/// Every driver function's name, sorted: a name's index is its wire call id.
+const CALL_NAMES: &[&str] = shim_macros::cuda_function_names!();
+
+/// The wire call id of the function a route was called as (`routes!` hands over its name).
+fn call_id(name: &str) -> u32 {
+    CALL_NAMES
+        .binary_search(&name)
+        .expect("routes! names only functions of the signature list") as u32
+}
+
+/// Runs the generated host half of the function a hand-written half wraps (same wire format),
+/// gate included; `CUDA_ERROR_NOT_SUPPORTED` when it has none.
+fn generated_half(
+    name: &str,
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    crate::dispatch::generated::dispatch(call_id(name), client.handles(), dec, out).unwrap_or_else(
+        || {
+            respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+            Ok(())
+        },
+    )
+}
+
 /// Writes a response that is only a result code.
 fn respond(out: &mut Vec<u8>, result: CUresult) {
     ResponseHeader::start(out, result.0);
@@ -173,3 +199,18 @@ pub(crate) use real_or_unsupported;
 
 /// Limits on sizes a guest may ask the host to allocate for an answer.
 pub const MAX_NAME: usize = 64 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_routes_name_gives_its_wire_call_id() {
+        assert_eq!(
+            super::call_id("cuMemAlloc_v2"),
+            shim_macros::cuda_call_id!(cuMemAlloc_v2)
+        );
+        assert_eq!(
+            super::call_id("cuLibraryUnload"),
+            shim_macros::cuda_call_id!(cuLibraryUnload)
+        );
+    }
+}

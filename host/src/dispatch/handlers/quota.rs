@@ -6,40 +6,10 @@
 
 use std::sync::Arc;
 
-use cuda_headers::CUresult;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
-use super::respond;
+use super::{generated_half, respond};
 use crate::dispatch::ClientContext;
-
-/// Runs the generated host half of call `id`.
-fn generated(
-    id: u32,
-    client: &ClientContext,
-    dec: &mut Decoder<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), DecodeError> {
-    crate::dispatch::generated::dispatch(id, &client.handles, dec, out).unwrap_or_else(|| {
-        respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
-        Ok(())
-    })
-}
-
-fn id_of(name: &str) -> u32 {
-    match name {
-        "cuMemAlloc_v2" => shim_macros::cuda_call_id!(cuMemAlloc_v2),
-        "cuMemAllocPitch_v2" => shim_macros::cuda_call_id!(cuMemAllocPitch_v2),
-        "cuMemAllocAsync" => shim_macros::cuda_call_id!(cuMemAllocAsync),
-        "cuMemAllocAsync_ptsz" => shim_macros::cuda_call_id!(cuMemAllocAsync_ptsz),
-        "cuMemAllocFromPoolAsync" => shim_macros::cuda_call_id!(cuMemAllocFromPoolAsync),
-        "cuMemAllocFromPoolAsync_ptsz" => shim_macros::cuda_call_id!(cuMemAllocFromPoolAsync_ptsz),
-        "cuMemFree_v2" => shim_macros::cuda_call_id!(cuMemFree_v2),
-        "cuMemFreeAsync" => shim_macros::cuda_call_id!(cuMemFreeAsync),
-        "cuMemFreeAsync_ptsz" => shim_macros::cuda_call_id!(cuMemFreeAsync_ptsz),
-        "cuMemRelease" => shim_macros::cuda_call_id!(cuMemRelease),
-        _ => shim_macros::cuda_call_id!(cuMemGetInfo_v2),
-    }
-}
 
 /// An out-pointer argument as the generated marshalling sends it: present or not.
 fn out_pointer(dec: &mut Decoder<'_>) -> Result<bool, DecodeError> {
@@ -55,9 +25,8 @@ pub fn alloc(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let id = id_of(name);
     if !client.quota.is_set() {
-        return generated(id, client, dec, out);
+        return generated_half(name, client, dec, out);
     }
     let pitched = name == "cuMemAllocPitch_v2";
     let mut ahead = dec.clone();
@@ -77,7 +46,7 @@ pub fn alloc(
             return Ok(());
         }
     };
-    generated(id, client, dec, out)?;
+    generated_half(name, client, dec, out)?;
     let mut back = Decoder::new(out);
     let made = ResponseHeader::read(&mut back)
         .ok()
@@ -106,12 +75,11 @@ pub fn free(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let id = id_of(name);
     if !client.quota.is_set() {
-        return generated(id, client, dec, out);
+        return generated_half(name, client, dec, out);
     }
     let address: u64 = dec.clone().get()?;
-    generated(id, client, dec, out)?;
+    generated_half(name, client, dec, out)?;
     if out.get(..4) == Some(&[0, 0, 0, 0][..]) {
         client.quota.release(address);
     }
@@ -126,13 +94,12 @@ pub fn get_info(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let id = id_of(name);
     if !client.quota.is_set() {
-        return generated(id, client, dec, out);
+        return generated_half(name, client, dec, out);
     }
     let mut ahead = dec.clone();
     let (want_free, want_total) = (out_pointer(&mut ahead)?, out_pointer(&mut ahead)?);
-    generated(id, client, dec, out)?;
+    generated_half(name, client, dec, out)?;
     let mut back = Decoder::new(out);
     let Ok(header) = ResponseHeader::read(&mut back) else {
         return Ok(());
