@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
+mod calls;
 mod classify;
 mod expand;
 mod gate;
@@ -30,11 +31,13 @@ use proc_macro::TokenStream;
 
 /// Hands every driver function to a `macro_rules!` template, sorted by name.
 ///
-/// Syntax: `cuda_functions!(template_path, custom <= [cuA, cuB, …])`; the list is optional. Each
-/// function becomes one call of one of three kinds:
+/// Syntax: `cuda_functions!(template_path, custom <= [cuA, cuB, …])`, or
+/// `cuda_functions!(template_path, custom <= calls)` for the call table's guest halves; the list
+/// is optional. Each function becomes one call of one of three kinds:
 ///
 /// - `template_path! { kind: custom, name: cuX, params: (a: T, b: U), ret: R }` for names in the
-///   `custom` list;
+///   `custom` list; from the call table, with `guest: path::to::module` after the name (the
+///   module that holds `pub unsafe fn cuX`);
 /// - otherwise, when the generated marshalling applies (see [`cuda_forwarders`]),
 ///   `template_path! { kind: forwarded, name: cuX, id: 17, params: (…), marshal: […], ret: R }`;
 /// - otherwise `template_path! { kind: default, name: cuX, params: (…), ret: R }`.
@@ -101,7 +104,8 @@ pub fn cuda_call_id(input: TokenStream) -> TokenStream {
     }
 }
 
-/// Fingerprint of the signature list, a `u64` literal compared in the handshake.
+/// Fingerprint of the signature list and the call table, a `u64` literal compared in the
+/// handshake.
 #[proc_macro]
 pub fn signature_fingerprint(input: TokenStream) -> TokenStream {
     if !input.is_empty() {
@@ -111,6 +115,39 @@ pub fn signature_fingerprint(input: TokenStream) -> TokenStream {
     }
     match signatures::all_functions() {
         Ok(functions) => expand::fingerprint(&functions).into(),
+        Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
+            .to_compile_error()
+            .into(),
+    }
+}
+
+/// Hands every name with a host half in the call table (`calls.rs`) to a template in ONE call:
+/// `template! { { id: 17, name: cuX, host: module::function } … }`, sorted by wire call id. The
+/// host builds its hand-written routes from it.
+#[proc_macro]
+pub fn call_routes(input: TokenStream) -> TokenStream {
+    let template = syn::parse_macro_input!(input as syn::Path);
+    let result = signatures::names()
+        .map_err(|e| syn::Error::new(proc_macro2::Span::call_site(), e))
+        .and_then(|names| expand::routes(&template, &names));
+    match result {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Every function's posting policy from the call table, a `[u8; N]` indexed by wire call id:
+/// 0 never posted, 1 posted whenever posting is on (a generated forwarder), 2 posted when its
+/// guest half allows it (a generated forwarder), 3 posted by its hand-written guest half.
+#[proc_macro]
+pub fn posted_policies(input: TokenStream) -> TokenStream {
+    if !input.is_empty() {
+        return syn::Error::new(proc_macro2::Span::call_site(), "takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    match signatures::classified_functions().and_then(|c| expand::posted_policies(&c)) {
+        Ok(tokens) => tokens.into(),
         Err(e) => syn::Error::new(proc_macro2::Span::call_site(), e)
             .to_compile_error()
             .into(),

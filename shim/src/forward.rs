@@ -45,6 +45,11 @@ pub fn call_with<R>(
 /// # Errors
 /// [`crate::channel::HOST_GONE`] when the host is gone; with posting off, as [`call`].
 pub fn post(id: u32, encode: impl FnOnce(&mut Encoder<'_>)) -> CuResult {
+    debug_assert_ne!(
+        crate::posted::policy(id),
+        crate::posted::NEVER,
+        "call {id} is posted, but the call table says it never is (the host would refuse it)"
+    );
     if !crate::posted::enabled() {
         return call_with(id, encode, |_| Ok(()));
     }

@@ -58,24 +58,11 @@ pub fn enabled() -> bool {
     }
 }
 
-/// Generated forwarders posted whenever posting is on: they only enqueue work on a stream, take
-/// values only (handles, device addresses, sizes) and return nothing but the `CUresult`.
-const ALWAYS: &[u32] = &[
-    shim_macros::cuda_call_id!(cuEventRecord),
-    shim_macros::cuda_call_id!(cuEventRecord_ptsz),
-    shim_macros::cuda_call_id!(cuEventRecordWithFlags),
-    shim_macros::cuda_call_id!(cuEventRecordWithFlags_ptsz),
-    shim_macros::cuda_call_id!(cuStreamWaitEvent),
-    shim_macros::cuda_call_id!(cuStreamWaitEvent_ptsz),
-    shim_macros::cuda_call_id!(cuGraphLaunch),
-    shim_macros::cuda_call_id!(cuGraphLaunch_ptsz),
-    shim_macros::cuda_call_id!(cuMemFreeAsync),
-    shim_macros::cuda_call_id!(cuMemFreeAsync_ptsz),
-    shim_macros::cuda_call_id!(cuMemcpyDtoDAsync_v2),
-    shim_macros::cuda_call_id!(cuMemcpyDtoDAsync_v2_ptsz),
-];
-
-/// Generated forwarders posted only inside [`allowing`], where their handler decides:
+/// Every call's posting policy, indexed by wire call id, from the call table
+/// (`shim-macros/src/calls.rs`, `Posted`): [`ALWAYS`] for generated forwarders that only enqueue
+/// work on a stream, take values only and return nothing but the `CUresult` (event records and
+/// waits, graph launches, device-to-device copies, asynchronous frees); [`WHEN_ALLOWED`] for
+/// generated forwarders posted only inside [`allowing`], where their guest half decides:
 /// - the memsets (`handlers/memset.rs`), which know whether the destination is device memory
 ///   (posted) or pinned host memory (synchronous, as in CUDA);
 /// - function and kernel attribute sets (`handlers/cached.rs`): they return nothing but the
@@ -83,34 +70,24 @@ const ALWAYS: &[u32] = &[
 ///   reports the set's failure there); it only lets an identical repeated set be skipped. cuDNN
 ///   sets one on every kernel it compiles per decoded token; asked synchronously, each waited
 ///   behind the token's launches (78 µs on average on the H200).
-const WHEN_ALLOWED: &[u32] = &[
-    shim_macros::cuda_call_id!(cuFuncSetAttribute),
-    shim_macros::cuda_call_id!(cuKernelSetAttribute),
-    shim_macros::cuda_call_id!(cuMemsetD8_v2),
-    shim_macros::cuda_call_id!(cuMemsetD8_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD16_v2),
-    shim_macros::cuda_call_id!(cuMemsetD16_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD32_v2),
-    shim_macros::cuda_call_id!(cuMemsetD32_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD8Async),
-    shim_macros::cuda_call_id!(cuMemsetD8Async_ptsz),
-    shim_macros::cuda_call_id!(cuMemsetD16Async),
-    shim_macros::cuda_call_id!(cuMemsetD16Async_ptsz),
-    shim_macros::cuda_call_id!(cuMemsetD32Async),
-    shim_macros::cuda_call_id!(cuMemsetD32Async_ptsz),
-    shim_macros::cuda_call_id!(cuMemsetD2D8_v2),
-    shim_macros::cuda_call_id!(cuMemsetD2D8_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD2D16_v2),
-    shim_macros::cuda_call_id!(cuMemsetD2D16_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD2D32_v2),
-    shim_macros::cuda_call_id!(cuMemsetD2D32_v2_ptds),
-    shim_macros::cuda_call_id!(cuMemsetD2D8Async),
-    shim_macros::cuda_call_id!(cuMemsetD2D8Async_ptsz),
-    shim_macros::cuda_call_id!(cuMemsetD2D16Async),
-    shim_macros::cuda_call_id!(cuMemsetD2D16Async_ptsz),
-    shim_macros::cuda_call_id!(cuMemsetD2D32Async),
-    shim_macros::cuda_call_id!(cuMemsetD2D32Async_ptsz),
-];
+///
+/// [`BY_HANDLER`] calls (launches, stream-ordered copies) are posted by their hand-written halves.
+/// The host refuses a posted request for a call whose policy is [`NEVER`].
+pub const POLICY: [u8; crate::EXPORTED_FUNCTIONS.len()] = shim_macros::posted_policies!();
+/// Never posted.
+pub const NEVER: u8 = 0;
+/// Posted whenever posting is on.
+pub const ALWAYS: u8 = 1;
+/// Posted inside [`allowing`].
+pub const WHEN_ALLOWED: u8 = 2;
+/// Posted by its hand-written guest half.
+pub const BY_HANDLER: u8 = 3;
+
+/// The posting policy of call `id`.
+#[inline]
+pub fn policy(id: u32) -> u8 {
+    POLICY.get(id as usize).copied().unwrap_or(NEVER)
+}
 
 thread_local! {
     /// Set by [`allowing`] around one forwarder call.
@@ -129,9 +106,11 @@ pub fn allowing<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the generated forwarder with call id `id` may post now.
 pub fn forwarder_may_post(id: u32) -> bool {
-    enabled()
-        && (ALWAYS.contains(&id)
-            || (WHEN_ALLOWED.contains(&id) && ALLOWED.try_with(Cell::get).unwrap_or(false)))
+    match policy(id) {
+        ALWAYS => enabled(),
+        WHEN_ALLOWED => enabled() && ALLOWED.try_with(Cell::get).unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// Notes that this thread's current call was posted (the trace shows `-> posted`).
@@ -270,13 +249,21 @@ mod tests {
         }
         assert!(!forwarder_may_post(sync));
         assert!(!allowing(|| forwarder_may_post(sync)));
-        for id in ALWAYS.iter().chain(WHEN_ALLOWED) {
-            let name = crate::EXPORTED_FUNCTIONS[*id as usize];
-            assert!(
-                !name.contains("Synchronize") && !name.contains("Query"),
-                "{name}"
-            );
+        let mut posted = 0;
+        for (id, name) in crate::EXPORTED_FUNCTIONS.iter().enumerate() {
+            if policy(id as u32) != NEVER {
+                posted += 1;
+                assert!(
+                    !name.contains("Synchronize") && !name.contains("Query"),
+                    "{name}"
+                );
+            }
         }
+        assert!(posted > 30, "only {posted} calls may be posted");
+        assert_eq!(
+            policy(shim_macros::cuda_call_id!(cuLaunchKernel)),
+            BY_HANDLER
+        );
     }
 
     #[test]

@@ -105,15 +105,15 @@ pub fn unsupported(name: &'static str, reported: &AtomicBool) -> CuResult {
 
 /// The template: one `#[no_mangle]` export per driver function, of one of three kinds.
 ///
-/// - `kind: custom` (named in the `custom` list of `exports.rs`) calls
-///   `crate::handlers::<name>(params…)`, an `unsafe fn` returning `CuResult`.
+/// - `kind: custom` (a guest half in the call table, `shim-macros/src/calls.rs`) calls
+///   `crate::<guest module>::<name>(params…)`, an `unsafe fn` returning `CuResult`.
 /// - `kind: forwarded` (the classifier marshals every parameter) calls the generated
 ///   `crate::forward::generated::<name>(params…)`, which sends call `id` to the host; `marshal`
 ///   says how each parameter travels and is used by that forwarder, not here.
 /// - `kind: default` (neither) returns [`unsupported`].
 macro_rules! stub {
-    (kind: custom, name: $name:ident, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => {
-        #[doc = concat!("`", stringify!($name), "`: answered by `handlers::", stringify!($name), "`.")]
+    (kind: custom, name: $name:ident, guest: $($guest:ident)::+, params: ($($p:ident: $t:ty),*), ret: $ret:ty) => {
+        #[doc = concat!("`", stringify!($name), "`: answered by `", $(stringify!($guest), "::",)+ stringify!($name), "`.")]
         ///
         /// # Safety
         /// The caller upholds the CUDA driver API's contract for this function.
@@ -127,7 +127,7 @@ macro_rules! stub {
                 $( (&$crate::trace::Shown(&$p)).show(_out, stringify!($p)); )*
             }, || {
                 // SAFETY: the caller upholds the driver API contract, which the handler relies on.
-                unsafe { $crate::handlers::$name($($p),*) }
+                unsafe { $crate::$($guest)::+::$name($($p),*) }
             })
         }
     };

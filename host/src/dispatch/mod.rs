@@ -198,7 +198,16 @@ impl ThreadSession {
         if !(header.posted() && header.call.is_function() && self.greeted) {
             return self.handle_call(header, dec, response);
         }
-        let flow = self.handle_call(header, dec, response);
+        let flow = if posted::may_be_posted(header.call) {
+            self.handle_call(header, dec, response)
+        } else {
+            tracing::warn!(
+                call = header.call.0,
+                "refused a posted call that is never posted"
+            );
+            ResponseHeader::start(response, CUresult::CUDA_ERROR_INVALID_VALUE.0);
+            Flow::Continue
+        };
         let result = response
             .get(..4)
             .map_or(CUresult::CUDA_ERROR_UNKNOWN.0, |r| {

@@ -18,6 +18,17 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use protocol::{CallId, DeferredError, PostMark};
 
+/// Every call's posting policy, indexed by wire call id, from the call table
+/// (`shim-macros/src/calls.rs`); `0`: never posted.
+const POLICY: &[u8] = &shim_macros::posted_policies!();
+
+/// Whether call `call` may arrive posted. A guest that posts any other call (one with outputs,
+/// which a posted request never gets back) is refused: the call does not run and its failure is
+/// deferred like any posted call's.
+pub fn may_be_posted(call: CallId) -> bool {
+    POLICY.get(call.0 as usize).is_some_and(|&p| p != 0)
+}
+
 /// The first failed posted call since the last response, and how many failed after it.
 #[derive(Debug, Default)]
 pub struct DeferredErrors {

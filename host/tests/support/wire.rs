@@ -55,6 +55,15 @@ impl RawGuest {
         (header.result, rest)
     }
 
+    /// Sends `frame` posted: its header's flags become [`protocol::frame::FLAG_NO_REPLY`], and no
+    /// response comes.
+    #[allow(dead_code, reason = "not every test binary posts")]
+    pub fn post_raw(&mut self, frame: &[u8]) {
+        let mut frame = frame.to_vec();
+        RequestHeader::mark_posted(&mut frame);
+        self.channel.post(&frame).expect("transport");
+    }
+
     /// `cuMemAlloc_v2(&dptr, size)` as the generated marshalling sends it (the out-pointer's
     /// presence flag and value, then the size): the result and the device address (0 on failure).
     #[allow(dead_code, reason = "not every test binary allocates")]

@@ -274,7 +274,7 @@ fn set_attribute(
     {
         return Ok(());
     }
-    // Posted when posting is on (`posted::WHEN_ALLOWED`): a failure answers a later call.
+    // Posted when posting is on (the call table's `Posted::WhenAllowed`): a failure answers a later call.
     crate::posted::allowing(send)?;
     let posted = crate::posted::posted_so_far();
     cache::attributes_changed();

@@ -1,59 +1,31 @@
-//! Functions the shim answers with hand-written code (`custom` in `exports.rs`): local answers
-//! (error strings) and the guest halves of calls whose arguments the header cannot describe.
-//! Each is an `unsafe fn` with the exported function's parameters, returning `CuResult`.
+//! Functions the shim answers with hand-written code: local answers (error strings) and the
+//! guest halves of calls whose arguments the header cannot describe. The call table
+//! (`shim-macros/src/calls.rs`) names each one's module; the export calls
+//! `handlers::<module>::<name>`, an `unsafe fn` with the exported function's parameters returning
+//! `CuResult`. A half the table does not name is dead code, which the build refuses.
 
-mod arrays;
+pub(crate) mod arrays;
 pub(crate) mod cached;
-mod capture;
-mod context;
-mod device;
-mod device_caps;
-mod devices;
-mod errors;
-mod graph;
-mod host_register;
-mod hostfn;
+pub(crate) mod capture;
+pub(crate) mod context;
+pub(crate) mod device;
+pub(crate) mod device_caps;
+pub(crate) mod devices;
+pub(crate) mod errors;
+pub(crate) mod graph;
+pub(crate) mod host_register;
+pub(crate) mod hostfn;
 pub(crate) mod launch;
-mod library;
-mod link;
-mod memory;
-mod memset;
-mod module;
-mod occupancy;
-mod pointer;
-mod pool;
-mod profiler;
-mod staged;
-mod tensor_map;
-mod vmm;
-mod zero_copy;
-
-pub use crate::runtime_api::{
-    cuCtxDestroy, cuCtxDestroy_v2, cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2,
-    cuDriverGetVersion, cuGetExportTable, cuGetProcAddress, cuGetProcAddress_v2,
-};
-pub use cached::*;
-pub use capture::*;
-pub use context::*;
-pub use device::{cuDeviceGetName, cuDeviceGetPCIBusId};
-pub use device_caps::*;
-pub use devices::{cuDeviceGet, cuDeviceGetByPCIBusId, cuDeviceGetCount, cuInit};
-pub use errors::{cuGetErrorName, cuGetErrorString};
-pub use graph::*;
-pub use host_register::*;
-pub use hostfn::*;
-pub use launch::{
-    cuLaunchCooperativeKernel, cuLaunchCooperativeKernel_ptsz, cuLaunchKernel, cuLaunchKernelEx,
-    cuLaunchKernelEx_ptsz, cuLaunchKernel_ptsz,
-};
-pub use library::*;
-pub use link::*;
-pub use memory::*;
-pub use memset::*;
-pub use module::*;
-pub use occupancy::*;
-pub use pointer::*;
-pub use pool::*;
-pub use profiler::*;
-pub use tensor_map::*;
-pub use vmm::*;
+pub(crate) mod library;
+pub(crate) mod link;
+pub(crate) mod memory;
+pub(crate) mod memset;
+pub(crate) mod module;
+pub(crate) mod occupancy;
+pub(crate) mod pointer;
+pub(crate) mod pool;
+pub(crate) mod profiler;
+pub(crate) mod staged;
+pub(crate) mod tensor_map;
+pub(crate) mod vmm;
+pub(crate) mod zero_copy;

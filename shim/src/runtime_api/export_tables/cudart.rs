@@ -49,7 +49,7 @@ fn load(module: *mut CUmodule, image: *const c_void) -> CuResult {
         return Err(CuError::INVALID_VALUE);
     }
     // SAFETY: cudart passes a live wrapper or fatbin and a writable module slot.
-    unsafe { crate::handlers::cuModuleLoadFatBinary(module, image) }
+    unsafe { crate::handlers::module::cuModuleLoadFatBinary(module, image) }
 }
 
 fn refuse_extra(slot_name: &str, a: *mut c_void, b: *mut c_void) -> CuResult {

@@ -44,14 +44,14 @@ fn attribute(dev: CUdevice, attribute: CUdevice_attribute) -> CuResult<i32> {
 fn devices() -> CuResult<Vec<DeviceIds>> {
     let mut count = 0;
     // SAFETY: `count` is valid for one write.
-    unsafe { crate::handlers::cuDeviceGetCount(&mut count) }?;
+    unsafe { crate::handlers::devices::cuDeviceGetCount(&mut count) }?;
     (0..count)
         .map(|ordinal| {
             let mut dev: CUdevice = 0;
             let mut uuid = CUuuid { bytes: [0; 16] };
             // SAFETY: both out-pointers are valid for one write.
             unsafe {
-                crate::handlers::cuDeviceGet(&mut dev, ordinal)?;
+                crate::handlers::devices::cuDeviceGet(&mut dev, ordinal)?;
                 generated::cuDeviceGetUuid_v2(&mut uuid, dev)?;
             }
             Ok(DeviceIds {
