@@ -4,6 +4,8 @@
 //! - every `cuGetProcAddress_v2` request the observed cudart 13 stacks made is answered with the
 //!   address of the shim's own export of the symbol the real driver handed out (checked against
 //!   the committed probe output, parsed here independently of the generated table);
+//! - `cuGetErrorName`/`cuGetErrorString` give exactly the observed driver's name and string for
+//!   all 101 codes of `errstrings-580.159.04.tsv`, and an unknown code gets INVALID_VALUE and NULL;
 //! - every table they asked `cuGetExportTable` for is served with the real driver's first word;
 //! - context-local storage put/get/delete through the table's slots;
 //! - an unknown UUID logs one line naming it (child process);
@@ -265,6 +267,45 @@ fn bad_lookups_are_refused_cleanly() {
     // SAFETY: NULL symbol is refused before use.
     let r = unsafe { v2(std::ptr::null(), &mut pfn, 13000, 0, &mut status) };
     assert_eq!(r, CUDA_ERROR_INVALID_VALUE);
+}
+
+type GetErrorText = unsafe extern "C" fn(c_int, *mut *const c_char) -> c_int;
+
+/// The observed file itself (not the repository's copy): `code<TAB>name<TAB>string` per line.
+#[test]
+fn error_names_and_strings_are_the_observed_drivers() {
+    let path = observed_dir().join("errstrings-580.159.04.tsv");
+    let text = std::fs::read_to_string(&path).expect("the observed error strings");
+    // SAFETY: the exports have this signature.
+    let (name, string): (GetErrorText, GetErrorText) = unsafe {
+        (
+            shim().function("cuGetErrorName"),
+            shim().function("cuGetErrorString"),
+        )
+    };
+    let ask = |f: GetErrorText, code: c_int| {
+        let mut out: *const c_char = c"untouched".as_ptr();
+        // SAFETY: a valid out-pointer.
+        let r = unsafe { f(code, &mut out) };
+        // SAFETY: the shim stores NULL or a static NUL-terminated string.
+        let text =
+            (!out.is_null()).then(|| unsafe { CStr::from_ptr(out) }.to_str().map(str::to_owned));
+        (r, text)
+    };
+    let mut codes = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 3, "{line:?}");
+        let code: c_int = f[0].parse().expect("code");
+        assert_eq!(ask(name, code), (CUDA_SUCCESS, Some(Ok(f[1].to_owned()))));
+        assert_eq!(ask(string, code), (CUDA_SUCCESS, Some(Ok(f[2].to_owned()))));
+        codes += 1;
+    }
+    assert_eq!(codes, 101);
+    for unknown in [9, 1000, 123_456] {
+        assert_eq!(ask(name, unknown), (CUDA_ERROR_INVALID_VALUE, None));
+        assert_eq!(ask(string, unknown), (CUDA_ERROR_INVALID_VALUE, None));
+    }
 }
 
 /// `EXPORT <uuid> r=<r> first=<word>` lines of the observed logs.
