@@ -3,7 +3,8 @@
 # step has its own time limit and writes its own file under $OUT, so a call that runs out of time
 # still brings back what finished:
 #   suite    SUITE_QUICK=1 scripts/gpu-suite.sh (the programs' rows, forged_handles)  summary.md
-#   stacks   scripts/gpu-stacks.sh (nvcc, PyTorch, CuPy, Triton, JAX, NVML)          stacks.md
+#   stacks   scripts/gpu-stacks.sh, the issue-5 rows over shm only (nvcc, PyTorch, CuPy, Triton,
+#            JAX, NVML; STACKS_ONLY picks others)                                   stacks.md
 #   copy     the streaming-copy microbenchmark (.gpu-artifacts/shim-unit-tests)     streaming.txt
 #   ab       scripts/gpu-ab.sh, PyTorch decode, this build against .gpu-artifacts/base ab.md
 #   loads    llama-bench pp512 traced through vgpu: module images and load durations loads.txt
@@ -11,15 +12,18 @@
 # T_LOADS (seconds) bound the longer steps.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "${ROOT}"
+cd "${ROOT}" || exit 2
 A=.gpu-artifacts
 O="${OUT:-check-out}"; mkdir -p "$O"
 STEPS="${STEPS:-suite,copy,stacks,ab,loads}"
 step() { echo "== $1 ($(date -u +%T))" | tee -a "$O/check.log"; }
+# The stacks rows that fit the step's time over shm (gpu-stacks.sh alone runs them all, over TCP too).
+CHECK_STACKS='nvcc_vecadd_*,nvcc_sgemm_*,nvcc_streams_*,nvcc_graph_*,torch,cupy,triton,jax,nvml'
 for s in ${STEPS//,/ }; do
     case "$s" in
         suite) step suite; SUITE_QUICK=1 timeout "${T_SUITE:-80}" bash scripts/gpu-suite.sh --timeout 40 --out "$O" >> "$O/check.log" 2>&1 ;;
-        stacks) step stacks; STACKS_TIMEOUT=50 OUT="$O" timeout "${T_STACKS:-130}" bash scripts/gpu-stacks.sh >> "$O/check.log" 2>&1 ;;
+        stacks) step stacks; STACKS_TIMEOUT=50 STACKS_MODES=shm STACKS_ONLY="${STACKS_ONLY:-$CHECK_STACKS}" OUT="$O" \
+            timeout "${T_STACKS:-130}" bash scripts/gpu-stacks.sh >> "$O/check.log" 2>&1 ;;
         copy) step copy; timeout 15 "$A/shim-unit-tests" streaming_copy --ignored --nocapture 2>&1 | grep GB/s > "$O/streaming.txt" ;;
         ab) step ab; OUT="$O" ROUNDS=1 timeout "${T_AB:-110}" bash scripts/gpu-ab.sh --reps 1 --sections torch --only "PyTorch decode" >> "$O/check.log" 2>&1 ;;
         loads)
@@ -47,4 +51,4 @@ for s in ${STEPS//,/ }; do
             ;;
     esac
 done
-step done
+step "done"

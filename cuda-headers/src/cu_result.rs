@@ -20,7 +20,8 @@ const _: () = assert!(std::mem::size_of::<CuResult>() == std::mem::size_of::<CUr
 const _: () = assert!(std::mem::size_of::<CuError>() == std::mem::size_of::<CUresult>());
 
 // One named constant per non-zero code of `cuda.h` (`CuError::INVALID_VALUE`, …), generated from
-// the same enumerators as `crate::results`.
+// its `CUresult` enumerators; `every_code_has_its_named_constant` checks them against the
+// driver's own table (`crate::results`).
 include!("generated/errors.rs");
 
 impl CuError {
@@ -44,7 +45,8 @@ impl CuError {
         CUresult(self.0.get())
     }
 
-    /// The enumerator's name, e.g. `CUDA_ERROR_NOT_SUPPORTED`, if `cuda.h` defines the code.
+    /// The code's name as the driver gives it, e.g. `CUDA_ERROR_NOT_SUPPORTED`, if the driver
+    /// names the code (`crate::results`).
     pub fn name(self) -> Option<&'static str> {
         crate::results::lookup(self.0.get()).and_then(|r| r.name.to_str().ok())
     }
@@ -116,12 +118,24 @@ mod tests {
             CuError::HOST_MEMORY_NOT_REGISTERED.name(),
             Some("CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED")
         );
+        // Each constant's doc line reads "/// `CUDA_ERROR_X` (code): …": the header's enumerators
+        // and the driver's table must name the same codes the same way.
         let source = include_str!("generated/errors.rs");
-        let named = source.matches("pub const ").count();
-        let non_zero = crate::results::RESULT_CODES
+        let from_header: Vec<(u32, &str)> = source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("/// `"))
+            .map(|l| {
+                let (name, rest) = l.split_once("` (").expect("name");
+                let (code, _) = rest.split_once(')').expect("code");
+                (code.parse().expect("numeric code"), name)
+            })
+            .collect();
+        assert_eq!(from_header.len(), source.matches("pub const ").count());
+        let from_driver: Vec<(u32, &str)> = crate::results::RESULT_CODES
             .iter()
             .filter(|r| r.code != 0)
-            .count();
-        assert_eq!(named, non_zero);
+            .map(|r| (r.code, r.name.to_str().expect("ASCII")))
+            .collect();
+        assert_eq!(from_header, from_driver);
     }
 }

@@ -4,7 +4,9 @@
 //! - `src/generated/cuda.rs` (re-exported at the crate root): every type, and every driver
 //!   function in one sorted `extern "system"` block: the list the shim macros expand.
 //! - [`supplement`]: the few exports that no header declares.
-//! - [`results`]: `CUresult` names and descriptions; [`versions`]: `cuGetProcAddress` version data.
+//! - [`results`]: the `CUresult` names and strings as the real driver gives them, parsed at compile
+//!   time from the table read on the GPU machine (`probe/errstrings-580.159.04.tsv`);
+//!   [`versions`]: `cuGetProcAddress` version data.
 //! - [`proc_address`]: the real driver's `cuGetProcAddress_v2` answers, probed on the GPU machine.
 //!
 //! The `extern` declarations are never called from Rust (nothing links the real driver here); they

@@ -179,7 +179,7 @@ impl<T> ShowOpaque for &Shown<'_, T> {
     }
 }
 
-/// The name of a result code, or its number when `cuda.h` does not define it.
+/// The name of a result code, or its number when the driver does not name it.
 pub fn result_name(code: CUresult) -> String {
     cuda_headers::results::lookup(code.0)
         .and_then(|r| r.name.to_str().ok())

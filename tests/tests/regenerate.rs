@@ -48,7 +48,7 @@ fn regeneration_reproduces_the_committed_files() {
     let generated = generate(&source).unwrap_or_else(|e| {
         panic!("generation failed: {e} (libclang-dev and rustfmt must be installed)")
     });
-    assert_eq!(generated.files.len(), 4);
+    assert_eq!(generated.files.len(), 3);
     for (name, contents) in &generated.files {
         let path = committed_dir().join(name);
         let committed =

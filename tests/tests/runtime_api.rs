@@ -4,6 +4,10 @@
 //! - every `cuGetProcAddress_v2` request the observed cudart 13 stacks made is answered with the
 //!   address of the shim's own export of the symbol the real driver handed out (checked against
 //!   the committed probe output, parsed here independently of the generated table);
+//! - a name the driver does not know gets `CUDA_SUCCESS`, NULL and SYMBOL_NOT_FOUND, as the
+//!   probed driver answered;
+//! - `cuGetErrorName`/`cuGetErrorString` give exactly the observed driver's name and string for
+//!   all 101 codes of `errstrings-580.159.04.tsv`, and an unknown code gets INVALID_VALUE and NULL;
 //! - every table they asked `cuGetExportTable` for is served with the real driver's first word;
 //! - context-local storage put/get/delete through the table's slots;
 //! - an unknown UUID logs one line naming it (child process);
@@ -135,8 +139,9 @@ fn observed_logs() -> Vec<(String, String)> {
     logs
 }
 
-/// `GPA2 <name> ver=<v> flags=<f> …` → (name, version, flags); the name may be empty.
-fn requests(log: &str) -> Vec<(String, i32, u64)> {
+/// `GPA2 <name> ver=<v> flags=<f> r=<r> …` → (name, version, flags, the driver's result); the
+/// name may be empty.
+fn requests(log: &str) -> Vec<(String, i32, u64, c_int)> {
     log.lines()
         .filter_map(|line| line.strip_prefix("GPA2 "))
         .map(|rest| {
@@ -151,6 +156,7 @@ fn requests(log: &str) -> Vec<(String, i32, u64)> {
                 name.to_owned(),
                 field("ver=").parse().expect("version"),
                 field("flags=").parse().expect("flags"),
+                field("r=").parse().expect("result"),
             )
         })
         .collect()
@@ -206,7 +212,7 @@ fn every_observed_lookup_gets_the_shims_own_export_of_the_drivers_symbol() {
     for (file, log) in observed_logs() {
         let requests = requests(&log);
         assert!(requests.len() > 400, "{file}: {} requests", requests.len());
-        for (name, version, flags) in requests {
+        for (name, version, flags, driver_result) in requests {
             let c = CString::new(name.clone()).expect("name");
             let mut pfn: *mut c_void = std::ptr::null_mut();
             let mut status: c_int = -1;
@@ -216,6 +222,7 @@ fn every_observed_lookup_gets_the_shims_own_export_of_the_drivers_symbol() {
             // SAFETY: as above, without a status.
             let r_v1 = unsafe { v1(c.as_ptr(), &mut pfn_v1, version, flags) };
             assert_eq!((r, pfn), (r_v1, pfn_v1), "v1 and v2 agree for {name}");
+            assert_eq!(r, driver_result, "{name:?} v{version}: the driver's result");
             match expected(&table, &name, version, flags) {
                 Some(Some(symbol)) => {
                     assert_eq!((r, status), (CUDA_SUCCESS, 0), "{name} {version} {flags}");
@@ -234,14 +241,53 @@ fn every_observed_lookup_gets_the_shims_own_export_of_the_drivers_symbol() {
                 None => {
                     assert_eq!(
                         (r, status, pfn),
-                        (CUDA_ERROR_NOT_FOUND, 1, std::ptr::null_mut()),
-                        "{name:?} is unknown to the driver"
+                        (CUDA_SUCCESS, 1, std::ptr::null_mut()),
+                        "{name:?} is unknown to the driver: NULL and SYMBOL_NOT_FOUND"
                     );
                 }
             }
         }
     }
     assert!(checked > 1200, "only {checked} lookups resolved");
+}
+
+/// What the probed driver answered for the names its lookup lacked (`cuEGLApiInit 0 2000 -1/0` in
+/// the probe) and for cudart's `""` (`r=0` in the logs): `CUDA_SUCCESS`, NULL, SYMBOL_NOT_FOUND,
+/// through both entry points, before any host exists.
+#[test]
+fn unknown_names_get_success_and_null() {
+    // SAFETY: the exports have these C signatures.
+    let (v2, v1): (GetProcAddressV2, GetProcAddress) = unsafe {
+        (
+            shim().function("cuGetProcAddress_v2"),
+            shim().function("cuGetProcAddress"),
+        )
+    };
+    for name in [c"cuNoSuchThing", c"", c"cuEGLApiInit", c"cuMemGetAttribute"] {
+        for flags in 0..=2 {
+            let mut pfn: *mut c_void = std::ptr::dangling_mut::<c_void>();
+            let mut status: c_int = 0;
+            // SAFETY: valid string and out-pointers.
+            let r = unsafe { v2(name.as_ptr(), &mut pfn, 13000, flags, &mut status) };
+            assert_eq!(
+                (r, status, pfn),
+                (CUDA_SUCCESS, 1, std::ptr::null_mut()),
+                "{name:?} flags {flags}"
+            );
+            let mut pfn: *mut c_void = std::ptr::dangling_mut::<c_void>();
+            // SAFETY: as above, without a status.
+            let r = unsafe { v1(name.as_ptr(), &mut pfn, 13000, flags) };
+            assert_eq!((r, pfn), (CUDA_SUCCESS, std::ptr::null_mut()), "{name:?}");
+        }
+    }
+    let mut pfn: *mut c_void = std::ptr::dangling_mut::<c_void>();
+    // SAFETY: valid arguments; a NULL status is allowed (cudart passes NULL).
+    let r = unsafe { v2(c"".as_ptr(), &mut pfn, 0, 0, std::ptr::null_mut()) };
+    assert_eq!(
+        (r, pfn),
+        (CUDA_SUCCESS, std::ptr::null_mut()),
+        "cudart's first lookup"
+    );
 }
 
 #[test]
@@ -253,18 +299,51 @@ fn bad_lookups_are_refused_cleanly() {
     let r = unsafe { v2(c"cuInit".as_ptr(), &mut pfn, 13000, 7, std::ptr::null_mut()) };
     assert_eq!(r, CUDA_ERROR_INVALID_VALUE, "flags 7");
     let mut status = -1;
-    // SAFETY: valid arguments.
-    let r = unsafe { v2(c"cuNoSuchThing".as_ptr(), &mut pfn, 13000, 0, &mut status) };
-    assert_eq!(
-        (r, status, pfn),
-        (CUDA_ERROR_NOT_FOUND, 1, std::ptr::null_mut())
-    );
     // SAFETY: valid arguments: cuArrayGetPlane appeared in 11.2.
     let r = unsafe { v2(c"cuArrayGetPlane".as_ptr(), &mut pfn, 11000, 0, &mut status) };
     assert_eq!((r, status, pfn), (CUDA_SUCCESS, 2, std::ptr::null_mut()));
     // SAFETY: NULL symbol is refused before use.
     let r = unsafe { v2(std::ptr::null(), &mut pfn, 13000, 0, &mut status) };
     assert_eq!(r, CUDA_ERROR_INVALID_VALUE);
+}
+
+type GetErrorText = unsafe extern "C" fn(c_int, *mut *const c_char) -> c_int;
+
+/// The observed file itself (not the repository's copy): `code<TAB>name<TAB>string` per line.
+#[test]
+fn error_names_and_strings_are_the_observed_drivers() {
+    let path = observed_dir().join("errstrings-580.159.04.tsv");
+    let text = std::fs::read_to_string(&path).expect("the observed error strings");
+    // SAFETY: the exports have this signature.
+    let (name, string): (GetErrorText, GetErrorText) = unsafe {
+        (
+            shim().function("cuGetErrorName"),
+            shim().function("cuGetErrorString"),
+        )
+    };
+    let ask = |f: GetErrorText, code: c_int| {
+        let mut out: *const c_char = c"untouched".as_ptr();
+        // SAFETY: a valid out-pointer.
+        let r = unsafe { f(code, &mut out) };
+        // SAFETY: the shim stores NULL or a static NUL-terminated string.
+        let text =
+            (!out.is_null()).then(|| unsafe { CStr::from_ptr(out) }.to_str().map(str::to_owned));
+        (r, text)
+    };
+    let mut codes = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 3, "{line:?}");
+        let code: c_int = f[0].parse().expect("code");
+        assert_eq!(ask(name, code), (CUDA_SUCCESS, Some(Ok(f[1].to_owned()))));
+        assert_eq!(ask(string, code), (CUDA_SUCCESS, Some(Ok(f[2].to_owned()))));
+        codes += 1;
+    }
+    assert_eq!(codes, 101);
+    for unknown in [9, 1000, 123_456] {
+        assert_eq!(ask(name, unknown), (CUDA_ERROR_INVALID_VALUE, None));
+        assert_eq!(ask(string, unknown), (CUDA_ERROR_INVALID_VALUE, None));
+    }
 }
 
 /// `EXPORT <uuid> r=<r> first=<word>` lines of the observed logs.

@@ -89,10 +89,6 @@ pub fn generate(source: &HeaderSource) -> Result<Generated, GenerateError> {
         files: vec![
             ("cuda.rs", render::signature_file(&merged, &provenance)?),
             (
-                "results.rs",
-                render::data_file(&tables::render_results(&results), &provenance)?,
-            ),
-            (
                 "errors.rs",
                 render::data_file(&tables::render_errors(&results), &provenance)?,
             ),

@@ -170,20 +170,21 @@ pub fn parse(text: &str) -> Result<Probe, GenerateError> {
     })
 }
 
-/// The `CUresult` that every VERSION_NOT_SUFFICIENT answer of the probe carried (the driver's
-/// answer for a version below a symbol's first breakpoint).
-fn version_not_sufficient_result(probe: &Probe) -> Result<u32, GenerateError> {
+/// The `CUresult` that every NULL answer of the probe with `status` carried: the driver's answer
+/// for a version below a symbol's first breakpoint (status 2, VERSION_NOT_SUFFICIENT) and for a
+/// name its lookup does not know (status 1, SYMBOL_NOT_FOUND).
+fn null_result(probe: &Probe, status: u32, what: &str) -> Result<u32, GenerateError> {
     let mut seen = probe.breakpoints.iter().filter_map(|b| match b.answer {
-        ProbedAnswer::Null { status: 2, result } => Some(result),
+        ProbedAnswer::Null { status: s, result } if s == status => Some(result),
         _ => None,
     });
-    let first = seen.next().ok_or_else(|| {
-        GenerateError::Output("no VERSION_NOT_SUFFICIENT answer in the probe".into())
-    })?;
+    let first = seen
+        .next()
+        .ok_or_else(|| GenerateError::Output(format!("no {what} answer in the probe")))?;
     if seen.any(|r| r != first) {
-        return Err(GenerateError::Output(
-            "VERSION_NOT_SUFFICIENT answers carry different CUresults".into(),
-        ));
+        return Err(GenerateError::Output(format!(
+            "{what} answers carry different CUresults"
+        )));
     }
     Ok(first)
 }
@@ -220,10 +221,17 @@ pub struct Breakpoint {
     pub answer: Answer,
 }
 
+/// What the probed driver answered for the names its lookup did not know (exported names such as
+/// `cuEGLApiInit`): NULL, SYMBOL_NOT_FOUND and [`SYMBOL_NOT_FOUND_RESULT`]. The answer for any
+/// name the probe never saw.
+pub const UNKNOWN_NAME: Answer = Answer::NotFound {
+    result: SYMBOL_NOT_FOUND_RESULT,
+};
+
 /// The answer for `name` asked with `version` and `flags`; `None` when the probe never saw the
-/// name or `flags` is not 0, 1 or 2. The last breakpoint with `from_version <= version` holds; a
-/// version below the first breakpoint gets that breakpoint's NULL answer if it has one, and
-/// otherwise VERSION_NOT_SUFFICIENT.
+/// name (see [`UNKNOWN_NAME`]) or `flags` is not 0, 1 or 2. The last breakpoint with
+/// `from_version <= version` holds; a version below the first breakpoint gets that breakpoint's
+/// NULL answer if it has one, and otherwise VERSION_NOT_SUFFICIENT.
 pub fn resolve(name: &str, version: i32, flags: u64) -> Option<Answer> {
     let start = BREAKPOINTS.partition_point(|b| (b.name, b.flag) < (name, flags));
     let end = BREAKPOINTS.partition_point(|b| (b.name, b.flag) <= (name, flags));
@@ -259,7 +267,8 @@ fn render_answer(answer: &ProbedAnswer) -> String {
 /// # Errors
 /// [`GenerateError::Output`] for inconsistent data, [`GenerateError::Rustfmt`].
 pub fn render(probe: &Probe, source: &str) -> Result<String, GenerateError> {
-    let vns = version_not_sufficient_result(probe)?;
+    let vns = null_result(probe, 2, "VERSION_NOT_SUFFICIENT")?;
+    let snf = null_result(probe, 1, "SYMBOL_NOT_FOUND")?;
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -270,6 +279,11 @@ pub fn render(probe: &Probe, source: &str) -> Result<String, GenerateError> {
         body,
         "/// The `CUresult` the probed driver returns with VERSION_NOT_SUFFICIENT.\n\
          pub const VERSION_NOT_SUFFICIENT_RESULT: u32 = {vns};"
+    );
+    let _ = writeln!(
+        body,
+        "/// The `CUresult` the probed driver returns with SYMBOL_NOT_FOUND.\n\
+         pub const SYMBOL_NOT_FOUND_RESULT: u32 = {snf};"
     );
     body.push_str(TEMPLATE);
     body.push_str(
@@ -320,9 +334,9 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "driver 13000\npass before-init\n\
-        cuB 0 2000 -2/0\ncuB 0 11020 cuB\ncuA 0 2000 cuA\ncuA 0 3020 cuA_v2\n\
+        cuB 0 2000 -2/0\ncuB 0 11020 cuB\ncuA 0 2000 cuA\ncuA 0 3020 cuA_v2\ncuC 0 2000 -1/0\n\
         cuInit 0\npass after-init\n\
-        cuB 0 2000 -2/0\ncuB 0 11020 cuB\ncuA 0 2000 cuA\ncuA 0 3020 cuA_v2\n";
+        cuB 0 2000 -2/0\ncuB 0 11020 cuB\ncuA 0 2000 cuA\ncuA 0 3020 cuA_v2\ncuC 0 2000 -1/0\n";
 
     #[test]
     fn parses_and_sorts_breakpoints() {
@@ -335,7 +349,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("cuA", 2000), ("cuA", 3020), ("cuB", 2000), ("cuB", 11020)]
+            [
+                ("cuA", 2000),
+                ("cuA", 3020),
+                ("cuB", 2000),
+                ("cuB", 11020),
+                ("cuC", 2000)
+            ]
         );
         assert_eq!(
             probe.breakpoints[2].answer,
@@ -391,5 +411,12 @@ mod tests {
         assert!(a < b);
         assert!(out.contains("Answer::VersionNotSufficient { result: 0 }"));
         assert!(out.contains("pub const PROBED_DRIVER_VERSION: i32 = 13000;"));
+        assert!(out.contains("pub const SYMBOL_NOT_FOUND_RESULT: u32 = 0;"));
+        let without_not_found = SAMPLE.replace("cuC 0 2000 -1/0\n", "");
+        let refused = render(&parse(&without_not_found).expect("valid"), "sample.txt");
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("no SYMBOL_NOT_FOUND answer"));
     }
 }

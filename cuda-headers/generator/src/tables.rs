@@ -99,7 +99,8 @@ pub fn render_versions(versions: &[ProcVersion]) -> String {
     out
 }
 
-/// One `CUresult` code with its name and a description from the header's doc comment.
+/// One `CUresult` enumerator with its name and a description from the header's doc comment (for
+/// the constants' docs; what the driver itself answers is `cuda-headers/probe/errstrings-*.tsv`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultCode {
     /// The numeric value.
@@ -187,20 +188,6 @@ fn first_sentence(doc: &str) -> String {
     } else {
         sentence.to_owned()
     }
-}
-
-/// Renders the `CUresult` table as the body of `cuda-headers/src/generated/results.rs`.
-pub fn render_results(codes: &[ResultCode]) -> String {
-    let mut out = String::from("pub static RESULT_CODES: &[ResultCode] = &[\n");
-    for c in codes {
-        let _ = writeln!(
-            out,
-            "    ResultCode {{\n        code: {},\n        name: c{:?},\n        description: c{:?},\n    }},",
-            c.code, c.name, c.description
-        );
-    }
-    out.push_str("];\n");
-    out
 }
 
 /// Renders one named constant per non-zero `CUresult` code as the body of

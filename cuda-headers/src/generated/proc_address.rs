@@ -7,6 +7,8 @@
 pub const PROBED_DRIVER_VERSION: i32 = 13000;
 /// The `CUresult` the probed driver returns with VERSION_NOT_SUFFICIENT.
 pub const VERSION_NOT_SUFFICIENT_RESULT: u32 = 0;
+/// The `CUresult` the probed driver returns with SYMBOL_NOT_FOUND.
+pub const SYMBOL_NOT_FOUND_RESULT: u32 = 0;
 
 /// What the driver hands out from one breakpoint on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +40,17 @@ pub struct Breakpoint {
     pub answer: Answer,
 }
 
+/// What the probed driver answered for the names its lookup did not know (exported names such as
+/// `cuEGLApiInit`): NULL, SYMBOL_NOT_FOUND and [`SYMBOL_NOT_FOUND_RESULT`]. The answer for any
+/// name the probe never saw.
+pub const UNKNOWN_NAME: Answer = Answer::NotFound {
+    result: SYMBOL_NOT_FOUND_RESULT,
+};
+
 /// The answer for `name` asked with `version` and `flags`; `None` when the probe never saw the
-/// name or `flags` is not 0, 1 or 2. The last breakpoint with `from_version <= version` holds; a
-/// version below the first breakpoint gets that breakpoint's NULL answer if it has one, and
-/// otherwise VERSION_NOT_SUFFICIENT.
+/// name (see [`UNKNOWN_NAME`]) or `flags` is not 0, 1 or 2. The last breakpoint with
+/// `from_version <= version` holds; a version below the first breakpoint gets that breakpoint's
+/// NULL answer if it has one, and otherwise VERSION_NOT_SUFFICIENT.
 pub fn resolve(name: &str, version: i32, flags: u64) -> Option<Answer> {
     let start = BREAKPOINTS.partition_point(|b| (b.name, b.flag) < (name, flags));
     let end = BREAKPOINTS.partition_point(|b| (b.name, b.flag) <= (name, flags));

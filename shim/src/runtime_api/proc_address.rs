@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::{Mutex, OnceLock};
 
-use cuda_headers::proc_address::{resolve, Answer};
+use cuda_headers::proc_address::{resolve, Answer, SYMBOL_NOT_FOUND_RESULT, UNKNOWN_NAME};
 use cuda_headers::CuResult;
 use cuda_headers::{cu_result, cuuint64_t, CUdriverProcAddressQueryResult, CUresult, CuError};
 
@@ -73,17 +73,34 @@ pub fn own_symbol(symbol: &'static str) -> Option<usize> {
     Some(address)
 }
 
-fn null(status: CUdriverProcAddressQueryResult, result: CUresult) -> Lookup {
-    Lookup::Null { status, result }
+fn null(status: CUdriverProcAddressQueryResult, result: u32) -> Lookup {
+    Lookup::Null {
+        status,
+        result: CUresult(result),
+    }
+}
+
+/// NULL with SYMBOL_NOT_FOUND and `result`.
+fn not_found(result: u32) -> Lookup {
+    null(
+        CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
+        result,
+    )
 }
 
 /// Answers one request the way the probed driver did, with `find` giving the address of an
 /// exported symbol.
 ///
-/// - flags other than 0, 1, 2: `CUDA_ERROR_INVALID_VALUE`;
-/// - a name the driver never answered: `CUDA_ERROR_NOT_FOUND` and `SYMBOL_NOT_FOUND`;
+/// - flags other than 0, 1, 2: `CUDA_ERROR_INVALID_VALUE` (never observed; see
+///   docs/runtime-api.md);
+/// - a name the probed table does not hold (also `""`): the driver's answer for the names its
+///   lookup lacked, [`UNKNOWN_NAME`]: NULL, SYMBOL_NOT_FOUND and `CUDA_SUCCESS`;
 /// - otherwise the table's answer, including its NULL answers with the driver's own result code
 ///   (the probed driver returns `CUDA_SUCCESS` with VERSION_NOT_SUFFICIENT).
+///
+/// A symbol the table names that the shim does not export (a build out of step with its table;
+/// a unit test rules it out) is logged and answered as an unknown name: the caller sees a driver
+/// without that function rather than an error it never gets from a real driver.
 pub fn lookup(
     name: &[u8],
     version: i32,
@@ -93,19 +110,13 @@ pub fn lookup(
     if flags > 2 {
         return null(
             CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
-            CUresult::CUDA_ERROR_INVALID_VALUE,
+            CUresult::CUDA_ERROR_INVALID_VALUE.0,
         );
     }
-    let not_found = null(
-        CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
-        CUresult::CUDA_ERROR_NOT_FOUND,
-    );
-    let Some(answer) = std::str::from_utf8(name)
+    let answer = std::str::from_utf8(name)
         .ok()
         .and_then(|n| resolve(n, version, flags))
-    else {
-        return not_found;
-    };
+        .unwrap_or(UNKNOWN_NAME);
     match answer {
         Answer::Symbol(symbol) => match find(symbol) {
             Some(address) => Lookup::Found { symbol, address },
@@ -114,16 +125,13 @@ pub fn lookup(
                     Level::Error,
                     "cuGetProcAddress: the shim does not export {symbol}"
                 );
-                not_found
+                not_found(SYMBOL_NOT_FOUND_RESULT)
             }
         },
-        Answer::NotFound { result } => null(
-            CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
-            CUresult(result),
-        ),
+        Answer::NotFound { result } => not_found(result),
         Answer::VersionNotSufficient { result } => null(
             CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT,
-            CUresult(result),
+            result,
         ),
     }
 }
@@ -181,8 +189,9 @@ unsafe fn get_proc_address(
 /// valid for one write.
 ///
 /// # Errors
-/// `CUDA_ERROR_INVALID_VALUE` for NULL arguments or unknown flags, `CUDA_ERROR_NOT_FOUND` for a
-/// name the driver does not know; NULL answers carry the probed driver's result.
+/// `CUDA_ERROR_INVALID_VALUE` for NULL arguments or unknown flags. A name the driver does not
+/// know is not an error: `*pfn` is NULL and `*symbolStatus` SYMBOL_NOT_FOUND, as the probed
+/// driver answers; other NULL answers carry the probed driver's result too.
 pub unsafe fn cuGetProcAddress_v2(
     symbol: *const c_char,
     pfn: *mut *mut c_void,
@@ -275,12 +284,20 @@ mod tests {
             },
             "below the first breakpoint"
         );
+        for name in [&b"cuNoSuchFunction"[..], b"", b"cuEGLApiInit", b"\xff"] {
+            assert_eq!(
+                lookup(name, 13000, 0, fake),
+                Lookup::Null {
+                    status: CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
+                    result: CUresult::CUDA_SUCCESS
+                },
+                "{name:?}: as the probed driver answers the names it lacks"
+            );
+        }
         assert_eq!(
+            lookup(b"cuMemAlloc", 13000, 0, |_| None),
             lookup(b"cuNoSuchFunction", 13000, 0, fake),
-            Lookup::Null {
-                status: CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
-                result: CUresult::CUDA_ERROR_NOT_FOUND
-            }
+            "a symbol the shim lacks is answered as an unknown name"
         );
         assert!(matches!(
             lookup(b"cuInit", 13000, 3, fake),
@@ -301,6 +318,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_name_writes_null_and_symbol_not_found() {
+        let mut pfn: *mut c_void = std::ptr::dangling_mut();
+        let mut status = CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SUCCESS;
+        // SAFETY: a NUL-terminated name and valid out-pointers.
+        let r = unsafe {
+            cuGetProcAddress_v2(
+                c"cuNoSuchFunction".as_ptr(),
+                &mut pfn,
+                13000,
+                0,
+                &mut status,
+            )
+        };
+        assert_eq!(r, Ok(()));
+        assert!(pfn.is_null());
+        assert_eq!(
+            status,
+            CUdriverProcAddressQueryResult::CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND
+        );
     }
 
     #[test]
