@@ -150,7 +150,7 @@ pub const CALLS: &[Call] = &[
     ),
     // Pinned host memory lives in the region; these halves send other calls.
     Call::guest(
-        "handlers::memory",
+        "handlers::memory::host_alloc",
         &["cuMemAllocHost", "cuMemAllocHost_v2", "cuMemHostGetFlags"],
     ),
     Call::guest(
@@ -281,18 +281,18 @@ pub const CALLS: &[Call] = &[
     ),
     // Copies: host pointers never reach the host; bytes travel inline, staged or zero-copy.
     Call::both(
-        "handlers::memory",
+        "handlers::memory::linear",
         "memory::htod",
         &["cuMemcpyHtoD_v2", "cuMemcpyHtoD_v2_ptds"],
     ),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::linear",
         "memory::htod",
         &["cuMemcpyHtoDAsync_v2", "cuMemcpyHtoDAsync_v2_ptsz"],
     )
     .posted(Posted::ByHandler),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::linear",
         "memory::dtoh",
         &[
             "cuMemcpyDtoH_v2",
@@ -302,18 +302,18 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::unified",
         "memory::unified",
         &["cuMemcpy", "cuMemcpy_ptds"],
     ),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::unified",
         "memory::unified",
         &["cuMemcpyAsync", "cuMemcpyAsync_ptsz"],
     )
     .posted(Posted::ByHandler),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::pitched",
         "memory::copy_2d",
         &[
             "cuMemcpy2D_v2",
@@ -325,7 +325,7 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::pitched",
         "memory::copy_3d",
         &[
             "cuMemcpy3D_v2",
@@ -335,7 +335,7 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::memory",
+        "handlers::memory::attributes",
         "memory::pointer_attribute",
         &["cuPointerGetAttribute"],
     ),
@@ -344,8 +344,16 @@ pub const CALLS: &[Call] = &[
         "pointer::attributes",
         &["cuPointerGetAttributes"],
     ),
-    Call::both("handlers::memory", "zero_copy::alloc", &["cuMemHostAlloc"]),
-    Call::both("handlers::memory", "zero_copy::free", &["cuMemFreeHost"]),
+    Call::both(
+        "handlers::memory::host_alloc",
+        "zero_copy::alloc",
+        &["cuMemHostAlloc"],
+    ),
+    Call::both(
+        "handlers::memory::host_alloc",
+        "zero_copy::free",
+        &["cuMemFreeHost"],
+    ),
     // Modules and libraries: images are sized in the guest and again on the host.
     Call::both(
         "handlers::module",
@@ -493,17 +501,17 @@ pub const CALLS: &[Call] = &[
     ),
     // Graphs: node arrays, node parameters, instantiation.
     Call::both(
-        "handlers::graph",
+        "handlers::graph::attributes",
         "capture::get_attribute",
         &["cuGraphKernelNodeGetAttribute"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::attributes",
         "capture::set_attribute",
         &["cuGraphKernelNodeSetAttribute"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::topology",
         "graph::query",
         &[
             "cuGraphGetNodes",
@@ -517,7 +525,7 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::topology",
         "graph::edges",
         &[
             "cuGraphAddDependencies",
@@ -527,7 +535,7 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::nodes",
         "graph::add_node",
         &[
             "cuGraphAddKernelNode_v2",
@@ -542,7 +550,7 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::nodes",
         "graph::set_node",
         &[
             "cuGraphNodeSetParams",
@@ -556,27 +564,27 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::params",
         "graph::kernel_get_params",
         &["cuGraphKernelNodeGetParams_v2"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::params",
         "graph::memcpy_get_params",
         &["cuGraphMemcpyNodeGetParams"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::params",
         "graph::host_get_params",
         &["cuGraphHostNodeGetParams"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::instantiate",
         "graph::instantiate",
         &["cuGraphInstantiate", "cuGraphInstantiate_v2"],
     ),
     Call::both(
-        "handlers::graph",
+        "handlers::graph::instantiate",
         "graph::dot_print",
         &["cuGraphDebugDotPrint"],
     ),
@@ -774,7 +782,10 @@ mod tests {
         assert_eq!(posted_of("cuLaunchKernel_ptsz"), Posted::ByHandler);
         assert_eq!(posted_of("cuEventRecord"), Posted::Always);
         assert_eq!(posted_of("cuStreamSynchronize"), Posted::Never);
-        assert_eq!(guest_of("cuMemcpyHtoD_v2_ptds"), Some("handlers::memory"));
+        assert_eq!(
+            guest_of("cuMemcpyHtoD_v2_ptds"),
+            Some("handlers::memory::linear")
+        );
         assert!(host_routes().contains(&("cuMemAllocAsync_ptsz", "quota::alloc")));
     }
 }

@@ -341,7 +341,7 @@ macro_rules! stream_attr_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $get(hStream: CUstream, attr: CUstreamAttrID, value: *mut CUstreamAttrValue) -> CuResult {
-            super::graph::get_attribute(shim_macros::cuda_call_id!($get), hStream as u64, attr.0, value)
+            super::graph::attributes::get_attribute(shim_macros::cuda_call_id!($get), hStream as u64, attr.0, value)
         }
         /// Sets a stream attribute.
         ///
@@ -351,7 +351,7 @@ macro_rules! stream_attr_fns {
         /// # Errors
         /// The host's result.
         pub unsafe fn $set(hStream: CUstream, attr: CUstreamAttrID, param: *const CUstreamAttrValue) -> CuResult {
-            super::graph::set_attribute(shim_macros::cuda_call_id!($set), hStream as u64, attr.0, param)
+            super::graph::attributes::set_attribute(shim_macros::cuda_call_id!($set), hStream as u64, attr.0, param)
         }
     )* };
 }

@@ -159,8 +159,9 @@ mod tests {
         );
         assert!(!register_pinned(base - 16, 32, 0), "overlap from before");
         assert!(register_pinned(base + 4096, 4096, 0), "adjacent is fine");
+        use crate::handlers::memory::host_alloc::cuMemFreeHost;
         // SAFETY: registered pointers are never freed by cuMemFreeHost.
-        assert!(unsafe { crate::handlers::memory::cuMemFreeHost(base as *mut c_void) }.is_err());
+        assert!(unsafe { cuMemFreeHost(base as *mut c_void) }.is_err());
         // SAFETY: no memory is touched.
         unsafe { cuMemHostUnregister(base as *mut c_void) }.unwrap();
         // SAFETY: as above.

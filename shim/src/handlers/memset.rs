@@ -8,7 +8,8 @@
 
 use cuda_headers::*;
 
-use super::memory::{pinned_containing, wait_for_stream};
+use super::memory::linear::wait_for_stream;
+use super::memory::pinned_containing;
 use crate::forward::generated;
 
 /// Fills `height` rows of `width` elements of `T`, `pitch` bytes apart, if the whole range is in

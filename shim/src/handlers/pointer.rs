@@ -11,7 +11,7 @@ use std::ffi::c_void;
 use cuda_headers::*;
 
 use super::arrays::slice;
-use super::memory::{cuPointerGetAttribute, pinned_attribute, pinned_byte};
+use super::memory::attributes::{cuPointerGetAttribute, pinned_attribute, pinned_byte};
 use super::zero_copy;
 use crate::forward::{bad_response, call_with};
 

@@ -1,0 +1,127 @@
+//! Pinned host allocations (`cuMemAllocHost`, `cuMemHostAlloc`, `cuMemFreeHost`,
+//! `cuMemHostGetFlags`): zero-copy blocks of the region when the host can place one.
+
+#![allow(non_snake_case)]
+
+use super::*;
+
+const PAGE: usize = 4096;
+
+fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
+    crate::init::host_transport()?;
+    if pp.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    let wants_alias = flags & zero_copy::DEVICEMAP != 0;
+    match zero_copy::alloc(bytesize, flags) {
+        Ok(p) => {
+            // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).
+            unsafe { pp.write(p.cast()) };
+            return Ok(());
+        }
+        Err(NotPlaced::Disabled) => {}
+        Err(NotPlaced::OverTcp) if wants_alias => {
+            log!(
+                Level::Warn,
+                "cuMemHostAlloc: DEVICEMAP memory needs the shared region; over TCP the GPU cannot map guest memory"
+            );
+            return Err(CuError::NOT_SUPPORTED);
+        }
+        Err(NotPlaced::OverTcp) => {}
+        Err(NotPlaced::Refused(e)) if wants_alias => {
+            log!(
+                Level::Warn,
+                "cuMemHostAlloc: cannot place {bytesize} bytes of DEVICEMAP memory in the shared region ({e:?}); grow the host's region (VGPU_REGION_SIZE / --region-size)"
+            );
+            return Err(CuError::OUT_OF_MEMORY);
+        }
+        Err(NotPlaced::Refused(e)) => zero_copy::report_fallback(e),
+    }
+    let mut p: *mut c_void = std::ptr::null_mut();
+    // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
+    let rc = unsafe { libc::posix_memalign(&mut p, PAGE, bytesize.max(1)) };
+    if rc != 0 {
+        return Err(CuError::OUT_OF_MEMORY);
+    }
+    pinned().insert(p as usize, (bytesize, flags));
+    // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).
+    unsafe { pp.write(p) };
+    Ok(())
+}
+
+/// Pinned memory: a zero-copy block in the shared region the GPU maps, or page-aligned guest
+/// memory when none can be placed (see [`zero_copy`]).
+///
+/// # Safety
+/// `pp` is valid for one pointer write.
+///
+/// # Errors
+/// `CUDA_ERROR_OUT_OF_MEMORY`, `CUDA_ERROR_INVALID_VALUE`, `CUDA_ERROR_NOT_INITIALIZED`.
+pub unsafe fn cuMemAllocHost_v2(pp: *mut *mut c_void, bytesize: usize) -> CuResult {
+    alloc_host(pp, bytesize, 0)
+}
+
+/// As [`cuMemAllocHost_v2`], with the 32-bit size of the original API.
+///
+/// # Safety
+/// As [`cuMemAllocHost_v2`].
+///
+/// # Errors
+/// As [`cuMemAllocHost_v2`].
+pub unsafe fn cuMemAllocHost(pp: *mut *mut c_void, bytesize: u32) -> CuResult {
+    alloc_host(pp, bytesize as usize, 0)
+}
+
+/// As [`cuMemAllocHost_v2`], remembering `Flags`. With `CU_MEMHOSTALLOC_DEVICEMAP`, memory
+/// that cannot be placed in the shared region fails (`CUDA_ERROR_OUT_OF_MEMORY`, or
+/// `CUDA_ERROR_NOT_SUPPORTED` over TCP) instead of falling back to memory without an alias.
+///
+/// # Safety
+/// As [`cuMemAllocHost_v2`].
+///
+/// # Errors
+/// As [`cuMemAllocHost_v2`].
+pub unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytesize: usize, Flags: u32) -> CuResult {
+    alloc_host(pp, bytesize, Flags)
+}
+
+/// Frees memory from [`cuMemAllocHost_v2`]/[`cuMemHostAlloc`]. A zero-copy block is
+/// unregistered on the host and returned to the bulk area.
+///
+/// # Safety
+/// `p` came from one of them and is not used afterwards.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for any other pointer; the host's result for a zero-copy block.
+pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
+    if let Some(result) = zero_copy::free(p as usize) {
+        return result;
+    }
+    {
+        let mut map = pinned();
+        match map.get(&(p as usize)) {
+            Some(&(_, flags)) if flags & REGISTERED == 0 => map.remove(&(p as usize)),
+            _ => return Err(CuError::INVALID_VALUE),
+        };
+    }
+    // SAFETY: `p` came from posix_memalign and was just removed from the table.
+    unsafe { libc::free(p) };
+    Ok(())
+}
+
+/// The flags given to [`cuMemHostAlloc`].
+///
+/// # Safety
+/// `pFlags` is valid for one write.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for memory not from it.
+pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
+    let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    if pFlags.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    // SAFETY: checked non-NULL; driver API contract.
+    unsafe { pFlags.write(pinned.flags & !REGISTERED) };
+    Ok(())
+}
