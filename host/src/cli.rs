@@ -165,4 +165,7 @@ pub struct WorkerArgs {
     /// See the host's `--tcp-grace-ms`.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
     pub tcp_grace_ms: u64,
+    /// Inherited descriptor of the counters block the supervisor reads (`accounting/`).
+    #[arg(long, value_name = "FD")]
+    pub stats_fd: Option<i32>,
 }

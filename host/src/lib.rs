@@ -3,6 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod accounting;
 pub mod cli;
 pub mod dispatch;
 pub mod driver;

@@ -14,12 +14,13 @@ pub mod posted;
 pub mod quota;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cuda_headers::CUresult;
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, CallId, DecodeError, Decoder, RequestHeader, ResponseHeader};
 
+use crate::accounting::{self, CountersHome, Direction, Gauges};
 use crate::driver;
 
 pub use callbacks::CallbackQueue;
@@ -59,6 +60,10 @@ pub struct ClientContext {
     quota: quota::MemoryQuota,
     /// The contexts it may hold (`--client-contexts`).
     context_quota: quota::ContextQuota,
+    /// What it holds and does, read by the supervisor (`accounting/`).
+    counters: CountersHome,
+    /// The largest message its region carries inline (unset: a socket client).
+    inline_payload: OnceLock<usize>,
 }
 
 impl ClientContext {
@@ -67,6 +72,15 @@ impl ClientContext {
     /// guest's `CUDA_VISIBLE_DEVICES` is applied by the shim (`shim/src/handlers/devices.rs`), so
     /// a prewarmed worker suits every client. `limits` are the client's quotas (`quota.rs`).
     pub fn new(driver_path: PathBuf, limits: quota::Limits) -> Arc<Self> {
+        Self::with_counters(driver_path, limits, CountersHome::own())
+    }
+
+    /// As [`ClientContext::new`], counting into `counters` (the block the supervisor reads).
+    pub fn with_counters(
+        driver_path: PathBuf,
+        limits: quota::Limits,
+        counters: CountersHome,
+    ) -> Arc<Self> {
         Arc::new(Self {
             driver_path,
             init: Mutex::new(None),
@@ -78,13 +92,62 @@ impl ClientContext {
             handles: gate::Handles::default(),
             quota: quota::MemoryQuota::new(limits.memory_bytes),
             context_quota: quota::ContextQuota::new(limits.contexts),
+            counters,
+            inline_payload: OnceLock::new(),
         })
     }
 
     /// Gives the client's region and token, once the worker knows its client: zero-copy pinned
     /// memory is allocated from that region's bulk area, owned by that token.
     pub fn attach_region(&self, region: transport::Region, client_token: u64) {
+        let _ = self.inline_payload.set(region.inline_payload());
         self.zero_copy.attach(region, client_token);
+    }
+
+    /// The client's counters (`accounting/`).
+    pub fn counters(&self) -> &accounting::Counters {
+        &self.counters
+    }
+
+    /// Counts `bytes` of guest data that travelled with a request or reply: inline when they
+    /// fit one ring slot, else through the bulk area; over a socket for a socket client.
+    pub(crate) fn count_carried(&self, direction: Direction, bytes: usize) {
+        let path = match self.inline_payload.get() {
+            None => accounting::Path::Stream,
+            Some(&inline) if bytes <= inline => accounting::Path::Inline,
+            Some(_) => accounting::Path::Bulk,
+        };
+        self.counters.copied(direction, path, bytes as u64);
+    }
+
+    /// Counts `bytes` the GPU copied to or from the client's zero-copy memory.
+    pub(crate) fn count_zero_copy(&self, direction: Direction, bytes: u64) {
+        self.counters
+            .copied(direction, accounting::Path::ZeroCopy, bytes);
+    }
+
+    /// What the client holds now (for [`accounting::Counters::publish`]), with `threads` guest
+    /// threads served and `primary_contexts` active primary contexts.
+    pub fn gauges(&self, threads: u64, primary_contexts: u64) -> Gauges {
+        let handles = self.handles.census();
+        Gauges {
+            memory_bytes: self.quota.held_bytes(),
+            contexts: self.context_quota.held() as u64 + primary_contexts,
+            modules: handles.modules,
+            streams: handles.streams,
+            events: handles.events,
+            threads,
+            memory_refusals: self.quota.refusals(),
+            context_refusals: self.context_quota.refusals(),
+        }
+    }
+
+    /// Whether the driver is loaded and initialised (queries of it are safe to make).
+    pub fn initialised(&self) -> bool {
+        matches!(
+            *self.init.lock().unwrap_or_else(|e| e.into_inner()),
+            Some(Ok(()))
+        )
     }
 
     /// The handles the driver gave this client (`gate.rs`).
@@ -206,6 +269,7 @@ impl ThreadSession {
             });
         if result != 0 {
             tracing::debug!(call = header.call.0, result, "posted call failed");
+            self.client.counters.deferred_error();
         }
         self.deferred.note(header.call, result);
         self.posted += 1;
