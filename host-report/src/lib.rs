@@ -111,8 +111,9 @@ pub struct ClientReport {
     pub events: u64,
     /// Guest threads being served (channels or connections).
     pub threads: u64,
-    /// Zero-copy pinned memory it holds in the region's bulk area, bytes.
-    pub pinned_bytes: u64,
+    /// Bytes of the region's bulk area it owns: its zero-copy pinned memory and its messages
+    /// in flight.
+    pub bulk_bytes: u64,
     /// Request frames queued in its request rings and not yet taken (region clients): posted
     /// calls the worker has not reached.
     pub posted_backlog: u64,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use transport::{ChannelClaim, GoneReason, Region, TransportError};
 
+use crate::accounting::CountersView;
 use crate::listener::Accepted;
+use crate::reporting::{Listing, Member, Roster};
 use crate::stream_link::{self, Connection};
 use crate::worker_link::{ClientId, Record, Via};
 
@@ -73,6 +76,12 @@ struct WorkerProcess {
     /// The supervisor's end of the connection link (when listening).
     link: Option<OwnedFd>,
     client: Option<ClientId>,
+    /// The worker's counters, read-only (`accounting/`).
+    counters: Option<Arc<CountersView>>,
+    /// When it took its client.
+    since: Instant,
+    /// Where its client's first connection came from (socket clients).
+    peer: Option<IpAddr>,
 }
 
 impl WorkerProcess {
@@ -122,6 +131,10 @@ pub struct Supervisor {
     prewarm: bool,
     spare_failures: u32,
     spare_retry_at: Instant,
+    /// What the endpoints read (`reporting/`), replaced after every turn of the loop.
+    roster: Arc<Roster>,
+    /// New clients refused (`--max-clients`).
+    refused: u64,
 }
 
 impl Supervisor {
@@ -139,7 +152,37 @@ impl Supervisor {
             prewarm,
             spare_failures: 0,
             spare_retry_at: Instant::now(),
+            roster: Arc::default(),
+            refused: 0,
         }
+    }
+
+    /// What the metrics and control endpoints read: this supervisor's workers and their
+    /// counters.
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster.clone()
+    }
+
+    /// Replaces the roster with the workers as they are now.
+    fn publish_roster(&self) {
+        let members = self
+            .workers
+            .values()
+            .filter_map(|w| {
+                Some(Member {
+                    client: w.client?,
+                    worker_pid: w.pid(),
+                    since: w.since,
+                    peer: w.peer,
+                    counters: w.counters.clone(),
+                })
+            })
+            .collect();
+        self.roster.replace(Listing {
+            members,
+            spares: u64::from(self.spare.is_some()),
+            refused: self.refused,
+        });
     }
 
     /// Starts the first spare (when pre-warming) and waits up to `bound` for it to be warm, so
@@ -177,12 +220,14 @@ impl Supervisor {
             }
             self.reap();
             self.ensure_spare();
+            self.publish_roster();
             match self.intake.recv_timeout(ACCEPT_SLICE) {
                 Ok(Intake::Claim(claim)) => self.route(claim),
                 Ok(Intake::Stream(accepted)) => self.route_stream(accepted),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         };
+        self.roster.replace(Listing::default());
         // No ordering needed: the flag only ends the claim thread's loop.
         stop.store(true, Ordering::Relaxed);
         tracing::info!("signal {signal}: stopping {} worker(s)", self.workers.len());
@@ -209,7 +254,11 @@ impl Supervisor {
     /// claim), then closes the supervisor's copy of the socket.
     fn route_stream(&mut self, accepted: Accepted) {
         let client = ClientId::of_stream(&accepted.client);
-        match self.deliver(client, "connection", |w| w.send_stream(&accepted)) {
+        let delivered = self.deliver(client, "connection", |w| w.send_stream(&accepted));
+        if let (Some(_), Some(w)) = (delivered, self.workers.get_mut(&key(&client))) {
+            w.peer.get_or_insert(accepted.peer.ip());
+        }
+        match delivered {
             Some(worker) => tracing::info!(
                 peer = %accepted.peer,
                 token = client.token,
@@ -253,6 +302,7 @@ impl Supervisor {
             self.reap();
         }
         if self.workers.len() >= self.spawn.max_clients {
+            self.refused += 1;
             tracing::warn!(
                 pid = client.pid,
                 token = client.token,
@@ -292,6 +342,7 @@ impl Supervisor {
             return None;
         }
         spare.worker.client = Some(client);
+        spare.worker.since = Instant::now();
         self.spare_failures = 0;
         Some(spare.worker)
     }
@@ -449,6 +500,27 @@ impl Supervisor {
     ) -> std::io::Result<(WorkerProcess, Option<ChildStdout>)> {
         let mut worker_end = None;
         let mut link = None;
+        let (counters, counters_fd) = match CountersView::create() {
+            Ok((view, fd)) => (Some(Arc::new(view)), Some(fd)),
+            Err(e) => {
+                tracing::warn!("the new worker's counters are not shared: {e}");
+                (None, None)
+            }
+        };
+        if let Some(fd) = counters_fd.as_ref().map(AsRawFd::as_raw_fd) {
+            cmd.arg("--stats-fd").arg(fd.to_string());
+            // SAFETY: the closure runs in the forked child before exec and only calls fcntl
+            // (async-signal-safe) on a descriptor that is open there (inherited from us, kept
+            // open by `counters_fd` until spawn returns).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.spawn.stream_grace.is_some() {
             let (ours, theirs) = stream_link::pair()?;
             let fd = theirs.as_raw_fd();
@@ -469,6 +541,7 @@ impl Supervisor {
         }
         let spawned = cmd.spawn();
         drop(worker_end);
+        drop(counters_fd);
         let mut child = spawned?;
         let stdin = child.stdin.take().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "worker has no stdin pipe")
@@ -480,6 +553,9 @@ impl Supervisor {
                 stdin,
                 link,
                 client: None,
+                counters,
+                since: Instant::now(),
+                peer: None,
             },
             stdout,
         ))

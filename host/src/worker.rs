@@ -335,9 +335,7 @@ impl Worker {
             clock.primary_checked = Some(now);
             clock.primary_contexts = primary_contexts();
         }
-        let gauges = self
-            .context
-            .gauges(threads as u64, clock.primary_contexts);
+        let gauges = self.context.gauges(threads as u64, clock.primary_contexts);
         self.context.counters().publish(&gauges);
     }
 

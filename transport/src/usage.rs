@@ -10,14 +10,16 @@ use crate::layout::{status_parts, STATE_CLAIMED};
 use crate::region::Region;
 
 /// How much of a region's bulk area is owned at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BulkUsage {
     /// Bytes of one block.
     pub block_size: u64,
     /// Blocks of the area.
     pub blocks: u64,
-    /// Blocks owned (by a guest's message in flight or a client's zero-copy memory).
+    /// Blocks owned (by messages in flight or clients' zero-copy memory).
     pub owned: u64,
+    /// Blocks owned per owner (a client token).
+    pub by_owner: HashMap<u64, u64>,
 }
 
 impl Region {
@@ -29,17 +31,20 @@ impl Region {
 
     /// How much of the bulk area is owned now.
     pub fn bulk_usage(&self) -> BulkUsage {
-        let owned = self
-            .block_table()
-            .iter()
+        let mut by_owner = HashMap::new();
+        for word in self.block_table() {
             // SYNC POINT: none needed: a statistic; pairs with nothing (the owners' CASes in
             // `bulk::alloc`/`free` order the blocks' bytes, which are not read here).
-            .filter(|w| w.load(Ordering::Relaxed) != 0)
-            .count() as u64;
+            let owner = word.load(Ordering::Relaxed);
+            if owner != 0 {
+                *by_owner.entry(owner).or_insert(0) += 1;
+            }
+        }
         BulkUsage {
             block_size: u64::from(self.inner.layout.bulk_block_size),
             blocks: self.inner.layout.blocks(),
-            owned,
+            owned: by_owner.values().sum(),
+            by_owner,
         }
     }
 
@@ -90,11 +95,16 @@ mod tests {
         assert_eq!(before.owned, 0);
         assert_eq!(before.blocks * before.block_size, 1 << 20);
         let block = host.bulk_alloc(100_000, 7).expect("alloc");
-        assert_eq!(host.bulk_usage().owned, 2);
+        let usage = host.bulk_usage();
+        assert_eq!(usage.owned, 2);
+        assert_eq!(usage.by_owner.get(&7), Some(&2));
 
         let guest = Region::open(&path).expect("open");
         let mut channel = guest.connect().expect("connect");
-        let claim = host.accept(Duration::from_secs(1)).expect("accept").expect("a claim");
+        let claim = host
+            .accept(Duration::from_secs(1))
+            .expect("accept")
+            .expect("a claim");
         assert!(host.queued_requests().values().all(|&n| n == 0));
         channel.post(b"one").expect("post");
         channel.post(b"two").expect("post");
