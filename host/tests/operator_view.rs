@@ -283,3 +283,133 @@ fn the_endpoints_refuse_what_they_do_not_serve() {
     drop(host);
     assert!(!control.exists(), "the control socket outlived its host");
 }
+
+/// `target/<profile>/vgpuctl`, next to this test's `deps/` folder (built when missing).
+fn vgpuctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("vgpuctl");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "vgpuctl", "--bin", "vgpuctl"])
+            .status()
+            .expect("run cargo build -p vgpuctl");
+        assert!(status.success() && bin.exists(), "cannot build vgpuctl");
+    }
+    bin
+}
+
+/// A tmux server of this test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn new(tag: &str) -> Self {
+        Self {
+            socket: tmp(&format!("tmux-{tag}.sock")),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("tmux (scripts/install-test-deps.sh installs it)")
+    }
+
+    fn screen(&self, session: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", session]).stdout)
+            .into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[test]
+fn vgpuctl_top_shows_the_clients_memory_under_tmux() {
+    let (host, control) = start_host("top");
+    let mut client = start_workload(&host);
+    let pid = client.id().to_string();
+    let tmux = Tmux::new("top");
+    let command = format!(
+        "{} top --control {} --interval 0.2",
+        vgpuctl_bin().display(),
+        control.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "160",
+        "-y",
+        "20",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let screen = loop {
+        let screen = tmux.screen("top");
+        let row = screen.lines().find(|l| l.starts_with(&pid));
+        if row.is_some_and(|r| r.contains("5.0 MiB") && r.contains("/dev/shm/")) {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "top never showed the client:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("PID"), "{screen}");
+    assert!(screen.contains("GPU MEM"), "{screen}");
+    assert!(screen.contains("1 client(s), 1 spare"), "{screen}");
+    // `q` quits: the session ends with its only command.
+    assert!(tmux.run(&["send-keys", "-t", "top", "q"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tmux.run(&["has-session", "-t", "top"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "top ignored q:\n{}",
+            tmux.screen("top")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The plain-text mode and `smi --host` list the same client.
+    let once = std::process::Command::new(vgpuctl_bin())
+        .args(["top", "--once", "--interval", "0.1", "--control"])
+        .arg(&control)
+        .output()
+        .expect("vgpuctl top --once");
+    let text = String::from_utf8_lossy(&once.stdout);
+    assert!(once.status.success(), "{once:?}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&pid))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("5.0 MiB"), "{text}");
+    let smi = std::process::Command::new(vgpuctl_bin())
+        .args(["smi", "--host", "--control"])
+        .arg(&control)
+        .output()
+        .expect("vgpuctl smi --host");
+    let text = String::from_utf8_lossy(&smi.stdout);
+    let worker = host.worker_of(client.id()).to_string();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&pid))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("5 MiB") && row.contains(&worker), "{text}");
+    signal(client.id(), libc::SIGKILL);
+    client.wait().expect("reap the workload");
+}

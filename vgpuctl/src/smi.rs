@@ -64,6 +64,56 @@ pub fn print_table(gpus: &[GpuInfo], out: &mut dyn Write) {
     }
 }
 
+/// `smi --host`: every client of a host, one row each, as `nvidia-smi` lists processes.
+pub fn print_host_table(report: &host_report::HostReport, out: &mut dyn Write) {
+    writeln!(out, "{}", crate::top::summary(report)).ok();
+    let titles = [
+        "PID",
+        "VIA",
+        "WORKER",
+        "GPU MEMORY",
+        "CONTEXTS",
+        "MODULES",
+        "STREAMS",
+        "THREADS",
+        "CLIENT",
+        "WHERE",
+    ];
+    let rows: Vec<Vec<String>> = std::iter::once(titles.map(str::to_owned).to_vec())
+        .chain(report.clients.iter().map(|c| {
+            vec![
+                c.pid.to_string(),
+                c.transport.word().to_owned(),
+                c.worker_pid.to_string(),
+                format!("{} MiB", c.gpu_memory_bytes >> 20),
+                c.contexts.to_string(),
+                c.modules.to_string(),
+                c.streams.to_string(),
+                c.threads.to_string(),
+                c.client.clone(),
+                c.region
+                    .clone()
+                    .or_else(|| c.peer.clone())
+                    .unwrap_or_default(),
+            ]
+        }))
+        .collect();
+    let widths: Vec<usize> = (0..titles.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end()).ok();
+    }
+    if report.clients.is_empty() {
+        writeln!(out, "no clients").ok();
+    }
+}
+
 type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
 type CuDeviceGetCount = unsafe extern "C" fn(*mut c_int) -> c_int;
 type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;

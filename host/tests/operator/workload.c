@@ -2,7 +2,9 @@
  * Guest program of host/tests/operator_view.rs: a scripted workload whose every effect on the
  * host's per-client counters is known. Runs with the shim preloaded against vgpu-host serving
  * the fake driver plus fake_kernels.c (posted/), with --client-memory-mib 16. Prints
- * "ready" once done, then holds everything until its stdin closes (or it is killed).
+ * "ready" once done, then holds everything until its stdin closes (or it is killed). With the
+ * argument "busy" it then keeps launching and copying (100 launches, a synchronisation and a
+ * 100000-byte copy each way every 10 ms) instead of idling: a screen for the README.
  *
  *   contexts      1: cuCtxCreate_v2
  *   memory        5 MiB: 1 + 2 + 4 MiB allocated, the 2 MiB freed; a 64 MiB one refused
@@ -13,6 +15,7 @@
  *                 dtoh 2000 inline + 150000 bulk + 32768 zero-copy (pinned destination)
  */
 #include <dlfcn.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +41,7 @@ FN(int, cuModuleGetFunction, (void **, void *, const char *))
 
 static const char PTX[] = ".version 8.0\n.target sm_90\n.address_size 64\n";
 
-int main(void) {
+int main(int argc, char **argv) {
     void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
     if (!cuda) return 2;
     LOAD(cuInit) LOAD(cuCtxCreate_v2) LOAD(cuMemAlloc_v2) LOAD(cuMemFree_v2)
@@ -81,7 +84,17 @@ int main(void) {
     CHECK("dtoh zero-copy", cuMemcpyDtoH_v2(pinned, c, 32768), 0);
     CHECK("sync", cuCtxSynchronize(), 0);
     printf("ready\n");
-    char line[16];
-    while (fgets(line, sizeof line, stdin)) {}
-    return 0;
+    int busy = argc > 1 && !strcmp(argv[1], "busy");
+    struct pollfd in = {.fd = 0, .events = POLLIN};
+    for (;;) {
+        if (poll(&in, 1, busy ? 10 : -1) > 0) {
+            char line[64];
+            if (!fgets(line, sizeof line, stdin)) return 0;
+        }
+        if (!busy) continue;
+        for (int i = 0; i < 100; i++) cuLaunchKernel(add, 1, 1, 1, 1, 1, 1, 0, NULL, params, NULL);
+        cuCtxSynchronize();
+        cuMemcpyHtoD_v2(c, buf, 100000);
+        cuMemcpyDtoH_v2(buf, c, 100000);
+    }
 }
