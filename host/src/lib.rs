@@ -11,6 +11,7 @@ pub mod driver_check;
 pub mod hardening;
 pub mod listener;
 pub mod liveness;
+pub mod logging;
 pub mod reporting;
 pub mod signals;
 pub mod stream_link;

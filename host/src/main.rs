@@ -21,7 +21,7 @@ const WARM_BOUND: Duration = Duration::from_secs(10);
 fn main() {
     let cli = Cli::parse();
     let log = log_filter(cli.log.as_deref());
-    init_tracing(&log);
+    host::logging::init(&log);
     // Neither the supervisor nor a worker may be read or traced by other processes of its uid,
     // nor leave a core file: a worker holds its client's data (issue 11, worker hardening).
     match host::hardening::make_non_dumpable() {
@@ -46,16 +46,6 @@ fn log_filter(flag: Option<&str>) -> String {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "info".to_owned())
-}
-
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
 }
 
 fn serve(args: &ServeArgs, log: String) -> i32 {

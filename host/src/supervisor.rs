@@ -242,6 +242,8 @@ impl Supervisor {
         let client = ClientId::of(&claim);
         if let Some(worker) = self.deliver(client, "claim", |w| w.send(&record)) {
             tracing::debug!(
+                client = client.shown(),
+                pid = client.pid,
                 index = claim.index,
                 tid = claim.tid,
                 worker,
@@ -260,6 +262,7 @@ impl Supervisor {
         }
         match delivered {
             Some(worker) => tracing::info!(
+                client = client.shown(),
                 peer = %accepted.peer,
                 token = client.token,
                 pid = client.pid,
@@ -268,6 +271,7 @@ impl Supervisor {
                 "tcp connection"
             ),
             None => tracing::warn!(
+                client = client.shown(),
                 peer = %accepted.peer,
                 token = client.token,
                 pid = client.pid,
@@ -289,6 +293,7 @@ impl Supervisor {
                 return Some(worker.pid());
             }
             tracing::warn!(
+                client = client.shown(),
                 pid = client.pid,
                 "worker {} of this client is gone; starting a new one",
                 worker.pid()
@@ -304,6 +309,7 @@ impl Supervisor {
         if self.workers.len() >= self.spawn.max_clients {
             self.refused += 1;
             tracing::warn!(
+                client = client.shown(),
                 pid = client.pid,
                 token = client.token,
                 via = ?client.via,
@@ -321,6 +327,7 @@ impl Supervisor {
             tracing::error!(worker = pid, "cannot hand the {what} over: {e}");
         }
         tracing::info!(
+            client = client.shown(),
             pid = client.pid,
             token = client.token,
             via = ?client.via,
@@ -629,20 +636,26 @@ fn wait_warm(spare: &mut Spare, bound: Duration) -> bool {
 fn finish(child: &mut Child, region: Option<&Region>, client: Option<ClientId>) {
     let status = child.wait().ok();
     let pid = client.map_or(0, |c| c.pid);
+    let id = client.map_or_else(String::new, |c| c.shown());
     let crashed = status.is_none_or(|s| !s.success());
     if crashed {
         tracing::warn!(
             worker = child.id(),
-            client = pid,
+            client = id,
+            pid,
             "worker crashed ({}); its client's calls fail with PeerGone",
             describe(status)
         );
     } else {
-        tracing::info!(worker = child.id(), client = pid, "worker exited");
+        tracing::info!(worker = child.id(), client = id, pid, "worker exited");
     }
     let freed = release_bulk(region, client);
     if freed > 0 {
-        tracing::info!(client = pid, "freed {freed} bulk block(s) of the client");
+        tracing::info!(
+            client = id,
+            pid,
+            "freed {freed} bulk block(s) of the client"
+        );
     }
 }
 

@@ -172,7 +172,7 @@ fn client_span(client: &ClientId, region: Option<&std::path::Path>) -> tracing::
     };
     tracing::info_span!(
         "client",
-        client = %format_args!("{:016x}", client.token),
+        client = %client.shown(),
         region = %region,
         pid = client.pid
     )

@@ -101,7 +101,7 @@ fn client_report(
     let counted = snapshot.is_some();
     let s = snapshot.unwrap_or_else(Snapshot::default);
     ClientReport {
-        client: format!("{:016x}", m.client.token),
+        client: m.client.shown(),
         pid: m.client.pid,
         transport: match m.client.via {
             Via::Region => Transport::Region,
