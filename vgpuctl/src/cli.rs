@@ -281,6 +281,10 @@ pub struct HostInstallArgs {
     /// Region path per instance (`%i` = instance name).
     #[arg(long, default_value = "/dev/shm/vgpu-%i")]
     pub region_template: String,
+    /// Have every instance serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464); off by
+    /// default. Several instances need one port each: see docs/host.md, "Metrics".
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -368,6 +372,7 @@ pub fn run(
             &host_install::HostInstallOptions {
                 bin: a.bin,
                 region_template: a.region_template,
+                metrics: a.metrics,
                 dry_run: a.dry_run,
             },
             out,
