@@ -159,7 +159,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
         events: tx,
         tcp_grace: Duration::from_millis(args.tcp_grace_ms),
         span,
-        gauges: GaugeClock::default(),
+        published: None,
     }
     .serve(&rx, early)
 }
@@ -198,27 +198,8 @@ fn counters_home(fd: Option<i32>) -> CountersHome {
     })
 }
 
-/// When the worker's main loop last published its client's gauges, and the primary contexts
-/// it last found (the driver is asked at most once a second).
-#[derive(Debug, Default)]
-struct GaugeClock {
-    published: Option<Instant>,
-    primary_checked: Option<Instant>,
-    primary_contexts: u64,
-}
-
-/// How often the main loop publishes gauges, and how often it asks the driver about primary
-/// contexts.
+/// How often the main loop publishes its client's gauges.
 const GAUGES_EVERY: Duration = Duration::from_millis(100);
-const PRIMARY_CONTEXTS_EVERY: Duration = Duration::from_secs(1);
-
-/// Active primary contexts over the devices this process sees.
-fn primary_contexts() -> u64 {
-    let devices = crate::driver::result::device_count().unwrap_or(0);
-    (0..devices)
-        .filter(|&d| crate::driver::result::primary_context_active(d).unwrap_or(false))
-        .count() as u64
-}
 
 /// Points stdout at /dev/null: nobody reads the spare's pipe after the warm line, and a
 /// library that prints must neither block on a full pipe nor fail on a closed one.
@@ -315,27 +296,19 @@ struct Worker {
     tcp_grace: Duration,
     /// The client's log span, entered by every thread of this worker.
     span: tracing::Span,
-    gauges: GaugeClock,
+    /// When the gauges were last published.
+    published: Option<Instant>,
 }
 
 impl Worker {
     /// Publishes the client's gauges (`accounting/`) when [`GAUGES_EVERY`] has passed.
     fn publish_gauges(&mut self, threads: usize) {
         let now = Instant::now();
-        let clock = &mut self.gauges;
-        if clock.published.is_some_and(|t| now - t < GAUGES_EVERY) {
+        if self.published.is_some_and(|t| now - t < GAUGES_EVERY) {
             return;
         }
-        clock.published = Some(now);
-        if self.context.initialised()
-            && clock
-                .primary_checked
-                .is_none_or(|t| now - t >= PRIMARY_CONTEXTS_EVERY)
-        {
-            clock.primary_checked = Some(now);
-            clock.primary_contexts = primary_contexts();
-        }
-        let gauges = self.context.gauges(threads as u64, clock.primary_contexts);
+        self.published = Some(now);
+        let gauges = self.context.gauges(threads as u64);
         self.context.counters().publish(&gauges);
     }
 

@@ -11,6 +11,7 @@ pub mod gate;
 mod generated;
 mod handlers;
 pub mod posted;
+pub mod primary;
 pub mod quota;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,8 @@ pub struct ClientContext {
     context_quota: quota::ContextQuota,
     /// What it holds and does, read by the supervisor (`accounting/`).
     counters: CountersHome,
+    /// The primary contexts it holds (counted for `counters`).
+    primary: primary::PrimaryContexts,
     /// The largest message its region carries inline (unset: a socket client).
     inline_payload: OnceLock<usize>,
 }
@@ -93,6 +96,7 @@ impl ClientContext {
             quota: quota::MemoryQuota::new(limits.memory_bytes),
             context_quota: quota::ContextQuota::new(limits.contexts),
             counters,
+            primary: primary::PrimaryContexts::default(),
             inline_payload: OnceLock::new(),
         })
     }
@@ -127,12 +131,12 @@ impl ClientContext {
     }
 
     /// What the client holds now (for [`accounting::Counters::publish`]), with `threads` guest
-    /// threads served and `primary_contexts` active primary contexts.
-    pub fn gauges(&self, threads: u64, primary_contexts: u64) -> Gauges {
+    /// threads served.
+    pub fn gauges(&self, threads: u64) -> Gauges {
         let handles = self.handles.census();
         Gauges {
             memory_bytes: self.quota.held_bytes(),
-            contexts: self.context_quota.held() as u64 + primary_contexts,
+            contexts: self.context_quota.held() as u64 + self.primary.active(),
             modules: handles.modules,
             streams: handles.streams,
             events: handles.events,
@@ -140,14 +144,6 @@ impl ClientContext {
             memory_refusals: self.quota.refusals(),
             context_refusals: self.context_quota.refusals(),
         }
-    }
-
-    /// Whether the driver is loaded and initialised (queries of it are safe to make).
-    pub fn initialised(&self) -> bool {
-        matches!(
-            *self.init.lock().unwrap_or_else(|e| e.into_inner()),
-            Some(Ok(()))
-        )
     }
 
     /// The handles the driver gave this client (`gate.rs`).
@@ -321,17 +317,25 @@ impl ThreadSession {
             special::NVML_MEMORY => handlers::nvml_memory(&self.client, &mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
-            CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {
-                Some(outcome) => outcome,
-                None => match generated::dispatch(id, &self.client.handles, &mut dec, response) {
+            CallId(id) => {
+                let counted = primary::watches(id).then(|| dec.clone());
+                let outcome = match handlers::dispatch(id, &self.client, &mut dec, response) {
                     Some(outcome) => outcome,
-                    None => {
-                        tracing::warn!(call = id, "call has no host handler");
-                        ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
-                        Ok(())
-                    }
-                },
-            },
+                    None => match generated::dispatch(id, &self.client.handles, &mut dec, response)
+                    {
+                        Some(outcome) => outcome,
+                        None => {
+                            tracing::warn!(call = id, "call has no host handler");
+                            ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+                            Ok(())
+                        }
+                    },
+                };
+                if let Some(args) = counted {
+                    self.client.primary.note(id, args, response);
+                }
+                outcome
+            }
         };
         match outcome {
             Ok(()) => Flow::Continue,

@@ -68,22 +68,3 @@ pub fn driver_version() -> Result<i32, CallError> {
     checked("cuDriverGetVersion", unsafe { get(&mut version) })?;
     Ok(version)
 }
-
-/// Whether device `ordinal`'s primary context is active (retained by someone in this process):
-/// `cuDeviceGet` then `cuDevicePrimaryCtxGetState`.
-///
-/// # Errors
-/// [`CallError`]: either function missing or failing (an ordinal past the last device).
-pub fn primary_context_active(ordinal: i32) -> Result<bool, CallError> {
-    let get = resolve!(cuDeviceGet)?;
-    let state = resolve!(cuDevicePrimaryCtxGetState)?;
-    let mut device = 0;
-    // SAFETY: `device` is a live, writable CUdevice for the duration of the call.
-    checked("cuDeviceGet", unsafe { get(&mut device, ordinal) })?;
-    let (mut flags, mut active): (u32, c_int) = (0, 0);
-    // SAFETY: both out-pointers are live locals of the types the function writes.
-    checked("cuDevicePrimaryCtxGetState", unsafe {
-        state(device, &mut flags, &mut active)
-    })?;
-    Ok(active != 0)
-}

@@ -29,6 +29,9 @@ struct ReportCollector(HostReport);
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A per-client gauge: name, help, and the field it shows.
+type GaugeFamily = (&'static str, &'static str, fn(&ClientReport) -> u64);
+
 /// A label value with the exposition's escapes (the encoder writes values as given).
 fn escaped(value: &str) -> String {
     value
@@ -161,7 +164,7 @@ impl Collector for ReportCollector {
                 [(labels(), Value::Level(region.bulk_used_bytes))],
             )?;
         }
-        let gauges: [(&str, &str, fn(&ClientReport) -> u64); 8] = [
+        let gauges: [GaugeFamily; 8] = [
             ("vgpu_client_gpu_memory_bytes", "Device memory the client's allocations hold.", |c| c.gpu_memory_bytes),
             ("vgpu_client_contexts", "Contexts the client holds (created, and active primary contexts).", |c| c.contexts),
             ("vgpu_client_modules", "Modules and libraries the client has loaded.", |c| c.modules),

@@ -11,7 +11,6 @@ use host_report::{
 use transport::Region;
 
 use super::roster::{Member, Roster};
-use crate::accounting::Snapshot;
 use crate::worker_link::Via;
 
 /// Builds reports for the endpoints.
@@ -99,7 +98,7 @@ fn client_report(
 ) -> ClientReport {
     let snapshot = m.counters.as_ref().and_then(|c| c.snapshot());
     let counted = snapshot.is_some();
-    let s = snapshot.unwrap_or_else(Snapshot::default);
+    let s = snapshot.unwrap_or_default();
     ClientReport {
         client: m.client.shown(),
         pid: m.client.pid,
