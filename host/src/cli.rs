@@ -177,4 +177,7 @@ pub struct WorkerArgs {
     /// Inherited descriptor of the counters block the supervisor reads (`accounting/`).
     #[arg(long, value_name = "FD")]
     pub stats_fd: Option<i32>,
+    /// Inherited descriptor of the region's process list (`accounting/directory.rs`).
+    #[arg(long, value_name = "FD")]
+    pub directory_fd: Option<i32>,
 }

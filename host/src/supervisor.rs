@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use transport::{ChannelClaim, GoneReason, Region, TransportError};
 
-use crate::accounting::CountersView;
+use crate::accounting::{CountersView, DirectoryWriter};
 use crate::listener::Accepted;
 use crate::reporting::{Listing, Member, Roster};
 use crate::stream_link::{self, Connection};
@@ -135,6 +135,8 @@ pub struct Supervisor {
     roster: Arc<Roster>,
     /// New clients refused (`--max-clients`).
     refused: u64,
+    /// The region's clients and their memory, for the workers (`accounting/directory.rs`).
+    directory: Option<DirectoryWriter>,
 }
 
 impl Supervisor {
@@ -142,6 +144,11 @@ impl Supervisor {
     /// [`Supervisor::intake`].
     pub fn new(region: Option<Region>, spawn: WorkerSpawn, prewarm: bool) -> Self {
         let (intake_tx, intake) = mpsc::channel();
+        let directory = region.as_ref().and_then(|_| {
+            DirectoryWriter::create(spawn.max_clients)
+                .inspect_err(|e| tracing::warn!("no process list for the guests' NVML: {e}"))
+                .ok()
+        });
         Self {
             region,
             intake,
@@ -154,6 +161,7 @@ impl Supervisor {
             spare_retry_at: Instant::now(),
             roster: Arc::default(),
             refused: 0,
+            directory,
         }
     }
 
@@ -163,8 +171,21 @@ impl Supervisor {
         self.roster.clone()
     }
 
-    /// Replaces the roster with the workers as they are now.
+    /// Replaces the roster with the workers as they are now, and the region's process list.
     fn publish_roster(&self) {
+        if let Some(directory) = &self.directory {
+            let mut rows: Vec<(u32, u64)> = self
+                .workers
+                .values()
+                .filter(|w| w.client.is_some_and(|c| c.via == Via::Region))
+                .filter_map(|w| {
+                    let memory = w.counters.as_ref()?.snapshot()?.gauges.memory_bytes;
+                    Some((w.client?.pid, memory))
+                })
+                .collect();
+            rows.sort_unstable();
+            directory.publish(&rows);
+        }
         let members = self
             .workers
             .values()
@@ -519,6 +540,19 @@ impl Supervisor {
             // SAFETY: the closure runs in the forked child before exec and only calls fcntl
             // (async-signal-safe) on a descriptor that is open there (inherited from us, kept
             // open by `counters_fd` until spawn returns).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(fd) = self.directory.as_ref().map(|d| d.fd().as_raw_fd()) {
+            cmd.arg("--directory-fd").arg(fd.to_string());
+            // SAFETY: as for the counters block: fcntl in the forked child on a descriptor
+            // open there (the supervisor keeps it open for its life).
             unsafe {
                 cmd.pre_exec(move || {
                     if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use protocol::{Decoder, RequestHeader};
 use transport::{Region, ServerTransport, StreamServer, TransportError};
 
-use crate::accounting::CountersHome;
+use crate::accounting::{CountersHome, DirectoryView};
 use crate::cli::WorkerArgs;
 use crate::dispatch::{ClientContext, Flow, ThreadSession};
 use crate::liveness::{self, ProcessWatch};
@@ -101,6 +101,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
             return crate::driver_check::EXIT_NO_DRIVER;
         }
     }
+    let directory = directory_view(args.directory_fd);
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
     if let Some(fd) = args.link_fd {
@@ -142,6 +143,12 @@ pub fn run(args: &WorkerArgs) -> i32 {
     if let (Some(region), Via::Region) = (&region, client.via) {
         context.attach_region(region.clone(), client.token);
     }
+    // The region's process list is for region clients only (one tenant); another client's
+    // worker drops its mapping before it serves anything.
+    context.attach_tenant(crate::dispatch::processes::Tenant {
+        pid: client.pid,
+        directory: directory.filter(|_| client.via == Via::Region),
+    });
     // Every line this worker logs from here names its client (fields of the journal, with
     // `tracing-journald`: CLIENT, REGION, PID).
     let span = client_span(&client, args.region.as_deref());
@@ -196,6 +203,22 @@ fn counters_home(fd: Option<i32>) -> CountersHome {
         tracing::warn!("{e}; counting privately");
         CountersHome::own()
     })
+}
+
+/// The region's process list the supervisor handed over (`--directory-fd`), if any.
+fn directory_view(fd: Option<i32>) -> Option<DirectoryView> {
+    let fd = fd?;
+    // SAFETY: F_GETFD only inspects the descriptor table entry.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        tracing::warn!("--directory-fd {fd} is not an open descriptor");
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and the supervisor passed it to us
+    // (`--directory-fd`) for this use only; nothing else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    DirectoryView::from_fd(owned)
+        .inspect_err(|e| tracing::warn!("no process list: {e}"))
+        .ok()
 }
 
 /// How often the main loop publishes its client's gauges.

@@ -14,7 +14,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support::procs::signal;
-use support::{c_build, root, tmp, FakeDriver, Host};
+use support::{built_vgpuctl, c_build, root, tmp, FakeDriver, Host};
 
 /// The workload program.
 fn workload() -> PathBuf {
@@ -284,22 +284,6 @@ fn the_endpoints_refuse_what_they_do_not_serve() {
     assert!(!control.exists(), "the control socket outlived its host");
 }
 
-/// `target/<profile>/vgpuctl`, next to this test's `deps/` folder (built when missing).
-fn vgpuctl_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = profile_dir.join("vgpuctl");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "vgpuctl", "--bin", "vgpuctl"])
-            .status()
-            .expect("run cargo build -p vgpuctl");
-        assert!(status.success() && bin.exists(), "cannot build vgpuctl");
-    }
-    bin
-}
-
 /// A tmux server of this test's own (its own socket), killed on drop.
 struct Tmux {
     socket: PathBuf,
@@ -343,7 +327,7 @@ fn vgpuctl_top_shows_the_clients_memory_under_tmux() {
     let tmux = Tmux::new("top");
     let command = format!(
         "{} top --control {} --interval 0.2",
-        vgpuctl_bin().display(),
+        built_vgpuctl().display(),
         control.display()
     );
     let started = tmux.run(&[
@@ -386,7 +370,7 @@ fn vgpuctl_top_shows_the_clients_memory_under_tmux() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // The plain-text mode and `smi --host` list the same client.
-    let once = std::process::Command::new(vgpuctl_bin())
+    let once = std::process::Command::new(built_vgpuctl())
         .args(["top", "--once", "--interval", "0.1", "--control"])
         .arg(&control)
         .output()
@@ -398,7 +382,7 @@ fn vgpuctl_top_shows_the_clients_memory_under_tmux() {
         .find(|l| l.starts_with(&pid))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(row.contains("5.0 MiB"), "{text}");
-    let smi = std::process::Command::new(vgpuctl_bin())
+    let smi = std::process::Command::new(built_vgpuctl())
         .args(["smi", "--host", "--control"])
         .arg(&control)
         .output()

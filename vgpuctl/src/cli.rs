@@ -441,6 +441,7 @@ pub fn run(
             }),
         Command::SmiProbe => smi::probe().map(|gpus| {
             smi::print_table(&gpus, out);
+            smi::print_processes(&smi::probe_processes(gpus.len()), out);
             0
         }),
     };

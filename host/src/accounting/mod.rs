@@ -16,11 +16,16 @@
 //!   (memory, contexts, modules, streams, events, threads, refusals)     report.rs → JSON / Prometheus
 //! ```
 //!
+//! The supervisor also publishes the region clients' pids and memory for the workers, which
+//! answer the guests' NVML process lists from it ([`DirectoryWriter`], `directory.rs`).
+//!
 //! Counters only grow; gauges are overwritten. Nothing is ordered by them: every access is
 //! `Relaxed`, and a reader may see one counter of a call updated and the next not yet.
 
 mod counters;
+mod directory;
 mod shared;
 
 pub use counters::{Counters, Direction, Gauges, Path, Snapshot, COUNTERS_VERSION};
+pub use directory::{DirectoryView, DirectoryWriter, MAX_ROWS};
 pub use shared::{CountersHome, CountersView, SharedError};

@@ -12,6 +12,7 @@ mod generated;
 mod handlers;
 pub mod posted;
 pub mod primary;
+pub mod processes;
 pub mod quota;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ pub struct ClientContext {
     primary: primary::PrimaryContexts,
     /// The largest message its region carries inline (unset: a socket client).
     inline_payload: OnceLock<usize>,
+    /// Who it is among its tenant's processes (`special::NVML_PROCESSES`).
+    tenant: processes::TenantCell,
 }
 
 impl ClientContext {
@@ -98,6 +101,7 @@ impl ClientContext {
             counters,
             primary: primary::PrimaryContexts::default(),
             inline_payload: OnceLock::new(),
+            tenant: OnceLock::new(),
         })
     }
 
@@ -106,6 +110,21 @@ impl ClientContext {
     pub fn attach_region(&self, region: transport::Region, client_token: u64) {
         let _ = self.inline_payload.set(region.inline_payload());
         self.zero_copy.attach(region, client_token);
+    }
+
+    /// Tells who the client is among its tenant's processes, once the worker knows it: its
+    /// guest pid, and the region's process list for a region client.
+    pub fn attach_tenant(&self, tenant: processes::Tenant) {
+        let _ = self.tenant.set(tenant);
+    }
+
+    fn tenant(&self) -> Option<&processes::Tenant> {
+        self.tenant.get()
+    }
+
+    /// Device memory the client's allocations hold now.
+    fn memory_held(&self) -> u64 {
+        self.quota.held_bytes()
     }
 
     /// The client's counters (`accounting/`).
@@ -315,6 +334,7 @@ impl ThreadSession {
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
             special::NVML_MEMORY => handlers::nvml_memory(&self.client, &mut dec, response),
+            special::NVML_PROCESSES => processes::nvml_processes(&self.client, &mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
             CallId(id) => {
