@@ -40,8 +40,12 @@ fn start_host(tag: &str) -> (Host, PathBuf) {
 
 /// Starts the workload and waits for its "ready" line; it holds everything until killed.
 fn start_workload(host: &Host) -> Child {
-    let mut child = host
-        .client(&workload())
+    start_workload_by(host.client(&workload()))
+}
+
+/// [`start_workload`] from a prepared command (a region or a TCP client).
+fn start_workload_by(mut command: std::process::Command) -> Child {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -248,6 +252,63 @@ fn metrics_follow_a_scripted_workload_and_end_with_its_client() {
     let json = control_report(&control);
     assert_eq!(json["clients"].as_array().map(Vec::len), Some(0), "{json}");
     host.assert_no_panic();
+}
+
+#[test]
+fn a_tcp_clients_bytes_travel_the_stream_and_it_is_labelled_by_its_peer() {
+    let control = tmp("tcp.sock");
+    let host = Host::without_region()
+        .driver(FakeDriver::PostedKernels)
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["--client-memory-mib", "16", "--control"])
+        .args([control.as_os_str()])
+        .start();
+    let mut client = start_workload_by(host.tcp_client(&workload()));
+    let pid = client.id().to_string();
+    let s = scrape_until(host.metrics(), "the tcp client's memory published", |s| {
+        s.iter().any(|(n, l, v)| {
+            n == "vgpu_client_gpu_memory_bytes" && l.get("pid") == Some(&pid) && *v == 5.0 * MIB
+        })
+    });
+    let me = [("pid", pid.as_str()), ("peer", "127.0.0.1"), ("region", "")];
+    let v = |name: &str, extra: &[(&str, &str)]| value(&s, name, &[&me[..], extra].concat());
+    // Pinned memory is ordinary guest memory over TCP: every copy ships its bytes.
+    for (direction, bytes) in [
+        ("htod", 1000.0 + 100_000.0 + 65536.0),
+        ("dtoh", 2000.0 + 150_000.0 + 32768.0),
+    ] {
+        assert_eq!(
+            v(
+                "vgpu_client_copied_bytes_total",
+                &[("direction", direction), ("path", "stream")]
+            ),
+            bytes,
+            "{direction}"
+        );
+        for path in ["inline", "bulk", "zero_copy"] {
+            assert_eq!(
+                v(
+                    "vgpu_client_copied_bytes_total",
+                    &[("direction", direction), ("path", path)]
+                ),
+                0.0
+            );
+        }
+    }
+    assert_eq!(v("vgpu_client_info", &[("transport", "tcp")]), 1.0);
+    assert_eq!(v("vgpu_client_calls_total", &[("class", "posted")]), 101.0);
+    assert_eq!(v("vgpu_client_bulk_bytes", &[]), 0.0);
+    assert!(
+        !s.iter().any(|(n, _, _)| n.starts_with("vgpu_host_region")),
+        "a host without a region reports none"
+    );
+    signal(client.id(), libc::SIGKILL);
+    client.wait().expect("reap the workload");
+    // The worker outlives its last connection by --tcp-grace-ms (2 s), then the series end.
+    scrape_until(host.metrics(), "the tcp client's series gone", |s| {
+        !s.iter()
+            .any(|(n, l, _)| n.starts_with("vgpu_client") && l.get("pid") == Some(&pid))
+    });
 }
 
 #[test]
