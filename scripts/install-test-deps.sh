@@ -123,6 +123,7 @@ check_command depmod kmod
 check_command unzip unzip
 check_command debootstrap debootstrap
 check_command mkfs.ext4 e2fsprogs
+check_command tmux tmux
 
 if ((${#need[@]} == 0)); then
     echo "install-test-deps: nothing to install"

@@ -111,6 +111,15 @@ pub struct ServeArgs {
     /// `CUDA_ERROR_OUT_OF_MEMORY`. Primary contexts are not counted.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub client_contexts: usize,
+    /// Serve Prometheus metrics (OpenMetrics text) at `http://ADDR/metrics`, e.g.
+    /// 127.0.0.1:9464 (port 0 picks one, shown in the ready line): per-client memory,
+    /// handles, calls, latency and bytes copied, and the host's workers and region.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Answer every connection to this Unix socket with the same data as one line of JSON
+    /// (what `vgpuctl top` and `vgpuctl smi --host` read); mode 0600, removed on exit.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// How long a TCP client's worker waits, after its last connection closed, for a new one
     /// before it exits (freeing everything the client held on the GPU), in milliseconds.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
@@ -165,4 +174,10 @@ pub struct WorkerArgs {
     /// See the host's `--tcp-grace-ms`.
     #[arg(long, default_value_t = DEFAULT_TCP_GRACE_MS, value_name = "N")]
     pub tcp_grace_ms: u64,
+    /// Inherited descriptor of the counters block the supervisor reads (`accounting/`).
+    #[arg(long, value_name = "FD")]
+    pub stats_fd: Option<i32>,
+    /// Inherited descriptor of the region's process list (`accounting/directory.rs`).
+    #[arg(long, value_name = "FD")]
+    pub directory_fd: Option<i32>,
 }

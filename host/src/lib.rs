@@ -3,6 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod accounting;
 pub mod cli;
 pub mod dispatch;
 pub mod driver;
@@ -10,6 +11,8 @@ pub mod driver_check;
 pub mod hardening;
 pub mod listener;
 pub mod liveness;
+pub mod logging;
+pub mod reporting;
 pub mod signals;
 pub mod stream_link;
 pub mod supervisor;

@@ -4,12 +4,14 @@
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use host::cli::{Cli, Doorbell, Mode, ServeArgs};
 use host::driver_check::{self, EXIT_REGION};
 use host::listener::{Listener, EXIT_LISTEN};
+use host::reporting::{ControlSocket, MetricsServer, Reporter, EXIT_ENDPOINT};
 use host::supervisor::{Supervisor, WorkerSpawn};
 use transport::{DoorbellMode, Region, RegionConfig};
 
@@ -19,7 +21,7 @@ const WARM_BOUND: Duration = Duration::from_secs(10);
 fn main() {
     let cli = Cli::parse();
     let log = log_filter(cli.log.as_deref());
-    init_tracing(&log);
+    host::logging::init(&log);
     // Neither the supervisor nor a worker may be read or traced by other processes of its uid,
     // nor leave a core file: a worker holds its client's data (issue 11, worker hardening).
     match host::hardening::make_non_dumpable() {
@@ -46,17 +48,8 @@ fn log_filter(flag: Option<&str>) -> String {
         .unwrap_or_else(|| "info".to_owned())
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .init();
-}
-
 fn serve(args: &ServeArgs, log: String) -> i32 {
+    let started = Instant::now();
     if args.region.is_none() && args.listen.is_empty() {
         eprintln!("vgpu-host: give --region, --listen, or both");
         return 2;
@@ -127,11 +120,35 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
             }
         }
     }
+    let metrics = match args.metrics.map(MetricsServer::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vgpu-host: cannot serve metrics on {:?}: {e}", args.metrics);
+            remove_created();
+            return EXIT_ENDPOINT;
+        }
+    };
+    let control = match args.control.as_deref().map(ControlSocket::bind).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "vgpu-host: cannot bind the control socket {:?}: {e}",
+                args.control
+            );
+            remove_created();
+            return EXIT_ENDPOINT;
+        }
+    };
     let served: Vec<String> = args
         .region
         .iter()
         .map(|p| p.display().to_string())
         .chain(listeners.iter().map(|l| format!("tcp {}", l.local_addr())))
+        .chain(
+            metrics
+                .iter()
+                .map(|m| format!("metrics {}", m.local_addr())),
+        )
         .collect();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -151,7 +168,26 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         client_memory_mib: args.client_memory_mib,
         client_contexts: args.client_contexts,
     };
+    let reported_region = region.clone().zip(args.region.clone());
     let mut supervisor = Supervisor::new(region, spawn, args.prewarm);
+    let reporter = Arc::new(Reporter::new(supervisor.roster(), reported_region, started));
+    if let Some(metrics) = metrics {
+        let addr = metrics.local_addr();
+        if let Err(e) = metrics.spawn(reporter.clone()) {
+            eprintln!("vgpu-host: cannot start the metrics thread: {e}");
+            remove_created();
+            return 1;
+        }
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
+    let _control = match control.map(|c| c.spawn(reporter.clone())).transpose() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("vgpu-host: cannot start the control thread: {e}");
+            remove_created();
+            return 1;
+        }
+    };
     for listener in listeners {
         let addr = listener.local_addr();
         if let Err(e) = listener.spawn(supervisor.intake()) {

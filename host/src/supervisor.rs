@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use transport::{ChannelClaim, GoneReason, Region, TransportError};
 
+use crate::accounting::{CountersView, DirectoryWriter};
 use crate::listener::Accepted;
+use crate::reporting::{Listing, Member, Roster};
 use crate::stream_link::{self, Connection};
 use crate::worker_link::{ClientId, Record, Via};
 
@@ -73,6 +76,12 @@ struct WorkerProcess {
     /// The supervisor's end of the connection link (when listening).
     link: Option<OwnedFd>,
     client: Option<ClientId>,
+    /// The worker's counters, read-only (`accounting/`).
+    counters: Option<Arc<CountersView>>,
+    /// When it took its client.
+    since: Instant,
+    /// Where its client's first connection came from (socket clients).
+    peer: Option<IpAddr>,
 }
 
 impl WorkerProcess {
@@ -122,6 +131,12 @@ pub struct Supervisor {
     prewarm: bool,
     spare_failures: u32,
     spare_retry_at: Instant,
+    /// What the endpoints read (`reporting/`), replaced after every turn of the loop.
+    roster: Arc<Roster>,
+    /// New clients refused (`--max-clients`).
+    refused: u64,
+    /// The region's clients and their memory, for the workers (`accounting/directory.rs`).
+    directory: Option<DirectoryWriter>,
 }
 
 impl Supervisor {
@@ -129,6 +144,11 @@ impl Supervisor {
     /// [`Supervisor::intake`].
     pub fn new(region: Option<Region>, spawn: WorkerSpawn, prewarm: bool) -> Self {
         let (intake_tx, intake) = mpsc::channel();
+        let directory = region.as_ref().and_then(|_| {
+            DirectoryWriter::create(spawn.max_clients)
+                .inspect_err(|e| tracing::warn!("no process list for the guests' NVML: {e}"))
+                .ok()
+        });
         Self {
             region,
             intake,
@@ -139,7 +159,51 @@ impl Supervisor {
             prewarm,
             spare_failures: 0,
             spare_retry_at: Instant::now(),
+            roster: Arc::default(),
+            refused: 0,
+            directory,
         }
+    }
+
+    /// What the metrics and control endpoints read: this supervisor's workers and their
+    /// counters.
+    pub fn roster(&self) -> Arc<Roster> {
+        self.roster.clone()
+    }
+
+    /// Replaces the roster with the workers as they are now, and the region's process list.
+    fn publish_roster(&self) {
+        if let Some(directory) = &self.directory {
+            let mut rows: Vec<(u32, u64)> = self
+                .workers
+                .values()
+                .filter(|w| w.client.is_some_and(|c| c.via == Via::Region))
+                .filter_map(|w| {
+                    let memory = w.counters.as_ref()?.snapshot()?.gauges.memory_bytes;
+                    Some((w.client?.pid, memory))
+                })
+                .collect();
+            rows.sort_unstable();
+            directory.publish(&rows);
+        }
+        let members = self
+            .workers
+            .values()
+            .filter_map(|w| {
+                Some(Member {
+                    client: w.client?,
+                    worker_pid: w.pid(),
+                    since: w.since,
+                    peer: w.peer,
+                    counters: w.counters.clone(),
+                })
+            })
+            .collect();
+        self.roster.replace(Listing {
+            members,
+            spares: u64::from(self.spare.is_some()),
+            refused: self.refused,
+        });
     }
 
     /// Starts the first spare (when pre-warming) and waits up to `bound` for it to be warm, so
@@ -177,12 +241,14 @@ impl Supervisor {
             }
             self.reap();
             self.ensure_spare();
+            self.publish_roster();
             match self.intake.recv_timeout(ACCEPT_SLICE) {
                 Ok(Intake::Claim(claim)) => self.route(claim),
                 Ok(Intake::Stream(accepted)) => self.route_stream(accepted),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         };
+        self.roster.replace(Listing::default());
         // No ordering needed: the flag only ends the claim thread's loop.
         stop.store(true, Ordering::Relaxed);
         tracing::info!("signal {signal}: stopping {} worker(s)", self.workers.len());
@@ -197,6 +263,8 @@ impl Supervisor {
         let client = ClientId::of(&claim);
         if let Some(worker) = self.deliver(client, "claim", |w| w.send(&record)) {
             tracing::debug!(
+                client = client.shown(),
+                pid = client.pid,
                 index = claim.index,
                 tid = claim.tid,
                 worker,
@@ -209,8 +277,13 @@ impl Supervisor {
     /// claim), then closes the supervisor's copy of the socket.
     fn route_stream(&mut self, accepted: Accepted) {
         let client = ClientId::of_stream(&accepted.client);
-        match self.deliver(client, "connection", |w| w.send_stream(&accepted)) {
+        let delivered = self.deliver(client, "connection", |w| w.send_stream(&accepted));
+        if let (Some(_), Some(w)) = (delivered, self.workers.get_mut(&key(&client))) {
+            w.peer.get_or_insert(accepted.peer.ip());
+        }
+        match delivered {
             Some(worker) => tracing::info!(
+                client = client.shown(),
                 peer = %accepted.peer,
                 token = client.token,
                 pid = client.pid,
@@ -219,6 +292,7 @@ impl Supervisor {
                 "tcp connection"
             ),
             None => tracing::warn!(
+                client = client.shown(),
                 peer = %accepted.peer,
                 token = client.token,
                 pid = client.pid,
@@ -240,6 +314,7 @@ impl Supervisor {
                 return Some(worker.pid());
             }
             tracing::warn!(
+                client = client.shown(),
                 pid = client.pid,
                 "worker {} of this client is gone; starting a new one",
                 worker.pid()
@@ -253,7 +328,9 @@ impl Supervisor {
             self.reap();
         }
         if self.workers.len() >= self.spawn.max_clients {
+            self.refused += 1;
             tracing::warn!(
+                client = client.shown(),
                 pid = client.pid,
                 token = client.token,
                 via = ?client.via,
@@ -271,6 +348,7 @@ impl Supervisor {
             tracing::error!(worker = pid, "cannot hand the {what} over: {e}");
         }
         tracing::info!(
+            client = client.shown(),
             pid = client.pid,
             token = client.token,
             via = ?client.via,
@@ -292,6 +370,7 @@ impl Supervisor {
             return None;
         }
         spare.worker.client = Some(client);
+        spare.worker.since = Instant::now();
         self.spare_failures = 0;
         Some(spare.worker)
     }
@@ -449,6 +528,40 @@ impl Supervisor {
     ) -> std::io::Result<(WorkerProcess, Option<ChildStdout>)> {
         let mut worker_end = None;
         let mut link = None;
+        let (counters, counters_fd) = match CountersView::create() {
+            Ok((view, fd)) => (Some(Arc::new(view)), Some(fd)),
+            Err(e) => {
+                tracing::warn!("the new worker's counters are not shared: {e}");
+                (None, None)
+            }
+        };
+        if let Some(fd) = counters_fd.as_ref().map(AsRawFd::as_raw_fd) {
+            cmd.arg("--stats-fd").arg(fd.to_string());
+            // SAFETY: the closure runs in the forked child before exec and only calls fcntl
+            // (async-signal-safe) on a descriptor that is open there (inherited from us, kept
+            // open by `counters_fd` until spawn returns).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(fd) = self.directory.as_ref().map(|d| d.fd().as_raw_fd()) {
+            cmd.arg("--directory-fd").arg(fd.to_string());
+            // SAFETY: as for the counters block: fcntl in the forked child on a descriptor
+            // open there (the supervisor keeps it open for its life).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         if self.spawn.stream_grace.is_some() {
             let (ours, theirs) = stream_link::pair()?;
             let fd = theirs.as_raw_fd();
@@ -469,6 +582,7 @@ impl Supervisor {
         }
         let spawned = cmd.spawn();
         drop(worker_end);
+        drop(counters_fd);
         let mut child = spawned?;
         let stdin = child.stdin.take().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "worker has no stdin pipe")
@@ -480,6 +594,9 @@ impl Supervisor {
                 stdin,
                 link,
                 client: None,
+                counters,
+                since: Instant::now(),
+                peer: None,
             },
             stdout,
         ))
@@ -553,20 +670,26 @@ fn wait_warm(spare: &mut Spare, bound: Duration) -> bool {
 fn finish(child: &mut Child, region: Option<&Region>, client: Option<ClientId>) {
     let status = child.wait().ok();
     let pid = client.map_or(0, |c| c.pid);
+    let id = client.map_or_else(String::new, |c| c.shown());
     let crashed = status.is_none_or(|s| !s.success());
     if crashed {
         tracing::warn!(
             worker = child.id(),
-            client = pid,
+            client = id,
+            pid,
             "worker crashed ({}); its client's calls fail with PeerGone",
             describe(status)
         );
     } else {
-        tracing::info!(worker = child.id(), client = pid, "worker exited");
+        tracing::info!(worker = child.id(), client = id, pid, "worker exited");
     }
     let freed = release_bulk(region, client);
     if freed > 0 {
-        tracing::info!(client = pid, "freed {freed} bulk block(s) of the client");
+        tracing::info!(
+            client = id,
+            pid,
+            "freed {freed} bulk block(s) of the client"
+        );
     }
 }
 

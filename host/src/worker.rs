@@ -24,8 +24,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use protocol::{Decoder, RequestHeader};
 use transport::{Region, ServerTransport, StreamServer, TransportError};
 
+use crate::accounting::{CountersHome, DirectoryView};
 use crate::cli::WorkerArgs;
 use crate::dispatch::{ClientContext, Flow, ThreadSession};
 use crate::liveness::{self, ProcessWatch};
@@ -85,12 +87,13 @@ pub fn run(args: &WorkerArgs) -> i32 {
             None
         }
     };
-    let context = ClientContext::new(
+    let context = ClientContext::with_counters(
         args.driver.clone(),
         crate::dispatch::quota::Limits {
             memory_bytes: args.client_memory_mib.saturating_mul(1 << 20),
             contexts: args.client_contexts,
         },
+        counters_home(args.stats_fd),
     );
     if args.prewarm {
         if let Err(e) = context.prewarm(args.context_pool) {
@@ -98,6 +101,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
             return crate::driver_check::EXIT_NO_DRIVER;
         }
     }
+    let directory = directory_view(args.directory_fd);
     let (tx, rx) = mpsc::channel();
     spawn_stdin_reader(tx.clone());
     if let Some(fd) = args.link_fd {
@@ -139,6 +143,16 @@ pub fn run(args: &WorkerArgs) -> i32 {
     if let (Some(region), Via::Region) = (&region, client.via) {
         context.attach_region(region.clone(), client.token);
     }
+    // The region's process list is for region clients only (one tenant); another client's
+    // worker drops its mapping before it serves anything.
+    context.attach_tenant(crate::dispatch::processes::Tenant {
+        pid: client.pid,
+        directory: directory.filter(|_| client.via == Via::Region),
+    });
+    // Every line this worker logs from here names its client (fields of the journal, with
+    // `tracing-journald`: CLIENT, REGION, PID).
+    let span = client_span(&client, args.region.as_deref());
+    let _entered = span.clone().entered();
     tracing::debug!(
         token = client.token,
         pid = client.pid,
@@ -151,9 +165,64 @@ pub fn run(args: &WorkerArgs) -> i32 {
         context,
         events: tx,
         tcp_grace: Duration::from_millis(args.tcp_grace_ms),
+        span,
+        published: None,
     }
     .serve(&rx, early)
 }
+
+/// The span every log line of a client's worker is made in: its token, region and pid.
+fn client_span(client: &ClientId, region: Option<&std::path::Path>) -> tracing::Span {
+    let region = match (client.via, region) {
+        (Via::Region, Some(path)) => path.display().to_string(),
+        _ => "-".to_owned(),
+    };
+    tracing::info_span!(
+        "client",
+        client = %client.shown(),
+        region = %region,
+        pid = client.pid
+    )
+}
+
+/// Where this worker counts: the block the supervisor handed over (`--stats-fd`), or its own
+/// memory when there is none or it cannot be mapped (then nobody reads the counters).
+fn counters_home(fd: Option<i32>) -> CountersHome {
+    let Some(fd) = fd else {
+        return CountersHome::own();
+    };
+    // SAFETY: F_GETFD only inspects the descriptor table entry.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        tracing::warn!("--stats-fd {fd} is not an open descriptor; counting privately");
+        return CountersHome::own();
+    }
+    // SAFETY: the descriptor is open (checked above) and the supervisor passed it to us
+    // (`--stats-fd`) for this use only; nothing else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    CountersHome::from_fd(owned).unwrap_or_else(|e| {
+        tracing::warn!("{e}; counting privately");
+        CountersHome::own()
+    })
+}
+
+/// The region's process list the supervisor handed over (`--directory-fd`), if any.
+fn directory_view(fd: Option<i32>) -> Option<DirectoryView> {
+    let fd = fd?;
+    // SAFETY: F_GETFD only inspects the descriptor table entry.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        tracing::warn!("--directory-fd {fd} is not an open descriptor");
+        return None;
+    }
+    // SAFETY: the descriptor is open (checked above) and the supervisor passed it to us
+    // (`--directory-fd`) for this use only; nothing else in this process owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    DirectoryView::from_fd(owned)
+        .inspect_err(|e| tracing::warn!("no process list: {e}"))
+        .ok()
+}
+
+/// How often the main loop publishes its client's gauges.
+const GAUGES_EVERY: Duration = Duration::from_millis(100);
 
 /// Points stdout at /dev/null: nobody reads the spare's pipe after the warm line, and a
 /// library that prints must neither block on a full pipe nor fail on a closed one.
@@ -248,10 +317,25 @@ struct Worker {
     context: Arc<ClientContext>,
     events: Sender<Event>,
     tcp_grace: Duration,
+    /// The client's log span, entered by every thread of this worker.
+    span: tracing::Span,
+    /// When the gauges were last published.
+    published: Option<Instant>,
 }
 
 impl Worker {
-    fn serve(self, rx: &Receiver<Event>, early: Vec<(Connection, OwnedFd)>) -> i32 {
+    /// Publishes the client's gauges (`accounting/`) when [`GAUGES_EVERY`] has passed.
+    fn publish_gauges(&mut self, threads: usize) {
+        let now = Instant::now();
+        if self.published.is_some_and(|t| now - t < GAUGES_EVERY) {
+            return;
+        }
+        self.published = Some(now);
+        let gauges = self.context.gauges(threads as u64);
+        self.context.counters().publish(&gauges);
+    }
+
+    fn serve(mut self, rx: &Receiver<Event>, early: Vec<(Connection, OwnedFd)>) -> i32 {
         let tcp = self.client.via == Via::Stream;
         let same_kernel = !tcp && liveness::same_kernel(self.client.pid, self.client.start_time);
         if same_kernel {
@@ -276,6 +360,7 @@ impl Worker {
             }
         }
         loop {
+            self.publish_gauges(active);
             match rx.recv_timeout(liveness::POLL_EVERY) {
                 Ok(Event::Stream(connection, fd)) => {
                     if self.start_stream(connection, fd, &mut next_stream) {
@@ -403,7 +488,9 @@ impl Worker {
     ) -> bool {
         let context = self.context.clone();
         let tx = self.events.clone();
+        let span = self.span.clone();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let _entered = span.entered();
             let result =
                 std::panic::catch_unwind(AssertUnwindSafe(|| serve_channel(channel, context)));
             let peer_gone = match result {
@@ -443,19 +530,28 @@ pub fn serve_channel(
     mut channel: impl ServerTransport,
     client: Arc<ClientContext>,
 ) -> Result<(), TransportError> {
-    let mut session = ThreadSession::new(client);
+    let mut session = ThreadSession::new(client.clone());
+    let counters = client.counters();
     let mut request = Vec::new();
     let mut response = Vec::new();
     loop {
         channel.recv(&mut request)?;
+        // Posted driver calls are only counted; answered ones are timed up to their reply.
+        let (function, posted) = RequestHeader::read(&mut Decoder::new(&request))
+            .map_or((false, false), |h| (h.call.is_function(), h.posted()));
+        let started = (function && !posted).then(Instant::now);
         response.clear();
-        match session.handle(&request, &mut response) {
-            Flow::Continue => channel.reply(&response)?,
-            Flow::Posted => {}
-            Flow::Close => {
-                channel.reply(&response)?;
-                return Ok(());
-            }
+        let flow = session.handle(&request, &mut response);
+        if flow != Flow::Posted {
+            channel.reply(&response)?;
+        }
+        match (flow, function) {
+            (Flow::Posted, _) => counters.posted(),
+            (_, true) => counters.answered(started.map_or(Duration::ZERO, |t| t.elapsed())),
+            (_, false) => counters.special(),
+        }
+        if flow == Flow::Close {
+            return Ok(());
         }
     }
 }

@@ -42,6 +42,12 @@ pub struct ClientId {
 }
 
 impl ClientId {
+    /// The token as logs, the journal's `CLIENT` field and the host's reports show it: 16 hex
+    /// digits.
+    pub fn shown(&self) -> String {
+        format!("{:016x}", self.token)
+    }
+
     /// The client a claim belongs to.
     pub fn of(claim: &ChannelClaim) -> Self {
         Self {

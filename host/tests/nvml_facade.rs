@@ -7,7 +7,9 @@ mod support;
 
 use std::path::Path;
 
-use support::{built_nvml, c_program, run_client, ClientOutput, FakeDriver, Host};
+use support::{
+    built_nvml, built_shim, built_vgpuctl, c_program, run_client, ClientOutput, FakeDriver, Host,
+};
 
 /// A stand-in for the host's real NVML: only what vgpu-host asks.
 const HOST_NVML: &str = r#"
@@ -176,5 +178,139 @@ fn visible_devices_and_a_host_without_nvml() {
     // No host NVML and no /proc/driver/nvidia/version here: not a made-up version.
     if !Path::new("/proc/driver/nvidia/version").exists() {
         expect(&run, "driver rc=3 version=");
+    }
+}
+
+/// Holds `argv[1]` MiB of device memory until its stdin closes.
+const HOLDER: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW);
+    int (*init)(unsigned) = (int (*)(unsigned))dlsym(cuda, "cuInit");
+    int (*alloc)(unsigned long long *, size_t) =
+        (int (*)(unsigned long long *, size_t))dlsym(cuda, "cuMemAlloc_v2");
+    unsigned long long d = 0;
+    if (argc < 2 || init(0) || alloc(&d, (size_t)atoi(argv[1]) << 20)) return 2;
+    printf("ready\n");
+    fflush(stdout);
+    char line[16];
+    while (fgets(line, sizeof line, stdin)) {}
+    return 0;
+}
+"#;
+
+/// Lists the compute processes of device 0 the way nvidia-smi asks (size first, then fill).
+const PROCESSES: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+typedef struct { unsigned pid; unsigned long long used; unsigned gi, ci; } info_t;
+typedef struct { unsigned pid; unsigned long long used; } info_v1_t;
+int main(void) {
+    void *h = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+    if (!h) return 2;
+    int (*init)(void) = (int (*)(void))dlsym(h, "nvmlInit_v2");
+    int (*get)(unsigned, void **) = (int (*)(unsigned, void **))dlsym(h, "nvmlDeviceGetHandleByIndex_v2");
+    int (*procs)(void *, unsigned *, info_t *) =
+        (int (*)(void *, unsigned *, info_t *))dlsym(h, "nvmlDeviceGetComputeRunningProcesses_v3");
+    int (*procs_v1)(void *, unsigned *, info_v1_t *) =
+        (int (*)(void *, unsigned *, info_v1_t *))dlsym(h, "nvmlDeviceGetComputeRunningProcesses");
+    void *dev = 0;
+    if (init() || get(0, &dev)) return 3;
+    unsigned n = 0;
+    int rc = procs(dev, &n, NULL);
+    printf("sizing rc=%d n=%u\n", rc, n);
+    info_t list[16];
+    n = 16;
+    rc = procs(dev, &n, list);
+    printf("list rc=%d n=%u\n", rc, n);
+    for (unsigned i = 0; i < n; i++)
+        printf("process pid=%u used=%llu gi=%x\n", list[i].pid, list[i].used, list[i].gi);
+    info_v1_t v1[16];
+    n = 16;
+    rc = procs_v1(dev, &n, v1);
+    printf("v1 rc=%d n=%u first_used=%llu\n", rc, n, n ? v1[0].used : 0ull);
+    return 0;
+}
+"#;
+
+#[test]
+fn compute_processes_list_the_regions_clients_with_their_memory() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let holder = c_program("nvml_holder", HOLDER, &["-ldl"]);
+    let lister = c_program("nvml_processes", PROCESSES, &["-ldl"]);
+    let facade = built_nvml();
+    let host = Host::on_region("nvml-procs")
+        .driver(FakeDriver::NvmlExtras)
+        .start();
+    let mut holders = Vec::new();
+    for mib in ["3", "5"] {
+        let mut child = host
+            .client(&holder)
+            .arg(mib)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a holder");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "ready");
+        holders.push(child);
+    }
+    let want: Vec<String> = holders
+        .iter()
+        .zip([3u64, 5])
+        .map(|(c, mib)| format!("process pid={} used={} gi=ffffffff", c.id(), mib << 20))
+        .collect();
+    // The supervisor publishes the list after each turn of its loop (≤ 50 ms) from gauges the
+    // workers publish every 100 ms: ask until both holders are listed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let out = loop {
+        let mut cmd = host.client(&lister);
+        cmd.env("LD_LIBRARY_PATH", facade.parent().expect("dir"));
+        let out = run_client(&mut cmd);
+        if want.iter().all(|w| out.stdout.lines().any(|l| l == w)) {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed {want:?}:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Both holders and the lister itself (no memory).
+    expect(&out, "sizing rc=7 n=3");
+    expect(&out, "list rc=0 n=3");
+    assert!(out.stdout.contains("used=0 gi=ffffffff"), "{}", out.stdout);
+    assert!(out.stdout.contains("v1 rc=0 n=3"), "{}", out.stdout);
+    // `vgpuctl smi` on the same region lists them below its device table.
+    let smi = std::process::Command::new(built_vgpuctl())
+        .args(["smi", "--region"])
+        .arg(host.region())
+        .arg("--shim")
+        .arg(built_shim())
+        .arg("--nvml")
+        .arg(facade)
+        .output()
+        .expect("vgpuctl smi");
+    let text = String::from_utf8_lossy(&smi.stdout);
+    assert!(
+        smi.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&smi.stderr)
+    );
+    for (h, mib) in holders.iter().zip([3, 5]) {
+        let row = format!("0    {:<8}  {:>6} MiB", h.id(), mib);
+        assert!(text.lines().any(|l| l == row), "no {row:?} in\n{text}");
+    }
+    for mut h in holders {
+        drop(h.stdin.take());
+        h.wait().expect("holder exits");
     }
 }

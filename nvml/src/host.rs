@@ -6,7 +6,9 @@
 //! [`HostError::NoShim`], and the facts concerned answer `NVML_ERROR_NOT_SUPPORTED` (memory then
 //! comes from CUDA, see `exports.rs`).
 
-use protocol::special::{self, nvml::Facts, nvml::FactsRequest, nvml::MemoryFacts};
+use protocol::special::{
+    self, nvml::Facts, nvml::FactsRequest, nvml::MemoryFacts, nvml::Processes,
+};
 use protocol::Decoder;
 
 /// Why the host's facts are unavailable.
@@ -132,4 +134,17 @@ pub fn fetch_facts(bus_ids: Vec<String>) -> Result<Facts, HostError> {
     let facts = Facts::decode(&mut dec, n)?;
     dec.finish()?;
     Ok(facts)
+}
+
+/// The guest's processes that use the GPU and their device memory, as the host counts them
+/// (`special::NVML_PROCESSES`).
+///
+/// # Errors
+/// A [`HostError`]; the caller answers `NVML_ERROR_NOT_SUPPORTED`.
+pub fn fetch_processes() -> Result<Processes, HostError> {
+    let answer = via_shim(special::NVML_PROCESSES, &[]).ok_or(HostError::NoShim)??;
+    let mut dec = Decoder::new(&answer);
+    let processes = Processes::decode(&mut dec)?;
+    dec.finish()?;
+    Ok(processes)
 }

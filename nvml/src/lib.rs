@@ -22,6 +22,7 @@ pub mod exports;
 pub mod format;
 pub mod host;
 pub mod log;
+pub mod processes;
 pub mod state;
 pub mod types;
 pub mod unsupported;

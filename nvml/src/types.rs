@@ -184,3 +184,34 @@ mod tests {
         assert_eq!(error_string(12345), c"Unknown Error");
     }
 }
+
+/// `NVML_VALUE_NOT_AVAILABLE` for 32-bit fields (the instance ids of a GPU without MIG).
+pub const VALUE_NOT_AVAILABLE_U32: u32 = u32::MAX;
+
+/// `nvmlProcessInfo_v1_t`, for `nvmlDeviceGetComputeRunningProcesses`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessInfoV1 {
+    /// Process id.
+    pub pid: u32,
+    /// Device memory the process holds, bytes.
+    pub used_gpu_memory: u64,
+}
+
+/// `nvmlProcessInfo_t` (= `nvmlProcessInfo_v2_t`), for `nvmlDeviceGetComputeRunningProcesses_v2`
+/// and `_v3`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Device memory the process holds, bytes.
+    pub used_gpu_memory: u64,
+    /// MIG GPU instance ([`VALUE_NOT_AVAILABLE_U32`] without MIG).
+    pub gpu_instance_id: u32,
+    /// MIG compute instance ([`VALUE_NOT_AVAILABLE_U32`] without MIG).
+    pub compute_instance_id: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<ProcessInfoV1>() == 16);
+const _: () = assert!(std::mem::size_of::<ProcessInfo>() == 24);

@@ -1,5 +1,5 @@
 //! Common NVML queries the facade cannot answer truthfully yet (the host's sensors, clocks,
-//! processes): each is exported and answers `NVML_ERROR_NOT_SUPPORTED` (3), which tools handle
+//! graphics processes): each is exported and answers `NVML_ERROR_NOT_SUPPORTED` (3), which tools handle
 //! as "this GPU does not report it", instead of the process failing to resolve the symbol.
 //!
 //! The functions are declared without parameters: with the C calling convention the caller
@@ -44,9 +44,6 @@ not_supported! {
     nvmlDeviceGetClock,
     nvmlDeviceGetCurrentClocksThrottleReasons,
     nvmlDeviceGetCurrentClocksEventReasons,
-    nvmlDeviceGetComputeRunningProcesses,
-    nvmlDeviceGetComputeRunningProcesses_v2,
-    nvmlDeviceGetComputeRunningProcesses_v3,
     nvmlDeviceGetGraphicsRunningProcesses,
     nvmlDeviceGetGraphicsRunningProcesses_v2,
     nvmlDeviceGetGraphicsRunningProcesses_v3,
@@ -85,7 +82,7 @@ mod tests {
     fn every_listed_function_answers_not_supported() {
         assert_eq!(nvmlDeviceGetTemperature(), ERROR_NOT_SUPPORTED);
         assert_eq!(
-            nvmlDeviceGetComputeRunningProcesses_v3(),
+            nvmlDeviceGetGraphicsRunningProcesses_v3(),
             ERROR_NOT_SUPPORTED
         );
         let mut names = NAMES.to_vec();

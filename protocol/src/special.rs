@@ -29,13 +29,20 @@ pub const NVML_FACTS: CallId = CallId(CallId::SPECIAL_BASE + 9);
 /// NVML does not know the bus id.
 pub const NVML_MEMORY: CallId = CallId(CallId::SPECIAL_BASE + 10);
 
+/// The guest's processes that use the GPU, with the device memory each holds, for the NVML
+/// facade's `nvmlDeviceGetComputeRunningProcesses`: no arguments → result,
+/// [`nvml::Processes`]. A region client is told every client of its region (the region is the
+/// tenant boundary), a TCP client only itself; memory is what each client's allocations hold,
+/// over all devices.
+pub const NVML_PROCESSES: CallId = CallId(CallId::SPECIAL_BASE + 11);
+
 /// A synchronous no-op: answered with success, or with the channel's deferred error (see
 /// [`crate::frame::FLAG_NO_REPLY`]). The guest sends it to flush its posted calls, e.g. when a
 /// thread ends with calls still posted.
 pub const FLUSH: CallId = CallId(CallId::SPECIAL_BASE + 16);
 
 /// Every special call id, each defined above and nowhere else.
-pub const ALL: [CallId; 8] = [
+pub const ALL: [CallId; 9] = [
     HELLO,
     PARAM_LAYOUT,
     CALLBACK_NEXT,
@@ -43,6 +50,7 @@ pub const ALL: [CallId; 8] = [
     UNIT_MAPS,
     NVML_FACTS,
     NVML_MEMORY,
+    NVML_PROCESSES,
     FLUSH,
 ];
 
@@ -298,9 +306,88 @@ pub mod nvml {
         }
     }
 
+    /// Most processes one [`Processes`] answer holds.
+    pub const MAX_PROCESSES: usize = 4096;
+
+    /// One guest process and the device memory its allocations hold.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct ProcessMemory {
+        /// The guest process id.
+        pub pid: u32,
+        /// Bytes.
+        pub used_bytes: u64,
+    }
+
+    /// The answer of [`super::NVML_PROCESSES`]: `u32 n`, `n × (u32 pid, u64 used_bytes)`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Processes {
+        /// At most [`MAX_PROCESSES`], ordered by pid.
+        pub processes: Vec<ProcessMemory>,
+    }
+
+    impl Processes {
+        /// Encodes the answer (after the response header); entries past [`MAX_PROCESSES`]
+        /// are left out.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            let n = self.processes.len().min(MAX_PROCESSES);
+            enc.put(n as u32);
+            for p in &self.processes[..n] {
+                enc.put(p.pid);
+                enc.put(p.used_bytes);
+            }
+        }
+
+        /// Decodes the answer.
+        ///
+        /// # Errors
+        /// A truncated answer, or more than [`MAX_PROCESSES`] entries.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let n = dec.get::<u32>()? as usize;
+            if n > MAX_PROCESSES {
+                return Err(DecodeError::BadTag {
+                    what: "NVML process count (more than 4096)",
+                    tag: u8::MAX,
+                });
+            }
+            let mut processes = Vec::with_capacity(n);
+            for _ in 0..n {
+                processes.push(ProcessMemory {
+                    pid: dec.get()?,
+                    used_bytes: dec.get()?,
+                });
+            }
+            Ok(Self { processes })
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn processes_round_trip_and_refuse_a_hostile_count() {
+            let p = Processes {
+                processes: vec![
+                    ProcessMemory {
+                        pid: 7,
+                        used_bytes: 5 << 20,
+                    },
+                    ProcessMemory {
+                        pid: 9,
+                        used_bytes: 0,
+                    },
+                ],
+            };
+            let mut buf = Vec::new();
+            p.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(buf.len(), 4 + 2 * 12);
+            let mut dec = Decoder::new(&buf);
+            assert_eq!(Processes::decode(&mut dec).unwrap(), p);
+            dec.finish().unwrap();
+            assert!(Processes::decode(&mut Decoder::new(&buf[..20])).is_err());
+            let hostile = (MAX_PROCESSES as u32 + 1).to_le_bytes();
+            assert!(Processes::decode(&mut Decoder::new(&hostile)).is_err());
+        }
 
         #[test]
         fn memory_facts_round_trip_and_refuse_truncation() {

@@ -89,6 +89,7 @@ fn every_dependency_is_printed_with_the_file_that_satisfied_it() {
         "/usr/bin/unzip",
         "/usr/sbin/debootstrap",
         "/sbin/mkfs.ext4",
+        "/usr/bin/tmux",
     ] {
         touch(&root, f);
     }
@@ -133,6 +134,7 @@ fn an_empty_root_needs_everything() {
         "file",
         "debootstrap",
         "e2fsprogs",
+        "tmux",
     ] {
         assert!(plan.contains(&p.to_owned()), "{p} missing from {plan:?}");
     }

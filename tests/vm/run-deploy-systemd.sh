@@ -9,7 +9,11 @@
 #                                     /etc/ld.so.preload; no process outside the unit maps the shim)
 #   uninstall --restart              (service back without the shim; vgpuctl's paths byte-for-byte
 #                                     as before; verify now fails)
-# The shim needs no host here: preloading it runs no code until a CUDA call.
+# The shim needs no host for that: preloading it runs no code until a CUDA call. Then the host
+# side (issue 14): vgpuctl host install, vgpu-host@vm1 started on the fake driver
+# (host/tests/posted/fake_kernels.c), a guest workload (host/tests/operator/workload.c) holding
+# 5 MiB, `vgpuctl top --once --instance vm1` showing it through the unit's control socket, and
+# the journal's CLIENT field picking the supervisor's and the worker's lines about it.
 #
 # Usage: tests/vm/run-deploy-systemd.sh [--release]   (debug binaries by default)
 # Needs root the first time (vm-setup.sh, vm-debian.sh build the kernel cache and the image,
@@ -49,7 +53,7 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 cargo_profile=()
 [ "$profile" = release ] && cargo_profile=(--release)
 t=$(date +%s.%N)
-if ! (cd "$repo" && timeout 1200 cargo build -j2 --quiet -p vgpuctl --bin vgpuctl "${cargo_profile[@]}") \
+if ! (cd "$repo" && timeout 1200 cargo build -j2 --quiet -p vgpuctl --bin vgpuctl -p host --bin vgpu-host "${cargo_profile[@]}") \
         >"$work/build.log" 2>&1; then
     tail -30 "$work/build.log"
     abort "cannot build vgpuctl"
@@ -61,6 +65,13 @@ fi
 echo "vm-deploy-systemd: vgpuctl and the shim built (or up to date) in $(since "$t")s"
 vgpuctl="$target/$profile/vgpuctl"
 [ -x "$vgpuctl" ] || abort "no $vgpuctl"
+[ -x "$target/$profile/vgpu-host" ] || abort "no $target/$profile/vgpu-host"
+# Without its debug info: the guest's initramfs carries every file, in 512 MiB of memory.
+host_bin="$work/vgpu-host"
+strip --strip-debug -o "$host_bin" "$target/$profile/vgpu-host" || abort "cannot strip vgpu-host"
+cc -shared -fPIC -O2 -Wl,-soname,libcuda.so.1 -o "$work/libcuda.so.1" \
+    "$repo/host/tests/posted/fake_kernels.c" -lpthread || abort "cannot build the fake driver"
+cc -O2 -o "$work/workload" "$repo/host/tests/operator/workload.c" -ldl || abort "cannot build the workload"
 
 d="$repo/tests/vm/deploy"
 serial="$work/serial.log"
@@ -72,6 +83,9 @@ t=$(date +%s.%N)
     --file "$d/ollama-fake:/vgpu/files/ollama-fake" \
     --file "$d/ollama.service:/vgpu/files/ollama.service" \
     --file "$d/guest-deploy.sh:/vgpu/files/guest-deploy.sh" \
+    --file "$host_bin:/vgpu/files/vgpu-host" \
+    --file "$work/libcuda.so.1:/vgpu/files/fake-libcuda.so.1" \
+    --file "$work/workload:/vgpu/files/workload" \
     -- sh -c 'sh "$VGPU_DIR/files/guest-deploy.sh"' >"$work/vm-run.out" 2>&1
 rc=$?
 boot_s="$(since "$t")"

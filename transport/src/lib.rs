@@ -69,6 +69,8 @@ mod stream_key;
 mod sys;
 #[cfg(not(loom))]
 mod truncation;
+#[cfg(not(loom))]
+mod usage;
 
 #[cfg(all(test, not(loom)))]
 mod hostile_tests;
@@ -97,6 +99,7 @@ pub use crate::{
     },
     stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
     truncation::protect as protect_from_truncation,
+    usage::BulkUsage,
 };
 
 /// Who a server is talking to: the same fields over shared memory and sockets.

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::paths::{self, Root};
 use crate::systemctl::CommandRunner;
 use crate::{
-    doctor, host_install, install, recover, run as run_cmd, smi, status, trace_summary, uninstall,
-    verify,
+    control_socket, doctor, host_install, install, recover, run as run_cmd, smi, status, top,
+    trace_summary, uninstall, verify,
 };
 
 /// Install, verify and roll back vgpu in one systemd service.
@@ -46,8 +46,10 @@ pub enum Command {
     Host(HostCommand),
     /// Run a command on this machine's GPU through vgpu (starts and stops vgpu-host).
     Run(RunArgs),
-    /// List the GPUs as a program under vgpu sees them.
+    /// List the GPUs as a program under vgpu sees them (`--host`: the host's clients).
     Smi(SmiArgs),
+    /// The host's clients live: memory, call rate, latency, bytes copied (q quits).
+    Top(TopArgs),
     /// Per function: calls, round trips to the host, posted calls and time, from a VGPU_TRACE file.
     TraceSummary(TraceSummaryArgs),
     /// The probe `smi` runs under the shim.
@@ -116,12 +118,60 @@ pub struct TraceSummaryArgs {
     pub limit: usize,
 }
 
+/// Which running host to ask (its control socket, `vgpu-host --control PATH`).
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The host's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// An instance of the installed vgpu-host@.service: its socket is
+    /// /run/vgpu-host/NAME/control.sock.
+    #[arg(long, value_name = "NAME", conflicts_with = "control")]
+    pub instance: Option<String>,
+}
+
+impl ControlArgs {
+    /// The socket to read.
+    ///
+    /// # Errors
+    /// [`crate::Error::Refused`] when neither option is given.
+    pub fn path(&self) -> Result<PathBuf, crate::Error> {
+        match (&self.control, &self.instance) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(name)) => Ok(control_socket::instance_path(name)),
+            (None, None) => Err(crate::Error::Refused(
+                "give the host's control socket: --control PATH or --instance NAME".into(),
+            )),
+        }
+    }
+}
+
 /// `smi` arguments.
 #[derive(Debug, Args)]
 pub struct SmiArgs {
     /// Host, shim and region.
     #[command(flatten)]
     pub target: RunTargetArgs,
+    /// List every client of a running host instead (from its control socket).
+    #[arg(long)]
+    pub host: bool,
+    /// The host to list (with `--host`).
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+/// `top` arguments.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The host to watch.
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Seconds between reports.
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// Print one table (two reports an interval apart) as plain text and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `install` arguments.
@@ -231,6 +281,10 @@ pub struct HostInstallArgs {
     /// Region path per instance (`%i` = instance name).
     #[arg(long, default_value = "/dev/shm/vgpu-%i")]
     pub region_template: String,
+    /// Have every instance serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464); off by
+    /// default. Several instances need one port each: see docs/host.md, "Metrics".
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -318,6 +372,7 @@ pub fn run(
             &host_install::HostInstallOptions {
                 bin: a.bin,
                 region_template: a.region_template,
+                metrics: a.metrics,
                 dry_run: a.dry_run,
             },
             out,
@@ -350,6 +405,24 @@ pub fn run(
                 write!(out, "{}", summary.render(a.per.as_deref(), a.limit)).ok();
                 0
             }),
+        Command::Smi(a) if a.host => a
+            .control
+            .path()
+            .and_then(|path| control_socket::read_report(&path))
+            .map(|report| {
+                smi::print_host_table(&report, out);
+                0
+            }),
+        Command::Top(a) => {
+            let interval = std::time::Duration::from_secs_f64(a.interval.clamp(0.05, 3600.0));
+            a.control.path().and_then(|path| {
+                if a.once {
+                    top::once(&path, interval, out)
+                } else {
+                    top::live(&path, interval)
+                }
+            })
+        }
         Command::Smi(a) => std::env::current_exe()
             .map_err(|e| crate::Error::io("find", "own executable", e))
             .and_then(|exe| {
@@ -368,6 +441,7 @@ pub fn run(
             }),
         Command::SmiProbe => smi::probe().map(|gpus| {
             smi::print_table(&gpus, out);
+            smi::print_processes(&smi::probe_processes(gpus.len()), out);
             0
         }),
     };

@@ -12,6 +12,7 @@
 
 pub mod checklist;
 pub mod cli;
+pub mod control_socket;
 pub mod doctor;
 pub mod dropin;
 pub mod elf_check;
@@ -30,6 +31,8 @@ pub mod smi;
 pub mod state;
 pub mod status;
 pub mod systemctl;
+pub mod top;
+mod top_screen;
 pub mod trace_summary;
 pub mod uninstall;
 pub mod unit_file;

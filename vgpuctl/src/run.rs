@@ -278,6 +278,11 @@ fn start_host(bin: &Path, err: &mut dyn Write) -> Result<Start, Error> {
     if std::env::var_os("VGPU_HOST_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
         cmd.args(["--log", "warn"]);
     }
+    // The started host serves metrics where asked (e.g. to compare decode speed with a scraper
+    // running, issue 14).
+    if let Some(addr) = std::env::var_os("VGPU_HOST_METRICS").filter(|a| !a.is_empty()) {
+        cmd.arg("--metrics").arg(addr);
+    }
     let spawned = cmd.spawn();
     drop(ready_tx);
     let mut child = spawned.map_err(|source| Error::Command {

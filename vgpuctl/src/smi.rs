@@ -64,6 +64,156 @@ pub fn print_table(gpus: &[GpuInfo], out: &mut dyn Write) {
     }
 }
 
+/// One process on one device, as NVML lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuProcess {
+    /// NVML device index.
+    pub gpu: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Device memory it holds, bytes.
+    pub used_bytes: u64,
+}
+
+/// Prints the processes below the device table, as `nvidia-smi` does (nothing without any).
+pub fn print_processes(processes: &[GpuProcess], out: &mut dyn Write) {
+    if processes.is_empty() {
+        return;
+    }
+    writeln!(out, "\n{:<3}  {:<8}  {:>10}", "GPU", "PID", "GPU MEMORY").ok();
+    for p in processes {
+        writeln!(
+            out,
+            "{:<3}  {:<8}  {:>6} MiB",
+            p.gpu,
+            p.pid,
+            p.used_bytes >> 20
+        )
+        .ok();
+    }
+}
+
+/// `nvmlProcessInfo_t`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct NvmlProcessInfo {
+    pid: c_uint,
+    used_gpu_memory: u64,
+    gpu_instance_id: c_uint,
+    compute_instance_id: c_uint,
+}
+
+type NvmlInit = unsafe extern "C" fn() -> c_int;
+type NvmlHandle = unsafe extern "C" fn(c_uint, *mut *mut std::ffi::c_void) -> c_int;
+type NvmlProcesses =
+    unsafe extern "C" fn(*mut std::ffi::c_void, *mut c_uint, *mut NvmlProcessInfo) -> c_int;
+
+/// The compute processes of `devices` devices through `libnvidia-ml.so.1` (under vgpu, the
+/// NVML facade: the guest's processes as the host counts them). Empty when NVML is missing or
+/// does not list processes.
+pub fn probe_processes(devices: usize) -> Vec<GpuProcess> {
+    // SAFETY: loading NVML (or the facade) runs no harmful initialisers.
+    let Ok(lib) = (unsafe { libloading::Library::new("libnvidia-ml.so.1") }) else {
+        return Vec::new();
+    };
+    let (Ok(init), Ok(handle), Ok(list), Ok(shutdown)) = (
+        symbol::<NvmlInit>(&lib, "nvmlInit_v2"),
+        symbol::<NvmlHandle>(&lib, "nvmlDeviceGetHandleByIndex_v2"),
+        symbol::<NvmlProcesses>(&lib, "nvmlDeviceGetComputeRunningProcesses_v3"),
+        symbol::<NvmlInit>(&lib, "nvmlShutdown"),
+    ) else {
+        return Vec::new();
+    };
+    // SAFETY: (also below) functions of the loaded library with NVML's signatures; every
+    // out-pointer is a live local, and the array holds the count passed.
+    if unsafe { init() } != 0 {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for gpu in 0..devices as c_uint {
+        let mut device = std::ptr::null_mut();
+        // SAFETY: see above.
+        if unsafe { handle(gpu, &mut device) } != 0 {
+            continue;
+        }
+        let mut infos = vec![NvmlProcessInfo::default(); 64];
+        let mut count = infos.len() as c_uint;
+        // SAFETY: see above.
+        let mut rc = unsafe { list(device, &mut count, infos.as_mut_ptr()) };
+        if rc == 7 && (count as usize) > infos.len() && count <= 4096 {
+            infos.resize(count as usize, NvmlProcessInfo::default());
+            count = infos.len() as c_uint;
+            // SAFETY: see above.
+            rc = unsafe { list(device, &mut count, infos.as_mut_ptr()) };
+        }
+        if rc != 0 {
+            continue;
+        }
+        found.extend(
+            infos[..(count as usize).min(infos.len())]
+                .iter()
+                .map(|i| GpuProcess {
+                    gpu,
+                    pid: i.pid,
+                    used_bytes: i.used_gpu_memory,
+                }),
+        );
+    }
+    // SAFETY: see above.
+    unsafe { shutdown() };
+    found
+}
+
+/// `smi --host`: every client of a host, one row each, as `nvidia-smi` lists processes.
+pub fn print_host_table(report: &host_report::HostReport, out: &mut dyn Write) {
+    writeln!(out, "{}", crate::top::summary(report)).ok();
+    let titles = [
+        "PID",
+        "VIA",
+        "WORKER",
+        "GPU MEMORY",
+        "CONTEXTS",
+        "MODULES",
+        "STREAMS",
+        "THREADS",
+        "CLIENT",
+        "WHERE",
+    ];
+    let rows: Vec<Vec<String>> = std::iter::once(titles.map(str::to_owned).to_vec())
+        .chain(report.clients.iter().map(|c| {
+            vec![
+                c.pid.to_string(),
+                c.transport.word().to_owned(),
+                c.worker_pid.to_string(),
+                format!("{} MiB", c.gpu_memory_bytes >> 20),
+                c.contexts.to_string(),
+                c.modules.to_string(),
+                c.streams.to_string(),
+                c.threads.to_string(),
+                c.client.clone(),
+                c.region
+                    .clone()
+                    .or_else(|| c.peer.clone())
+                    .unwrap_or_default(),
+            ]
+        }))
+        .collect();
+    let widths: Vec<usize> = (0..titles.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end()).ok();
+    }
+    if report.clients.is_empty() {
+        writeln!(out, "no clients").ok();
+    }
+}
+
 type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
 type CuDeviceGetCount = unsafe extern "C" fn(*mut c_int) -> c_int;
 type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;

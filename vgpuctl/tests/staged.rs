@@ -536,9 +536,13 @@ fn host_install_writes_template_idempotently() {
     assert_eq!(ran.commands, vec!["systemctl daemon-reload"]);
     let unit = read(t.path(), "/etc/systemd/system/vgpu-host@.service");
     assert!(
-        unit.contains("ExecStart=/usr/bin/vgpu-host --region /dev/shm/vgpu-%i"),
+        unit.contains(
+            "ExecStart=/usr/bin/vgpu-host --region /dev/shm/vgpu-%i \
+             --control /run/vgpu-host/%i/control.sock\n"
+        ),
         "{unit}"
     );
+    assert!(unit.contains("RuntimeDirectory=vgpu-host/%i\n"), "{unit}");
     let snap = snapshot(t.path());
     let ran = vgpuctl(&["--root", &r, "host", "install"]);
     assert!(ran.stdout.contains("nothing changed"));
@@ -554,6 +558,21 @@ fn host_install_writes_template_idempotently() {
     ]);
     assert_eq!(ran.code, 1);
     assert!(ran.stderr.contains("has no %i"));
+    // Metrics are wired in only when asked for.
+    let ran = vgpuctl(&[
+        "--root",
+        &r,
+        "host",
+        "install",
+        "--metrics",
+        "127.0.0.1:9464",
+    ]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let unit = read(t.path(), "/etc/systemd/system/vgpu-host@.service");
+    assert!(
+        unit.contains("--control /run/vgpu-host/%i/control.sock --metrics 127.0.0.1:9464\n"),
+        "{unit}"
+    );
 }
 
 #[test]

@@ -64,7 +64,17 @@ fn host_unit_passes_systemd_analyze_verify() {
     let t = TempDir::new("analyze-host");
     let r = root_arg(&t);
     assert_eq!(
-        vgpuctl(&["--root", &r, "host", "install", "--bin", "/bin/true"]).code,
+        vgpuctl(&[
+            "--root",
+            &r,
+            "host",
+            "install",
+            "--bin",
+            "/bin/true",
+            "--metrics",
+            "127.0.0.1:9464"
+        ])
+        .code,
         0
     );
     let Some((ok, stderr)) = analyze(&t.path().join("etc/systemd/system/vgpu-host@vm1.service"))

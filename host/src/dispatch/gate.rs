@@ -22,12 +22,14 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cuda_headers::*;
 
 /// The kinds of handle the gate keeps (`shim-macros/src/gate.rs`, `HANDLE_TYPES`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 pub enum Kind {
     Stream,
     Event,
@@ -85,10 +87,57 @@ impl Hasher for AddressHasher {
 
 type Table = HashMap<u64, Entry, BuildHasherDefault<AddressHasher>>;
 
+/// How many handles of each kind a client holds (for the host's statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Streams.
+    pub streams: u64,
+    /// Events.
+    pub events: u64,
+    /// Modules and libraries.
+    pub modules: u64,
+}
+
 /// One client's handles (shared by its threads: a stream made on one is used on another).
 #[derive(Debug, Default)]
 pub struct Handles {
     live: RwLock<Table>,
+    /// Entries per [`Kind`], changed under the write lock together with `live`.
+    counts: [AtomicU64; 6],
+}
+
+/// Inserts or removes entries of a write-locked table, keeping [`Handles::counts`].
+struct Counted<'a> {
+    live: RwLockWriteGuard<'a, Table>,
+    counts: &'a [AtomicU64; 6],
+}
+
+impl Counted<'_> {
+    fn count(&self, kind: Kind, up: bool) {
+        let slot = &self.counts[kind as usize];
+        // SYNC POINT: Relaxed: a statistic changed under the table's write lock, read Relaxed
+        // by `Handles::census`.
+        if up {
+            slot.fetch_add(1, Ordering::Relaxed);
+        } else {
+            slot.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn insert(&mut self, value: u64, entry: Entry) {
+        self.count(entry.kind, true);
+        if let Some(old) = self.live.insert(value, entry) {
+            self.count(old.kind, false);
+        }
+    }
+
+    fn remove(&mut self, value: &u64) -> Option<Entry> {
+        let gone = self.live.remove(value);
+        if let Some(e) = gone {
+            self.count(e.kind, false);
+        }
+        gone
+    }
 }
 
 impl Handles {
@@ -98,10 +147,25 @@ impl Handles {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.live
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn write(&self) -> Counted<'_> {
+        Counted {
+            live: self
+                .live
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            counts: &self.counts,
+        }
+    }
+
+    /// How many streams, events and modules (with libraries) the client holds now.
+    pub fn census(&self) -> Census {
+        // SYNC POINT: Relaxed: statistics, pairing with the Relaxed changes in `Counted`.
+        let n = |k: Kind| self.counts[k as usize].load(Ordering::Relaxed);
+        Census {
+            streams: n(Kind::Stream),
+            events: n(Kind::Event),
+            modules: n(Kind::Module) + n(Kind::Library),
+        }
     }
 
     /// Checks a guest value passed as a handle of kind `kind`. `Ok` carries the module or library
@@ -148,7 +212,7 @@ impl Handles {
     /// Forgets a destroyed handle and, for a module or library, everything that belonged to it.
     pub fn retire(&self, kind: Kind, value: u64) {
         let mut live = self.write();
-        if live.get(&value).is_some_and(|e| e.kind == kind) {
+        if live.live.get(&value).is_some_and(|e| e.kind == kind) {
             live.remove(&value);
             if matches!(kind, Kind::Module | Kind::Library) {
                 retire_owned(&mut live, vec![value]);
@@ -163,6 +227,7 @@ impl Handles {
         }
         let mut live = self.write();
         let gone: Vec<u64> = live
+            .live
             .iter()
             .filter(|(_, e)| e.ctx == ctx)
             .map(|(&v, _)| v)
@@ -239,9 +304,10 @@ impl Handles {
 }
 
 /// Removes everything owned by the handles in `gone`, and what that owned, and so on.
-fn retire_owned(live: &mut Table, mut gone: Vec<u64>) {
+fn retire_owned(live: &mut Counted<'_>, mut gone: Vec<u64>) {
     while !gone.is_empty() {
         let owned: Vec<u64> = live
+            .live
             .iter()
             .filter(|(_, e)| e.owner != 0 && gone.contains(&e.owner))
             .map(|(&v, _)| v)
@@ -380,8 +446,24 @@ mod tests {
                 ctx: 0,
             },
         );
+        assert_eq!(
+            h.census(),
+            Census {
+                streams: 1,
+                events: 1,
+                modules: 2
+            }
+        );
         h.retire_context(0xc1);
         assert_eq!(h.len(), 2);
+        assert_eq!(
+            h.census(),
+            Census {
+                streams: 0,
+                events: 1,
+                modules: 1
+            }
+        );
         assert!(h.admit(Kind::Event, 0x40).is_ok());
         assert!(h.admit(Kind::Library, 0x50).is_ok());
     }

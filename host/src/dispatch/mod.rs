@@ -11,15 +11,18 @@ pub mod gate;
 mod generated;
 mod handlers;
 pub mod posted;
+pub mod primary;
+pub mod processes;
 pub mod quota;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cuda_headers::CUresult;
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, CallId, DecodeError, Decoder, RequestHeader, ResponseHeader};
 
+use crate::accounting::{self, CountersHome, Direction, Gauges};
 use crate::driver;
 
 pub use callbacks::CallbackQueue;
@@ -59,6 +62,14 @@ pub struct ClientContext {
     quota: quota::MemoryQuota,
     /// The contexts it may hold (`--client-contexts`).
     context_quota: quota::ContextQuota,
+    /// What it holds and does, read by the supervisor (`accounting/`).
+    counters: CountersHome,
+    /// The primary contexts it holds (counted for `counters`).
+    primary: primary::PrimaryContexts,
+    /// The largest message its region carries inline (unset: a socket client).
+    inline_payload: OnceLock<usize>,
+    /// Who it is among its tenant's processes (`special::NVML_PROCESSES`).
+    tenant: processes::TenantCell,
 }
 
 impl ClientContext {
@@ -67,6 +78,15 @@ impl ClientContext {
     /// guest's `CUDA_VISIBLE_DEVICES` is applied by the shim (`shim/src/handlers/devices.rs`), so
     /// a prewarmed worker suits every client. `limits` are the client's quotas (`quota.rs`).
     pub fn new(driver_path: PathBuf, limits: quota::Limits) -> Arc<Self> {
+        Self::with_counters(driver_path, limits, CountersHome::own())
+    }
+
+    /// As [`ClientContext::new`], counting into `counters` (the block the supervisor reads).
+    pub fn with_counters(
+        driver_path: PathBuf,
+        limits: quota::Limits,
+        counters: CountersHome,
+    ) -> Arc<Self> {
         Arc::new(Self {
             driver_path,
             init: Mutex::new(None),
@@ -78,13 +98,71 @@ impl ClientContext {
             handles: gate::Handles::default(),
             quota: quota::MemoryQuota::new(limits.memory_bytes),
             context_quota: quota::ContextQuota::new(limits.contexts),
+            counters,
+            primary: primary::PrimaryContexts::default(),
+            inline_payload: OnceLock::new(),
+            tenant: OnceLock::new(),
         })
     }
 
     /// Gives the client's region and token, once the worker knows its client: zero-copy pinned
     /// memory is allocated from that region's bulk area, owned by that token.
     pub fn attach_region(&self, region: transport::Region, client_token: u64) {
+        let _ = self.inline_payload.set(region.inline_payload());
         self.zero_copy.attach(region, client_token);
+    }
+
+    /// Tells who the client is among its tenant's processes, once the worker knows it: its
+    /// guest pid, and the region's process list for a region client.
+    pub fn attach_tenant(&self, tenant: processes::Tenant) {
+        let _ = self.tenant.set(tenant);
+    }
+
+    fn tenant(&self) -> Option<&processes::Tenant> {
+        self.tenant.get()
+    }
+
+    /// Device memory the client's allocations hold now.
+    fn memory_held(&self) -> u64 {
+        self.quota.held_bytes()
+    }
+
+    /// The client's counters (`accounting/`).
+    pub fn counters(&self) -> &accounting::Counters {
+        &self.counters
+    }
+
+    /// Counts `bytes` of guest data that travelled with a request or reply: inline when they
+    /// fit one ring slot, else through the bulk area; over a socket for a socket client.
+    pub(crate) fn count_carried(&self, direction: Direction, bytes: usize) {
+        let path = match self.inline_payload.get() {
+            None => accounting::Path::Stream,
+            Some(&inline) if bytes <= inline => accounting::Path::Inline,
+            Some(_) => accounting::Path::Bulk,
+        };
+        self.counters.copied(direction, path, bytes as u64);
+    }
+
+    /// Counts `bytes` the GPU copied to or from the client's zero-copy memory.
+    pub(crate) fn count_zero_copy(&self, direction: Direction, bytes: u64) {
+        self.counters
+            .copied(direction, accounting::Path::ZeroCopy, bytes);
+    }
+
+    /// What the client holds now (for [`accounting::Counters::publish`]), with `threads` guest
+    /// threads served.
+    pub fn gauges(&self, threads: u64) -> Gauges {
+        let handles = self.handles.census();
+        Gauges {
+            memory_bytes: self.quota.held_bytes(),
+            contexts: self.context_quota.held() as u64 + self.primary.active(),
+            modules: handles.modules,
+            streams: handles.streams,
+            events: handles.events,
+            threads,
+            memory_refusals: self.quota.refusals(),
+            context_refusals: self.context_quota.refusals(),
+        }
     }
 
     /// The handles the driver gave this client (`gate.rs`).
@@ -215,6 +293,7 @@ impl ThreadSession {
             });
         if result != 0 {
             tracing::debug!(call = header.call.0, result, "posted call failed");
+            self.client.counters.deferred_error();
         }
         self.deferred.note(header.call, result);
         self.posted += 1;
@@ -264,19 +343,28 @@ impl ThreadSession {
             special::UNIT_MAPS => handlers::unit_maps(&mut dec, response),
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
             special::NVML_MEMORY => handlers::nvml_memory(&self.client, &mut dec, response),
+            special::NVML_PROCESSES => processes::nvml_processes(&self.client, &mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
-            CallId(id) => match handlers::dispatch(id, &self.client, &mut dec, response) {
-                Some(outcome) => outcome,
-                None => match generated::dispatch(id, &self.client.handles, &mut dec, response) {
+            CallId(id) => {
+                let counted = primary::watches(id).then(|| dec.clone());
+                let outcome = match handlers::dispatch(id, &self.client, &mut dec, response) {
                     Some(outcome) => outcome,
-                    None => {
-                        tracing::warn!(call = id, "call has no host handler");
-                        ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
-                        Ok(())
-                    }
-                },
-            },
+                    None => match generated::dispatch(id, &self.client.handles, &mut dec, response)
+                    {
+                        Some(outcome) => outcome,
+                        None => {
+                            tracing::warn!(call = id, "call has no host handler");
+                            ResponseHeader::start(response, CUresult::CUDA_ERROR_NOT_SUPPORTED.0);
+                            Ok(())
+                        }
+                    },
+                };
+                if let Some(args) = counted {
+                    self.client.primary.note(id, args, response);
+                }
+                outcome
+            }
         };
         match outcome {
             Ok(()) => Flow::Continue,

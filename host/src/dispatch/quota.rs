@@ -16,6 +16,7 @@
 //! blocks) is not counted.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use cuda_headers::CUresult;
@@ -29,11 +30,14 @@ pub struct Limits {
     pub contexts: usize,
 }
 
-/// One client's quota; a limit of 0 means none (nothing is counted).
+/// One client's quota; a limit of 0 means none (nothing is refused; what is held is still
+/// counted, for the host's statistics).
 #[derive(Debug, Default)]
 pub struct MemoryQuota {
     limit: u64,
     held: Mutex<Held>,
+    /// Allocations refused (statistics: `accounting/`).
+    refused: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +60,19 @@ impl MemoryQuota {
         Self {
             limit,
             held: Mutex::default(),
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes the client's allocations hold (reservations under way included).
+    pub fn held_bytes(&self) -> u64 {
+        self.held().total
+    }
+
+    /// Allocations refused so far.
+    pub fn refusals(&self) -> u64 {
+        // SYNC POINT: Relaxed: a statistic, pairs with the Relaxed increment in `reserve`.
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Whether a limit is set.
@@ -88,6 +104,8 @@ impl MemoryQuota {
                     limit = self.limit,
                     "allocation refused: over the client's memory quota"
                 );
+                // SYNC POINT: Relaxed: a statistic, read Relaxed by `refusals`.
+                self.refused.fetch_add(1, Ordering::Relaxed);
                 Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY)
             }
         }
@@ -137,6 +155,8 @@ impl MemoryQuota {
 pub struct ContextQuota {
     limit: usize,
     held: Mutex<(usize, std::collections::HashSet<u64>)>,
+    /// Contexts refused (statistics: `accounting/`).
+    refused: AtomicU64,
 }
 
 impl ContextQuota {
@@ -145,10 +165,23 @@ impl ContextQuota {
         Self {
             limit,
             held: Mutex::default(),
+            refused: AtomicU64::new(0),
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, (usize, std::collections::HashSet<u64>)> {
+    /// Contexts the client holds (creations under way included).
+    pub fn held(&self) -> usize {
+        let held = self.lock();
+        held.0 + held.1.len()
+    }
+
+    /// Contexts refused so far.
+    pub fn refusals(&self) -> u64 {
+        // SYNC POINT: Relaxed: a statistic, pairs with the Relaxed increment in `reserve`.
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, std::collections::HashSet<u64>)> {
         self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -159,12 +192,14 @@ impl ContextQuota {
     /// # Errors
     /// `CUDA_ERROR_OUT_OF_MEMORY` when the client holds its quota of contexts already.
     pub fn reserve(&self) -> Result<Reservation, CUresult> {
-        let mut held = self.held();
+        let mut held = self.lock();
         if self.limit != 0 && held.0 + held.1.len() >= self.limit {
             tracing::info!(
                 limit = self.limit,
                 "context refused: the client holds its quota"
             );
+            // SYNC POINT: Relaxed: a statistic, read Relaxed by `refusals`.
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
         }
         held.0 += 1;
@@ -173,7 +208,7 @@ impl ContextQuota {
 
     /// The context was created (`Some`) or not (`None`).
     pub fn settle(&self, r: Reservation, made: Option<u64>) {
-        let mut held = self.held();
+        let mut held = self.lock();
         held.0 -= r.0 as usize;
         if let Some(ctx) = made {
             held.1.insert(ctx);
@@ -182,7 +217,7 @@ impl ContextQuota {
 
     /// Context `ctx` was destroyed.
     pub fn destroyed(&self, ctx: u64) {
-        self.held().1.remove(&ctx);
+        self.lock().1.remove(&ctx);
     }
 }
 

@@ -131,3 +131,22 @@ pub fn built_nvml() -> &'static Path {
     static NVML: OnceLock<PathBuf> = OnceLock::new();
     NVML.get_or_init(|| build_library("build-nvml.sh"))
 }
+
+/// `target/<profile>/vgpuctl`, next to this test's `deps/` folder (built when missing).
+pub fn built_vgpuctl() -> &'static Path {
+    static VGPUCTL: OnceLock<PathBuf> = OnceLock::new();
+    VGPUCTL.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let bin = profile_dir.join("vgpuctl");
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "vgpuctl", "--bin", "vgpuctl"])
+                .status()
+                .expect("run cargo build -p vgpuctl");
+            assert!(status.success() && bin.exists(), "cannot build vgpuctl");
+        }
+        bin
+    })
+}

@@ -153,6 +153,7 @@ impl HostBuilder {
             child,
             region: self.region,
             tcp: None,
+            metrics: None,
             tcp_key,
             driver_log: self.driver_log,
             lines,
@@ -165,6 +166,12 @@ impl HostBuilder {
             )
         });
         // "vgpu-host: serving [REGION, ]tcp ADDR (pid N)"
+        host.metrics = ready.split("metrics ").nth(1).map(|rest| {
+            rest.split([' ', ','])
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no metrics address in {ready:?}"))
+        });
         host.tcp = ready.split("tcp ").nth(1).map(|rest| {
             rest.split([' ', ','])
                 .next()
@@ -182,6 +189,8 @@ pub struct Host {
     child: Child,
     region: Option<PathBuf>,
     tcp: Option<SocketAddr>,
+    /// The metrics address from its ready line (`--metrics`).
+    metrics: Option<SocketAddr>,
     /// The key file its TCP clients authenticate with (when the builder made one).
     tcp_key: Option<PathBuf>,
     driver_log: Option<PathBuf>,
@@ -224,6 +233,11 @@ impl Host {
     /// The TCP address from its ready line.
     pub fn tcp(&self) -> SocketAddr {
         self.tcp.expect("a host listening on tcp")
+    }
+
+    /// The metrics address from its ready line (`--metrics`).
+    pub fn metrics(&self) -> SocketAddr {
+        self.metrics.expect("a host serving metrics")
     }
 
     /// Whether it still runs.

@@ -12,7 +12,9 @@ pub mod wire;
 
 use std::path::{Path, PathBuf};
 
-pub use compile::{built_nvml, built_shim, c_build, c_program, cc, fake_driver, FakeDriver};
+pub use compile::{
+    built_nvml, built_shim, built_vgpuctl, c_build, c_program, cc, fake_driver, FakeDriver,
+};
 pub use host::{run_client, ClientOutput, Host};
 
 /// The workspace root.

@@ -2,7 +2,9 @@
 # Guest side of tests/vm/run-deploy-systemd.sh: runs inside vgpu-test.service of the Debian guest
 # (systemd is PID 1). Sets up a fake ollama.service, then exercises the real vgpuctl:
 #   install --restart, verify --json (checked against /proc, systemctl and journalctl directly),
-#   uninstall --restart (service back without the shim, tree back to what it was).
+#   uninstall --restart (service back without the shim, tree back to what it was);
+# then the host side: vgpuctl host install, vgpu-host@vm1 on the fake driver, a workload holding
+# 5 MiB seen by `vgpuctl top --once --instance vm1`, and the journal's CLIENT field.
 # Prints one "DEPLOY PASS name" / "DEPLOY FAIL name: why" line per check and
 # "DEPLOY-SUMMARY passed=N failed=M"; exits 0 only when nothing failed.
 # Files come from $VGPU_DIR/files (vm-run.sh --file …:/vgpu/files/…); vgpuctl is on PATH.
@@ -157,6 +159,52 @@ else
 fi
 vgpuctl verify --service ollama >/tmp/verify-after.txt 2>&1; rc=$?
 check "verify after uninstall fails (shim gone)" "exit $rc: $(cat /tmp/verify-after.txt)" test "$rc" -ne 0
+
+say "vgpu-host@vm1 under systemd: the control socket and the journal's fields"
+HOST_UNIT=vgpu-host@vm1.service
+install -m 0755 "$F/vgpu-host" /usr/bin/vgpu-host
+mkdir -p /usr/lib/vgpu-fake
+install -m 0755 "$F/fake-libcuda.so.1" /usr/lib/vgpu-fake/libcuda.so.1
+vgpuctl host install; rc=$?
+check "host install exits 0" "exit $rc" test "$rc" -eq 0
+mkdir -p "/etc/systemd/system/$HOST_UNIT.d"
+# The fake driver, and the workload's 16 MiB quota through an instance's own ExecStart (as
+# docs/host.md shows for a metrics port of its own).
+cat >"/etc/systemd/system/$HOST_UNIT.d/test.conf" <<'EOF_UNIT'
+[Service]
+Environment=LD_LIBRARY_PATH=/usr/lib/vgpu-fake
+ExecStart=
+ExecStart=/usr/bin/vgpu-host --region /dev/shm/vgpu-%i --control /run/vgpu-host/%i/control.sock --client-memory-mib 16
+EOF_UNIT
+systemctl daemon-reload
+systemctl start "$HOST_UNIT"
+check "vgpu-host@vm1 serves its control socket" "$(systemctl status "$HOST_UNIT" 2>&1 | tail -5)" \
+    wait_for 60 test -S /run/vgpu-host/vm1/control.sock
+# The workload holds everything until its stdin closes: a pipe from a long sleep. (Installed
+# first: $F may be on a noexec mount.)
+install -m 0755 "$F/workload" /usr/local/bin/vgpu-workload
+sleep 600 | LD_PRELOAD="$LIB" VGPU_REGION=/dev/shm/vgpu-vm1 /usr/local/bin/vgpu-workload >/tmp/workload.out 2>&1 &
+wpid=$!
+if wait_for 60 grep -q ready /tmp/workload.out; then ok "the workload is ready"
+else
+    bad "the workload is ready" "output: $(cat /tmp/workload.out)"
+    ls -la /dev/shm
+    journalctl -q -u "$HOST_UNIT" -o cat --no-pager | tail -20
+fi
+vgpuctl top --once --instance vm1 --interval 0.2 >/tmp/top.txt 2>&1; rc=$?
+cat /tmp/top.txt
+check "top --once --instance vm1 shows the workload's 5 MiB" "exit $rc: $(cat /tmp/top.txt)" \
+    sh -c "grep -E '^$wpid +region +5.0 MiB' /tmp/top.txt"
+client=$(awk -v p="$wpid" '$1 == p { print $(NF - 1) }' /tmp/top.txt)
+check "the journal's CLIENT=$client field picks the supervisor's line" \
+    "$(journalctl -q -u "$HOST_UNIT" -o verbose --no-pager | tail -40)" \
+    sh -c "journalctl -q -u $HOST_UNIT CLIENT=$client -o cat --no-pager | grep -q 'new client'"
+kill "$wpid"
+check "the journal's CLIENT field picks the worker's line (its span)" \
+    "$(journalctl -q -u "$HOST_UNIT" -o cat --no-pager | tail -10)" \
+    wait_for 20 sh -c "journalctl -q -u $HOST_UNIT CLIENT=$client PID=$wpid -o cat --no-pager | grep -q 'client exited'"
+systemctl stop "$HOST_UNIT"
+check "the control socket is gone with the host" "still there" not test -e /run/vgpu-host/vm1/control.sock
 
 say "done"
 echo "DEPLOY-SUMMARY passed=$passed failed=$failed"

@@ -7,6 +7,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::accounting::Direction;
 use crate::dispatch::gate::admit;
 use crate::dispatch::ClientContext;
 
@@ -40,6 +41,9 @@ pub fn htod(
             }
         }
     };
+    if result == CUresult::CUDA_SUCCESS {
+        client.count_carried(Direction::HostToDevice, len);
+    }
     respond(out, result);
     Ok(())
 }
@@ -99,6 +103,7 @@ pub fn dtoh(
     let mut enc = ResponseHeader::start(out, result.0);
     if result == CUresult::CUDA_SUCCESS {
         enc.put_bytes(&data);
+        client.count_carried(Direction::DeviceToHost, data.len());
     }
     Ok(())
 }
@@ -121,10 +126,24 @@ pub(super) fn is_device_memory(ptr: u64) -> bool {
     r == CUresult::CUDA_SUCCESS && kind != CUmemorytype::CU_MEMORYTYPE_HOST.0
 }
 
-/// Whether the guest may name `[ptr, ptr + len)` as a GPU-side end: device memory, or the
-/// device alias of one of its own zero-copy blocks (never other host-worker memory).
-fn gpu_reachable(client: &ClientContext, ptr: u64, len: u64) -> bool {
-    client.zero_copy.holds(ptr, len) || is_device_memory(ptr)
+/// One end of a unified copy as the guest may name it: the device alias of one of its own
+/// zero-copy blocks, device memory, or neither (other host-worker memory, refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GpuEnd {
+    ZeroCopy,
+    Device,
+    Unreachable,
+}
+
+/// What `[ptr, ptr + len)` is as a GPU-side end.
+fn gpu_end(client: &ClientContext, ptr: u64, len: u64) -> GpuEnd {
+    if client.zero_copy.holds(ptr, len) {
+        GpuEnd::ZeroCopy
+    } else if is_device_memory(ptr) {
+        GpuEnd::Device
+    } else {
+        GpuEnd::Unreachable
+    }
 }
 
 /// `cuMemcpy`/`cuMemcpyAsync` (unified addressing): `u64 dst, u64 src, u64 len, u64 stream`
@@ -145,7 +164,8 @@ pub fn unified(
     let stream: u64 = dec.get()?;
     dec.finish()?;
     let stream = admit!(client.handles.stream(stream), out);
-    if !gpu_reachable(client, dst, len) || !gpu_reachable(client, src, len) {
+    let ends = (gpu_end(client, dst, len), gpu_end(client, src, len));
+    if ends.0 == GpuEnd::Unreachable || ends.1 == GpuEnd::Unreachable {
         tracing::warn!(
             name,
             "unified copy with an end that is neither device memory nor the client's zero-copy memory refused"
@@ -163,6 +183,15 @@ pub fn unified(
             (true, true) => real_or_unsupported!(cuMemcpyAsync_ptsz, out)(dst, src, len, stream),
         }
     };
+    if result == CUresult::CUDA_SUCCESS {
+        match ends {
+            (GpuEnd::Device, GpuEnd::ZeroCopy) => {
+                client.count_zero_copy(Direction::HostToDevice, len as u64)
+            }
+            (GpuEnd::ZeroCopy, _) => client.count_zero_copy(Direction::DeviceToHost, len as u64),
+            _ => {}
+        }
+    }
     respond(out, result);
     Ok(())
 }
@@ -271,6 +300,7 @@ pub fn copy_2d(
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
+    let src_len = src_rows.map_or(0, <[u8]>::len);
     if let Some(rows) = src_rows {
         if rows.len() != packed {
             respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -303,22 +333,26 @@ pub fn copy_2d(
         }
     };
     finish_copy(
+        client,
         result,
         is_async,
         stream,
-        is_host(copy.dstMemoryType),
+        (src_len, is_host(copy.dstMemoryType)),
         &dst_rows,
         out,
     )
 }
 
 /// The end of a 2D/3D copy: an asynchronous one is waited for (its host destination's rows travel
-/// back in this response), then the result and, for a host destination, those rows.
+/// back in this response), then the result and, for a host destination, those rows. `ends` are
+/// the bytes of host source rows that came with the request and whether the destination is
+/// host memory (both counted as carried when the copy succeeded).
 fn finish_copy(
+    client: &ClientContext,
     mut result: CUresult,
     is_async: bool,
     stream: CUstream,
-    dst_is_host: bool,
+    (src_len, dst_is_host): (usize, bool),
     dst_rows: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -327,8 +361,14 @@ fn finish_copy(
         result = unsafe { real_or_unsupported!(cuStreamSynchronize, out)(stream) };
     }
     let mut enc = ResponseHeader::start(out, result.0);
-    if dst_is_host && result == CUresult::CUDA_SUCCESS {
-        enc.put_bytes(dst_rows);
+    if result == CUresult::CUDA_SUCCESS {
+        if src_len > 0 {
+            client.count_carried(Direction::HostToDevice, src_len);
+        }
+        if dst_is_host {
+            enc.put_bytes(dst_rows);
+            client.count_carried(Direction::DeviceToHost, dst_rows.len());
+        }
     }
     Ok(())
 }
@@ -389,6 +429,7 @@ pub fn copy_3d(
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
+    let src_len = src_rows.map_or(0, <[u8]>::len);
     if let Some(rows) = src_rows {
         if rows.len() != packed {
             respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -420,10 +461,11 @@ pub fn copy_3d(
         }
     };
     finish_copy(
+        client,
         result,
         is_async,
         stream,
-        is_host(copy.dstMemoryType),
+        (src_len, is_host(copy.dstMemoryType)),
         &dst_rows,
         out,
     )

@@ -1,8 +1,9 @@
 //! Allocations and frees counted against the client's memory quota (`dispatch/quota.rs`), and
 //! `cuMemGetInfo` answering with it. Each wraps the generated host half of its function, whose
 //! wire format it keeps: the arguments are read ahead from a copy of the request, the generated
-//! half runs (its handle gate included), and its response is read back. Without a quota they
-//! are the generated halves.
+//! half runs (its handle gate included), and its response is read back. Allocations and frees
+//! are counted with or without a quota (the memory a client holds is reported, `accounting/`);
+//! without one `cuMemGetInfo` is the generated half.
 
 use std::sync::Arc;
 
@@ -25,9 +26,6 @@ pub fn alloc(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    if !client.quota.is_set() {
-        return generated_half(name, client, dec, out);
-    }
     let pitched = name == "cuMemAllocPitch_v2";
     let mut ahead = dec.clone();
     out_pointer(&mut ahead)?;
@@ -75,9 +73,6 @@ pub fn free(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    if !client.quota.is_set() {
-        return generated_half(name, client, dec, out);
-    }
     let address: u64 = dec.clone().get()?;
     generated_half(name, client, dec, out)?;
     if out.get(..4) == Some(&[0, 0, 0, 0][..]) {

@@ -1,7 +1,7 @@
 //! vgpu's own table (`vgpu.special.v1\0` as the UUID's bytes): lets vgpu's other guest libraries
 //! ask the host a question over the calling thread's channel instead of opening a connection
 //! (and with it a second host worker) of their own. The NVML facade (crate `nvml`) uses it for
-//! `special::NVML_FACTS` and `special::NVML_MEMORY`.
+//! `special::NVML_FACTS`, `special::NVML_MEMORY` and `special::NVML_PROCESSES`.
 //!
 //! | slot | signature | what it does |
 //! |---|---|---|
@@ -17,7 +17,11 @@ use super::{slot, trace_arg, ExportTable, Known};
 use crate::forward::{bad_response, call_with};
 
 /// The special calls the table forwards; anything else is `CUDA_ERROR_INVALID_VALUE`.
-pub const ALLOWED: [protocol::CallId; 2] = [special::NVML_FACTS, special::NVML_MEMORY];
+pub const ALLOWED: [protocol::CallId; 3] = [
+    special::NVML_FACTS,
+    special::NVML_MEMORY,
+    special::NVML_PROCESSES,
+];
 
 /// The UUID's bytes.
 pub const ID: [u8; 16] = *b"vgpu.special.v1\0";
