@@ -238,8 +238,34 @@ fn create_region(path: &Path, args: &ServeArgs) -> Result<Region, String> {
             ));
         }
     };
+    if existing == 0 {
+        size_new_file(path, size)?;
+    }
     let config = config.fit_to(size).map_err(|e| e.to_string())?;
     Region::create(path, &config).map_err(|e| e.to_string())
+}
+
+/// Makes a new (or empty) region file exactly `size` bytes, which the region then fills: a VM's
+/// ivshmem device maps the whole file and QEMU wants it to be the size of its BAR, a power of
+/// two, where the layout alone would leave it at its own capacity, a little less. Anything but
+/// an empty regular file (a sysfs BAR, a device) is left to `Region::create`.
+fn size_new_file(path: &Path, size: u64) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o660)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("fstat {}: {e}", path.display()))?;
+    if meta.is_file() && meta.len() == 0 {
+        file.set_len(size)
+            .map_err(|e| format!("size {} to {size} bytes: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Tells whoever started us that everything is served (`what`: the region path and `tcp ADDR`

@@ -337,6 +337,29 @@ fn sigterm_stops_workers_and_removes_the_region_it_created() {
 }
 
 #[test]
+fn a_new_region_file_is_exactly_the_requested_size() {
+    // A power of two, as a VM's ivshmem BAR needs (QEMU maps the whole file); the layout alone
+    // would leave the file at its capacity, a little less.
+    for (tag, precreate) in [("size-new", false), ("size-empty", true)] {
+        let region = unique_region(tag);
+        if precreate {
+            std::fs::write(&region, []).expect("create an empty region file");
+        }
+        let mut host = Host::on_region(tag)
+            .region_at(&region)
+            .region_size(16 << 20)
+            .args(["--prewarm", "false", "--keep-region"])
+            .start();
+        let len = std::fs::metadata(&region).expect("region file").len();
+        assert_eq!(len, 16 << 20, "{tag}");
+        let _guest = Guest::start(host.region(), 1);
+        assert_eq!(host.stop().code(), Some(0));
+        assert_eq!(std::fs::metadata(&region).expect("kept").len(), 16 << 20);
+        std::fs::remove_file(&region).expect("cleanup");
+    }
+}
+
+#[test]
 fn an_existing_region_file_is_kept_on_exit() {
     let region = unique_region("keep");
     std::fs::write(&region, []).expect("create region file");

@@ -10,7 +10,7 @@ use crate::paths::{self, Root};
 use crate::systemctl::CommandRunner;
 use crate::{
     control_socket, doctor, host_install, install, recover, run as run_cmd, smi, status, top,
-    trace_summary, uninstall, verify,
+    trace_summary, uninstall, verify, vm_xml,
 };
 
 /// Install, verify and roll back vgpu in one systemd service.
@@ -270,6 +270,8 @@ pub struct DoctorArgs {
 pub enum HostCommand {
     /// Install the vgpu-host@.service template unit.
     Install(HostInstallArgs),
+    /// Print the libvirt <shmem> device XML of one VM's region (the one its host instance serves).
+    VmXml(VmXmlArgs),
 }
 
 /// `host install` arguments.
@@ -279,7 +281,7 @@ pub struct HostInstallArgs {
     #[arg(long, default_value = paths::DEFAULT_HOST_BIN)]
     pub bin: PathBuf,
     /// Region path per instance (`%i` = instance name).
-    #[arg(long, default_value = "/dev/shm/vgpu-%i")]
+    #[arg(long, default_value = paths::DEFAULT_REGION_TEMPLATE)]
     pub region_template: String,
     /// Have every instance serve Prometheus metrics at ADDR (e.g. 127.0.0.1:9464); off by
     /// default. Several instances need one port each: see docs/host.md, "Metrics".
@@ -288,6 +290,24 @@ pub struct HostInstallArgs {
     /// Print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `host vm-xml` arguments.
+#[derive(Debug, Args)]
+pub struct VmXmlArgs {
+    /// The host unit's instance (`vgpu-host@<instance>.service`), usually the VM's name.
+    #[arg(long)]
+    pub instance: String,
+    /// Region path per instance, as given to `host install` (`%i` = instance name).
+    #[arg(long, default_value = paths::DEFAULT_REGION_TEMPLATE)]
+    pub region_template: String,
+    /// Region size (and so the guest's BAR): a power of two, bytes or with a K/M/G suffix.
+    #[arg(long, default_value = "64M", value_parser = parse_size_arg)]
+    pub size: u64,
+}
+
+fn parse_size_arg(text: &str) -> Result<u64, String> {
+    run_cmd::parse_size(text).ok_or_else(|| format!("{text:?} is not a size (bytes, or K/M/G)"))
 }
 
 /// Runs a parsed command line; returns the exit status. Errors are printed as one line on `err`.
@@ -378,6 +398,25 @@ pub fn run(
             out,
         )
         .map(|_| 0),
+        Command::Host(HostCommand::VmXml(a)) => vm_xml::render(&vm_xml::VmXmlOptions {
+            instance: a.instance.clone(),
+            region_template: a.region_template,
+            size: a.size,
+        })
+        .map(|xml| {
+            write!(out, "{xml}").ok();
+            if a.size != host_install::DEFAULT_REGION_SIZE {
+                writeln!(
+                    err,
+                    "note: vgpu-host@{i}.service must serve {n} bytes: `systemctl edit vgpu-host@{i}.service`, add [Service] Environment=REGION_SIZE={n}",
+                    i = a.instance,
+                    n = a.size
+                )
+                .ok();
+            }
+            0
+        })
+        .map_err(crate::Error::from),
         Command::Run(a) => run_cmd::run(
             &run_cmd::RunOptions {
                 region: a.target.region,

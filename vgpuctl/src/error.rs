@@ -50,6 +50,9 @@ pub enum Error {
     /// A request the tool will not carry out.
     #[error("{0}")]
     Refused(String),
+    /// `host vm-xml` options that give no usable `<shmem>` device.
+    #[error(transparent)]
+    VmXml(#[from] crate::vm_xml::VmXmlError),
 }
 
 impl Error {

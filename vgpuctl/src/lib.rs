@@ -37,5 +37,6 @@ pub mod trace_summary;
 pub mod uninstall;
 pub mod unit_file;
 pub mod verify;
+pub mod vm_xml;
 
 pub use error::Error;

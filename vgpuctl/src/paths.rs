@@ -37,6 +37,9 @@ pub const UNIT_DIRS: &[&str] = &[
 pub const HOST_UNIT_NAME: &str = "vgpu-host@.service";
 /// Default host daemon binary.
 pub const DEFAULT_HOST_BIN: &str = "/usr/bin/vgpu-host";
+/// Default region path of a host unit instance (`%i` = instance name): libvirt's `<shmem>`
+/// backing file of the same name (`vgpuctl host vm-xml`).
+pub const DEFAULT_REGION_TEMPLATE: &str = "/dev/shm/vgpu-%i";
 
 /// The filesystem root every system path is resolved under.
 #[derive(Debug, Clone, PartialEq, Eq)]

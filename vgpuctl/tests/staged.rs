@@ -537,7 +537,8 @@ fn host_install_writes_template_idempotently() {
     let unit = read(t.path(), "/etc/systemd/system/vgpu-host@.service");
     assert!(
         unit.contains(
-            "ExecStart=/usr/bin/vgpu-host --region /dev/shm/vgpu-%i \
+            "ExecStart=/usr/bin/vgpu-host --region /dev/shm/vgpu-%i --region-size ${REGION_SIZE} \
+             --doorbell poll --keep-region --peer-timeout-ms ${PEER_TIMEOUT_MS} \
              --control /run/vgpu-host/%i/control.sock\n"
         ),
         "{unit}"
