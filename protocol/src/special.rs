@@ -41,8 +41,21 @@ pub const NVML_PROCESSES: CallId = CallId(CallId::SPECIAL_BASE + 11);
 /// thread ends with calls still posted.
 pub const FLUSH: CallId = CallId(CallId::SPECIAL_BASE + 16);
 
+/// DEVICEMAP host memory where the GPU cannot map guest memory (TCP): the worker allocates
+/// host-pinned memory that stands in for the guest's buffer, a **mirror** ([`mirror`]):
+/// [`mirror::AllocRequest`] → result, [`mirror::Allocated`]. Numbered apart from the others so
+/// that concurrent additions do not collide.
+pub const MIRROR_ALLOC: CallId = CallId(CallId::SPECIAL_BASE + 20);
+/// Frees a mirror: [`mirror::FreeRequest`] → result.
+pub const MIRROR_FREE: CallId = CallId(CallId::SPECIAL_BASE + 21);
+/// Guest → host: bytes the guest changed in its mirrored buffers, [`mirror::Push`] → result.
+pub const MIRROR_PUSH: CallId = CallId(CallId::SPECIAL_BASE + 22);
+/// Host → guest: the whole content of mirrors, [`mirror::PullRequest`] → result,
+/// [`mirror::Pulled`].
+pub const MIRROR_PULL: CallId = CallId(CallId::SPECIAL_BASE + 23);
+
 /// Every special call id, each defined above and nowhere else.
-pub const ALL: [CallId; 9] = [
+pub const ALL: [CallId; 13] = [
     HELLO,
     PARAM_LAYOUT,
     CALLBACK_NEXT,
@@ -52,7 +65,286 @@ pub const ALL: [CallId; 9] = [
     NVML_MEMORY,
     NVML_PROCESSES,
     FLUSH,
+    MIRROR_ALLOC,
+    MIRROR_FREE,
+    MIRROR_PUSH,
+    MIRROR_PULL,
 ];
+
+/// The typed requests and answers of the mirror calls ([`MIRROR_ALLOC`], [`MIRROR_FREE`],
+/// [`MIRROR_PUSH`], [`MIRROR_PULL`]).
+///
+/// Wire:
+/// - alloc: `u64 len` → result, `u64 id`, `u64 device_ptr`;
+/// - free: `u64 id` → result;
+/// - push: `u32 n`, `n ×` (`u64 id`, `u64 offset`, `bytes data`) → result;
+/// - pull: `u32 n`, `n × u64 id` → result, `n × bytes content` (each the mirror's whole length).
+///
+/// Ids are minted by the host, per client, and never reused; the host checks every id, offset
+/// and length against its own table (the guest is not trusted).
+pub mod mirror {
+    use crate::codec::{DecodeError, Decoder, Encoder};
+
+    /// Most bytes one client may hold in mirrors (the sum of their lengths). The guest keeps a
+    /// shadow copy of each and compares it before every request, so the cap keeps that cheap.
+    pub const MAX_CLIENT_BYTES: u64 = 1 << 20;
+    /// Most entries one push or pull may name.
+    pub const MAX_ENTRIES: usize = 4096;
+
+    fn count(dec: &mut Decoder<'_>) -> Result<usize, DecodeError> {
+        let n = dec.get::<u32>()? as usize;
+        if n > MAX_ENTRIES {
+            return Err(DecodeError::BadTag {
+                what: "mirror entry count (more than 4096)",
+                tag: u8::MAX,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Asks for a mirror of `len` bytes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct AllocRequest {
+        /// Bytes, 1..=[`MAX_CLIENT_BYTES`].
+        pub len: u64,
+    }
+
+    impl AllocRequest {
+        /// Encodes the request.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.len);
+        }
+
+        /// Decodes the request.
+        ///
+        /// # Errors
+        /// A truncated or overlong frame.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let len = dec.get()?;
+            dec.finish()?;
+            Ok(Self { len })
+        }
+    }
+
+    /// The host's answer to [`AllocRequest`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Allocated {
+        /// The mirror's id (never 0).
+        pub id: u64,
+        /// The device pointer of the worker's pinned memory (`cuMemHostGetDevicePointer`).
+        pub device_ptr: u64,
+    }
+
+    impl Allocated {
+        /// Encodes the answer (after the response header).
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.id);
+            enc.put(self.device_ptr);
+        }
+
+        /// Decodes the answer.
+        ///
+        /// # Errors
+        /// A truncated or overlong answer.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let answer = Self {
+                id: dec.get()?,
+                device_ptr: dec.get()?,
+            };
+            dec.finish()?;
+            Ok(answer)
+        }
+    }
+
+    /// Frees mirror `id`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FreeRequest {
+        /// The mirror.
+        pub id: u64,
+    }
+
+    impl FreeRequest {
+        /// Encodes the request.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.id);
+        }
+
+        /// Decodes the request.
+        ///
+        /// # Errors
+        /// A truncated or overlong frame.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let id = dec.get()?;
+            dec.finish()?;
+            Ok(Self { id })
+        }
+    }
+
+    /// One run of changed bytes of a mirror.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Write<'a> {
+        /// The mirror.
+        pub id: u64,
+        /// Offset of the first byte in the mirror.
+        pub offset: u64,
+        /// The bytes.
+        pub data: &'a [u8],
+    }
+
+    /// Guest → host: changed bytes.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Push<'a> {
+        /// At most [`MAX_ENTRIES`].
+        pub writes: Vec<Write<'a>>,
+    }
+
+    impl<'a> Push<'a> {
+        /// Encodes the request.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.writes.len() as u32);
+            for w in &self.writes {
+                enc.put(w.id);
+                enc.put(w.offset);
+                enc.put_bytes(w.data);
+            }
+        }
+
+        /// Decodes the request (offsets and lengths are the host's to check).
+        ///
+        /// # Errors
+        /// A truncated or overlong frame, or more than [`MAX_ENTRIES`] writes.
+        pub fn decode(dec: &mut Decoder<'a>) -> Result<Self, DecodeError> {
+            let n = count(dec)?;
+            let mut writes = Vec::with_capacity(n);
+            for _ in 0..n {
+                writes.push(Write {
+                    id: dec.get()?,
+                    offset: dec.get()?,
+                    data: dec.get_bytes()?,
+                });
+            }
+            dec.finish()?;
+            Ok(Self { writes })
+        }
+    }
+
+    /// Asks for the content of mirrors.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct PullRequest {
+        /// At most [`MAX_ENTRIES`].
+        pub ids: Vec<u64>,
+    }
+
+    impl PullRequest {
+        /// Encodes the request.
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            enc.put(self.ids.len() as u32);
+            for id in &self.ids {
+                enc.put(*id);
+            }
+        }
+
+        /// Decodes the request.
+        ///
+        /// # Errors
+        /// A truncated or overlong frame, or more than [`MAX_ENTRIES`] ids.
+        pub fn decode(dec: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+            let n = count(dec)?;
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                ids.push(dec.get()?);
+            }
+            dec.finish()?;
+            Ok(Self { ids })
+        }
+    }
+
+    /// The host's answer to a [`PullRequest`]: one content per id, in order.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct Pulled<'a> {
+        /// Each mirror's bytes.
+        pub contents: Vec<&'a [u8]>,
+    }
+
+    impl<'a> Pulled<'a> {
+        /// Encodes the answer (after the response header).
+        pub fn encode(&self, enc: &mut Encoder<'_>) {
+            for c in &self.contents {
+                enc.put_bytes(c);
+            }
+        }
+
+        /// Decodes an answer for `n` ids.
+        ///
+        /// # Errors
+        /// A truncated or overlong answer.
+        pub fn decode(dec: &mut Decoder<'a>, n: usize) -> Result<Self, DecodeError> {
+            let mut contents = Vec::with_capacity(n.min(MAX_ENTRIES));
+            for _ in 0..n {
+                contents.push(dec.get_bytes()?);
+            }
+            dec.finish()?;
+            Ok(Self { contents })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_message_round_trips() {
+            let mut buf = Vec::new();
+            let push = Push {
+                writes: vec![
+                    Write {
+                        id: 3,
+                        offset: 8,
+                        data: b"abcd",
+                    },
+                    Write {
+                        id: 4,
+                        offset: 0,
+                        data: b"",
+                    },
+                ],
+            };
+            push.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(Push::decode(&mut Decoder::new(&buf)).unwrap(), push);
+            assert!(Push::decode(&mut Decoder::new(&buf[..buf.len() - 1])).is_err());
+
+            let mut buf = Vec::new();
+            let pull = PullRequest { ids: vec![1, 9] };
+            pull.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(PullRequest::decode(&mut Decoder::new(&buf)).unwrap(), pull);
+
+            let mut buf = Vec::new();
+            let pulled = Pulled {
+                contents: vec![b"xy", b"z"],
+            };
+            pulled.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(Pulled::decode(&mut Decoder::new(&buf), 2).unwrap(), pulled);
+            assert!(Pulled::decode(&mut Decoder::new(&buf), 3).is_err());
+            assert!(Pulled::decode(&mut Decoder::new(&buf), 1).is_err());
+
+            let mut buf = Vec::new();
+            let a = Allocated {
+                id: 1,
+                device_ptr: 0x7f00,
+            };
+            a.encode(&mut Encoder::new(&mut buf));
+            assert_eq!(Allocated::decode(&mut Decoder::new(&buf)).unwrap(), a);
+        }
+
+        #[test]
+        fn hostile_counts_are_refused() {
+            let mut buf = Vec::new();
+            Encoder::new(&mut buf).put(u32::MAX);
+            assert!(Push::decode(&mut Decoder::new(&buf)).is_err());
+            assert!(PullRequest::decode(&mut Decoder::new(&buf)).is_err());
+        }
+    }
+}
 
 /// The typed request and answer of [`NVML_FACTS`].
 ///

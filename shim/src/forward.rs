@@ -23,6 +23,9 @@ pub fn call(
 /// Sends one call whose response carries a value: `decode` reads it (see
 /// [`crate::channel::ThreadChannel::exchange`] for when it runs).
 ///
+/// While DEVICEMAP memory is mirrored (TCP, [`crate::mirror`]), the guest's changes to it are
+/// pushed first, and a synchronising call that succeeds pulls the device's changes after.
+///
 /// # Errors
 /// The host's result, or the channel's failure.
 pub fn call_with<R>(
@@ -30,12 +33,17 @@ pub fn call_with<R>(
     encode: impl FnOnce(&mut Encoder<'_>),
     decode: impl FnOnce(&mut Decoder<'_>) -> CuResult<R>,
 ) -> CuResult<R> {
-    with_channel(|channel| {
+    crate::mirror::before_request(id)?;
+    let result = with_channel(|channel| {
         channel.exchange(
             |buf| encode(&mut RequestHeader::start(buf, CallId(id), 0)),
             decode,
         )
-    })
+    });
+    if result.is_ok() {
+        crate::mirror::after_request(id);
+    }
+    result
 }
 
 /// Posts one call whose only output is its result (see [`crate::posted`]): `encode` writes the
@@ -53,6 +61,7 @@ pub fn post(id: u32, encode: impl FnOnce(&mut Encoder<'_>)) -> CuResult {
     if !crate::posted::enabled() {
         return call_with(id, encode, |_| Ok(()));
     }
+    crate::mirror::before_request(id)?;
     with_channel(|channel| {
         channel.post(|buf| encode(&mut RequestHeader::start(buf, CallId(id), 0)))
     })

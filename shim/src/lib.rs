@@ -21,6 +21,7 @@ pub mod init;
 pub mod local_cache;
 pub mod log;
 pub mod marker;
+pub mod mirror;
 pub mod posted;
 pub mod runtime_api;
 pub mod streaming_copy;

@@ -52,6 +52,9 @@ pub struct ClientContext {
     contexts: contexts::ContextPool,
     /// Bulk blocks registered with the driver as this client's pinned memory.
     zero_copy: handlers::Registrations,
+    /// Pinned memory standing in for the guest's DEVICEMAP buffers where the GPU cannot map
+    /// them (`handlers/mirror.rs`).
+    mirrors: handlers::Mirrors,
     /// Posted calls executed per guest thread, for requests ordered after them.
     posts: posted::Progress,
     /// Parameter layouts of the client's functions: launches are checked against them.
@@ -93,6 +96,7 @@ impl ClientContext {
             callbacks: Arc::new(CallbackQueue::default()),
             contexts: contexts::ContextPool::default(),
             zero_copy: handlers::Registrations::default(),
+            mirrors: handlers::Mirrors::default(),
             posts: posted::Progress::default(),
             layouts: handlers::Layouts::default(),
             handles: gate::Handles::default(),
@@ -344,6 +348,10 @@ impl ThreadSession {
             special::NVML_FACTS => handlers::nvml_facts(&mut dec, response),
             special::NVML_MEMORY => handlers::nvml_memory(&self.client, &mut dec, response),
             special::NVML_PROCESSES => processes::nvml_processes(&self.client, &mut dec, response),
+            special::MIRROR_ALLOC => handlers::mirror::alloc(&self.client, &mut dec, response),
+            special::MIRROR_FREE => handlers::mirror::free(&self.client, &mut dec, response),
+            special::MIRROR_PUSH => handlers::mirror::push(&self.client, &mut dec, response),
+            special::MIRROR_PULL => handlers::mirror::pull(&self.client, &mut dec, response),
             // Hand-written host halves first: one may override a generated function, keeping
             // its generated wire format (the context pool does).
             CallId(id) => {

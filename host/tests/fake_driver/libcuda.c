@@ -358,3 +358,57 @@ CUresult cuLibraryLoadData(void **library, const void *code, void *jit_options, 
     *library = (void *)(uintptr_t)0x4c00;
     return 0;
 }
+
+/* Mapped pinned memory (the mirror of DEVICEMAP memory over TCP, host/tests/mirror.rs):
+ * cuMemHostAlloc maps fresh pages and registers them, so the device pointer is the host address
+ * and memsets and copies reach them as a kernel would; each alloc and free is logged. */
+#include <sys/mman.h>
+CUresult cuMemHostAlloc(void **p, size_t bytes, unsigned int flags) {
+    if (!p || bytes == 0) return 1;
+    void *m = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return 2;
+    pthread_mutex_lock(&fake_allocs_lock);
+    for (int i = 0; i < FAKE_MAX_REGS; i++) {
+        if (!fake_regs[i].base) {
+            fake_regs[i].base = (uintptr_t)m;
+            fake_regs[i].size = bytes;
+            pthread_mutex_unlock(&fake_allocs_lock);
+            memset(m, 0xEE, bytes); /* not zero: the host must clear it */
+            fake_log("cuMemHostAlloc flags=%llu len=%llu", flags, bytes);
+            *p = m;
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    munmap(m, bytes);
+    return 2;
+}
+CUresult cuMemFreeHost(void *p) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    for (int i = 0; i < FAKE_MAX_REGS; i++) {
+        if (p && fake_regs[i].base == (uintptr_t)p) {
+            size_t size = fake_regs[i].size;
+            fake_regs[i].base = 0;
+            pthread_mutex_unlock(&fake_allocs_lock);
+            munmap(p, size);
+            fake_log("cuMemFreeHost len=%llu", size, 0);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 1;
+}
+/* A "kernel" writing device memory: fills device allocations and mapped pinned memory. */
+__attribute__((weak)) CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned value, size_t n) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    int ok = fake_range_ok(dst, n * 4) || fake_reg_ok(dst, n * 4);
+    if (ok) for (size_t i = 0; i < n; i++) ((unsigned *)(uintptr_t)dst)[i] = value;
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return ok ? 0 : 1;
+}
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    return fake_copy("cuMemcpyDtoD_v2 len=%llu", dst, src, bytes);
+}
+__attribute__((weak)) CUresult cuCtxSynchronize(void) { return 0; }
+CUresult cuStreamQuery(void *stream) { (void)stream; return 0; }
+CUresult cuEventQuery(void *event) { return fake_event_ok(event) ? 0 : 400; }

@@ -4,7 +4,9 @@
 //! (`memory.rs`), which gives it pinned-memory semantics for copies: asynchronous copies from it
 //! read it when the stream reaches them, as CUDA does. Device pointers to it do not exist:
 //! `cuMemHostGetDevicePointer` answers `CUDA_ERROR_NOT_SUPPORTED`. It answers the device alias
-//! of zero-copy allocations (`zero_copy.rs`), which do live in the shared region.
+//! of zero-copy allocations (`zero_copy.rs`), which do live in the shared region, and the
+//! device pointer of the host's stand-in for mirrored DEVICEMAP memory over TCP
+//! (`crate::mirror`).
 //! No host half: nothing is sent.
 #![allow(non_snake_case)]
 
@@ -82,13 +84,13 @@ fn device_pointer(p: *mut c_void, flags: u32) -> CuResult<u64> {
     let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
     match pinned.zero_copy {
         Some(block) => Ok(block.alias + (p as usize - block.guest) as u64),
-        None => {
+        None => crate::mirror::device_pointer(p as usize).ok_or_else(|| {
             log!(
                 Level::Warn,
                 "cuMemHostGetDevicePointer: this pinned memory is plain guest memory (registered, or allocated when the shared region had no room), which the GPU cannot map"
             );
-            Err(CuError::NOT_SUPPORTED)
-        }
+            CuError::NOT_SUPPORTED
+        }),
     }
 }
 

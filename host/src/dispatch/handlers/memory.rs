@@ -137,7 +137,7 @@ enum GpuEnd {
 
 /// What `[ptr, ptr + len)` is as a GPU-side end.
 fn gpu_end(client: &ClientContext, ptr: u64, len: u64) -> GpuEnd {
-    if client.zero_copy.holds(ptr, len) {
+    if client.zero_copy.holds(ptr, len) || client.mirrors.holds(ptr, len) {
         GpuEnd::ZeroCopy
     } else if is_device_memory(ptr) {
         GpuEnd::Device
@@ -239,8 +239,9 @@ impl AddressEnd {
         if width == 0 || height == 0 || depth == 0 || is_device_memory(self.base) {
             return true;
         }
-        self.span(width, height, depth)
-            .is_some_and(|(start, len)| client.zero_copy.holds(start, len))
+        self.span(width, height, depth).is_some_and(|(start, len)| {
+            client.zero_copy.holds(start, len) || client.mirrors.holds(start, len)
+        })
     }
 }
 

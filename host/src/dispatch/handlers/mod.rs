@@ -16,6 +16,7 @@ mod launch;
 mod library;
 mod link;
 mod memory;
+pub mod mirror;
 mod module;
 mod nvml_facts;
 mod occupancy;
@@ -36,6 +37,7 @@ use super::ClientContext;
 
 pub use export_tables::unit_maps;
 pub use launch::{param_layout, Layouts};
+pub use mirror::Mirrors;
 pub use nvml_facts::{nvml_facts, nvml_memory};
 pub use zero_copy::Registrations;
 

@@ -45,7 +45,10 @@ pub(crate) unsafe fn write_value(data: *mut c_void, value: u64, size: usize) {
 pub(crate) fn pinned_byte(ptr: CUdeviceptr) -> Option<(Pinned, usize, Option<u64>)> {
     let at = zero_copy::resolve(ptr, 1).map_or(ptr as usize, |r| r.guest);
     let pinned = pinned_containing(at)?;
-    let alias = pinned.zero_copy.map(|b| b.alias + (at - b.guest) as u64);
+    let alias = match pinned.zero_copy {
+        Some(b) => Some(b.alias + (at - b.guest) as u64),
+        None => crate::mirror::device_pointer(at),
+    };
     Some((pinned, at, alias))
 }
 

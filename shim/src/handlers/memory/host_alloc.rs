@@ -21,11 +21,13 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
         }
         Err(NotPlaced::Disabled) => {}
         Err(NotPlaced::OverTcp) if wants_alias => {
-            log!(
-                Level::Warn,
-                "cuMemHostAlloc: DEVICEMAP memory needs the shared region; over TCP the GPU cannot map guest memory"
-            );
-            return Err(CuError::NOT_SUPPORTED);
+            // Over TCP the GPU cannot map guest memory: host-pinned memory on the worker stands
+            // in for it, mirrored (`crate::mirror`).
+            let p = crate::mirror::alloc(bytesize)?;
+            pinned().insert(p as usize, (bytesize, flags));
+            // SAFETY: `pp` is valid for one pointer write (checked non-NULL; driver API contract).
+            unsafe { pp.write(p.cast()) };
+            return Ok(());
         }
         Err(NotPlaced::OverTcp) => {}
         Err(NotPlaced::Refused(e)) if wants_alias => {
@@ -73,8 +75,9 @@ pub unsafe fn cuMemAllocHost(pp: *mut *mut c_void, bytesize: u32) -> CuResult {
 }
 
 /// As [`cuMemAllocHost_v2`], remembering `Flags`. With `CU_MEMHOSTALLOC_DEVICEMAP`, memory
-/// that cannot be placed in the shared region fails (`CUDA_ERROR_OUT_OF_MEMORY`, or
-/// `CUDA_ERROR_NOT_SUPPORTED` over TCP) instead of falling back to memory without an alias.
+/// that cannot be placed in the shared region fails (`CUDA_ERROR_OUT_OF_MEMORY`) instead of
+/// falling back to memory without an alias; over TCP it is mirrored on the host
+/// (`crate::mirror`; `CUDA_ERROR_NOT_SUPPORTED` past the mirrors' cap).
 ///
 /// # Safety
 /// As [`cuMemAllocHost_v2`].
@@ -95,6 +98,10 @@ pub unsafe fn cuMemHostAlloc(pp: *mut *mut c_void, bytesize: usize, Flags: u32) 
 /// `CUDA_ERROR_INVALID_VALUE` for any other pointer; the host's result for a zero-copy block.
 pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     if let Some(result) = zero_copy::free(p as usize) {
+        return result;
+    }
+    if let Some(result) = crate::mirror::free(p as usize) {
+        pinned().remove(&(p as usize));
         return result;
     }
     {

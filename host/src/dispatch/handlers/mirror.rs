@@ -1,0 +1,343 @@
+//! DEVICEMAP host memory where the GPU cannot map guest memory (TCP): the worker allocates
+//! host-pinned memory (`cuMemHostAlloc(PORTABLE | DEVICEMAP)`) that stands in for the guest's
+//! buffer, and the guest mirrors its content to and from it. Guest half and the rules of when:
+//! `shim/src/mirror.rs`; wire format: `protocol::special::mirror`.
+//!
+//! The guest is hostile: it names a mirror only by an id minted here (per client, never
+//! reused), every push is checked against the mirror's length before any byte is written, and
+//! a client holds at most [`MAX_CLIENT_BYTES`] of mirrors. Mirrors are freed on
+//! `special::MIRROR_FREE` and when the client's context goes (the worker exits with it).
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::sync::{Mutex, MutexGuard};
+
+use cuda_headers::*;
+use protocol::special::mirror::{
+    AllocRequest, Allocated, FreeRequest, PullRequest, Pulled, Push, MAX_CLIENT_BYTES,
+};
+use protocol::{DecodeError, Decoder, ResponseHeader};
+
+use super::{real_or_unsupported, respond};
+use crate::dispatch::ClientContext;
+
+/// `CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP`: every context sees it, with a
+/// device pointer.
+const ALLOC_FLAGS: u32 = 0x01 | 0x02;
+
+/// One mirror: pinned memory of this worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mirror {
+    /// This worker's address of the first byte.
+    host: usize,
+    /// Bytes.
+    len: u64,
+    /// The device pointer of the first byte.
+    device: u64,
+}
+
+/// The mirrors of one client, by id. Pure bookkeeping (no driver).
+#[derive(Debug)]
+struct Table {
+    by_id: BTreeMap<u64, Mirror>,
+    next_id: u64,
+    bytes: u64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            by_id: BTreeMap::new(),
+            next_id: 1,
+            bytes: 0,
+        }
+    }
+}
+
+impl Table {
+    /// Whether `len` more bytes stay within the client's cap.
+    fn has_room(&self, len: u64) -> bool {
+        len != 0
+            && self
+                .bytes
+                .checked_add(len)
+                .is_some_and(|total| total <= MAX_CLIENT_BYTES)
+    }
+
+    /// Records `m` under a fresh id.
+    fn insert(&mut self, m: Mirror) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.bytes += m.len;
+        self.by_id.insert(id, m);
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Mirror> {
+        let m = self.by_id.remove(&id)?;
+        self.bytes -= m.len;
+        Some(m)
+    }
+
+    /// Whether device range `[ptr, ptr + len)` lies inside one mirror (`len = 0`: the byte).
+    fn holds_device(&self, ptr: u64, len: u64) -> bool {
+        let Some(end) = ptr.checked_add(len.max(1)) else {
+            return false;
+        };
+        self.by_id
+            .values()
+            .any(|m| ptr >= m.device && end <= m.device + m.len)
+    }
+
+    /// Whether every write names a live mirror and lies inside it.
+    fn admits(&self, push: &Push<'_>) -> bool {
+        push.writes.iter().all(|w| {
+            self.by_id.get(&w.id).is_some_and(|m| {
+                w.offset
+                    .checked_add(w.data.len() as u64)
+                    .is_some_and(|end| end <= m.len)
+            })
+        })
+    }
+}
+
+/// The mirrors of one client.
+#[derive(Debug, Default)]
+pub struct Mirrors {
+    table: Mutex<Table>,
+}
+
+impl Mirrors {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether device range `[ptr, ptr + len)` lies inside one of the client's mirrors (a copy
+    /// end the guest may name, as a zero-copy alias).
+    pub fn holds(&self, ptr: u64, len: u64) -> bool {
+        self.table().holds_device(ptr, len)
+    }
+}
+
+impl Drop for Mirrors {
+    /// The client is gone: its pinned memory goes back to the driver.
+    fn drop(&mut self) {
+        let table = self.table.get_mut().unwrap_or_else(|e| e.into_inner());
+        if table.by_id.is_empty() {
+            return;
+        }
+        let Some(free) = crate::driver::real::cuMemFreeHost() else {
+            return;
+        };
+        for m in std::mem::take(&mut table.by_id).into_values() {
+            // SAFETY: `m.host` came from `cuMemHostAlloc` and left the table just now.
+            let result = unsafe { free(m.host as *mut c_void) };
+            if result != CUresult::CUDA_SUCCESS {
+                tracing::debug!(result = result.0, "cannot free a gone client's mirror");
+            }
+        }
+    }
+}
+
+fn answer(out: &mut Vec<u8>, result: CUresult) -> Result<(), DecodeError> {
+    respond(out, result);
+    Ok(())
+}
+
+/// `special::MIRROR_ALLOC`: `u64 len` → result, `u64 id`, `u64 device_ptr`. Allocates `len`
+/// bytes of zeroed pinned memory with a device pointer. `CUDA_ERROR_OUT_OF_MEMORY` past the
+/// client's cap or when the driver has none; the driver's error otherwise.
+pub fn alloc(
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let request = AllocRequest::decode(dec)?;
+    let mirrors = &client.mirrors;
+    if !mirrors.table().has_room(request.len) {
+        tracing::warn!(
+            len = request.len,
+            cap = MAX_CLIENT_BYTES,
+            "mirror refused: zero bytes, or past the client's cap"
+        );
+        return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+    }
+    let host_alloc = real_or_unsupported!(cuMemHostAlloc, out);
+    let device_pointer = real_or_unsupported!(cuMemHostGetDevicePointer_v2, out);
+    let free = real_or_unsupported!(cuMemFreeHost, out);
+    let len = request.len as usize;
+    let mut host: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `host` is a live local the driver writes on success.
+    let result = unsafe { host_alloc(&mut host, len, ALLOC_FLAGS) };
+    if result != CUresult::CUDA_SUCCESS || host.is_null() {
+        tracing::warn!(len, result = result.0, "cuMemHostAlloc refused a mirror");
+        return answer(out, result);
+    }
+    let mut device: CUdeviceptr = 0;
+    // SAFETY: `device` is a live local; `host` was allocated mapped just above.
+    let result = unsafe { device_pointer(&mut device, host, 0) };
+    if result != CUresult::CUDA_SUCCESS || device == 0 {
+        // SAFETY: allocated just above, never handed out.
+        unsafe { free(host) };
+        tracing::warn!(
+            result = result.0,
+            "mapped pinned memory has no device pointer"
+        );
+        return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+    }
+    // SAFETY: `host` holds `len` bytes, allocated just above and not yet shared.
+    unsafe { std::ptr::write_bytes(host.cast::<u8>(), 0, len) };
+    let mirror = Mirror {
+        host: host as usize,
+        len: request.len,
+        device,
+    };
+    let id = {
+        let mut table = mirrors.table();
+        if !table.has_room(request.len) {
+            drop(table);
+            // SAFETY: allocated just above, never handed out.
+            unsafe { free(host) };
+            return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        table.insert(mirror)
+    };
+    tracing::debug!(len, id, device, "mirror allocated");
+    Allocated {
+        id,
+        device_ptr: device,
+    }
+    .encode(&mut ResponseHeader::start(out, 0));
+    Ok(())
+}
+
+/// `special::MIRROR_FREE`: `u64 id` → result; `CUDA_ERROR_INVALID_VALUE` for an id this client
+/// does not hold.
+pub fn free(
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let request = FreeRequest::decode(dec)?;
+    let free = real_or_unsupported!(cuMemFreeHost, out);
+    let Some(mirror) = client.mirrors.table().remove(request.id) else {
+        tracing::warn!(id = request.id, "free of an unknown mirror");
+        return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+    };
+    // SAFETY: `mirror.host` came from `cuMemHostAlloc` and left the table just now.
+    let result = unsafe { free(mirror.host as *mut c_void) };
+    answer(out, result)
+}
+
+/// `special::MIRROR_PUSH`: writes the guest's changed bytes. Every write is checked first; one
+/// bad id, offset or length refuses the whole push with `CUDA_ERROR_INVALID_VALUE` (nothing is
+/// written).
+pub fn push(
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let push = Push::decode(dec)?;
+    let table = client.mirrors.table();
+    if !table.admits(&push) {
+        tracing::warn!("mirror push names an unknown mirror or runs past one");
+        return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+    }
+    for w in &push.writes {
+        let m = table.by_id[&w.id];
+        // SAFETY: `admits` checked `offset + len <= m.len`; `m.host` holds `m.len` bytes of
+        // pinned memory while in the table (the lock is held). The device may read it
+        // concurrently, as it may read any mapped memory the host writes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                w.data.as_ptr(),
+                (m.host as *mut u8).add(w.offset as usize),
+                w.data.len(),
+            );
+        }
+    }
+    answer(out, CUresult::CUDA_SUCCESS)
+}
+
+/// `special::MIRROR_PULL`: the whole content of each named mirror;
+/// `CUDA_ERROR_INVALID_VALUE` when any id is not this client's, or when the answer would hold
+/// more than [`MAX_CLIENT_BYTES`] (an id named again and again: the guest's own pulls name
+/// each mirror once, so they never come near it).
+pub fn pull(
+    client: &ClientContext,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let request = PullRequest::decode(dec)?;
+    let table = client.mirrors.table();
+    let mut contents = Vec::with_capacity(request.ids.len());
+    let mut total: u64 = 0;
+    for id in &request.ids {
+        let Some(m) = table.by_id.get(id) else {
+            tracing::warn!(id, "pull of an unknown mirror");
+            return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        };
+        total += m.len;
+        if total > MAX_CLIENT_BYTES {
+            tracing::warn!(
+                ids = request.ids.len(),
+                "mirror pull refused: its answer would pass the client's cap"
+            );
+            return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        // SAFETY: `m.host` holds `m.len` bytes of pinned memory while in the table (the lock is
+        // held until the answer is encoded). The device may write it concurrently; what is read
+        // is what the host would see natively.
+        contents.push(unsafe { std::slice::from_raw_parts(m.host as *const u8, m.len as usize) });
+    }
+    Pulled { contents }.encode(&mut ResponseHeader::start(out, 0));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::special::mirror::Write;
+
+    fn mirror(len: u64, device: u64) -> Mirror {
+        Mirror {
+            host: 0x1000,
+            len,
+            device,
+        }
+    }
+
+    #[test]
+    fn ids_are_fresh_and_the_cap_holds() {
+        let mut t = Table::default();
+        assert!(!t.has_room(0));
+        assert!(t.has_room(MAX_CLIENT_BYTES));
+        assert!(!t.has_room(MAX_CLIENT_BYTES + 1));
+        let a = t.insert(mirror(MAX_CLIENT_BYTES - 8, 0x9000));
+        assert!(!t.has_room(9));
+        assert!(t.has_room(8));
+        assert!(!t.has_room(u64::MAX));
+        assert!(t.remove(a).is_some());
+        assert!(t.remove(a).is_none(), "freed once");
+        let b = t.insert(mirror(4, 0x9000));
+        assert_ne!(a, b, "ids are never reused");
+        assert_eq!(t.bytes, 4);
+    }
+
+    #[test]
+    fn pushes_stay_inside_their_mirror() {
+        let mut t = Table::default();
+        let id = t.insert(mirror(16, 0x9000));
+        let write = |id, offset, data: &'static [u8]| Push {
+            writes: vec![Write { id, offset, data }],
+        };
+        assert!(t.admits(&write(id, 0, &[0; 16])));
+        assert!(t.admits(&write(id, 12, &[0; 4])));
+        assert!(!t.admits(&write(id, 13, &[0; 4])));
+        assert!(!t.admits(&write(id, u64::MAX, &[0; 2])));
+        assert!(!t.admits(&write(id + 1, 0, &[0; 1])));
+        assert!(t.holds_device(0x9000, 16));
+        assert!(!t.holds_device(0x9000, 17));
+        assert!(!t.holds_device(u64::MAX, 2));
+    }
+}

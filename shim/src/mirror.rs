@@ -1,0 +1,396 @@
+//! DEVICEMAP host memory where the GPU cannot map guest memory (TCP): the **mirror**.
+//!
+//! `cuMemHostAlloc(…, CU_MEMHOSTALLOC_DEVICEMAP)` over TCP gives the application plain,
+//! page-aligned guest memory (recorded as pinned, so copies treat it as any pinned memory) and
+//! has the host worker allocate host-pinned memory of the same size with a device pointer
+//! (`special::MIRROR_ALLOC`, host half `host/src/dispatch/handlers/mirror.rs`).
+//! `cuMemHostGetDevicePointer` answers that device pointer. The content is mirrored:
+//!
+//! - guest → host, **before every request** sent while a mirror exists ([`before_request`],
+//!   called from `forward.rs`): the runs of bytes that differ from a shadow copy of the last
+//!   content both sides agreed on are pushed (`special::MIRROR_PUSH`), exactly those bytes, so
+//!   a byte the guest left alone keeps what the device may have written there since;
+//! - host → guest, **after a call that makes device writes visible to the host** succeeds
+//!   ([`after_request`], [`SYNC_CALLS`]): stream, event and context synchronisation, a stream or
+//!   event query that answers success, a synchronous copy (of any direction: it orders after
+//!   the work before it, as CUDA's synchronous copies do). The whole content is pulled
+//!   (`special::MIRROR_PULL`) and every byte the device changed (host ≠ shadow) is written to
+//!   the guest buffer and the shadow; bytes the device left alone keep the guest's value.
+//!
+//! The mirrors of a process hold at most [`MAX_CLIENT_BYTES`] (1 MiB): the shadow comparison
+//! then stays cheap. Beyond it, DEVICEMAP over TCP fails as before (`CUDA_ERROR_NOT_SUPPORTED`,
+//! with a log line). Over the shared region DEVICEMAP memory is a zero-copy block instead
+//! (`handlers/zero_copy.rs`); mirrors are only made over TCP. A forked child forgets its
+//! parent's mirrors (its worker is another one, which never heard of them): its copies of the
+//! buffers stay plain memory. Rules and where they differ from native: `docs/handlers.md`,
+//! "DEVICEMAP memory over TCP: the mirror".
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use cuda_headers::{CuError, CuResult};
+use protocol::special::mirror::{
+    AllocRequest, Allocated, FreeRequest, PullRequest, Pulled, Push, Write, MAX_ENTRIES,
+};
+use protocol::{special, CallId, RequestHeader};
+
+use crate::channel::with_channel;
+use crate::forward::bad_response;
+use crate::log::{log, Level};
+
+pub use protocol::special::mirror::MAX_CLIENT_BYTES;
+
+const PAGE: usize = 4096;
+
+/// The calls after whose success the device's writes are visible to the host, so mirrors are
+/// pulled: synchronisation, successful queries, synchronous copies.
+pub const SYNC_CALLS: [u32; 42] = [
+    shim_macros::cuda_call_id!(cuStreamSynchronize),
+    shim_macros::cuda_call_id!(cuStreamSynchronize_ptsz),
+    shim_macros::cuda_call_id!(cuEventSynchronize),
+    shim_macros::cuda_call_id!(cuCtxSynchronize),
+    shim_macros::cuda_call_id!(cuCtxSynchronize_v2),
+    shim_macros::cuda_call_id!(cuStreamQuery),
+    shim_macros::cuda_call_id!(cuStreamQuery_ptsz),
+    shim_macros::cuda_call_id!(cuEventQuery),
+    shim_macros::cuda_call_id!(cuMemcpyDtoH_v2),
+    shim_macros::cuda_call_id!(cuMemcpyDtoH_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyHtoD_v2),
+    shim_macros::cuda_call_id!(cuMemcpyHtoD_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpy),
+    shim_macros::cuda_call_id!(cuMemcpy_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyDtoD_v2),
+    shim_macros::cuda_call_id!(cuMemcpyDtoD_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpy2D_v2),
+    shim_macros::cuda_call_id!(cuMemcpy2D_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpy2DUnaligned_v2),
+    shim_macros::cuda_call_id!(cuMemcpy2DUnaligned_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpy3D_v2),
+    shim_macros::cuda_call_id!(cuMemcpy3D_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyPeer),
+    shim_macros::cuda_call_id!(cuMemcpyPeer_ptds),
+    shim_macros::cuda_call_id!(cuMemcpy3DPeer),
+    shim_macros::cuda_call_id!(cuMemcpy3DPeer_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyAtoH_v2),
+    shim_macros::cuda_call_id!(cuMemcpyAtoH_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyHtoA_v2),
+    shim_macros::cuda_call_id!(cuMemcpyHtoA_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyAtoD_v2),
+    shim_macros::cuda_call_id!(cuMemcpyAtoD_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyDtoA_v2),
+    shim_macros::cuda_call_id!(cuMemcpyDtoA_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyAtoA_v2),
+    shim_macros::cuda_call_id!(cuMemcpyAtoA_v2_ptds),
+    shim_macros::cuda_call_id!(cuMemcpyDtoH),
+    shim_macros::cuda_call_id!(cuMemcpyHtoD),
+    shim_macros::cuda_call_id!(cuMemcpyDtoD),
+    shim_macros::cuda_call_id!(cuMemcpy2D),
+    shim_macros::cuda_call_id!(cuMemcpy2DUnaligned),
+    shim_macros::cuda_call_id!(cuMemcpy3D),
+];
+
+/// One mirrored buffer.
+#[derive(Debug)]
+struct Mirror {
+    /// Guest address of the first byte (page-aligned memory this module allocated).
+    guest: usize,
+    /// Bytes the application asked for (at least 1).
+    len: usize,
+    /// The host's id.
+    id: u64,
+    /// The device pointer of the host's pinned memory.
+    device: u64,
+    /// The content both sides last agreed on.
+    shadow: Vec<u8>,
+}
+
+impl Mirror {
+    /// The guest buffer, read now.
+    fn guest_bytes(&self) -> &[u8] {
+        // SAFETY: `guest` holds `len` bytes this module allocated and frees only after the
+        // mirror leaves the table (the caller holds the table's lock). The application may
+        // write them concurrently; a torn read is pushed again at the next request.
+        unsafe { std::slice::from_raw_parts(self.guest as *const u8, self.len) }
+    }
+}
+
+/// The runs `[start, end)` where `a` and `b` differ, in order: exactly the differing bytes
+/// (a byte equal in both is in no run, so a push never writes it).
+fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        match (x != y, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        runs.push((s, a.len().min(b.len())));
+    }
+    runs
+}
+
+/// The process's mirrors, by guest address.
+#[derive(Debug, Default)]
+struct Table {
+    by_guest: BTreeMap<usize, Mirror>,
+    bytes: usize,
+    /// The process the mirrors belong to (0 before the first).
+    pid: u32,
+}
+
+impl Table {
+    const fn new() -> Self {
+        Self {
+            by_guest: BTreeMap::new(),
+            bytes: 0,
+            pid: 0,
+        }
+    }
+
+    fn containing(&self, addr: usize) -> Option<&Mirror> {
+        let (_, m) = self.by_guest.range(..=addr).next_back()?;
+        (addr < m.guest + m.len).then_some(m)
+    }
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table::new());
+
+/// Whether any mirror exists: the one check every request pays.
+static LIVE: AtomicBool = AtomicBool::new(false);
+
+/// The table; in a forked child, emptied first (the child's worker never heard of the
+/// parent's mirrors; the child's copies of the buffers stay its plain memory).
+fn table() -> MutexGuard<'static, Table> {
+    let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if t.pid != pid {
+        if !t.by_guest.is_empty() {
+            t.by_guest.clear();
+            t.bytes = 0;
+            note_live(&t);
+        }
+        t.pid = pid;
+    }
+    t
+}
+
+/// Sets [`LIVE`] from the table (called with its lock held).
+fn note_live(table: &Table) {
+    // SYNC POINT: pairs with the Acquire load in `any`: a thread that learnt of a mirror's
+    // pointer from the allocating thread sees the flag set.
+    LIVE.store(!table.by_guest.is_empty(), Ordering::Release);
+}
+
+fn any() -> bool {
+    // SYNC POINT: pairs with the Release store in `note_live`.
+    LIVE.load(Ordering::Acquire)
+}
+
+/// Sends one mirror call on this thread's channel (not through `forward.rs`, so that it does
+/// not trigger the mirror hooks itself).
+fn send<R>(
+    id: CallId,
+    encode: impl FnOnce(&mut protocol::Encoder<'_>),
+    decode: impl FnOnce(&mut protocol::Decoder<'_>) -> CuResult<R>,
+) -> CuResult<R> {
+    with_channel(|channel| {
+        channel.exchange(|buf| encode(&mut RequestHeader::start(buf, id, 0)), decode)
+    })
+}
+
+/// Allocates `len` bytes of DEVICEMAP memory mirrored on the host.
+///
+/// # Errors
+/// `CUDA_ERROR_NOT_SUPPORTED` past [`MAX_CLIENT_BYTES`] (logged), `CUDA_ERROR_OUT_OF_MEMORY`
+/// when the guest has no memory, the host's error.
+pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
+    let len = len.max(1);
+    let held = table().bytes;
+    if held.saturating_add(len) as u64 > MAX_CLIENT_BYTES {
+        log!(
+            Level::Warn,
+            "cuMemHostAlloc: DEVICEMAP memory over TCP is mirrored on the host, at most {MAX_CLIENT_BYTES} bytes per process ({held} held, {len} asked); over TCP the GPU cannot map guest memory"
+        );
+        return Err(CuError::NOT_SUPPORTED);
+    }
+    let mut p: *mut libc::c_void = std::ptr::null_mut();
+    // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
+    if unsafe { libc::posix_memalign(&mut p, PAGE, len) } != 0 {
+        return Err(CuError::OUT_OF_MEMORY);
+    }
+    // SAFETY: `p` holds `len` bytes, just allocated; the host's mirror starts zeroed too.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, len) };
+    let request = AllocRequest { len: len as u64 };
+    let allocated = send(
+        special::MIRROR_ALLOC,
+        |enc| request.encode(enc),
+        |dec| Allocated::decode(dec).map_err(bad_response),
+    );
+    let allocated = match allocated {
+        Ok(a) => a,
+        Err(e) => {
+            // SAFETY: allocated above, never handed out.
+            unsafe { libc::free(p) };
+            return Err(e);
+        }
+    };
+    let mut t = table();
+    t.bytes += len;
+    t.by_guest.insert(
+        p as usize,
+        Mirror {
+            guest: p as usize,
+            len,
+            id: allocated.id,
+            device: allocated.device_ptr,
+            shadow: vec![0; len],
+        },
+    );
+    note_live(&t);
+    Ok(p.cast())
+}
+
+/// Frees the mirror whose buffer starts at `p`; `None` when `p` is not one.
+pub(crate) fn free(p: usize) -> Option<CuResult> {
+    let mirror = {
+        let mut t = table();
+        let m = t.by_guest.remove(&p)?;
+        t.bytes -= m.len;
+        note_live(&t);
+        m
+    };
+    let request = FreeRequest { id: mirror.id };
+    let result = send(special::MIRROR_FREE, |enc| request.encode(enc), |_| Ok(()));
+    // SAFETY: allocated by `alloc` with posix_memalign; it left the table above, so no push or
+    // pull reads it any more.
+    unsafe { libc::free(mirror.guest as *mut libc::c_void) };
+    Some(result)
+}
+
+/// The device pointer standing in for guest byte `addr` of a mirror.
+pub(crate) fn device_pointer(addr: usize) -> Option<u64> {
+    if !any() {
+        return None;
+    }
+    let t = table();
+    let m = t.containing(addr)?;
+    Some(m.device + (addr - m.guest) as u64)
+}
+
+/// Pushes what the guest changed, before request `call` is sent.
+///
+/// # Errors
+/// The push's failure (the request is then not sent).
+pub(crate) fn before_request(call: u32) -> CuResult {
+    if !any() || !CallId(call).is_function() {
+        return Ok(());
+    }
+    let mut t = table();
+    // Snapshot the changed runs (the application may keep writing): what is sent is what the
+    // shadows then hold.
+    let mut writes: Vec<(usize, u64, usize, Vec<u8>)> = Vec::new();
+    for (&guest, m) in &t.by_guest {
+        if m.guest_bytes() == m.shadow.as_slice() {
+            continue;
+        }
+        let now = m.guest_bytes().to_vec();
+        for (start, end) in changed_runs(&now, &m.shadow) {
+            writes.push((guest, m.id, start, now[start..end].to_vec()));
+        }
+    }
+    for chunk in writes.chunks(MAX_ENTRIES) {
+        let push = Push {
+            writes: chunk
+                .iter()
+                .map(|(_, id, offset, data)| Write {
+                    id: *id,
+                    offset: *offset as u64,
+                    data,
+                })
+                .collect(),
+        };
+        send(special::MIRROR_PUSH, |enc| push.encode(enc), |_| Ok(()))?;
+        for (guest, _, start, data) in chunk {
+            if let Some(m) = t.by_guest.get_mut(guest) {
+                m.shadow[*start..*start + data.len()].copy_from_slice(data);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pulls what the device wrote, after request `call` succeeded. A failed pull is logged (the
+/// call itself succeeded).
+pub(crate) fn after_request(call: u32) {
+    if !any() || !SYNC_CALLS.contains(&call) {
+        return;
+    }
+    if let Err(e) = pull() {
+        log!(
+            Level::Warn,
+            "cannot read DEVICEMAP memory back from the host after call {call}: {e:?}"
+        );
+    }
+}
+
+fn pull() -> CuResult {
+    let mut t = table();
+    let request = PullRequest {
+        ids: t.by_guest.values().map(|m| m.id).collect(),
+    };
+    let guests: Vec<usize> = t.by_guest.keys().copied().collect();
+    send(
+        special::MIRROR_PULL,
+        |enc| request.encode(enc),
+        |dec| {
+            let pulled = Pulled::decode(dec, guests.len()).map_err(bad_response)?;
+            for (guest, content) in guests.iter().zip(&pulled.contents) {
+                let Some(m) = t.by_guest.get_mut(guest) else {
+                    continue;
+                };
+                if content.len() != m.len {
+                    return Err(CuError::UNKNOWN);
+                }
+                for (i, (&now, was)) in content.iter().zip(m.shadow.iter_mut()).enumerate() {
+                    if now != *was {
+                        *was = now;
+                        // SAFETY: `i < len`; the buffer is this module's allocation and stays
+                        // allocated while in the table (the lock is held).
+                        unsafe { (m.guest as *mut u8).add(i).write_volatile(now) };
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_runs_are_exactly_the_differing_bytes() {
+        assert_eq!(changed_runs(b"abcd", b"abcd"), vec![]);
+        assert_eq!(changed_runs(b"xbcd", b"abcd"), vec![(0, 1)]);
+        assert_eq!(changed_runs(b"abXdY", b"abcde"), vec![(2, 3), (4, 5)]);
+        assert_eq!(changed_runs(b"XYcZ", b"abcd"), vec![(0, 2), (3, 4)]);
+        assert_eq!(changed_runs(b"", b""), vec![]);
+    }
+
+    #[test]
+    fn sync_calls_are_distinct_functions() {
+        let mut ids = SYNC_CALLS.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), SYNC_CALLS.len());
+        assert!(SYNC_CALLS.iter().all(|&id| CallId(id).is_function()));
+    }
+}
