@@ -377,16 +377,16 @@ fn bar_size_comes_from_the_sysfs_resource_table() {
                  0x0000000800000000 0x0000000807ffffff 0x000000000014220c\n";
     std::fs::write(dir.join("resource"), table).unwrap();
     assert_eq!(
-        crate::region::sysfs_bar_size(&dir.join("resource2")),
+        crate::region::file::sysfs_bar_size(&dir.join("resource2")),
         Some(128 << 20)
     );
     assert_eq!(
-        crate::region::sysfs_bar_size(&dir.join("resource1")),
+        crate::region::file::sysfs_bar_size(&dir.join("resource1")),
         None,
         "empty BAR"
     );
     assert_eq!(
-        crate::region::sysfs_bar_size(&dir.join("resource7")),
+        crate::region::file::sysfs_bar_size(&dir.join("resource7")),
         None,
         "no such BAR"
     );
