@@ -1,7 +1,8 @@
 //! Source rules of the host that a review would otherwise have to remember.
 //!
 //! **The handle gate is the only way in.** A guest value becomes a stream, event, function,
-//! kernel, module or library handle only through `host/src/dispatch/gate.rs`, which checks it
+//! kernel, module, library, graph, graph node, executable graph, memory pool or link state
+//! handle only through `host/src/dispatch/gate.rs`, which checks it
 //! against the handles the driver gave that client. Anywhere else, a cast to one of these types
 //! (`v as CUstream`, `v as usize as CUfunction`, `as *mut CUstream_st`) would hand the driver a
 //! value nobody checked. Generated calls get the gate from `shim-macros/src/gate.rs`.
@@ -16,12 +17,22 @@ const GATED: &[&str] = &[
     "CUkernel",
     "CUmodule",
     "CUlibrary",
+    "CUgraph",
+    "CUgraphExec",
+    "CUgraphNode",
+    "CUmemoryPool",
+    "CUlinkState",
     "CUstream_st",
     "CUevent_st",
     "CUfunc_st",
     "CUkern_st",
     "CUmod_st",
     "CUlib_st",
+    "CUgraph_st",
+    "CUgraphExec_st",
+    "CUgraphNode_st",
+    "CUmemPoolHandle_st",
+    "CUlinkState_st",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -106,7 +117,16 @@ fn the_rule_sees_the_casts_it_forbids() {
         cast_to_gated("let e = x as *mut CUevent_st;"),
         Some("CUevent_st")
     );
+    assert_eq!(
+        cast_to_gated("let n = v as usize as CUgraphNode;"),
+        Some("CUgraphNode")
+    );
+    assert_eq!(
+        cast_to_gated("pool(handle as usize as CUmemoryPool)"),
+        Some("CUmemoryPool")
+    );
     assert_eq!(cast_to_gated("let c = x as usize as CUcontext;"), None);
+    assert_eq!(cast_to_gated("let t = x as CUgraphNodeType;"), None);
     assert_eq!(
         cast_to_gated("enc.put(s as u64); // not v as CUstream"),
         None

@@ -251,6 +251,19 @@ pub const CALLS: &[Call] = &[
     Call::host("quota::free", &["cuMemFree_v2", "cuMemRelease"]),
     Call::host("quota::free", &["cuMemFreeAsync", "cuMemFreeAsync_ptsz"]).posted(Posted::Always),
     Call::host("quota::get_info", &["cuMemGetInfo_v2"]),
+    // Handles inside structs of the generated wire format: the error nodes the driver writes are
+    // minted, the upload stream is admitted (dispatch/gate.rs).
+    Call::host(
+        "graph::exec_update",
+        &["cuGraphExecUpdate", "cuGraphExecUpdate_v2"],
+    ),
+    Call::host(
+        "graph::instantiate_with_params",
+        &[
+            "cuGraphInstantiateWithParams",
+            "cuGraphInstantiateWithParams_ptsz",
+        ],
+    ),
     // -- Hand-written on both sides ---------------------------------------------------------
     // Devices and contexts.
     Call::both("handlers::device", "device::get_name", &["cuDeviceGetName"]),

@@ -8,7 +8,9 @@
 //! A generated function's `gate: [...]` list (see [`steps`]) names, per parameter:
 //! - `admit K`: a handle of kind `K` the guest passes; the host looks it up before the driver sees
 //!   it and answers `CUDA_ERROR_INVALID_HANDLE` for one this client was never given;
-//! - `mint K`: a `*mut` handle of kind `K` the driver writes; on success the host records it;
+//! - `mint K`: a `*mut` handle of kind `K` the driver writes; the host clears it before the call
+//!   (so that a value the guest sent is never recorded) and records it on success, as belonging
+//!   to the call's graph (nodes), node (a child graph) or module or library (code handles);
 //! - `retire K`: a handle the function destroys; on success the host forgets it.
 
 use proc_macro2::{Ident, Span, TokenStream};
@@ -26,10 +28,16 @@ pub const HANDLE_TYPES: &[(&str, &str)] = &[
     ("CUkernel", "Kernel"),
     ("CUmodule", "Module"),
     ("CUlibrary", "Library"),
+    ("CUgraph", "Graph"),
+    ("CUgraphExec", "GraphExec"),
+    ("CUgraphNode", "GraphNode"),
+    ("CUmemoryPool", "MemoryPool"),
+    ("CUlinkState", "LinkState"),
 ];
 
 /// Generated functions that destroy the handle they take (their first gated parameter). The
-/// host forgets a module's or library's functions and kernels with it.
+/// host forgets what belonged to it with it: a module's or library's functions and kernels, a
+/// graph's nodes, a child-graph node's graph.
 pub const RETIRES: &[&str] = &[
     "cuStreamDestroy",
     "cuStreamDestroy_v2",
@@ -37,6 +45,11 @@ pub const RETIRES: &[&str] = &[
     "cuEventDestroy_v2",
     "cuModuleUnload",
     "cuLibraryUnload",
+    "cuGraphDestroy",
+    "cuGraphDestroyNode",
+    "cuGraphExecDestroy",
+    "cuMemPoolDestroy",
+    "cuLinkDestroy",
 ];
 
 /// The gate's kind for a parameter type written as a header name (`CUstream`), if it is gated.
@@ -132,5 +145,56 @@ mod tests {
 
         let other = function("pub fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;");
         assert!(describe(&other, &[ParamKind::Value]).is_empty());
+    }
+
+    #[test]
+    fn graphs_nodes_execs_pools_and_link_states_are_gated() {
+        let find = function(
+            "pub fn cuGraphNodeFindInClone(phNode: *mut CUgraphNode, hOriginalNode: CUgraphNode, \
+             hClonedGraph: CUgraph) -> CUresult;",
+        );
+        let kinds = [
+            ParamKind::InOut(syn::parse_quote!(CUgraphNode)),
+            ParamKind::Value,
+            ParamKind::Value,
+        ];
+        assert_eq!(
+            describe(&find, &kinds),
+            [
+                "mint GraphNode phNode",
+                "admit GraphNode hOriginalNode",
+                "admit Graph hClonedGraph"
+            ]
+        );
+        let launch =
+            function("pub fn cuGraphLaunch(hGraph: CUgraphExec, hStream: CUstream) -> CUresult;");
+        assert_eq!(
+            describe(&launch, &[ParamKind::Value, ParamKind::Value]),
+            ["admit GraphExec hGraph", "admit Stream hStream"]
+        );
+        for (sig, step) in [
+            (
+                "pub fn cuGraphDestroy(hGraph: CUgraph) -> CUresult;",
+                "retire Graph hGraph",
+            ),
+            (
+                "pub fn cuGraphDestroyNode(hNode: CUgraphNode) -> CUresult;",
+                "retire GraphNode hNode",
+            ),
+            (
+                "pub fn cuGraphExecDestroy(hGraphExec: CUgraphExec) -> CUresult;",
+                "retire GraphExec hGraphExec",
+            ),
+            (
+                "pub fn cuMemPoolDestroy(pool: CUmemoryPool) -> CUresult;",
+                "retire MemoryPool pool",
+            ),
+            (
+                "pub fn cuLinkDestroy(state: CUlinkState) -> CUresult;",
+                "retire LinkState state",
+            ),
+        ] {
+            assert_eq!(describe(&function(sig), &[ParamKind::Value]), [step]);
+        }
     }
 }

@@ -1,16 +1,23 @@
-//! The handle gate: every stream, event, function, kernel, module and library handle a guest
-//! passes is looked up in its client's table before the driver sees it.
+//! The handle gate: every handle of a gated kind ([`Kind`]: streams, events, functions, kernels,
+//! modules, libraries, graphs, graph nodes, executable graphs, memory pools and link states) that
+//! a guest passes is looked up in its client's table before the driver sees it.
 //!
 //! The driver's handles are pointers into the worker. A guest that sends a value the driver never
 //! gave it (a forged or stale handle) would have the driver dereference whatever lies there, so
 //! the host records every handle of these kinds that the driver hands this client ([`Handles::mint`],
-//! by generated calls from the `mint` steps of `shim_macros::cuda_forwarders!`, by hand-written
-//! halves explicitly), checks every one it is given ([`Handles::admit`] and the typed accessors
-//! [`Handles::stream`], [`Handles::function`], …) and forgets it when it is destroyed
-//! ([`Handles::retire`]): unloading a module or library forgets its functions and kernels,
-//! destroying a context forgets what was made in it. A handle the client was not given, or of
-//! another kind, is answered with `CUDA_ERROR_INVALID_HANDLE` and never reaches the driver; the
-//! client's other calls go on.
+//! [`Handles::mint_all`] for node arrays; by generated calls from the `mint` steps of
+//! `shim_macros::cuda_forwarders!`, by hand-written halves explicitly), checks every one it is
+//! given ([`Handles::admit`] and the typed accessors [`Handles::stream`], [`Handles::graph`],
+//! [`Handles::graph_nodes`] for arrays, …) and forgets it when it is destroyed
+//! ([`Handles::retire`]).
+//!
+//! Some handles belong to another ([`Entry::owner`]) and die with it: a module's or library's
+//! functions and kernels; a graph's nodes (minted with the graph they were found in); a
+//! child-graph node's embedded graph (and so, in turn, its nodes). Retiring an owner forgets its
+//! descendants through a per-owner index, in time proportional to what it owned. Destroying a
+//! context forgets what was made in it (streams, events, functions, modules, executable graphs).
+//! A handle the client was not given, or of another kind, is answered with
+//! `CUDA_ERROR_INVALID_HANDLE` and never reaches the driver; the client's other calls go on.
 //!
 //! Which parameter types are gated, and which generated functions destroy a handle, is said once,
 //! in `shim-macros/src/gate.rs`. Hand-written halves turn guest values into these handle types only
@@ -18,7 +25,10 @@
 //!
 //! The values the guest holds are still the driver's own (the table checks membership; it does
 //! not translate). NULL is passed through for the driver to refuse, and the stream table admits
-//! `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`. One read lock and one hash lookup per handle.
+//! `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`. A memory pool may be minted any number of times
+//! (a device's default or current pool is the same value on every call). One read lock and one
+//! hash lookup per handle; an array of nodes is checked under one read lock. Contexts are not
+//! gated (see `docs/ARCHITECTURE.md`, "What the host checks of a guest today").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -37,18 +47,39 @@ pub enum Kind {
     Kernel,
     Module,
     Library,
+    Graph,
+    GraphExec,
+    GraphNode,
+    MemoryPool,
+    LinkState,
 }
 
 impl Kind {
-    /// Whether a handle of this kind lives in a context (and dies with it).
+    /// How many kinds there are.
+    pub const COUNT: usize = Kind::LinkState as usize + 1;
+
+    /// Whether a handle of this kind lives in a context (and dies with it). Graphs and their
+    /// nodes are not bound to a context; memory pools belong to a device; a link state's
+    /// output is bytes, kept until `cuLinkDestroy`.
     fn in_context(self) -> bool {
-        !matches!(self, Kind::Kernel | Kind::Library)
+        matches!(
+            self,
+            Kind::Stream | Kind::Event | Kind::Function | Kind::Module | Kind::GraphExec
+        )
     }
 
     /// Whether a handle recorded as `self` may be passed where `wanted` is expected: a
     /// `CUkernel` may stand for a `CUfunction` (CUDA 12's launches and attributes take either).
     fn serves(self, wanted: Kind) -> bool {
         self == wanted || (wanted == Kind::Function && self == Kind::Kernel)
+    }
+
+    /// Whether handles minted from this one belong to it (rather than to its own owner).
+    fn is_root(self) -> bool {
+        matches!(
+            self,
+            Kind::Module | Kind::Library | Kind::Graph | Kind::GraphNode
+        )
     }
 }
 
@@ -58,7 +89,8 @@ const SPECIAL_STREAMS: [u64; 2] = [0x1, 0x2];
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     kind: Kind,
-    /// The module or library this handle belongs to (0: none).
+    /// The handle this one belongs to and dies with (0: none): a module or library for
+    /// functions and kernels, a graph for nodes, a child-graph node for its graph.
     owner: u64,
     /// The context it was made in (0: none, or context-independent).
     ctx: u64,
@@ -85,7 +117,15 @@ impl Hasher for AddressHasher {
     }
 }
 
-type Table = HashMap<u64, Entry, BuildHasherDefault<AddressHasher>>;
+type Map<V> = HashMap<u64, V, BuildHasherDefault<AddressHasher>>;
+
+/// The recorded handles, and for every owner the handles that belong to it.
+#[derive(Debug, Default)]
+struct Table {
+    live: Map<Entry>,
+    /// Owner → the values whose [`Entry::owner`] it is (no entry for an owner of none).
+    owned: Map<Vec<u64>>,
+}
 
 /// How many handles of each kind a client holds (for the host's statistics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,18 +138,61 @@ pub struct Census {
     pub modules: u64,
 }
 
+/// The owners a generated call's admitted handles hand on to the handles it mints (see
+/// [`Handles::admit`]): a graph for nodes, a node for a child graph, a module or library for
+/// functions, kernels and modules. Filled by the generated gate steps, one [`Lineage::note`] per
+/// admitted handle.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Lineage {
+    /// The first module or library among the admitted code handles.
+    code: u64,
+    /// The admitted graph.
+    graph: u64,
+    /// The admitted graph node.
+    node: u64,
+}
+
+impl Lineage {
+    /// Notes an admitted handle of kind `kind`, with what [`Handles::admit`] returned for it.
+    pub fn note(&mut self, kind: Kind, root: u64) {
+        let slot = match kind {
+            Kind::Module | Kind::Library | Kind::Function | Kind::Kernel => &mut self.code,
+            Kind::Graph => &mut self.graph,
+            Kind::GraphNode => &mut self.node,
+            _ => return,
+        };
+        if *slot == 0 {
+            *slot = root;
+        }
+    }
+
+    /// The owner of a handle of kind `kind` the call mints: nodes belong to the call's graph
+    /// (`cuGraphNodeFindInClone`: the clone), a graph to the call's node (the embedded graph of a
+    /// child-graph node; a clone or a captured graph belongs to nothing), code handles to the
+    /// call's module or library.
+    pub fn owner_for(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::GraphNode => self.graph,
+            Kind::Graph => self.node,
+            Kind::Stream | Kind::Event | Kind::Function | Kind::Kernel | Kind::Module => self.code,
+            _ => 0,
+        }
+    }
+}
+
 /// One client's handles (shared by its threads: a stream made on one is used on another).
 #[derive(Debug, Default)]
 pub struct Handles {
-    live: RwLock<Table>,
-    /// Entries per [`Kind`], changed under the write lock together with `live`.
-    counts: [AtomicU64; 6],
+    table: RwLock<Table>,
+    /// Entries per [`Kind`], changed under the write lock together with `table`.
+    counts: [AtomicU64; Kind::COUNT],
 }
 
-/// Inserts or removes entries of a write-locked table, keeping [`Handles::counts`].
+/// Inserts or removes entries of a write-locked table, keeping [`Handles::counts`] and the
+/// owner index.
 struct Counted<'a> {
-    live: RwLockWriteGuard<'a, Table>,
-    counts: &'a [AtomicU64; 6],
+    table: RwLockWriteGuard<'a, Table>,
+    counts: &'a [AtomicU64; Kind::COUNT],
 }
 
 impl Counted<'_> {
@@ -124,33 +207,65 @@ impl Counted<'_> {
         }
     }
 
+    fn get(&self, value: &u64) -> Option<&Entry> {
+        self.table.live.get(value)
+    }
+
+    /// Records `value`. One already recorded (as another kind: freed behind the table's back)
+    /// is forgotten first, with what belonged to it.
     fn insert(&mut self, value: u64, entry: Entry) {
+        if self.remove(&value).is_some() {
+            self.remove_owned(vec![value]);
+        }
         self.count(entry.kind, true);
-        if let Some(old) = self.live.insert(value, entry) {
-            self.count(old.kind, false);
+        self.table.live.insert(value, entry);
+        if entry.owner != 0 {
+            self.table.owned.entry(entry.owner).or_default().push(value);
         }
     }
 
     fn remove(&mut self, value: &u64) -> Option<Entry> {
-        let gone = self.live.remove(value);
-        if let Some(e) = gone {
-            self.count(e.kind, false);
+        let gone = self.table.live.remove(value)?;
+        self.count(gone.kind, false);
+        if gone.owner != 0 {
+            if let Some(siblings) = self.table.owned.get_mut(&gone.owner) {
+                if let Some(at) = siblings.iter().position(|v| v == value) {
+                    siblings.swap_remove(at);
+                }
+                if siblings.is_empty() {
+                    self.table.owned.remove(&gone.owner);
+                }
+            }
         }
-        gone
+        Some(gone)
+    }
+
+    /// Removes everything owned by the handles in `gone`, and what that owned, and so on.
+    fn remove_owned(&mut self, mut gone: Vec<u64>) {
+        while let Some(owner) = gone.pop() {
+            let Some(children) = self.table.owned.remove(&owner) else {
+                continue;
+            };
+            for child in children {
+                if self.remove(&child).is_some() {
+                    gone.push(child);
+                }
+            }
+        }
     }
 }
 
 impl Handles {
     fn read(&self) -> RwLockReadGuard<'_, Table> {
-        self.live
+        self.table
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> Counted<'_> {
         Counted {
-            live: self
-                .live
+            table: self
+                .table
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             counts: &self.counts,
@@ -168,9 +283,9 @@ impl Handles {
         }
     }
 
-    /// Checks a guest value passed as a handle of kind `kind`. `Ok` carries the module or library
-    /// it belongs to (the handle itself for a module or library, 0 for none), which a handle
-    /// minted from it inherits.
+    /// Checks a guest value passed as a handle of kind `kind`. `Ok` carries what a handle minted
+    /// from it belongs to (see [`Lineage`]): the handle itself for a module, library, graph or
+    /// graph node, its own owner for the other kinds (0 for none).
     ///
     /// # Errors
     /// `CUDA_ERROR_INVALID_HANDLE` for a value this client was not given as a `kind`.
@@ -178,69 +293,75 @@ impl Handles {
         if value == 0 || (kind == Kind::Stream && SPECIAL_STREAMS.contains(&value)) {
             return Ok(0);
         }
-        match self.read().get(&value) {
-            Some(e) if e.kind.serves(kind) => Ok(match e.kind {
-                Kind::Module | Kind::Library => value,
-                _ => e.owner,
-            }),
-            _ => {
-                tracing::debug!(?kind, value, "refused a handle this client was not given");
-                Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
-            }
-        }
+        admit_in(&self.read(), kind, value)
     }
 
-    /// Records a handle of kind `kind` that the driver gave this client, belonging to `owner` (a
-    /// module or library, 0 for none). A value already recorded as this kind (or as a kernel, for
-    /// a function) keeps its entry: the driver hands out the same function or module again. One
-    /// recorded as another kind was freed behind the table's back and is replaced.
+    /// Records a handle of kind `kind` that the driver gave this client, belonging to `owner` (0
+    /// for none). A value already recorded as this kind (or as a kernel, for a function) keeps
+    /// its entry: the driver hands out the same function, module or default memory pool again.
+    /// One recorded as another kind was freed behind the table's back and is replaced.
     pub fn mint(&self, kind: Kind, value: u64, owner: u64) {
-        if value == 0 {
-            return;
-        }
-        if self.read().get(&value).is_some_and(|e| e.kind.serves(kind)) {
-            return;
+        self.mint_all(kind, &[value], owner);
+    }
+
+    /// [`Handles::mint`] for every value of an array the driver wrote (NULL entries are
+    /// skipped), under one lock.
+    pub fn mint_all(&self, kind: Kind, values: &[u64], owner: u64) {
+        let known =
+            |t: &Table, v: &u64| *v == 0 || t.live.get(v).is_some_and(|e| e.kind.serves(kind));
+        {
+            let table = self.read();
+            if values.iter().all(|v| known(&table, v)) {
+                return;
+            }
         }
         let ctx = if kind.in_context() {
             current_context()
         } else {
             0
         };
-        self.write().insert(value, Entry { kind, owner, ctx });
-    }
-
-    /// Forgets a destroyed handle and, for a module or library, everything that belonged to it.
-    pub fn retire(&self, kind: Kind, value: u64) {
-        let mut live = self.write();
-        if live.live.get(&value).is_some_and(|e| e.kind == kind) {
-            live.remove(&value);
-            if matches!(kind, Kind::Module | Kind::Library) {
-                retire_owned(&mut live, vec![value]);
+        let mut table = self.write();
+        for &value in values {
+            if !known(&table.table, &value) {
+                table.insert(value, Entry { kind, owner, ctx });
             }
         }
     }
 
-    /// Forgets every handle made in context `ctx` (destroyed), and what belonged to its modules.
+    /// Forgets a destroyed handle and everything that belonged to it (a module's or library's
+    /// functions and kernels, a graph's nodes, a child-graph node's graph and its nodes).
+    pub fn retire(&self, kind: Kind, value: u64) {
+        let mut table = self.write();
+        if table.get(&value).is_some_and(|e| e.kind == kind) {
+            table.remove(&value);
+            if kind.is_root() {
+                table.remove_owned(vec![value]);
+            }
+        }
+    }
+
+    /// Forgets every handle made in context `ctx` (destroyed), and what belonged to them.
     pub fn retire_context(&self, ctx: u64) {
         if ctx == 0 {
             return;
         }
-        let mut live = self.write();
-        let gone: Vec<u64> = live
+        let mut table = self.write();
+        let gone: Vec<u64> = table
+            .table
             .live
             .iter()
             .filter(|(_, e)| e.ctx == ctx)
             .map(|(&v, _)| v)
             .collect();
         for v in &gone {
-            live.remove(v);
+            table.remove(v);
         }
-        retire_owned(&mut live, gone);
+        table.remove_owned(gone);
     }
 
     /// How many handles are recorded (tests).
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().live.len()
     }
 
     /// Whether none are.
@@ -301,21 +422,83 @@ impl Handles {
         self.admit(Kind::Library, value)
             .map(|_| value as usize as CUlibrary)
     }
+
+    /// A graph the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn graph(&self, value: u64) -> Result<CUgraph, CUresult> {
+        self.admit(Kind::Graph, value)
+            .map(|_| value as usize as CUgraph)
+    }
+
+    /// An executable graph the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn graph_exec(&self, value: u64) -> Result<CUgraphExec, CUresult> {
+        self.admit(Kind::GraphExec, value)
+            .map(|_| value as usize as CUgraphExec)
+    }
+
+    /// A graph node the guest passes, with the graph it was minted in (0: unknown).
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn graph_node(&self, value: u64) -> Result<(CUgraphNode, u64), CUresult> {
+        if value == 0 {
+            return Ok((std::ptr::null_mut(), 0));
+        }
+        let table = self.read();
+        admit_in(&table, Kind::GraphNode, value)?;
+        let graph = table.live.get(&value).map_or(0, |e| e.owner);
+        Ok((value as usize as CUgraphNode, graph))
+    }
+
+    /// Every node of an array the guest passes (dependencies, edge ends), under one read lock.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`], for the first value refused.
+    pub fn graph_nodes(&self, values: &[u64]) -> Result<Vec<CUgraphNode>, CUresult> {
+        let table = self.read();
+        values
+            .iter()
+            .map(|&v| {
+                if v != 0 {
+                    admit_in(&table, Kind::GraphNode, v)?;
+                }
+                Ok(v as usize as CUgraphNode)
+            })
+            .collect()
+    }
+
+    /// A memory pool the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn memory_pool(&self, value: u64) -> Result<CUmemoryPool, CUresult> {
+        self.admit(Kind::MemoryPool, value)
+            .map(|_| value as usize as CUmemoryPool)
+    }
+
+    /// A link state the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn link_state(&self, value: u64) -> Result<CUlinkState, CUresult> {
+        self.admit(Kind::LinkState, value)
+            .map(|_| value as usize as CUlinkState)
+    }
 }
 
-/// Removes everything owned by the handles in `gone`, and what that owned, and so on.
-fn retire_owned(live: &mut Counted<'_>, mut gone: Vec<u64>) {
-    while !gone.is_empty() {
-        let owned: Vec<u64> = live
-            .live
-            .iter()
-            .filter(|(_, e)| e.owner != 0 && gone.contains(&e.owner))
-            .map(|(&v, _)| v)
-            .collect();
-        for v in &owned {
-            live.remove(v);
+/// [`Handles::admit`] of a non-NULL value in a read-locked table.
+fn admit_in(table: &Table, kind: Kind, value: u64) -> Result<u64, CUresult> {
+    match table.live.get(&value) {
+        Some(e) if e.kind.serves(kind) => Ok(if e.kind.is_root() { value } else { e.owner }),
+        _ => {
+            tracing::debug!(?kind, value, "refused a handle this client was not given");
+            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
         }
-        gone = owned;
     }
 }
 
@@ -395,7 +578,7 @@ mod tests {
         assert_eq!(h.admit(Kind::Module, 0x120), Ok(0x120));
         h.retire(Kind::Library, 0x100);
         for gone in [0x100, 0x110, 0x120, 0x130] {
-            assert!(h.read().get(&gone).is_none(), "{gone:#x} kept");
+            assert!(!h.read().live.contains_key(&gone), "{gone:#x} kept");
         }
         assert_eq!(h.len(), 2);
         // Retiring as the wrong kind changes nothing.
@@ -466,5 +649,73 @@ mod tests {
         );
         assert!(h.admit(Kind::Event, 0x40).is_ok());
         assert!(h.admit(Kind::Library, 0x50).is_ok());
+    }
+
+    #[test]
+    fn destroying_a_graph_forgets_its_nodes_and_their_child_graphs() {
+        let h = Handles::default();
+        h.mint(Kind::Graph, 0x100, 0);
+        h.mint_all(Kind::GraphNode, &[0x110, 0, 0x120], 0x100);
+        // The embedded graph of child node 0x120, and its node.
+        let mut lineage = Lineage::default();
+        lineage.note(Kind::GraphNode, h.admit(Kind::GraphNode, 0x120).unwrap());
+        h.mint(Kind::Graph, 0x200, lineage.owner_for(Kind::Graph));
+        let mut lineage = Lineage::default();
+        lineage.note(Kind::Graph, h.admit(Kind::Graph, 0x200).unwrap());
+        h.mint(Kind::GraphNode, 0x210, lineage.owner_for(Kind::GraphNode));
+        // A clone belongs to nothing; an executable graph outlives its graph.
+        h.mint(Kind::Graph, 0x300, 0);
+        h.mint(Kind::GraphExec, 0x400, 0);
+        assert_eq!(h.len(), 7);
+        assert_eq!(h.graph_node(0x110).map(|(_, g)| g), Ok(0x100));
+        assert_eq!(h.graph_nodes(&[0x110, 0x210, 0]).map(|v| v.len()), Ok(3));
+        assert_eq!(
+            h.graph_nodes(&[0x110, 0x100]),
+            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
+        );
+        // Destroying one node forgets it alone; destroying the child node forgets its graph.
+        h.retire(Kind::GraphNode, 0x110);
+        assert!(h.admit(Kind::GraphNode, 0x110).is_err());
+        h.retire(Kind::GraphNode, 0x120);
+        for gone in [0x120, 0x200, 0x210] {
+            assert!(!h.read().live.contains_key(&gone), "{gone:#x} kept");
+        }
+        h.mint_all(Kind::GraphNode, &[0x130, 0x140], 0x100);
+        h.retire(Kind::Graph, 0x100);
+        assert_eq!(h.len(), 2);
+        assert!(
+            h.read().owned.is_empty(),
+            "the owner index kept {:?}",
+            h.read().owned
+        );
+        assert_eq!(h.graph(0x300).map(|g| g as u64), Ok(0x300));
+        assert_eq!(h.graph_exec(0x400).map(|g| g as u64), Ok(0x400));
+        assert!(h.graph_exec(0x300).is_err());
+    }
+
+    #[test]
+    fn pools_are_minted_again_without_harm() {
+        let h = Handles::default();
+        h.mint(Kind::MemoryPool, 0x900, 0);
+        h.mint(Kind::MemoryPool, 0x900, 0);
+        assert_eq!(h.len(), 1);
+        assert!(h.memory_pool(0x900).is_ok());
+        assert!(h.link_state(0x900).is_err());
+        h.retire(Kind::MemoryPool, 0x900);
+        assert!(h.memory_pool(0x900).is_err());
+        h.mint(Kind::LinkState, 0x900, 0);
+        assert!(h.link_state(0x900).is_ok());
+    }
+
+    #[test]
+    fn a_value_reused_as_another_kind_leaves_its_old_owner() {
+        let h = Handles::default();
+        h.mint(Kind::Graph, 0x100, 0);
+        h.mint(Kind::GraphNode, 0x110, 0x100);
+        // The node was freed behind the table's back and the driver reused its address.
+        h.mint(Kind::Event, 0x110, 0);
+        h.retire(Kind::Graph, 0x100);
+        assert!(h.event(0x110).is_ok());
+        assert_eq!(h.len(), 1);
     }
 }

@@ -58,20 +58,17 @@ macro_rules! put_back {
 }
 
 /// The gate's check of one handle parameter before the call (see `gate.rs`): `admit` and
-/// `retire` need a handle this client holds; the first module or library among them is the
-/// owner of what the call mints.
+/// `retire` need a handle this client holds, noted in `$lineage` for the owners of what the call
+/// mints; a `mint` out-value is cleared, so that only a value the driver wrote is recorded.
 macro_rules! gate_before {
-    ($handles:ident, $out:ident, $owner:ident, $p:ident, mint $k:ident) => {};
-    ($handles:ident, $out:ident, $owner:ident, $p:ident, $verb:ident $k:ident) => {
-        gate_before!(@admit $handles, $out, $owner, $p as u64, $k)
+    ($handles:ident, $out:ident, $lineage:ident, $p:ident, mint $k:ident) => {
+        if let Some(v) = $p.as_mut() {
+            *v = std::ptr::null_mut();
+        }
     };
-    (@admit $handles:ident, $out:ident, $owner:ident, $v:expr, $k:ident) => {
-        match $handles.admit(super::gate::Kind::$k, $v) {
-            Ok(root) => {
-                if $owner == 0 {
-                    $owner = root;
-                }
-            }
+    ($handles:ident, $out:ident, $lineage:ident, $p:ident, $verb:ident $k:ident) => {
+        match $handles.admit(super::gate::Kind::$k, $p as u64) {
+            Ok(root) => $lineage.note(super::gate::Kind::$k, root),
             Err(refused) => {
                 ResponseHeader::start($out, refused.0);
                 return Ok(());
@@ -82,15 +79,19 @@ macro_rules! gate_before {
 
 /// The gate's bookkeeping of one handle parameter after a successful call.
 macro_rules! gate_after {
-    ($handles:ident, $owner:ident, $p:ident, mint $k:ident) => {
+    ($handles:ident, $lineage:ident, $p:ident, mint $k:ident) => {
         if let Some(v) = $p {
-            $handles.mint(super::gate::Kind::$k, v as u64, $owner);
+            $handles.mint(
+                super::gate::Kind::$k,
+                v as u64,
+                $lineage.owner_for(super::gate::Kind::$k),
+            );
         }
     };
-    ($handles:ident, $owner:ident, $p:ident, retire $k:ident) => {
+    ($handles:ident, $lineage:ident, $p:ident, retire $k:ident) => {
         $handles.retire(super::gate::Kind::$k, $p as u64);
     };
-    ($handles:ident, $owner:ident, $p:ident, admit $k:ident) => {};
+    ($handles:ident, $lineage:ident, $p:ident, admit $k:ident) => {};
 }
 
 /// The template `shim_macros::cuda_forwarders!` fills: one function per entry, and
@@ -107,8 +108,8 @@ macro_rules! host_forwarders {
             ) -> Result<(), DecodeError> {
                 $( get_param!(dec, $mp: $mt, $($kind)+); )*
                 dec.finish()?;
-                let mut owner = 0u64;
-                $( gate_before!(handles, out, owner, $gp, $gverb $gkind); )*
+                let mut lineage = super::gate::Lineage::default();
+                $( gate_before!(handles, out, lineage, $gp, $gverb $gkind); )*
                 let Some(real) = crate::driver::real::$name() else {
                     super::missing(stringify!($name), out);
                     return Ok(());
@@ -118,7 +119,7 @@ macro_rules! host_forwarders {
                 // admitted above.
                 let result = unsafe { real($( arg!($mp, $($kind)+) ),*) };
                 if result == CUresult::CUDA_SUCCESS {
-                    $( gate_after!(handles, owner, $gp, $gverb $gkind); )*
+                    $( gate_after!(handles, lineage, $gp, $gverb $gkind); )*
                 }
                 let mut enc = ResponseHeader::start(out, result.0);
                 $( put_back!(enc, $mp, $($kind)+); )*

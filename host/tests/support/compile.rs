@@ -60,6 +60,9 @@ pub enum FakeDriver {
     /// `fake_driver/libcuda.c` plus `fake_driver/contexts.c` (primary and current contexts,
     /// kernel and function attributes; `FAKE_CUDA_CALLS` logs every call by name).
     Contexts,
+    /// `fake_driver/graphs.c`: the plain driver plus graphs, stream capture, memory pools and
+    /// link states that take any handle (the handle gate's tests).
+    Graphs,
 }
 
 impl FakeDriver {
@@ -78,6 +81,7 @@ impl FakeDriver {
                 &["fake_driver/libcuda.c", "fake_driver/contexts.c"],
                 &["-lpthread"],
             ),
+            Self::Graphs => ("graphs", &["fake_driver/graphs.c"], &["-lpthread"]),
         };
         let sources: Vec<PathBuf> = sources
             .iter()

@@ -1,8 +1,11 @@
 //! Decoding shared by the graph, capture, pool, attribute and VMM handlers: handle arrays and
-//! graph edge data, bounded. The guest's counterpart is `shim/src/handlers/arrays.rs`.
+//! graph edge data, bounded. Node arrays pass the client's handle gate, every element. The
+//! guest's counterpart is `shim/src/handlers/arrays.rs`.
 
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, Encoder};
+
+use crate::dispatch::gate::Handles;
 
 /// The most entries a guest may send or ask for in one array.
 pub const MAX_ARRAY: usize = 1 << 20;
@@ -24,18 +27,23 @@ macro_rules! checked {
 }
 pub(crate) use checked;
 
-/// `u32 n, n × u64`, at most [`MAX_ARRAY`] entries.
+/// `u32 n, n × u64` graph nodes, at most [`MAX_ARRAY`] entries, each admitted by the gate.
 ///
 /// # Errors
-/// Truncation; an oversized count is answered `CUDA_ERROR_INVALID_VALUE`.
-pub fn get_handles<T>(dec: &mut Decoder<'_>) -> Result<Checked<Vec<*mut T>>, DecodeError> {
+/// Truncation; an oversized count is answered `CUDA_ERROR_INVALID_VALUE`, a node this client
+/// was not given `CUDA_ERROR_INVALID_HANDLE`.
+pub fn get_nodes(
+    dec: &mut Decoder<'_>,
+    handles: &Handles,
+) -> Result<Checked<Vec<CUgraphNode>>, DecodeError> {
     let n = dec.get::<u32>()? as usize;
     if n > MAX_ARRAY {
         return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
     }
-    Ok(Ok((0..n)
-        .map(|_| Ok(dec.get::<u64>()? as usize as *mut T))
-        .collect::<Result<_, DecodeError>>()?))
+    let values = (0..n)
+        .map(|_| dec.get::<u64>())
+        .collect::<Result<Vec<u64>, DecodeError>>()?;
+    Ok(handles.graph_nodes(&values))
 }
 
 /// One edge as the guest sends it (8 bytes in field order).
@@ -73,12 +81,13 @@ pub struct Deps {
 }
 
 impl Deps {
-    /// Decodes dependencies.
+    /// Decodes dependencies; every node must pass the client's gate.
     ///
     /// # Errors
-    /// Truncation or a bad flag; an oversized count is answered `CUDA_ERROR_INVALID_VALUE`.
-    pub fn decode(dec: &mut Decoder<'_>) -> Result<Checked<Self>, DecodeError> {
-        let nodes = match get_handles(dec)? {
+    /// Truncation or a bad flag; an oversized count is answered `CUDA_ERROR_INVALID_VALUE`, a
+    /// node this client was not given `CUDA_ERROR_INVALID_HANDLE`.
+    pub fn decode(dec: &mut Decoder<'_>, handles: &Handles) -> Result<Checked<Self>, DecodeError> {
+        let nodes = match get_nodes(dec, handles)? {
             Ok(n) => n,
             Err(r) => return Ok(Err(r)),
         };
@@ -129,12 +138,13 @@ impl Deps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::gate::Kind;
 
     #[test]
     fn oversized_arrays_are_answered_not_allocated() {
         let mut buf = Vec::new();
         Encoder::new(&mut buf).put(u32::MAX);
-        let r = Deps::decode(&mut Decoder::new(&buf)).unwrap();
+        let r = Deps::decode(&mut Decoder::new(&buf), &Handles::default()).unwrap();
         assert_eq!(r.err(), Some(CUresult::CUDA_ERROR_INVALID_VALUE));
     }
 
@@ -148,8 +158,10 @@ mod tests {
         enc.put_flag(true);
         enc.put([1u8, 0, 1, 0, 0, 0, 0, 0]);
         enc.put([0u8; 8]);
+        let handles = Handles::default();
+        handles.mint_all(Kind::GraphNode, &[0x10, 0x20], 0x1);
         let mut dec = Decoder::new(&buf);
-        let d = Deps::decode(&mut dec).unwrap().unwrap();
+        let d = Deps::decode(&mut dec, &handles).unwrap().unwrap();
         dec.finish().unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(d.nodes[1] as usize, 0x20);
@@ -167,6 +179,20 @@ mod tests {
         let mut enc = Encoder::new(&mut buf);
         enc.put(3u32);
         enc.put(0x10u64);
-        assert!(Deps::decode(&mut Decoder::new(&buf)).is_err());
+        assert!(Deps::decode(&mut Decoder::new(&buf), &Handles::default()).is_err());
+    }
+
+    #[test]
+    fn every_dependency_passes_the_gate() {
+        let handles = Handles::default();
+        handles.mint(Kind::GraphNode, 0x10, 0x1);
+        let mut buf = Vec::new();
+        let mut enc = Encoder::new(&mut buf);
+        enc.put(2u32);
+        enc.put(0x10u64);
+        enc.put(0x30u64);
+        enc.put_flag(false);
+        let r = Deps::decode(&mut Decoder::new(&buf), &handles).unwrap();
+        assert_eq!(r.err(), Some(CUresult::CUDA_ERROR_INVALID_HANDLE));
     }
 }

@@ -9,13 +9,15 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Deps};
 use super::{real_or_unsupported, respond};
-use crate::dispatch::gate::admit;
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 /// `cuStreamGetCaptureInfo_v2/_v3(_ptsz)`: `u64 stream, u8 mask` (bit 0 id, 1 graph,
 /// 2 dependencies, 3 edge data, 4 count: which out-pointers the guest gave) → result,
 /// `u32 status, u64 id, u64 graph, u64 n, u8 has_nodes, [n × u64 node], u8 has_edges,
-/// [n × edge]`. The arrays are copied out of the driver's storage here.
+/// [n × edge]`. The arrays are copied out of the driver's storage here. The capture's graph is
+/// always asked for (and sent only when the guest asked): it is minted, and the dependency nodes
+/// sent to the guest are minted as its nodes.
 pub fn capture_info(
     name: &str,
     client: &Arc<ClientContext>,
@@ -41,7 +43,7 @@ pub fn capture_info(
     }
     let (id_p, graph_p, deps_p, edges_p, n_p) = (
         pick(mask, 0, &mut id),
-        pick(mask, 1, &mut graph),
+        std::ptr::from_mut(&mut graph),
         pick(mask, 2, &mut deps),
         pick(mask, 3, &mut edges),
         pick(mask, 4, &mut n),
@@ -89,17 +91,28 @@ pub fn capture_info(
     }
     // The arrays only mean something with their count.
     let n = if mask & (1 << 4) != 0 { n } else { 0 };
+    let nodes: Vec<u64> = if deps.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: the driver's array holds `n` nodes, valid until the next call on the stream.
+        (0..n).map(|i| unsafe { *deps.add(i) } as u64).collect()
+    };
+    client.handles.mint(Kind::Graph, graph as u64, 0);
+    client
+        .handles
+        .mint_all(Kind::GraphNode, &nodes, graph as u64);
     let mut enc = ResponseHeader::start(out, 0);
     enc.put(status.0);
     enc.put(id);
-    enc.put(graph as u64);
+    enc.put(if mask & (1 << 1) != 0 {
+        graph as u64
+    } else {
+        0
+    });
     enc.put(n as u64);
     enc.put_flag(!deps.is_null());
-    if !deps.is_null() {
-        for i in 0..n {
-            // SAFETY: the driver's array holds `n` nodes, valid until the next call on the stream.
-            enc.put(unsafe { *deps.add(i) } as u64);
-        }
+    for node in nodes {
+        enc.put(node);
     }
     enc.put_flag(!edges.is_null());
     if !edges.is_null() {
@@ -119,7 +132,7 @@ pub fn update_dependencies(
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let stream: u64 = dec.get()?;
-    let mut deps = checked!(Deps::decode(dec)?, out);
+    let mut deps = checked!(Deps::decode(dec, &client.handles)?, out);
     let flags: u32 = dec.get()?;
     dec.finish()?;
     let stream = admit!(client.handles.stream(stream), out);
@@ -157,8 +170,8 @@ pub fn begin_capture_to_graph(
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let stream: u64 = dec.get()?;
-    let graph = dec.get::<u64>()? as usize as CUgraph;
-    let deps = checked!(Deps::decode(dec)?, out);
+    let graph = admit!(client.handles.graph(dec.get()?), out);
+    let deps = checked!(Deps::decode(dec, &client.handles)?, out);
     let mode = CUstreamCaptureMode(dec.get()?);
     dec.finish()?;
     let stream = admit!(client.handles.stream(stream), out);
@@ -190,10 +203,16 @@ pub fn get_attribute(
     dec.finish()?;
     // SAFETY: all-zero is a valid value of the union.
     let mut value: CUlaunchAttributeValue = unsafe { std::mem::zeroed() };
-    let s = if name.starts_with("cuStream") {
-        admit!(client.handles.stream(handle), out)
+    let (s, node) = if name.starts_with("cuStream") {
+        (
+            admit!(client.handles.stream(handle), out),
+            std::ptr::null_mut(),
+        )
     } else {
-        std::ptr::null_mut()
+        (
+            std::ptr::null_mut(),
+            admit!(client.handles.graph_node(handle), out).0,
+        )
     };
     // SAFETY: (all arms) `value` is a live local of the attribute value type.
     let r = unsafe {
@@ -207,7 +226,7 @@ pub fn get_attribute(
                 &mut value,
             ),
             _ => real_or_unsupported!(cuGraphKernelNodeGetAttribute, out)(
-                handle as usize as CUgraphNode,
+                node,
                 CUkernelNodeAttrID(attr),
                 &mut value,
             ),
@@ -234,10 +253,16 @@ pub fn set_attribute(
     // SAFETY: every bit pattern is a valid value of this union of plain data.
     let value: CUlaunchAttributeValue = unsafe { dec.get_raw() }?;
     dec.finish()?;
-    let s = if name.starts_with("cuStream") {
-        admit!(client.handles.stream(handle), out)
+    let (s, node) = if name.starts_with("cuStream") {
+        (
+            admit!(client.handles.stream(handle), out),
+            std::ptr::null_mut(),
+        )
     } else {
-        std::ptr::null_mut()
+        (
+            std::ptr::null_mut(),
+            admit!(client.handles.graph_node(handle), out).0,
+        )
     };
     // SAFETY: (all arms) `value` is a live local.
     let r = unsafe {
@@ -251,7 +276,7 @@ pub fn set_attribute(
                 &value,
             ),
             _ => real_or_unsupported!(cuGraphKernelNodeSetAttribute, out)(
-                handle as usize as CUgraphNode,
+                node,
                 CUkernelNodeAttrID(attr),
                 &value,
             ),

@@ -11,6 +11,13 @@
 //! - wait event (6), event record (7): `u64 event`.
 //!
 //! **Dependencies** (`deps`) are `u32 n, n × u64 node, u8 has_edges, [n × 8-byte edge]`.
+//!
+//! Every graph, node and executable graph the guest passes goes through the client's handle gate
+//! (`gate.rs`; node arrays element by element), and every one the driver writes is minted there:
+//! added nodes, queried node arrays and instantiation error nodes as nodes of the graph they
+//! were found in, executable graphs on their own. `cuGraphExecUpdate(_v2)` and
+//! `cuGraphInstantiateWithParams(_ptsz)` keep their generated wire formats here, for the nodes
+//! and the stream inside their structs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
 use super::launch::{packed_len, Layout, Params};
 use super::{real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
-use crate::dispatch::gate::Kind;
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 const KERNEL: u32 = CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL.0;
@@ -233,8 +240,9 @@ pub fn add_node(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let graph = dec.get::<u64>()? as usize as CUgraph;
-    let deps = checked!(Deps::decode(dec)?, out);
+    let owner: u64 = dec.get()?;
+    let graph = admit!(client.handles.graph(owner), out);
+    let deps = checked!(Deps::decode(dec, &client.handles)?, out);
     let mut body = checked!(Body::decode(dec, client)?, out);
     dec.finish()?;
     let mut node: CUgraphNode = std::ptr::null_mut();
@@ -300,6 +308,9 @@ pub fn add_node(
             _ => wrong,
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::GraphNode, node as u64, owner);
+    }
     ResponseHeader::start(out, r.0).put(node as u64);
     Ok(())
 }
@@ -312,8 +323,8 @@ pub fn set_node(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let exec = dec.get::<u64>()? as usize as CUgraphExec;
-    let node = dec.get::<u64>()? as usize as CUgraphNode;
+    let exec = admit!(client.handles.graph_exec(dec.get()?), out);
+    let (node, _) = admit!(client.handles.graph_node(dec.get()?), out);
     let mut body = checked!(Body::decode(dec, client)?, out);
     dec.finish()?;
     // SAFETY: (all arms) parameters point into `body` or locals alive for the call; the driver
@@ -371,7 +382,7 @@ pub fn kernel_get_params(
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let node = dec.get::<u64>()? as usize as CUgraphNode;
+    let (node, _) = admit!(client.handles.graph_node(dec.get()?), out);
     dec.finish()?;
     // SAFETY: all-zero is a valid value for this plain struct of handles and integers.
     let mut p: CUDA_KERNEL_NODE_PARAMS = unsafe { std::mem::zeroed() };
@@ -437,11 +448,11 @@ pub fn kernel_get_params(
 /// `cuGraphMemcpyNodeGetParams`: `u64 node` → result, `CUDA_MEMCPY3D` (host pointers cleared).
 pub fn memcpy_get_params(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let node = dec.get::<u64>()? as usize as CUgraphNode;
+    let (node, _) = admit!(client.handles.graph_node(dec.get()?), out);
     dec.finish()?;
     // SAFETY: all-zero is valid for this plain descriptor.
     let mut c: CUDA_MEMCPY3D = unsafe { std::mem::zeroed() };
@@ -461,11 +472,11 @@ pub fn memcpy_get_params(
 /// 0, 0 for a node not made through vgpu).
 pub fn host_get_params(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let node = dec.get::<u64>()? as usize as CUgraphNode;
+    let (node, _) = admit!(client.handles.graph_node(dec.get()?), out);
     dec.finish()?;
     let mut p = CUDA_HOST_NODE_PARAMS {
         fn_: None,
@@ -492,10 +503,11 @@ pub fn host_get_params(
 /// Node-array queries (`cuGraphGetNodes`, `…RootNodes`, `…Edges(_v2)`,
 /// `cuGraphNodeGetDependencies(_v2)`, `…DependentNodes(_v2)`): `u64 handle, u64 capacity,
 /// u8 arrays` (bit 0 first, bit 1 second node array, bit 2 edge data) → result, `u64 count`,
-/// then `capacity × u64` per node array asked for and `capacity × edge` for edge data.
+/// then `capacity × u64` per node array asked for and `capacity × edge` for edge data. Every
+/// node the driver wrote is minted as a node of the graph asked about (or of the node's graph).
 pub fn query(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -503,6 +515,13 @@ pub fn query(
     let capacity: u64 = dec.get()?;
     let mask: u8 = dec.get()?;
     dec.finish()?;
+    let (g, node, owner) = if name.starts_with("cuGraphNode") {
+        let (node, graph) = admit!(client.handles.graph_node(handle), out);
+        (std::ptr::null_mut(), node, graph)
+    } else {
+        let g = admit!(client.handles.graph(handle), out);
+        (g, std::ptr::null_mut(), handle)
+    };
     if capacity > MAX_ARRAY as u64 {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -527,8 +546,6 @@ pub fn query(
         std::ptr::null_mut()
     };
     let mut count = cap;
-    let g = handle as usize as CUgraph;
-    let node = handle as usize as CUgraphNode;
     // SAFETY: (all arms) arrays hold `cap` entries and `count` starts at `cap`.
     let r = unsafe {
         match name {
@@ -552,6 +569,14 @@ pub fn query(
             _ => real_or_unsupported!(cuGraphNodeGetDependentNodes_v2, out)(node, f, e, &mut count),
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        for (bit, v) in [(1u8, &first), (2, &second)] {
+            if mask & bit != 0 {
+                let values: Vec<u64> = v.iter().map(|&n| n as u64).collect();
+                client.handles.mint_all(Kind::GraphNode, &values, owner);
+            }
+        }
+    }
     let mut enc = ResponseHeader::start(out, r.0);
     if r == CUresult::CUDA_SUCCESS {
         enc.put(count as u64);
@@ -575,13 +600,13 @@ pub fn query(
 /// n × u64 from, deps (the `to` nodes with optional edge data)` → result.
 pub fn edges(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let graph = dec.get::<u64>()? as usize as CUgraph;
-    let from: Vec<CUgraphNode> = checked!(super::arrays::get_handles(dec)?, out);
-    let to = checked!(Deps::decode(dec)?, out);
+    let graph = admit!(client.handles.graph(dec.get()?), out);
+    let from = checked!(super::arrays::get_nodes(dec, &client.handles)?, out);
+    let to = checked!(Deps::decode(dec, &client.handles)?, out);
     dec.finish()?;
     if from.len() != to.len() {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
@@ -616,14 +641,17 @@ pub fn edges(
 const MAX_LOG: u64 = 1 << 20;
 
 /// `cuGraphInstantiate(_v2)`: `u64 graph, u64 log size, u8 want error node` → result, `u64
-/// exec, u64 error node, bytes log` (sent on failure too: that is when they matter).
+/// exec, u64 error node, bytes log` (sent on failure too: that is when they matter). The
+/// executable graph is minted on success, the error node (a node of `graph`) whenever the
+/// driver names one.
 pub fn instantiate(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let graph = dec.get::<u64>()? as usize as CUgraph;
+    let owner: u64 = dec.get()?;
+    let graph = admit!(client.handles.graph(owner), out);
     let size = dec.get::<u64>()?.min(MAX_LOG) as usize;
     let want_node = dec.get_flag("error node")?;
     dec.finish()?;
@@ -650,6 +678,10 @@ pub fn instantiate(
             real_or_unsupported!(cuGraphInstantiate, out)(&mut exec, graph, node_ptr, log_ptr, size)
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::GraphExec, exec as u64, 0);
+    }
+    client.handles.mint(Kind::GraphNode, node as u64, owner);
     let used = log
         .iter()
         .position(|&b| b == 0)
@@ -667,11 +699,11 @@ static DOT_FILES: AtomicU64 = AtomicU64::new(0);
 /// private temporary file here, which is read back and removed; the guest writes its own path.
 pub fn dot_print(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let graph = dec.get::<u64>()? as usize as CUgraph;
+    let graph = admit!(client.handles.graph(dec.get()?), out);
     let flags: u32 = dec.get()?;
     dec.finish()?;
     let path = std::env::temp_dir().join(format!(
@@ -697,4 +729,132 @@ pub fn dot_print(
         (r, _) => respond(out, r),
     }
     Ok(())
+}
+
+/// `cuGraphExecUpdate`, `cuGraphExecUpdate_v2`, overriding the generated host half with its wire
+/// format (`u64 exec, u64 graph`, then `inout CUgraphNode, inout CUgraphExecUpdateResult` or
+/// `inout CUgraphExecUpdateResultInfo` → result, the out-values present). The error nodes are
+/// written on failure, when the guest may ask about them: whatever node the driver names is
+/// minted as a node of `graph`, on any result. The guest's values of the out-parameters never
+/// reach the driver.
+pub fn exec_update(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let exec = dec.get::<u64>()?;
+    let owner = dec.get::<u64>()?;
+    if name == "cuGraphExecUpdate" {
+        // SAFETY: a node handle and an enum are plain data (the node is cleared before use).
+        let (mut node, mut result) = unsafe {
+            (
+                dec.get_opt_raw::<CUgraphNode>()?,
+                dec.get_opt_raw::<CUgraphExecUpdateResult>()?,
+            )
+        };
+        dec.finish()?;
+        let exec = admit!(client.handles.graph_exec(exec), out);
+        let graph = admit!(client.handles.graph(owner), out);
+        if let Some(n) = node.as_mut() {
+            *n = std::ptr::null_mut();
+        }
+        let node_p = out_ptr(&mut node);
+        let result_p = out_ptr(&mut result);
+        // SAFETY: the out-pointers are NULL or live locals.
+        let r =
+            unsafe { real_or_unsupported!(cuGraphExecUpdate, out)(exec, graph, node_p, result_p) };
+        if let Some(n) = node {
+            client.handles.mint(Kind::GraphNode, n as u64, owner);
+        }
+        let mut enc = ResponseHeader::start(out, r.0);
+        put_present(&mut enc, &node);
+        put_present(&mut enc, &result);
+    } else {
+        // SAFETY: a plain struct of an enum and two node handles (cleared before use).
+        let mut info = unsafe { dec.get_opt_raw::<CUgraphExecUpdateResultInfo>()? };
+        dec.finish()?;
+        let exec = admit!(client.handles.graph_exec(exec), out);
+        let graph = admit!(client.handles.graph(owner), out);
+        if let Some(i) = info.as_mut() {
+            i.errorNode = std::ptr::null_mut();
+            i.errorFromNode = std::ptr::null_mut();
+        }
+        let info_p = out_ptr(&mut info);
+        // SAFETY: the out-pointer is NULL or a live local.
+        let r = unsafe { real_or_unsupported!(cuGraphExecUpdate_v2, out)(exec, graph, info_p) };
+        if let Some(i) = &info {
+            let nodes = [i.errorNode as u64, i.errorFromNode as u64];
+            client.handles.mint_all(Kind::GraphNode, &nodes, owner);
+        }
+        let mut enc = ResponseHeader::start(out, r.0);
+        put_present(&mut enc, &info);
+    }
+    Ok(())
+}
+
+/// `cuGraphInstantiateWithParams(_ptsz)`, overriding the generated host half with its wire
+/// format (`inout CUgraphExec, u64 graph, inout CUDA_GRAPH_INSTANTIATE_PARAMS` → result, the
+/// out-values present). The upload stream inside the parameters passes the gate; the executable
+/// graph is minted on success, the error node (a node of `graph`) whenever the driver names one.
+pub fn instantiate_with_params(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    // SAFETY: an executable-graph handle is plain data (cleared before use).
+    let mut exec = unsafe { dec.get_opt_raw::<CUgraphExec>()? };
+    let owner = dec.get::<u64>()?;
+    // SAFETY: a plain struct of flags, two handles and an enum; the stream is admitted below and
+    // the error node cleared.
+    let mut params = unsafe { dec.get_opt_raw::<CUDA_GRAPH_INSTANTIATE_PARAMS>()? };
+    dec.finish()?;
+    let graph = admit!(client.handles.graph(owner), out);
+    if let Some(p) = params.as_mut() {
+        p.hUploadStream = admit!(client.handles.stream(p.hUploadStream as u64), out);
+        p.hErrNode_out = std::ptr::null_mut();
+    }
+    if let Some(e) = exec.as_mut() {
+        *e = std::ptr::null_mut();
+    }
+    let exec_p = out_ptr(&mut exec);
+    let params_p = out_ptr(&mut params);
+    // SAFETY: (both arms) the out-pointers are NULL or live locals.
+    let r = unsafe {
+        if name == "cuGraphInstantiateWithParams" {
+            real_or_unsupported!(cuGraphInstantiateWithParams, out)(exec_p, graph, params_p)
+        } else {
+            real_or_unsupported!(cuGraphInstantiateWithParams_ptsz, out)(exec_p, graph, params_p)
+        }
+    };
+    if let (CUresult::CUDA_SUCCESS, Some(e)) = (r, exec) {
+        client.handles.mint(Kind::GraphExec, e as u64, 0);
+    }
+    if let Some(p) = &params {
+        client
+            .handles
+            .mint(Kind::GraphNode, p.hErrNode_out as u64, owner);
+    }
+    let mut enc = ResponseHeader::start(out, r.0);
+    put_present(&mut enc, &exec);
+    put_present(&mut enc, &params);
+    Ok(())
+}
+
+/// The pointer the driver writes an optional out-value through (NULL when the guest passed
+/// none).
+fn out_ptr<T>(value: &mut Option<T>) -> *mut T {
+    value
+        .as_mut()
+        .map_or(std::ptr::null_mut(), std::ptr::from_mut)
+}
+
+/// Writes an out-value back as the generated marshalling does: its bytes when the guest passed
+/// the pointer, nothing otherwise. Only for the plain C types decoded above.
+fn put_present<T: Copy>(enc: &mut protocol::Encoder<'_>, value: &Option<T>) {
+    if let Some(v) = value {
+        // SAFETY: `T` is a plain C type (handles, enums, structs of them), decoded from bytes.
+        unsafe { enc.put_raw(v) }
+    }
 }

@@ -1,6 +1,7 @@
 //! The JIT linker. The creation options' log buffers are host buffers kept with the link state
 //! until `cuLinkDestroy` (the driver writes them during later calls); their contents go back to
-//! the guest after every call. Guest halves: `shim/src/handlers/link.rs`.
+//! the guest after every call. Guest halves: `shim/src/handlers/link.rs`. Link states pass the
+//! client's handle gate (`gate.rs`): minted on creation, retired on destruction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use protocol::{DecodeError, Decoder, Encoder, ResponseHeader};
 
 use super::module::JitOptions;
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 /// A link state's creation options, owned here.
@@ -42,7 +44,7 @@ const MAX_INPUT: usize = 1 << 30;
 /// `cuLinkCreate(_v2)`: `JIT options` → result, `u64 state`, JIT results.
 pub fn create(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -73,6 +75,7 @@ pub fn create(
     enc.put(state as u64);
     jit.encode(&mut enc);
     if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::LinkState, state as u64, 0);
         links()
             .get_or_insert_with(HashMap::new)
             .insert(state as u64, Owned(jit));
@@ -84,7 +87,7 @@ pub fn create(
 /// bytes data, bytes name, JIT options` → result, JIT results, `bytes info, bytes error`.
 pub fn add_data(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -100,7 +103,7 @@ pub fn add_data(
     }
     input_name.push(0);
     let count = jit.count();
-    let s = state as usize as CUlinkState;
+    let s = admit!(client.handles.link_state(state), out);
     // SAFETY: (both arms) data, name and options live for the call; the driver copies the input.
     let r = unsafe {
         let (d, n) = (data.as_ptr().cast_mut().cast(), input_name.as_ptr().cast());
@@ -138,22 +141,17 @@ pub fn add_data(
 /// failure too, with an empty cubin: the error log is the point then).
 pub fn complete(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let state: u64 = dec.get()?;
     dec.finish()?;
+    let s = admit!(client.handles.link_state(state), out);
     let mut cubin: *mut std::ffi::c_void = std::ptr::null_mut();
     let mut size = 0usize;
     // SAFETY: live locals.
-    let r = unsafe {
-        real_or_unsupported!(cuLinkComplete, out)(
-            state as usize as CUlinkState,
-            &mut cubin,
-            &mut size,
-        )
-    };
+    let r = unsafe { real_or_unsupported!(cuLinkComplete, out)(s, &mut cubin, &mut size) };
     let bytes = if r == CUresult::CUDA_SUCCESS && !cubin.is_null() {
         // SAFETY: the driver's cubin holds `size` bytes until cuLinkDestroy.
         unsafe { std::slice::from_raw_parts(cubin.cast::<u8>(), size) }
@@ -166,18 +164,21 @@ pub fn complete(
     Ok(())
 }
 
-/// `cuLinkDestroy` (generated encoding: `u64 state`) → result; frees the kept options.
+/// `cuLinkDestroy` (generated encoding: `u64 state`) → result; frees the kept options and
+/// retires the state.
 pub fn destroy(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let state: u64 = dec.get()?;
     dec.finish()?;
-    // SAFETY: a handle from the guest; the driver validates it.
-    let r = unsafe { real_or_unsupported!(cuLinkDestroy, out)(state as usize as CUlinkState) };
+    let s = admit!(client.handles.link_state(state), out);
+    // SAFETY: a link state the gate admitted.
+    let r = unsafe { real_or_unsupported!(cuLinkDestroy, out)(s) };
     if r == CUresult::CUDA_SUCCESS {
+        client.handles.retire(Kind::LinkState, state);
         if let Some(m) = links().as_mut() {
             m.remove(&state);
         }

@@ -1,5 +1,6 @@
 //! Memory pools, graph-memory and memory-range attributes, access descriptors (pools and VMM
-//! ranges). Guest halves: `shim/src/handlers/pool.rs`.
+//! ranges). Guest halves: `shim/src/handlers/pool.rs`. Pools pass the client's handle gate
+//! (`gate.rs`); a created pool is minted there.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::MAX_ARRAY;
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 /// The largest attribute value (every known one is 4 or 8 bytes).
@@ -18,7 +20,7 @@ const MAX_VALUE: usize = 64;
 /// → result, `bytes value` (`size` bytes; the guest knows each attribute's size).
 pub fn get_sized(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -32,14 +34,15 @@ pub fn get_sized(
     }
     let mut value = [0u8; MAX_VALUE];
     let v = value.as_mut_ptr().cast::<c_void>();
+    let pool = if name == "cuMemPoolGetAttribute" {
+        admit!(client.handles.memory_pool(handle), out)
+    } else {
+        std::ptr::null_mut()
+    };
     // SAFETY: (both arms) `value` has room for every attribute value (at most 8 bytes).
     let r = unsafe {
         if name == "cuMemPoolGetAttribute" {
-            real_or_unsupported!(cuMemPoolGetAttribute, out)(
-                handle as usize as CUmemoryPool,
-                CUmemPool_attribute(attr),
-                v,
-            )
+            real_or_unsupported!(cuMemPoolGetAttribute, out)(pool, CUmemPool_attribute(attr), v)
         } else {
             real_or_unsupported!(cuDeviceGetGraphMemAttribute, out)(
                 handle as CUdevice,
@@ -59,7 +62,7 @@ pub fn get_sized(
 /// value` → result.
 pub fn set_sized(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -74,14 +77,15 @@ pub fn set_sized(
     let mut value = [0u8; MAX_VALUE];
     value[..bytes.len()].copy_from_slice(bytes);
     let v = value.as_mut_ptr().cast::<c_void>();
+    let pool = if name == "cuMemPoolSetAttribute" {
+        admit!(client.handles.memory_pool(handle), out)
+    } else {
+        std::ptr::null_mut()
+    };
     // SAFETY: (both arms) `value` holds the attribute value, zero-padded.
     let r = unsafe {
         if name == "cuMemPoolSetAttribute" {
-            real_or_unsupported!(cuMemPoolSetAttribute, out)(
-                handle as usize as CUmemoryPool,
-                CUmemPool_attribute(attr),
-                v,
-            )
+            real_or_unsupported!(cuMemPoolSetAttribute, out)(pool, CUmemPool_attribute(attr), v)
         } else {
             real_or_unsupported!(cuDeviceSetGraphMemAttribute, out)(
                 handle as CUdevice,
@@ -94,10 +98,10 @@ pub fn set_sized(
     Ok(())
 }
 
-/// `cuMemPoolCreate`: `CUmemPoolProps` (Windows pointer cleared) → result, `u64 pool`.
+/// `cuMemPoolCreate`: `CUmemPoolProps` (Windows pointer cleared) → result, `u64 pool` (minted).
 pub fn create(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -108,6 +112,9 @@ pub fn create(
     let mut pool: CUmemoryPool = std::ptr::null_mut();
     // SAFETY: live locals.
     let r = unsafe { real_or_unsupported!(cuMemPoolCreate, out)(&mut pool, &props) };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::MemoryPool, pool as u64, 0);
+    }
     ResponseHeader::start(out, r.0).put(pool as u64);
     Ok(())
 }
@@ -116,7 +123,7 @@ pub fn create(
 /// pools), u32 n, n × CUmemAccessDesc` → result.
 pub fn set_access(
     name: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -137,10 +144,15 @@ pub fn set_access(
     } else {
         desc.as_ptr()
     };
+    let pool = if name == "cuMemPoolSetAccess" {
+        admit!(client.handles.memory_pool(target), out)
+    } else {
+        std::ptr::null_mut()
+    };
     // SAFETY: (both arms) `desc` holds `n` entries.
     let r = unsafe {
         if name == "cuMemPoolSetAccess" {
-            real_or_unsupported!(cuMemPoolSetAccess, out)(target as usize as CUmemoryPool, d, n)
+            real_or_unsupported!(cuMemPoolSetAccess, out)(pool, d, n)
         } else {
             real_or_unsupported!(cuMemSetAccess, out)(target, size as usize, d, n)
         }
