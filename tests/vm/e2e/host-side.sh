@@ -92,7 +92,7 @@ fi
 new_clients="$(grep -c 'new client' "$E2E_HOST_LOG")"
 check "host log: exactly one new client" "$new_clients 'new client' lines" test "$new_clients" -eq 1
 check "host log: the client is the guest's pid $guest_pid" "$(grep 'new client' "$E2E_HOST_LOG" | head -1)" \
-    grep -Eq "new client pid=$guest_pid " "$E2E_HOST_LOG"
+    grep -Eq "new client .*pid=$guest_pid " "$E2E_HOST_LOG"
 check "worker: guest pid $guest_pid not visible on this kernel (transport liveness)" \
     "no 'client pid not visible here' line for pid $guest_pid" \
     grep -Eq "client pid not visible here.*pid=$guest_pid\b" "$E2E_HOST_LOG"
@@ -136,7 +136,7 @@ else
         check "worker log: 'client silent for the peer timeout; worker exits'" "line missing" \
             wait_grep "client silent for the peer timeout; worker exits.*pid=$guest_pid" "$E2E_HOST_LOG" 3
         check "supervisor log: worker exited (client $guest_pid)" "line missing" \
-            wait_grep "worker exited.*client=$guest_pid" "$E2E_HOST_LOG" 3
+            wait_grep "worker exited .*pid=$guest_pid\b" "$E2E_HOST_LOG" 3
     fi
 fi
 
