@@ -32,7 +32,7 @@ fn echo_server(
         .accept(Duration::from_secs(5))
         .unwrap()
         .expect("claim");
-    let mut ch = region.serve(&claim).unwrap();
+    let mut ch = region.admit_and_serve(claim).unwrap();
     std::thread::spawn(move || {
         let mut req = Vec::new();
         let mut n = 0;
@@ -218,6 +218,9 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
         assert_eq!(resp, req, "size {size}");
     }
     assert!(region.claim_of(index).is_some());
+    let client_id = ch.client_id();
+    assert_ne!(client_id, 0, "the host granted the claim to a client");
+    assert_eq!(region.client_id(), client_id);
     drop(ch);
     assert_eq!(
         server.join().unwrap().unwrap(),
@@ -228,11 +231,7 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
         region.claim_of(index).is_none(),
         "host freed the closed channel"
     );
-    assert_eq!(
-        region.bulk_blocks_owned_by(region.client_token()),
-        0,
-        "no chunk leaked"
-    );
+    assert_eq!(region.bulk_blocks_owned_by(client_id), 0, "no chunk leaked");
     // All channels can be claimed again, then the region is full.
     let all: Vec<_> = (0..region.channel_count())
         .map(|_| region.connect().unwrap())
@@ -353,10 +352,11 @@ fn forked_child_cannot_use_or_release_parent_channel() {
         );
         drop(ch);
         let still_claimed = region.claim_of(index).is_some();
-        let token_differs = region.client_token() != 0;
+        // The child is a new process: it has no identity until a claim of its own is granted.
+        let no_identity = region.client_id() == 0;
         // SAFETY: _exit is always safe.
         unsafe {
-            libc::_exit(if refused && still_claimed && token_differs {
+            libc::_exit(if refused && still_claimed && no_identity {
                 0
             } else {
                 1
@@ -386,7 +386,7 @@ fn bulk_blocks_are_shared_owned_and_bounded() {
     )
     .unwrap();
     let guest = Region::open(tmp.path()).unwrap();
-    let owner = guest.client_token();
+    let owner = 0x5eed;
     let block = guest.bulk_alloc(100_000, owner).unwrap();
     assert_eq!(block.len, 128 << 10, "rounded to whole 64 KiB blocks");
     guest.bulk_write(&block, 10, b"zero-copy later").unwrap();
@@ -461,7 +461,7 @@ fn tcp_and_unix_sockets_carry_the_same_messages_and_identity() {
         echo_stream(s)
     });
     let mut client = TcpClient::connect(addr).unwrap();
-    assert_ne!(client.identity().client_token, 0);
+    assert_ne!(client.identity().client_id, 0);
     exercise(&mut client);
     drop(client);
     assert_eq!(server.join().unwrap(), 4);
