@@ -374,17 +374,7 @@ impl GuestChannel {
             return Err(TransportError::ForkedChild { owner: self.pid });
         }
         if self.undecided {
-            match self.region.settle(self.index, self.epoch) {
-                Ok(client_id) => {
-                    self.token = client_id;
-                    self.undecided = false;
-                }
-                Err(e) => {
-                    // Refused or never decided: nobody serves the channel; drop frees it.
-                    self.server_gone = true;
-                    return Err(e);
-                }
-            }
+            self.settle()?;
         }
         let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
         let mut live = || region.check_server(index, epoch, watch);
@@ -415,6 +405,33 @@ impl GuestChannel {
             self.server_gone = true;
         }
         r
+    }
+}
+
+impl GuestChannel {
+    /// Reads the host's verdict on the claim. A claim that presented an identity the host no
+    /// longer knows (the process's worker ended) is made again, once, as a new client's.
+    fn settle(&mut self) -> Result<(), TransportError> {
+        let presented = self.token;
+        match self.region.settle(self.index, self.epoch) {
+            Ok(client_id) => {
+                self.token = client_id;
+                self.undecided = false;
+                Ok(())
+            }
+            Err(TransportError::Refused(crate::Refusal::UnknownIdentity)) if presented != 0 => {
+                let fresh = self.region.connect()?;
+                let mut refused = std::mem::replace(self, fresh);
+                refused.server_gone = true;
+                drop(refused);
+                self.settle()
+            }
+            Err(e) => {
+                // Refused or never decided: nobody serves the channel; drop frees it.
+                self.server_gone = true;
+                Err(e)
+            }
+        }
     }
 }
 
