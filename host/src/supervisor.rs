@@ -411,7 +411,10 @@ impl Supervisor {
             workers.keys().filter(|(o, _)| *o == origin).count()
         };
         let (limit, flag) = match origin {
-            Origin::Region => (self.spawn.max_clients_per_region, "--max-clients-per-region"),
+            Origin::Region => (
+                self.spawn.max_clients_per_region,
+                "--max-clients-per-region",
+            ),
             Origin::Listener(_) => (
                 self.spawn.max_clients_per_listener,
                 "--max-clients-per-listener",

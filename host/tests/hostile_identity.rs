@@ -100,13 +100,7 @@ fn read_back(t: &mut impl Transport, dptr: u64) -> (u32, Vec<u8>) {
     if rc != 0 {
         return (rc, Vec::new());
     }
-    (
-        rc,
-        Decoder::new(&body)
-            .get_bytes()
-            .expect("bytes")
-            .to_vec(),
-    )
+    (rc, Decoder::new(&body).get_bytes().expect("bytes").to_vec())
 }
 
 fn key_of(host: &Host) -> StreamKey {
@@ -130,7 +124,11 @@ fn raw_handshake(host: &Host, credential: [u8; 16]) -> (u32, u64, [u8; 16], bool
     s.write_all(&hello).expect("hello");
     let mut ack = [0u8; 16];
     s.read_exact(&mut ack).expect("ack");
-    assert_eq!(&ack[12..16], &2u32.to_le_bytes(), "the host asks for the key");
+    assert_eq!(
+        &ack[12..16],
+        &2u32.to_le_bytes(),
+        "the host asks for the key"
+    );
     let mut challenge = [0u8; transport::CHALLENGE_LEN];
     s.read_exact(&mut challenge).expect("challenge");
     s.write_all(&key_of(host).answer(&challenge, &hello))
@@ -257,13 +255,13 @@ impl RawRegion {
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len);
+        assert!(off.is_multiple_of(8) && off + 8 <= self.len);
         // SAFETY: in bounds and aligned (checked); the region's words are only used atomically.
         unsafe { &*self.base.add(off).cast::<AtomicU64>() }
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len);
+        assert!(off.is_multiple_of(4) && off + 4 <= self.len);
         // SAFETY: as for `u64_at`.
         unsafe { &*self.base.add(off).cast::<AtomicU32>() }
     }
@@ -297,7 +295,9 @@ impl RawRegion {
                 continue;
             }
             use std::os::unix::fs::MetadataExt;
-            let ns = std::fs::metadata("/proc/self/ns/pid").expect("pid ns").ino() as u32;
+            let ns = std::fs::metadata("/proc/self/ns/pid")
+                .expect("pid ns")
+                .ino() as u32;
             let r = Ordering::Relaxed;
             self.u64_at(c + PRESENTED_ID).store(presented, r);
             self.u32_at(c + OWNER_PID).store(owner, r);
@@ -379,14 +379,21 @@ fn a_region_claim_cannot_pose_as_another_process() {
         dptr
     };
     let victim_id = victim.channel().client_id();
-    let second = std::thread::scope(|s| s.spawn(|| RawGuest::on(&region)).join())
-        .expect("second thread");
-    assert_eq!(second.channel().client_id(), victim_id, "one process, one client");
+    let second =
+        std::thread::scope(|s| s.spawn(|| RawGuest::on(&region)).join()).expect("second thread");
+    assert_eq!(
+        second.channel().client_id(),
+        victim_id,
+        "one process, one client"
+    );
     let victim_worker = host.worker_of(std::process::id());
 
     let raw = RawRegion::map(host.region());
     let (copied_id, copied_proof) = raw.claim_words(second.channel().index());
-    assert_eq!(copied_id, victim_id, "the second claim presents the victim's id");
+    assert_eq!(
+        copied_id, victim_id,
+        "the second claim presents the victim's id"
+    );
     let mut attacker = sleeper();
     for (what, presented, proof) in [
         ("the victim's copied claim words", copied_id, copied_proof),
@@ -395,7 +402,10 @@ fn a_region_claim_cannot_pose_as_another_process() {
     ] {
         let (index, epoch) = raw.forge_claim(attacker.id(), presented, proof);
         let (verdict, server) = raw.outcome(index, epoch);
-        assert_ne!(server, victim_worker, "{what}: served by the victim's worker");
+        assert_ne!(
+            server, victim_worker,
+            "{what}: served by the victim's worker"
+        );
         assert_eq!(
             (verdict, server),
             (UNKNOWN_IDENTITY, 0),

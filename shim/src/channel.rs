@@ -304,7 +304,10 @@ fn transport_failure(e: &TransportError) -> CuError {
     if let TransportError::Refused(why) = e {
         // The host turned this thread's channel down (its first call): the host is fine, and the
         // process's other threads go on. The next call tries a new channel.
-        log!(Level::Error, "the vgpu host refused this thread's channel: {why}");
+        log!(
+            Level::Error,
+            "the vgpu host refused this thread's channel: {why}"
+        );
         return match why {
             Refusal::Limit => CuError::OUT_OF_MEMORY,
             Refusal::UnknownIdentity => CuError::NOT_INITIALIZED,

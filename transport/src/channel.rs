@@ -420,10 +420,11 @@ impl GuestChannel {
                 Ok(())
             }
             Err(TransportError::Refused(crate::Refusal::UnknownIdentity)) if presented != 0 => {
-                let fresh = self.region.connect()?;
-                let mut refused = std::mem::replace(self, fresh);
-                refused.server_gone = true;
-                drop(refused);
+                // Free the refused channel first: the region may have no other.
+                self.server_gone = true;
+                self.release();
+                let region = self.region.clone();
+                *self = region.connect()?;
                 self.settle()
             }
             Err(e) => {
@@ -447,9 +448,18 @@ impl Transport for GuestChannel {
 
 impl Drop for GuestChannel {
     fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl GuestChannel {
+    /// Gives the channel back (CLOSED for the host to free, or FREE when no server is left to
+    /// do it); later calls of `release` and the drop do nothing.
+    fn release(&mut self) {
         if sys::pid() != self.pid {
             return;
         }
+        self.pid = 0;
         self.region.inner.guest_reg[self.index as usize].store(0, Ordering::Relaxed);
         let c = self.region.channel(self.index);
         // With its server gone nobody would free a CLOSED channel: free it directly.

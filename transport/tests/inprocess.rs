@@ -251,12 +251,15 @@ fn channel_closed_before_accept_is_freed_by_accept() {
         &small(DoorbellMode::Futex, Duration::from_secs(5)),
     )
     .unwrap();
+    // Each channel from a handle of its own, as from separate processes: a process's later
+    // claims would first wait for the verdict on its first, which no host gives here.
+    let connect = || Region::open(tmp.path()).unwrap().connect();
     let short: Vec<_> = (0..region.channel_count())
-        .map(|_| region.connect().unwrap())
+        .map(|_| connect().unwrap())
         .collect();
     drop(short);
     assert!(
-        matches!(region.connect(), Err(TransportError::NoFreeChannel)),
+        matches!(connect(), Err(TransportError::NoFreeChannel)),
         "closed, not yet freed"
     );
     assert!(
@@ -264,7 +267,7 @@ fn channel_closed_before_accept_is_freed_by_accept() {
         "closed claims are not handed out"
     );
     let again: Vec<_> = (0..region.channel_count())
-        .map(|_| region.connect().unwrap())
+        .map(|_| connect().unwrap())
         .collect();
     assert_eq!(again.len(), 4);
 }
@@ -494,4 +497,66 @@ fn socket_server_gone_is_peer_gone() {
         Err(TransportError::PeerGone(GoneReason::Disconnected))
     ));
     server.join().unwrap();
+}
+
+#[test]
+fn the_host_decides_who_a_claim_belongs_to() {
+    let tmp = TempRegion::new("identity");
+    let host = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
+    let guest = Region::open(tmp.path()).unwrap();
+    let mut resp = Vec::new();
+    // A process's first claim makes a new client; its later claims are the same client.
+    let mut first = guest.connect().unwrap();
+    let server = echo_server(&host, Duration::ZERO);
+    first.call(b"one", &mut resp).unwrap();
+    let id = first.client_id();
+    assert_ne!(id, 0);
+    let mut second = guest.connect().unwrap();
+    let server2 = echo_server(&host, Duration::ZERO);
+    second.call(b"two", &mut resp).unwrap();
+    assert_eq!(second.client_id(), id);
+    // Another process is another client.
+    let mut other = Region::open(tmp.path()).unwrap().connect().unwrap();
+    let server3 = echo_server(&host, Duration::ZERO);
+    other.call(b"three", &mut resp).unwrap();
+    assert_ne!(other.client_id(), id);
+    // A host handle that never minted `id` refuses a claim presenting it; the guest then
+    // comes back as a new client on its own.
+    let forgetful = Region::open(tmp.path()).unwrap();
+    let mut third = guest.connect().unwrap();
+    let refused = forgetful
+        .accept(Duration::from_secs(5))
+        .unwrap()
+        .expect("claim");
+    assert_eq!(refused.presented_id, id);
+    assert!(matches!(
+        forgetful.admit(refused),
+        Err(TransportError::Refused(transport::Refusal::UnknownIdentity))
+    ));
+    forgetful
+        .refuse(&refused, transport::Refusal::UnknownIdentity)
+        .unwrap();
+    let again = std::thread::spawn(move || {
+        let claim = forgetful
+            .accept(Duration::from_secs(5))
+            .unwrap()
+            .expect("claim");
+        assert_eq!(claim.presented_id, 0, "made again as a new client's");
+        let mut ch = forgetful.admit_and_serve(claim).unwrap();
+        let mut req = Vec::new();
+        ch.recv(&mut req).unwrap();
+        ch.reply(&req).unwrap();
+    });
+    third.call(b"four", &mut resp).unwrap();
+    assert_eq!(resp, b"four");
+    assert_ne!(third.client_id(), id);
+    again.join().unwrap();
+    drop((first, second, other, third));
+    for s in [server, server2, server3] {
+        assert_eq!(s.join().unwrap().unwrap(), 1);
+    }
 }
