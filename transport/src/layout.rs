@@ -131,6 +131,7 @@ impl ChannelIdentity {
     /// or of CLAIMED).
     pub(crate) fn clear(&self) {
         let r = std::sync::atomic::Ordering::Relaxed;
+        // SYNC POINT: published by the caller's Release store (see above).
         for w in self.proof.iter().chain(&self.credential) {
             w.store(0, r);
         }

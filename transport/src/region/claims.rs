@@ -120,6 +120,8 @@ impl Region {
         }
         let line = &self.channel(index).identity.0;
         let r = Ordering::Relaxed;
+        // SYNC POINT: ordered by the Acquire load of the verdict in `await_verdict` (these words are
+        // written before the host's Release CAS of it).
         let client_id = line.client_id.load(r);
         if first {
             let credential =
@@ -236,6 +238,7 @@ impl Region {
             m.owner_tid.store(sys::tid(), r);
             m.owner_start.store(sys::start_time(me), r);
             m.owner_pid_ns.store(self.inner.own_pid_ns, r);
+            // SYNC POINT: published by the Release store of CLAIMED below, like the fields around it.
             m.presented_id.store(identity.client_id, r);
             let line = &self.channel(index).identity.0;
             line.clear();
@@ -382,6 +385,7 @@ impl Region {
         }
         let r = Ordering::Relaxed;
         let line = &self.channel(index).identity.0;
+        // SYNC POINT: ordered by the Acquire load of `status` above (written before CLAIMED).
         let proof = Credential::from_words([line.proof[0].load(r), line.proof[1].load(r)]);
         Some(ChannelClaim {
             index,
@@ -455,6 +459,7 @@ impl Region {
         let c = self.channel(claim.index);
         let pending = verdict(claim.epoch, VERDICT_PENDING);
         // SYNC POINT: pairs with the Release store of CLAIMED in `connect` (the claim's words are reset).
+        // SYNC POINT: the verdict load is a pre-check only; the Release CAS below decides.
         if c.meta.0.status.load(Ordering::Acquire) != status(claim.epoch, STATE_CLAIMED)
             || c.identity.0.verdict.load(Ordering::Relaxed) != pending
         {
