@@ -15,6 +15,11 @@ pub const DEFAULT_PEER_TIMEOUT_MS: u64 = transport::DEFAULT_PEER_TIMEOUT.as_mill
 pub const DEFAULT_TCP_GRACE_MS: u64 = 2000;
 /// Default `--max-clients`: client workers one host runs at once.
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
+/// Default `--max-clients-per-region` and `--max-clients-per-listener`.
+pub const DEFAULT_MAX_CLIENTS_PER_ORIGIN: usize = 64;
+/// Default `--max-connections-per-client`: channels and connections (guest threads) of one
+/// client at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 /// Serves a vgpu region: guests' CUDA calls run here on the real driver.
 #[derive(Debug, Parser)]
@@ -89,6 +94,19 @@ pub struct ServeArgs {
     /// can make the host start.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS, value_name = "N")]
     pub max_clients: usize,
+    /// At most this many of the clients may come through the region; a new one beyond it is
+    /// refused (its first call fails with `CUDA_ERROR_OUT_OF_MEMORY`), the others go on.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS_PER_ORIGIN, value_name = "N")]
+    pub max_clients_per_region: usize,
+    /// At most this many of the clients may come through one `--listen` address; a new one
+    /// beyond it is refused in the handshake (`CUDA_ERROR_OUT_OF_MEMORY`).
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS_PER_ORIGIN, value_name = "N")]
+    pub max_clients_per_listener: usize,
+    /// At most this many channels or TCP connections (guest threads) per client at once; the
+    /// thread whose channel or connection is one too many gets `CUDA_ERROR_OUT_OF_MEMORY`, the
+    /// client's other threads go on.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
+    pub max_connections_per_client: usize,
     /// Also serve guests over TCP on this address (e.g. 10.0.0.2:7300; port 0 picks a free
     /// port, shown in the ready line). Repeatable; works with or without `--region`. Needs
     /// `--tcp-key` (or `--tcp-insecure`).
@@ -143,9 +161,10 @@ pub struct WorkerArgs {
     /// The real CUDA driver.
     #[arg(long, value_name = "PATH")]
     pub driver: PathBuf,
-    /// The client this worker serves; absent for a spare, which learns it on stdin.
-    #[arg(long, value_name = "T")]
-    pub client_token: Option<u64>,
+    /// The client id (assigned by the supervisor) of the client this worker serves; absent for
+    /// a spare, which learns it on stdin.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<u64>,
     /// Guest process id of the client.
     #[arg(long, default_value_t = 0, value_name = "P")]
     pub pid: u32,
@@ -168,7 +187,11 @@ pub struct WorkerArgs {
     /// listens for TCP.
     #[arg(long, value_name = "FD")]
     pub link_fd: Option<i32>,
-    /// The client (given with `--client-token`) connects over TCP.
+    /// Channels and connections the client may hold at once (see the host's
+    /// `--max-connections-per-client`).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
+    pub max_connections: usize,
+    /// The client (given with `--client-id`) connects over TCP.
     #[arg(long)]
     pub tcp_client: bool,
     /// See the host's `--tcp-grace-ms`.

@@ -1,6 +1,8 @@
-//! TCP listeners: accept connections, run the stream handshake on a short-lived thread under a
-//! timeout (a silent peer cannot hold up the next accept), and hand each handshaken connection
-//! to the supervisor's loop, which routes it to its client's worker.
+//! TCP listeners: accept connections, run the stream handshake (up to the admission) on a
+//! short-lived thread under a timeout (a silent peer cannot hold up the next accept), and hand
+//! each connection to the supervisor's loop, which decides who it belongs to (issue 11: by the
+//! credential it presents, checked against what this listener minted) and routes it to that
+//! client's worker.
 //!
 //! Every connection gets one log line: where it came from and who it said it is, or why it was
 //! closed.
@@ -11,7 +13,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport::{ClientIdentity, StreamKey, StreamServer, TcpServer, TransportError};
+use transport::{Hello, StreamHello, StreamKey, TcpServer, TransportError};
 
 use crate::supervisor::Intake;
 
@@ -25,15 +27,17 @@ pub const MAX_HANDSHAKES: usize = 64;
 /// Pause after a failed `accept` (e.g. out of descriptors) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A connection whose stream handshake is done.
+/// A connection whose hello (and key answer) is checked, waiting for its admission.
 #[derive(Debug)]
 pub struct Accepted {
     /// The socket, with no read or write timeout left on it.
     pub stream: TcpStream,
-    /// Who the peer said it is.
-    pub client: ClientIdentity,
+    /// What the peer said: pid and tid (informational) and the credential it presents.
+    pub hello: Hello,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The listener's address: the namespace of the identities it admits.
+    pub listener: SocketAddr,
 }
 
 /// One bound TCP listener.
@@ -98,10 +102,11 @@ impl Listener {
             let intake = intake.clone();
             let in_handshake = pending.clone();
             let key = self.key.clone();
+            let listen = self.addr;
             let spawned = std::thread::Builder::new()
                 .name("vgpu-handshake".into())
                 .spawn(move || {
-                    let outcome = handshake(stream, peer, key.as_deref());
+                    let outcome = handshake(stream, peer, listen, key.as_deref());
                     in_handshake.fetch_sub(1, Ordering::Relaxed);
                     match outcome {
                         Ok(accepted) => {
@@ -124,6 +129,7 @@ impl Listener {
 fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: SocketAddr,
     key: Option<&StreamKey>,
 ) -> Result<Accepted, String> {
     let timeouts = |s: &TcpStream, t: Option<Duration>| {
@@ -132,7 +138,7 @@ fn handshake(
             .map_err(|e| format!("cannot set socket timeouts: {e}"))
     };
     timeouts(&stream, Some(HANDSHAKE_TIMEOUT))?;
-    let server = StreamServer::over_with_key(stream, key).map_err(|e| match e {
+    let server = StreamHello::read(stream, key).map_err(|e| match e {
         TransportError::Io { source, .. }
             if matches!(
                 source.kind(),
@@ -150,11 +156,12 @@ fn handshake(
         }
         other => format!("handshake failed: {other}"),
     })?;
-    let (stream, client) = server.into_parts();
+    let (stream, hello) = server.into_parts();
     timeouts(&stream, None)?;
     Ok(Accepted {
         stream,
-        client,
+        hello,
         peer,
+        listener,
     })
 }

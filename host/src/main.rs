@@ -165,6 +165,9 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         context_pool: args.context_pool,
         stream_grace: (!listeners.is_empty()).then(|| Duration::from_millis(args.tcp_grace_ms)),
         max_clients: args.max_clients,
+        max_clients_per_region: args.max_clients_per_region,
+        max_clients_per_listener: args.max_clients_per_listener,
+        max_connections_per_client: args.max_connections_per_client,
         client_memory_mib: args.client_memory_mib,
         client_contexts: args.client_contexts,
     };

@@ -3,17 +3,22 @@
 //! each accepted connection's socket with `SCM_RIGHTS`, after the supervisor has completed the
 //! stream handshake.
 //!
-//! One message per connection: the text `stream TOKEN PID TID PEER` (client identity from the
-//! handshake, peer address) and exactly one descriptor. Sequenced packets keep the text and
-//! its descriptor together. End of file means the supervisor is gone.
+//! One message per connection: the text `stream ID PID TID PEER CREDENTIAL` (the client id the
+//! supervisor admitted the connection as, the pid and tid the peer said, its address, and the
+//! new client's credential or `-`, `worker_link::credential_field`) and exactly one descriptor.
+//! The worker sends the admission (`StreamHello::admit`, or a refusal past its connection
+//! limit). Sequenced packets keep the text and its descriptor together. End of file means the
+//! supervisor is gone.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use transport::ClientIdentity;
+use transport::{ClientIdentity, Credential};
 
-/// Longest message text (a full-width record with an IPv6 peer is under 100 bytes).
+use crate::worker_link::{credential_field, parse_credential};
+
+/// Longest message text (a full-width record with an IPv6 peer is under 140 bytes).
 const MAX_TEXT: usize = 256;
 /// Descriptors a received message may carry before it is refused (only one is sent; the
 /// room is there so that extra ones are received, closed and reported, never leaked).
@@ -22,8 +27,10 @@ const MAX_FDS: usize = 4;
 /// One accepted, handshaken connection as the worker learns of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
-    /// Who the peer said it is in the stream handshake.
+    /// The client id it was admitted as, and the pid and tid the peer said.
     pub client: ClientIdentity,
+    /// A new client's credential, to send back with the admission.
+    pub credential: Option<Credential>,
     /// The peer's address.
     pub peer: SocketAddr,
 }
@@ -46,8 +53,12 @@ impl Connection {
     /// The record text.
     pub fn to_text(&self) -> String {
         format!(
-            "stream {} {} {} {}",
-            self.client.client_token, self.client.pid, self.client.tid, self.peer
+            "stream {} {} {} {} {}",
+            self.client.client_id,
+            self.client.pid,
+            self.client.tid,
+            self.peer,
+            credential_field(self.credential.as_ref())
         )
     }
 
@@ -55,16 +66,17 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`LinkError::BadRecord`] for anything but `stream TOKEN PID TID PEER`.
+    /// [`LinkError::BadRecord`] for anything but `stream ID PID TID PEER CREDENTIAL`.
     pub fn parse(text: &str) -> Result<Self, LinkError> {
         let bad = || LinkError::BadRecord(text.to_owned());
         let words: Vec<&str> = text.split_ascii_whitespace().collect();
-        let ["stream", token, pid, tid, peer] = words[..] else {
+        let ["stream", id, pid, tid, peer, credential] = words[..] else {
             return Err(bad());
         };
         Ok(Connection {
+            credential: parse_credential(credential).map_err(|()| bad())?,
             client: ClientIdentity {
-                client_token: token.parse().map_err(|_| bad())?,
+                client_id: id.parse().map_err(|_| bad())?,
                 pid: pid.parse().map_err(|_| bad())?,
                 tid: tid.parse().map_err(|_| bad())?,
             },
@@ -230,10 +242,11 @@ mod tests {
     fn connection() -> Connection {
         Connection {
             client: ClientIdentity {
-                client_token: u64::MAX,
+                client_id: u64::MAX,
                 pid: 4_194_304,
                 tid: 17,
             },
+            credential: Some(Credential::from_bytes([0xa5; transport::CREDENTIAL_LEN])),
             peer: "[2001:db8::1]:65535".parse().expect("addr"),
         }
     }

@@ -17,7 +17,12 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport::{ChannelClaim, GoneReason, Region, TransportError};
+use std::net::SocketAddr;
+
+use transport::{
+    ChannelClaim, Credential, GoneReason, Refusal, Region, StreamClients, StreamHello,
+    TransportError,
+};
 
 use crate::accounting::{CountersView, DirectoryWriter};
 use crate::listener::Accepted;
@@ -64,6 +69,13 @@ pub struct WorkerSpawn {
     /// At most this many client workers at once (`--max-clients`); new clients beyond it are
     /// refused.
     pub max_clients: usize,
+    /// At most this many of them clients of the region (`--max-clients-per-region`).
+    pub max_clients_per_region: usize,
+    /// At most this many of them clients of one listener (`--max-clients-per-listener`).
+    pub max_clients_per_listener: usize,
+    /// Channels and connections one client may hold at once (`--max-connections-per-client`,
+    /// enforced by its worker).
+    pub max_connections_per_client: usize,
     /// Each client's device-memory quota in MiB (`--client-memory-mib`, 0: none).
     pub client_memory_mib: u64,
     /// Each client's context quota (`--client-contexts`, 0: none).
@@ -94,24 +106,38 @@ impl WorkerProcess {
         self.stdin.flush()
     }
 
-    fn send_stream(&self, accepted: &Accepted) -> std::io::Result<()> {
+    fn send_stream(
+        &self,
+        accepted: &Accepted,
+        client_id: u64,
+        credential: Option<&Credential>,
+    ) -> std::io::Result<()> {
         let link = self.link.as_ref().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotConnected, "worker has no link")
         })?;
         let connection = Connection {
-            client: accepted.client,
+            client: transport::ClientIdentity {
+                client_id,
+                pid: accepted.hello.pid,
+                tid: accepted.hello.tid,
+            },
+            credential: credential.copied(),
             peer: accepted.peer,
         };
         stream_link::send(link.as_fd(), &connection, accepted.stream.as_fd())
     }
 }
 
-/// Workers by client: a token is looked up only among clients of the same transport.
-type ClientKey = (Via, u64);
-
-fn key(client: &ClientId) -> ClientKey {
-    (client.via, client.token)
+/// Where a client's identity was minted: ids are looked up only among clients of the same
+/// origin (the region, or one listener), never across.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Origin {
+    Region,
+    Listener(SocketAddr),
 }
+
+/// Workers by client.
+type ClientKey = (Origin, u64);
 
 /// The spare: a worker with the driver loaded and initialised, waiting for a client.
 struct Spare {
@@ -137,6 +163,8 @@ pub struct Supervisor {
     refused: u64,
     /// The region's clients and their memory, for the workers (`accounting/directory.rs`).
     directory: Option<DirectoryWriter>,
+    /// The identities each listener minted (the region keeps its own, `Region::admit`).
+    listeners: HashMap<SocketAddr, StreamClients>,
 }
 
 impl Supervisor {
@@ -162,6 +190,7 @@ impl Supervisor {
             roster: Arc::default(),
             refused: 0,
             directory,
+            listeners: HashMap::new(),
         }
     }
 
@@ -256,48 +285,179 @@ impl Supervisor {
         signal
     }
 
-    /// Hands a claim to its client's worker, starting one (or promoting the spare) for a new
-    /// client.
+    /// Decides who a claim belongs to (`Region::admit`: a new client, or a known one whose
+    /// proof holds) and hands it to that client's worker, starting one (or promoting the spare)
+    /// for a new client; the worker grants it. Anything else is refused in the region.
     fn route(&mut self, claim: ChannelClaim) {
-        let record = Record::Claim(claim);
+        let Some(region) = self.region.clone() else {
+            return;
+        };
+        let new = claim.presented_id == 0;
+        if new && !self.has_room(Origin::Region, claim.pid) {
+            refuse_claim(&region, &claim, Refusal::Limit);
+            return;
+        }
+        let admitted = match region.admit(claim) {
+            Ok(a) => a,
+            Err(e) => {
+                let why = match e {
+                    TransportError::Refused(why) => why,
+                    other => {
+                        tracing::error!(index = claim.index, "cannot admit a claim: {other}");
+                        Refusal::Limit
+                    }
+                };
+                tracing::warn!(
+                    index = claim.index,
+                    pid = claim.pid,
+                    presented = format_args!("{:016x}", claim.presented_id),
+                    "claim refused: {why} (an id this region never minted, or a wrong proof)"
+                );
+                refuse_claim(&region, &claim, why);
+                return;
+            }
+        };
+        let claim = admitted.claim;
+        let record = Record::Claim(claim, admitted.credential);
         let client = ClientId::of(&claim);
-        if let Some(worker) = self.deliver(client, "claim", |w| w.send(&record)) {
-            tracing::debug!(
+        match self.deliver(Origin::Region, client, "claim", |w| w.send(&record)) {
+            Some(worker) => tracing::debug!(
                 client = client.shown(),
                 pid = client.pid,
                 index = claim.index,
                 tid = claim.tid,
                 worker,
                 "channel handed over"
-            );
+            ),
+            None => {
+                if new {
+                    region.forget(client.id);
+                }
+                refuse_claim(&region, &claim, Refusal::Limit);
+            }
         }
     }
 
-    /// Hands a socket connection to its client's worker (as [`Supervisor::route`] does a
-    /// claim), then closes the supervisor's copy of the socket.
+    /// Decides who a socket connection belongs to (by the credential it presents, among those
+    /// its listener minted) and hands it to that client's worker, as [`Supervisor::route`] does
+    /// a claim; the worker sends the admission. Then closes the supervisor's copy of the socket.
     fn route_stream(&mut self, accepted: Accepted) {
-        let client = ClientId::of_stream(&accepted.client);
-        let delivered = self.deliver(client, "connection", |w| w.send_stream(&accepted));
-        if let (Some(_), Some(w)) = (delivered, self.workers.get_mut(&key(&client))) {
-            w.peer.get_or_insert(accepted.peer.ip());
+        let origin = Origin::Listener(accepted.listener);
+        let presented = accepted.hello.presented;
+        let (pid, peer) = (accepted.hello.pid, accepted.peer);
+        if presented.is_none() && !self.has_room(origin, pid) {
+            refuse_stream(accepted, Refusal::Limit);
+            return;
+        }
+        let admitted = self
+            .listeners
+            .entry(accepted.listener)
+            .or_default()
+            .admit(presented.as_ref());
+        let (id, credential) = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                let why = match e {
+                    TransportError::Refused(why) => why,
+                    other => {
+                        tracing::error!(%peer, "cannot admit a connection: {other}");
+                        Refusal::Limit
+                    }
+                };
+                tracing::warn!(
+                    %peer,
+                    pid,
+                    "tcp connection refused: {why} (a credential this listener never minted)"
+                );
+                refuse_stream(accepted, why);
+                return;
+            }
+        };
+        let client = ClientId::of_stream(id, pid);
+        let delivered = self.deliver(origin, client, "connection", |w| {
+            w.send_stream(&accepted, id, credential.as_ref())
+        });
+        if let (Some(_), Some(w)) = (delivered, self.workers.get_mut(&(origin, id))) {
+            w.peer.get_or_insert(peer.ip());
         }
         match delivered {
             Some(worker) => tracing::info!(
                 client = client.shown(),
-                peer = %accepted.peer,
-                token = client.token,
+                %peer,
                 pid = client.pid,
-                tid = accepted.client.tid,
+                tid = accepted.hello.tid,
                 worker,
                 "tcp connection"
             ),
-            None => tracing::warn!(
-                client = client.shown(),
-                peer = %accepted.peer,
-                token = client.token,
-                pid = client.pid,
-                "tcp connection closed: no worker could take it"
+            None => {
+                tracing::warn!(
+                    client = client.shown(),
+                    %peer,
+                    pid = client.pid,
+                    "tcp connection refused: no worker could take it"
+                );
+                if credential.is_some() {
+                    self.forget(&(origin, id));
+                }
+                refuse_stream(accepted, Refusal::Limit);
+            }
+        }
+    }
+
+    /// Whether a new client of `origin` fits the limits (`--max-clients`, and
+    /// `--max-clients-per-region` or `--max-clients-per-listener`); logs and counts a refusal.
+    fn has_room(&mut self, origin: Origin, pid: u32) -> bool {
+        let count = |workers: &HashMap<ClientKey, WorkerProcess>| {
+            workers.keys().filter(|(o, _)| *o == origin).count()
+        };
+        let (limit, flag) = match origin {
+            Origin::Region => (
+                self.spawn.max_clients_per_region,
+                "--max-clients-per-region",
             ),
+            Origin::Listener(_) => (
+                self.spawn.max_clients_per_listener,
+                "--max-clients-per-listener",
+            ),
+        };
+        if self.workers.len() >= self.spawn.max_clients || count(&self.workers) >= limit {
+            self.reap();
+        }
+        let refusal = if self.workers.len() >= self.spawn.max_clients {
+            Some((self.workers.len(), "--max-clients"))
+        } else if count(&self.workers) >= limit {
+            Some((count(&self.workers), flag))
+        } else {
+            None
+        };
+        match refusal {
+            None => true,
+            Some((n, flag)) => {
+                self.refused += 1;
+                tracing::warn!(
+                    pid,
+                    origin = ?origin,
+                    "refusing a new client: {n} clients already ({flag})"
+                );
+                false
+            }
+        }
+    }
+
+    /// Forgets a client's identity where it was minted: its claims or connections are refused
+    /// from now on (the guest comes back as a new client).
+    fn forget(&mut self, key: &ClientKey) {
+        match key.0 {
+            Origin::Region => {
+                if let Some(region) = &self.region {
+                    region.forget(key.1);
+                }
+            }
+            Origin::Listener(addr) => {
+                if let Some(clients) = self.listeners.get(&addr) {
+                    clients.forget(key.1);
+                }
+            }
         }
     }
 
@@ -305,11 +465,13 @@ impl Supervisor {
     /// (also when the existing one is gone). Returns the worker's pid when `send` succeeded.
     fn deliver(
         &mut self,
+        origin: Origin,
         client: ClientId,
         what: &str,
         send: impl Fn(&mut WorkerProcess) -> std::io::Result<()>,
     ) -> Option<u32> {
-        if let Some(worker) = self.workers.get_mut(&key(&client)) {
+        let key = (origin, client.id);
+        if let Some(worker) = self.workers.get_mut(&key) {
             if send(worker).is_ok() {
                 return Some(worker.pid());
             }
@@ -320,23 +482,11 @@ impl Supervisor {
                 worker.pid()
             );
             self.reap();
-            if let Some(mut w) = self.workers.remove(&key(&client)) {
+            if let Some(mut w) = self.workers.remove(&key) {
                 finish(&mut w.child, self.region.as_ref(), w.client);
             }
         }
-        if self.workers.len() >= self.spawn.max_clients {
-            self.reap();
-        }
-        if self.workers.len() >= self.spawn.max_clients {
-            self.refused += 1;
-            tracing::warn!(
-                client = client.shown(),
-                pid = client.pid,
-                token = client.token,
-                via = ?client.via,
-                "refusing a new client: {} clients already (--max-clients)",
-                self.workers.len()
-            );
+        if !self.has_room(origin, client.pid) {
             return None;
         }
         let mut worker = self
@@ -350,12 +500,11 @@ impl Supervisor {
         tracing::info!(
             client = client.shown(),
             pid = client.pid,
-            token = client.token,
             via = ?client.via,
             worker = pid,
             "new client"
         );
-        self.workers.insert(key(&client), worker);
+        self.workers.insert(key, worker);
         sent.ok().map(|()| pid)
     }
 
@@ -444,6 +593,8 @@ impl Supervisor {
             cmd.arg("--client-memory-mib")
                 .arg(self.spawn.client_memory_mib.to_string());
         }
+        cmd.arg("--max-connections")
+            .arg(self.spawn.max_connections_per_client.to_string());
         if self.spawn.client_contexts != 0 {
             cmd.arg("--client-contexts")
                 .arg(self.spawn.client_contexts.to_string());
@@ -460,8 +611,8 @@ impl Supervisor {
 
     fn start_worker(&mut self, client: ClientId) -> Option<WorkerProcess> {
         let mut cmd = self.worker_command();
-        cmd.arg("--client-token")
-            .arg(client.token.to_string())
+        cmd.arg("--client-id")
+            .arg(client.id.to_string())
             .arg("--pid")
             .arg(client.pid.to_string())
             .arg("--start-time")
@@ -492,6 +643,7 @@ impl Supervisor {
             if let Some(mut w) = self.workers.remove(&key) {
                 finish(&mut w.child, self.region.as_ref(), w.client);
             }
+            self.forget(&key);
         }
     }
 
@@ -641,8 +793,23 @@ fn spawn_claim_acceptor(region: Region, intake: Sender<Intake>, stop: Arc<Atomic
 /// Frees the bulk blocks a region client left (socket clients own none).
 fn release_bulk(region: Option<&Region>, client: Option<ClientId>) -> usize {
     match (region, client) {
-        (Some(region), Some(c)) if c.via == Via::Region => region.bulk_release_owner(c.token),
+        (Some(region), Some(c)) if c.via == Via::Region => region.bulk_release_owner(c.id),
         _ => 0,
+    }
+}
+
+/// Tells a claimer it was refused (it frees the channel); a claim already gone needs nothing.
+fn refuse_claim(region: &Region, claim: &ChannelClaim, why: Refusal) {
+    if let Err(e) = region.refuse(claim, why) {
+        tracing::debug!(index = claim.index, "refusal not delivered: {e}");
+    }
+}
+
+/// Tells a socket client it was refused, then closes the connection.
+fn refuse_stream(accepted: Accepted, why: Refusal) {
+    let peer = accepted.peer;
+    if let Err(e) = StreamHello::resume(accepted.stream, accepted.hello).refuse(why) {
+        tracing::debug!(%peer, "refusal not delivered: {e}");
     }
 }
 

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{Decoder, RequestHeader};
-use transport::{Region, ServerTransport, StreamServer, TransportError};
+use transport::{Credential, Refusal, Region, ServerTransport, StreamHello, TransportError};
 
 use crate::accounting::{CountersHome, DirectoryView};
 use crate::cli::WorkerArgs;
@@ -72,7 +72,7 @@ fn set_process_name(name: &str) {
 
 /// Runs a worker until its client is gone; returns the exit status.
 pub fn run(args: &WorkerArgs) -> i32 {
-    set_process_name(&process_name(args.client_token.map(|_| args.pid)));
+    set_process_name(&process_name(args.client_id.map(|_| args.pid)));
     let region = match args.region.as_deref().map(Region::open) {
         None => None,
         Some(Ok(r)) => Some(r),
@@ -123,9 +123,9 @@ pub fn run(args: &WorkerArgs) -> i32 {
         detach_stdout();
     }
     let mut early = Vec::new();
-    let client = match args.client_token {
-        Some(token) => ClientId {
-            token,
+    let client = match args.client_id {
+        Some(id) => ClientId {
+            id,
             pid: args.pid,
             start_time: args.start_time,
             via: if args.tcp_client {
@@ -141,7 +141,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
     };
     set_process_name(&process_name(Some(client.pid)));
     if let (Some(region), Via::Region) = (&region, client.via) {
-        context.attach_region(region.clone(), client.token);
+        context.attach_region(region.clone(), client.id);
     }
     // The region's process list is for region clients only (one tenant); another client's
     // worker drops its mapping before it serves anything.
@@ -154,7 +154,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
     let span = client_span(&client, args.region.as_deref());
     let _entered = span.clone().entered();
     tracing::debug!(
-        token = client.token,
+        client_id = client.id,
         pid = client.pid,
         "worker {} serving client",
         std::process::id()
@@ -165,6 +165,7 @@ pub fn run(args: &WorkerArgs) -> i32 {
         context,
         events: tx,
         tcp_grace: Duration::from_millis(args.tcp_grace_ms),
+        max_connections: args.max_connections,
         span,
         published: None,
     }
@@ -299,7 +300,7 @@ fn wait_for_client(
         match rx.recv().ok()? {
             Event::Record(Record::Client(c)) => return Some(c),
             Event::Stream(connection, fd) => early.push((connection, fd)),
-            Event::Record(Record::Claim(c)) => {
+            Event::Record(Record::Claim(c, _)) => {
                 tracing::warn!(
                     index = c.index,
                     "spare worker got a claim before its client"
@@ -317,6 +318,8 @@ struct Worker {
     context: Arc<ClientContext>,
     events: Sender<Event>,
     tcp_grace: Duration,
+    /// Channels and connections the client may hold at once (`--max-connections`).
+    max_connections: usize,
     /// The client's log span, entered by every thread of this worker.
     span: tracing::Span,
     /// When the gauges were last published.
@@ -355,7 +358,7 @@ impl Worker {
         let mut idle_since = Instant::now();
         let mut next_stream = 0u32;
         for (connection, fd) in early {
-            if self.start_stream(connection, fd, &mut next_stream) {
+            if self.start_stream(connection, fd, active, &mut next_stream) {
                 active += 1;
             }
         }
@@ -363,19 +366,19 @@ impl Worker {
             self.publish_gauges(active);
             match rx.recv_timeout(liveness::POLL_EVERY) {
                 Ok(Event::Stream(connection, fd)) => {
-                    if self.start_stream(connection, fd, &mut next_stream) {
+                    if self.start_stream(connection, fd, active, &mut next_stream) {
                         active += 1;
                     }
                 }
-                Ok(Event::Record(Record::Claim(claim))) => {
-                    if claim.client_token != self.client.token {
+                Ok(Event::Record(Record::Claim(claim, credential))) => {
+                    if claim.client_id != self.client.id {
                         tracing::warn!(
                             index = claim.index,
                             "claim of another client sent to this worker; ignored"
                         );
                         continue;
                     }
-                    if self.start_channel(claim) {
+                    if self.start_channel(claim, credential, active) {
                         active += 1;
                     }
                 }
@@ -443,8 +446,15 @@ impl Worker {
         }
     }
 
-    /// Serves one claim on a new thread; false when the claim is stale or no thread starts.
-    fn start_channel(&self, claim: transport::ChannelClaim) -> bool {
+    /// Grants one claim (with the new client's credential on its first) and serves it on a new
+    /// thread; refuses it when the client already holds `--max-connections` channels and
+    /// connections. False when refused, stale, or no thread starts.
+    fn start_channel(
+        &self,
+        claim: transport::ChannelClaim,
+        credential: Option<Credential>,
+        active: usize,
+    ) -> bool {
         let Some(region) = &self.region else {
             tracing::warn!(
                 index = claim.index,
@@ -452,6 +462,21 @@ impl Worker {
             );
             return false;
         };
+        if active >= self.max_connections {
+            tracing::warn!(
+                index = claim.index,
+                tid = claim.tid,
+                "channel refused: the client holds {active} channels and connections already (--max-connections-per-client)"
+            );
+            if let Err(e) = region.refuse(&claim, Refusal::Limit) {
+                tracing::debug!(index = claim.index, "refusal not delivered: {e}");
+            }
+            return false;
+        }
+        if let Err(e) = region.grant(&claim, credential.as_ref()) {
+            tracing::debug!(index = claim.index, "claim not granted: {e}");
+            return false;
+        }
         let channel = match region.serve(&claim) {
             Ok(c) => c,
             Err(e) => {
@@ -464,18 +489,47 @@ impl Worker {
 
     /// Serves one TCP connection on a new thread, like a claimed channel; false when it is
     /// not this worker's client or no thread starts (the socket is then closed).
-    fn start_stream(&self, connection: Connection, fd: OwnedFd, next: &mut u32) -> bool {
-        if self.client.via != Via::Stream || connection.client.client_token != self.client.token {
+    fn start_stream(
+        &self,
+        connection: Connection,
+        fd: OwnedFd,
+        active: usize,
+        next: &mut u32,
+    ) -> bool {
+        if self.client.via != Via::Stream || connection.client.client_id != self.client.id {
             tracing::warn!(
                 peer = %connection.peer,
                 "connection of another client sent to this worker; closed"
             );
             return false;
         }
+        let hello = transport::Hello {
+            pid: connection.client.pid,
+            tid: connection.client.tid,
+            presented: None,
+        };
+        let pending = StreamHello::resume(TcpStream::from(fd), hello);
+        if active >= self.max_connections {
+            tracing::warn!(
+                peer = %connection.peer,
+                tid = connection.client.tid,
+                "tcp connection refused: the client holds {active} channels and connections already (--max-connections-per-client)"
+            );
+            if let Err(e) = pending.refuse(Refusal::Limit) {
+                tracing::debug!(peer = %connection.peer, "refusal not delivered: {e}");
+            }
+            return false;
+        }
+        let server = match pending.admit(self.client.id, connection.credential.as_ref()) {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::debug!(peer = %connection.peer, "admission not delivered: {e}");
+                return false;
+            }
+        };
         let index = *next;
         *next = next.wrapping_add(1);
         tracing::debug!(peer = %connection.peer, tid = connection.client.tid, index, "serving tcp connection");
-        let server = StreamServer::resume(TcpStream::from(fd), connection.client);
         self.start_thread(server, index, format!("vgpu-tcp-{index}"))
     }
 

@@ -1,16 +1,20 @@
 //! What the supervisor tells a worker over the worker's stdin: one text line per record.
 //!
-//! - `client TOKEN PID START VIA` assigns a spare worker to a client (a worker started for a
+//! - `client ID PID START VIA` assigns a spare worker to a client (a worker started for a
 //!   known client gets the same values as arguments instead); `VIA` is `region` or `stream`;
-//! - `claim INDEX EPOCH TOKEN PID TID START` hands it one claimed channel to serve.
+//! - `claim INDEX EPOCH ID PID TID START CREDENTIAL` hands it one claimed channel to grant and
+//!   serve; `CREDENTIAL` is the new client's credential (32 hex digits) on its first claim,
+//!   `-` otherwise.
+//!
+//! `ID` is the client id the supervisor assigned (issue 11), never a word the guest wrote.
 //!
 //! End of file means the supervisor is gone: the worker exits. Accepted socket connections
 //! cannot travel over a pipe; they go over a second link (`stream_link.rs`).
 
-use transport::{ChannelClaim, ClientIdentity};
+use transport::{ChannelClaim, Credential, CREDENTIAL_LEN};
 
-/// How a client reaches the host. A client uses one transport: its token is the region's or
-/// the socket client's, and the two never name the same worker.
+/// How a client reaches the host. A client uses one transport: its id was minted by the region
+/// or by one listener, and ids of different origins never name the same worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Via {
     /// Channels claimed in the shared-memory region.
@@ -31,8 +35,8 @@ impl Via {
 /// The client a worker serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientId {
-    /// The transport's per-process token.
-    pub token: u64,
+    /// The id the host assigned the client (random, non-zero; unique per region or listener).
+    pub id: u64,
     /// Guest process id.
     pub pid: u32,
     /// Guest process start time (0 = unknown; always 0 for socket clients).
@@ -42,28 +46,28 @@ pub struct ClientId {
 }
 
 impl ClientId {
-    /// The token as logs, the journal's `CLIENT` field and the host's reports show it: 16 hex
+    /// The id as logs, the journal's `CLIENT` field and the host's reports show it: 16 hex
     /// digits.
     pub fn shown(&self) -> String {
-        format!("{:016x}", self.token)
+        format!("{:016x}", self.id)
     }
 
-    /// The client a claim belongs to.
+    /// The client an admitted claim belongs to (`claim.client_id` as the host set it).
     pub fn of(claim: &ChannelClaim) -> Self {
         Self {
-            token: claim.client_token,
+            id: claim.client_id,
             pid: claim.pid,
             start_time: claim.start_time,
             via: Via::Region,
         }
     }
 
-    /// The client a socket connection belongs to. Its pid is the one the peer claimed in the
-    /// handshake: on another machine it names nothing here, so no start time is kept.
-    pub fn of_stream(identity: &ClientIdentity) -> Self {
+    /// The client `id` a socket connection was admitted as. Its pid is the one the peer said
+    /// in the handshake: on another machine it names nothing here, so no start time is kept.
+    pub fn of_stream(id: u64, pid: u32) -> Self {
         Self {
-            token: identity.client_token,
-            pid: identity.pid,
+            id,
+            pid,
             start_time: 0,
             via: Via::Stream,
         }
@@ -75,8 +79,36 @@ impl ClientId {
 pub enum Record {
     /// Serve this client (spare workers only; the first record they get).
     Client(ClientId),
-    /// Serve this channel.
-    Claim(ChannelClaim),
+    /// Grant this channel (with the new client's credential on its first claim) and serve it.
+    Claim(ChannelClaim, Option<Credential>),
+}
+
+/// A credential as a record field: 32 hex digits, or `-` for none.
+pub fn credential_field(credential: Option<&Credential>) -> String {
+    credential.map_or_else(
+        || "-".to_owned(),
+        |c| c.to_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+    )
+}
+
+/// Parses [`credential_field`]'s text; `Err(())` for anything else (or an all-zero credential).
+#[allow(clippy::result_unit_err)]
+pub fn parse_credential(word: &str) -> Result<Option<Credential>, ()> {
+    if word == "-" {
+        return Ok(None);
+    }
+    if word.len() != 2 * CREDENTIAL_LEN || !word.is_ascii() {
+        return Err(());
+    }
+    let mut bytes = [0u8; CREDENTIAL_LEN];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&word[2 * i..2 * i + 2], 16).map_err(|_| ())?;
+    }
+    let c = Credential::from_bytes(bytes);
+    if c.is_none() {
+        return Err(());
+    }
+    Ok(Some(c))
 }
 
 /// A line that is not a record.
@@ -90,14 +122,20 @@ impl Record {
         match self {
             Record::Client(c) => format!(
                 "client {} {} {} {}\n",
-                c.token,
+                c.id,
                 c.pid,
                 c.start_time,
                 c.via.word()
             ),
-            Record::Claim(c) => format!(
-                "claim {} {} {} {} {} {}\n",
-                c.index, c.epoch, c.client_token, c.pid, c.tid, c.start_time
+            Record::Claim(c, credential) => format!(
+                "claim {} {} {} {} {} {} {}\n",
+                c.index,
+                c.epoch,
+                c.client_id,
+                c.pid,
+                c.tid,
+                c.start_time,
+                credential_field(credential.as_ref())
             ),
         }
     }
@@ -121,8 +159,12 @@ impl Record {
             ("client", _) => return Err(bad()),
             _ => None,
         };
+        let mut credential = None;
         if via.is_some() {
             words.pop();
+        } else if kind == "claim" {
+            let last = words.pop().ok_or_else(bad)?;
+            credential = parse_credential(last).map_err(|()| bad())?;
         }
         let nums: Vec<u64> = words
             .into_iter()
@@ -132,19 +174,24 @@ impl Record {
         let u32_at = |i: usize| u32::try_from(nums[i]).map_err(|_| bad());
         match (kind, nums.len()) {
             ("client", 3) => Ok(Record::Client(ClientId {
-                token: nums[0],
+                id: nums[0],
                 pid: u32_at(1)?,
                 start_time: nums[2],
                 via: via.ok_or_else(bad)?,
             })),
-            ("claim", 6) => Ok(Record::Claim(ChannelClaim {
-                index: u32_at(0)?,
-                epoch: u32_at(1)?,
-                client_token: nums[2],
-                pid: u32_at(3)?,
-                tid: u32_at(4)?,
-                start_time: nums[5],
-            })),
+            ("claim", 6) => Ok(Record::Claim(
+                ChannelClaim {
+                    index: u32_at(0)?,
+                    epoch: u32_at(1)?,
+                    client_id: nums[2],
+                    presented_id: 0,
+                    proof: [0; transport::CREDENTIAL_LEN],
+                    pid: u32_at(3)?,
+                    tid: u32_at(4)?,
+                    start_time: nums[5],
+                },
+                credential,
+            )),
             _ => Err(bad()),
         }
     }
@@ -159,20 +206,20 @@ mod tests {
         let claim = ChannelClaim {
             index: 63,
             epoch: u32::MAX,
-            client_token: u64::MAX,
+            client_id: u64::MAX,
+            presented_id: 0,
+            proof: [0; transport::CREDENTIAL_LEN],
             pid: 4_194_304,
             tid: 7,
             start_time: 123_456_789,
         };
         let client = ClientId::of(&claim);
-        let remote = ClientId::of_stream(&ClientIdentity {
-            client_token: 9,
-            pid: 77,
-            tid: 78,
-        });
+        let remote = ClientId::of_stream(9, 77);
         assert_eq!(remote.via, Via::Stream);
+        let credential = Credential::mint().unwrap();
         for r in [
-            Record::Claim(claim),
+            Record::Claim(claim, None),
+            Record::Claim(claim, Some(credential)),
             Record::Client(client),
             Record::Client(remote),
         ] {
@@ -184,8 +231,12 @@ mod tests {
     fn bad_lines_are_refused() {
         for line in [
             "",
-            "claim 1 2 3 4 5",
-            "claim 1 2 3 4 5 6 7",
+            "claim 1 2 3 4 5 -",
+            "claim 1 2 3 4 5 6 7 -",
+            "claim 1 2 3 4 5 6",
+            "claim 1 2 3 4 5 6 00000000000000000000000000000000",
+            "claim 1 2 3 4 5 6 0123",
+            "claim 1 2 3 4 5 6 zz000000000000000000000000000000",
             "client 1 99999999999 3 region",
             "client -1 2 3 region",
             "client 1 2 3",

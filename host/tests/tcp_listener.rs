@@ -287,7 +287,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     hello.extend_from_slice(&4242u32.to_le_bytes());
     hello.extend_from_slice(&4243u32.to_le_bytes());
     hello.extend_from_slice(&0u32.to_le_bytes());
-    hello.extend_from_slice(&0x0bad_cafe_u64.to_le_bytes());
+    hello.extend_from_slice(&[0u8; transport::CREDENTIAL_LEN]);
     hostile.write_all(&hello).expect("handshake");
     hostile.read_exact(&mut ack).expect("ack");
     assert_eq!(
@@ -304,6 +304,18 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     let mut verdict = [0u8; 4];
     hostile.read_exact(&mut verdict).expect("verdict");
     assert_eq!(verdict, [0, 0, 0, 0], "a valid handshake was refused");
+    let mut admission = [0u8; 28];
+    hostile.read_exact(&mut admission).expect("admission");
+    assert_eq!(
+        &admission[0..4],
+        &1u32.to_le_bytes(),
+        "admitted as a new client"
+    );
+    assert_ne!(
+        &admission[12..28],
+        &[0u8; 16],
+        "with a credential the host minted"
+    );
     hostile.write_all(&u64::MAX.to_le_bytes()).expect("length");
     hostile.write_all(&[7; 1000]).expect("some bytes");
     let hostile_worker = host.worker_of(4242);

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use cuda_headers::{CUresult, CuError, CuResult};
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, Decoder, RequestHeader, ResponseHeader};
-use transport::{Region, TcpClient, Transport, TransportError};
+use transport::{Refusal, Region, TcpClient, Transport, TransportError};
 
 use crate::config;
 use crate::init::host_transport;
@@ -115,6 +115,7 @@ fn open() -> CuResult<ThreadChannel> {
             };
             match TcpClient::connect_with_key(addr, key.as_ref()) {
                 Ok(client) => Box::new(client),
+                Err(e @ TransportError::Refused(_)) => return Err(transport_failure(&e)),
                 Err(e) => {
                     report_once(&format!("cannot connect to {addr}: {e}"));
                     return Err(CuError::NOT_INITIALIZED);
@@ -153,6 +154,8 @@ fn open() -> CuResult<ThreadChannel> {
             channel.welcome = welcome;
             Ok(channel)
         }
+        // Over a client or connection limit (logged by `transport_failure`).
+        Err(e) if e == CuError::OUT_OF_MEMORY => Err(e),
         Err(e) => {
             report_once(&format!("the host refused the handshake ({e:?})"));
             Err(CuError::NOT_INITIALIZED)
@@ -298,6 +301,18 @@ pub(crate) fn host_lost() -> bool {
 }
 
 fn transport_failure(e: &TransportError) -> CuError {
+    if let TransportError::Refused(why) = e {
+        // The host turned this thread's channel down (its first call): the host is fine, and the
+        // process's other threads go on. The next call tries a new channel.
+        log!(
+            Level::Error,
+            "the vgpu host refused this thread's channel: {why}"
+        );
+        return match why {
+            Refusal::Limit => CuError::OUT_OF_MEMORY,
+            Refusal::UnknownIdentity => CuError::NOT_INITIALIZED,
+        };
+    }
     if let TransportError::MessageTooLarge(len) = e {
         // Refused before anything was sent: the host is fine, this call is not.
         log!(

@@ -294,6 +294,8 @@ pub struct GuestChannel {
     rx: Consumer,
     watch: BeatWatch,
     server_gone: bool,
+    /// The host's verdict on the claim is still to be read (by the first call).
+    undecided: bool,
 }
 
 impl std::fmt::Debug for GuestChannel {
@@ -317,6 +319,7 @@ impl GuestChannel {
             rx: Consumer::new(epoch),
             watch: BeatWatch::new(),
             server_gone: false,
+            undecided: true,
         }
     }
 
@@ -325,8 +328,9 @@ impl GuestChannel {
         self.index
     }
 
-    /// This process's client token (same for all its channels).
-    pub fn client_token(&self) -> u64 {
+    /// The client id the host granted this process (same for all its channels); 0 until the
+    /// channel's first call has read the host's verdict.
+    pub fn client_id(&self) -> u64 {
         self.token
     }
 
@@ -338,10 +342,13 @@ impl GuestChannel {
     /// Sends `request` and waits for the reply, which replaces the contents of `response`. Waits as long
     /// as the host is alive, however long the reply takes.
     ///
+    /// The first call waits for the host's verdict on the claim first.
+    ///
     /// # Errors
     /// `PeerGone` within the region's peer timeout once the serving process (or the host, before a
     /// worker serves) died, stopped beating or restarted; `ForkedChild` in a forked child; `NotClaimed`
-    /// if the channel was taken from us; `Corrupt` when the host wrote invalid frames.
+    /// if the channel was taken from us; `Corrupt` when the host wrote invalid frames; `Refused` when
+    /// the host refused the claim (the channel is then freed when this value drops).
     pub fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
         self.exchange(request, Some(response))
     }
@@ -365,6 +372,9 @@ impl GuestChannel {
     ) -> Result<(), TransportError> {
         if sys::pid() != self.pid {
             return Err(TransportError::ForkedChild { owner: self.pid });
+        }
+        if self.undecided {
+            self.settle()?;
         }
         let (region, index, epoch, watch) = (&self.region, self.index, self.epoch, &mut self.watch);
         let mut live = || region.check_server(index, epoch, watch);
@@ -398,6 +408,34 @@ impl GuestChannel {
     }
 }
 
+impl GuestChannel {
+    /// Reads the host's verdict on the claim. A claim that presented an identity the host no
+    /// longer knows (the process's worker ended) is made again, once, as a new client's.
+    fn settle(&mut self) -> Result<(), TransportError> {
+        let presented = self.token;
+        match self.region.settle(self.index, self.epoch) {
+            Ok(client_id) => {
+                self.token = client_id;
+                self.undecided = false;
+                Ok(())
+            }
+            Err(TransportError::Refused(crate::Refusal::UnknownIdentity)) if presented != 0 => {
+                // Free the refused channel first: the region may have no other.
+                self.server_gone = true;
+                self.release();
+                let region = self.region.clone();
+                *self = region.connect()?;
+                self.settle()
+            }
+            Err(e) => {
+                // Refused or never decided: nobody serves the channel; drop frees it.
+                self.server_gone = true;
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Transport for GuestChannel {
     fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
         GuestChannel::call(self, request, response)
@@ -410,9 +448,18 @@ impl Transport for GuestChannel {
 
 impl Drop for GuestChannel {
     fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl GuestChannel {
+    /// Gives the channel back (CLOSED for the host to free, or FREE when no server is left to
+    /// do it); later calls of `release` and the drop do nothing.
+    fn release(&mut self) {
         if sys::pid() != self.pid {
             return;
         }
+        self.pid = 0;
         self.region.inner.guest_reg[self.index as usize].store(0, Ordering::Relaxed);
         let c = self.region.channel(self.index);
         // With its server gone nobody would free a CLOSED channel: free it directly.
@@ -498,7 +545,7 @@ impl HostChannel {
             false,
             &mut self.rx,
             request,
-            claim.client_token,
+            claim.client_id,
             &mut live,
         );
         self.note(r)
@@ -517,7 +564,7 @@ impl HostChannel {
             true,
             &mut self.tx,
             response,
-            claim.client_token,
+            claim.client_id,
             &mut live,
         );
         self.note(r)
@@ -545,7 +592,7 @@ impl HostChannel {
 impl ServerTransport for HostChannel {
     fn client(&self) -> ClientIdentity {
         ClientIdentity {
-            client_token: self.claim.client_token,
+            client_id: self.claim.client_id,
             pid: self.claim.pid,
             tid: self.claim.tid,
         }
@@ -582,7 +629,7 @@ impl Drop for HostChannel {
                 Ordering::Release,
                 Ordering::Relaxed,
             );
-            self.region.bulk_release_owner(self.claim.client_token);
+            self.region.bulk_release_owner(self.claim.client_id);
         }
     }
 }

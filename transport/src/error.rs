@@ -136,6 +136,11 @@ pub enum TransportError {
     /// The stream peer sent a handshake this build does not understand.
     #[error("bad handshake from stream peer: {0}")]
     BadHandshake(&'static str),
+
+    /// The host refused the claim or connection (identity or limit); the guest was not harmed
+    /// and may try again later (a limit) or as a new client (an identity the host forgot).
+    #[error("the host refused the client: {0}")]
+    Refused(crate::identity::Refusal),
 }
 
 impl TransportError {

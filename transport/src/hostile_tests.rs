@@ -154,9 +154,10 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
         .run(&strategy, |(frames, head, owned_blocks)| {
             let guest = region.connect().unwrap();
             let claim = region.accept(Duration::from_secs(1)).unwrap().unwrap();
-            let mut host = region.serve(&claim).unwrap();
+            let mut host = region.admit_and_serve(claim).unwrap();
+            let claim = *host.claim();
             if owned_blocks > 0 {
-                bulk::alloc(&region, owned_blocks * (64 << 10), claim.client_token, true);
+                bulk::alloc(&region, owned_blocks * (64 << 10), claim.client_id, true);
             }
             for (slot, f) in frames.iter().enumerate().take(l.slot_count as usize) {
                 let h = FrameHeader {
@@ -207,7 +208,7 @@ fn hostile_frames_and_counters_give_errors_not_crashes() {
             }] += 1;
             outcomes.set(o);
             drop(host);
-            region.bulk_release_owner(claim.client_token);
+            region.bulk_release_owner(claim.client_id);
             Ok(())
         })
         .unwrap();
@@ -266,7 +267,8 @@ fn hostile_head_and_sequence_words() {
     for (seq, head, expect) in cases {
         let guest = region.connect().unwrap();
         let claim = region.accept(Duration::from_secs(1)).unwrap().unwrap();
-        let mut host = region.serve(&claim).unwrap();
+        let mut host = region.admit_and_serve(claim).unwrap();
+        let claim = *host.claim();
         let earlier = slot_seq(claim.epoch.wrapping_sub(1), 0);
         plant_request(&region, claim.index, seq.unwrap_or(earlier), head);
         let mut out = Vec::new();
@@ -290,7 +292,8 @@ fn hostile_head_and_sequence_words() {
     // The same frame with the word of this claim is delivered.
     let guest = region.connect().unwrap();
     let claim = region.accept(Duration::from_secs(1)).unwrap().unwrap();
-    let mut host = region.serve(&claim).unwrap();
+    let mut host = region.admit_and_serve(claim).unwrap();
+    let claim = *host.claim();
     plant_request(&region, claim.index, slot_seq(claim.epoch, 0), 1);
     let mut out = Vec::new();
     host.recv(&mut out).unwrap();
@@ -341,7 +344,7 @@ fn hostile_stream_bytes_give_errors() {
                 if good_hello {
                     bytes.extend_from_slice(&crate::STREAM_MAGIC.to_le_bytes());
                     bytes.extend_from_slice(&crate::STREAM_VERSION.to_le_bytes());
-                    bytes.extend_from_slice(&[0u8; 20]);
+                    bytes.extend_from_slice(&[0u8; 28]);
                 }
                 bytes.extend_from_slice(&garbage);
                 std::io::Write::write_all(&mut &a, &bytes).unwrap();
@@ -355,6 +358,7 @@ fn hostile_stream_bytes_give_errors() {
                         let typed = matches!(
                             e,
                             TransportError::BadHandshake(_)
+                                | TransportError::Refused(_)
                                 | TransportError::PeerGone(_)
                                 | TransportError::Io { .. }
                         );

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `"VGPUSHM1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"VGPUSHM1");
 /// Bumped whenever any offset or field meaning below changes (2: the slot sequence word at offset 24
-/// of each frame header).
-pub const LAYOUT_VERSION: u32 = 2;
+/// of each frame header; 3: host-assigned client identities, the channel's identity line).
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes reserved for the header at offset 0.
 pub const HEADER_SIZE: u64 = 4096;
 /// Upper bound on channels (the claim bitmap has this many bits).
@@ -66,7 +66,8 @@ pub(crate) struct Header {
     pub(crate) _reserved0: AtomicU32,
     pub(crate) host_start_time: AtomicU64,
     pub(crate) host_beat: AtomicU64,
-    pub(crate) next_client_token: AtomicU64,
+    /// Unused since layout 3 (was `next_client_token`, a counter guests drew their tokens from).
+    pub(crate) _reserved2: AtomicU64,
     pub(crate) claim_seq: AtomicU32,
     pub(crate) accept_waiting: AtomicU32,
     pub(crate) bulk_hint: AtomicU32,
@@ -85,7 +86,8 @@ const _: () = assert!(std::mem::size_of::<Header>() == 304);
 #[repr(C)]
 pub(crate) struct ChannelMeta {
     pub(crate) status: AtomicU64,
-    pub(crate) client_token: AtomicU64,
+    /// The client id the guest presents (0: a process's first claim); proved by `ChannelIdentity::proof`.
+    pub(crate) presented_id: AtomicU64,
     pub(crate) owner_pid: AtomicU32,
     pub(crate) owner_tid: AtomicU32,
     pub(crate) owner_start: AtomicU64,
@@ -97,17 +99,59 @@ pub(crate) struct ChannelMeta {
     pub(crate) server_beat: AtomicU64,
 }
 
+/// The host's verdict on a claim (`ChannelIdentity::verdict`, low byte; the claim's epoch is in
+/// the upper 24 bits, so a verdict meant for an earlier claim of the channel never matches).
+pub(crate) const VERDICT_PENDING: u32 = 0;
+pub(crate) const VERDICT_GRANTED: u32 = 1;
+pub(crate) const VERDICT_UNKNOWN_IDENTITY: u32 = 2;
+pub(crate) const VERDICT_LIMIT: u32 = 3;
+/// Set by a guest that stopped waiting for the verdict (the host's grant then fails).
+pub(crate) const VERDICT_ABANDONED: u32 = 4;
+
+pub(crate) fn verdict(epoch: u32, code: u32) -> u32 {
+    (epoch << 8) | (code & 0xff)
+}
+
+/// Identity words of one claim: the guest's proof, and what the host assigns (issue 11).
+#[repr(C)]
+pub(crate) struct ChannelIdentity {
+    /// Guest: `identity::claim_proof` of its credential for this claim (0 for a first claim).
+    pub(crate) proof: [AtomicU64; 2],
+    /// Host: the client id the claim was granted to.
+    pub(crate) client_id: AtomicU64,
+    /// Host: `verdict(epoch, VERDICT_*)`; the guest futex-waits on it after claiming.
+    pub(crate) verdict: AtomicU32,
+    pub(crate) _reserved: AtomicU32,
+    /// Host: the new client's credential, on its first claim only; the guest wipes it once read.
+    pub(crate) credential: [AtomicU64; 2],
+}
+
+impl ChannelIdentity {
+    /// Every word to 0 (Relaxed: published by the Release store that follows, of `initialised`
+    /// or of CLAIMED).
+    pub(crate) fn clear(&self) {
+        let r = std::sync::atomic::Ordering::Relaxed;
+        // SYNC POINT: published by the caller's Release store (see above).
+        for w in self.proof.iter().chain(&self.credential) {
+            w.store(0, r);
+        }
+        self.client_id.store(0, r);
+        self.verdict.store(0, r);
+    }
+}
+
 /// Control block at the start of each channel; slots follow it.
 #[repr(C)]
 pub(crate) struct ChannelControl {
     pub(crate) meta: Line<ChannelMeta>,
+    pub(crate) identity: Line<ChannelIdentity>,
     pub(crate) request: RingControl,
     pub(crate) response: RingControl,
 }
 
 /// Bytes of the channel control block (slots start right after it).
 pub(crate) const CHANNEL_CONTROL_SIZE: u64 = std::mem::size_of::<ChannelControl>() as u64;
-const _: () = assert!(CHANNEL_CONTROL_SIZE == 576);
+const _: () = assert!(CHANNEL_CONTROL_SIZE == 640);
 
 /// Frame kinds (low byte of `FrameHeader::kind`).
 pub(crate) const FRAME_INLINE: u32 = 1;

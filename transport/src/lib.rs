@@ -3,7 +3,8 @@
 //!
 //! Roles (see `docs/transport.md` for the layout, orderings and liveness rules):
 //! - **Host main process**: [`Region::create`], then [`Region::accept`] in a loop to learn of new
-//!   channels ([`ChannelClaim`]), grouping them by `client_token` (one worker per guest process).
+//!   channels ([`ChannelClaim`]), assigning each new guest process a client id and a credential, and routing later claims by
+//!   the id they prove ([`Region::grant`]; one worker per guest process).
 //! - **Host worker process**: [`Region::open`], then [`Region::serve`] per claim, one thread per
 //!   [`HostChannel`], looping [`HostChannel::recv`] / [`HostChannel::reply`].
 //! - **Guest** (one channel per calling thread): [`Region::open`], [`Region::connect`],
@@ -23,9 +24,10 @@
 //! let guest = Region::open(&path)?;
 //! let mut channel = guest.connect()?;
 //!
-//! // Host side: learn of the claim, serve it (normally in a worker process).
+//! // Host side: learn of the claim, admit it (a new client: the host mints its identity), grant
+//! // and serve it (normally in a worker process).
 //! let claim = host.accept(Duration::from_secs(1))?.expect("a claim");
-//! let mut served = host.serve(&claim)?;
+//! let mut served = host.admit_and_serve(claim)?;
 //! let server = std::thread::spawn(move || {
 //!     let mut request = Vec::new();
 //!     served.recv(&mut request)?;
@@ -58,6 +60,8 @@ mod doorbell;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod identity;
+#[cfg(not(loom))]
 mod layout;
 #[cfg(not(loom))]
 mod region;
@@ -88,14 +92,15 @@ pub use crate::{
         spin as doorbell_spin, DoorbellMode, LIVENESS_EVERY, POLL_SLEEP_CAP, POLL_YIELD, SPIN,
     },
     error::{GoneReason, TransportError},
+    identity::{mint_client_id, Credential, Refusal, StreamClients, CREDENTIAL_LEN},
     layout::{FRAME_HEADER_SIZE, HEADER_SIZE, LAYOUT_VERSION, MAGIC, MAX_CHANNELS},
     region::{
-        ChannelClaim, Region, RegionConfig, DEFAULT_PEER_TIMEOUT, MAX_PEER_TIMEOUT,
+        Admitted, ChannelClaim, Region, RegionConfig, DEFAULT_PEER_TIMEOUT, MAX_PEER_TIMEOUT,
         MIN_PEER_TIMEOUT,
     },
     stream::{
-        StreamClient, StreamServer, TcpClient, TcpServer, UnixClient, UnixServer, STREAM_MAGIC,
-        STREAM_VERSION,
+        Hello, StreamClient, StreamHello, StreamServer, TcpClient, TcpServer, UnixClient,
+        UnixServer, STREAM_MAGIC, STREAM_VERSION,
     },
     stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
     truncation::protect as protect_from_truncation,
@@ -106,8 +111,9 @@ pub use crate::{
 #[cfg(not(loom))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIdentity {
-    /// Unique per guest process.
-    pub client_token: u64,
+    /// The id the host assigned the guest process (0 until assigned); unique per region or
+    /// listener. The guest's pid and tid below are informational only.
+    pub client_id: u64,
     /// Guest process id (in the guest's kernel).
     pub pid: u32,
     /// Guest thread id (in the guest's kernel).

@@ -2,11 +2,16 @@
 //! message semantics and client identity as the shared-memory channels, over a byte stream.
 //!
 //! Framing: a handshake, then frames of `u64 little-endian length` + `length` bytes, strictly alternating
-//! request/reply. Handshake (client → server, 32 bytes): magic `"VGPUTCP1"`, version `u32`, pid `u32`,
-//! tid `u32`, reserved `u32`, client token `u64`. Reply (server → client, 16 bytes): magic, version
-//! `u32`, status `u32` (0 = accepted).
+//! request/reply. Handshake (client → server, 40 bytes): magic `"VGPUTCP1"`, version `u32`, pid `u32`,
+//! tid `u32`, reserved `u32`, credential (16 bytes; zeros: a process's first connection). Reply
+//! (server → client, 16 bytes): magic, version `u32`, status `u32` (0 = go on, 1 = refused,
+//! 2 = key challenge follows, `stream_key.rs`). Then the admission (server → client, 28 bytes):
+//! status `u32` (1 granted, 2 unknown identity, 3 over a limit), the client id `u64` the host
+//! assigned, and for a new client the credential it minted (zeros otherwise), which the process
+//! presents on its later connections to the same endpoint (issue 11; `identity.rs`).
 
 use crate::error::{GoneReason, TransportError};
+use crate::identity::{Credential, Refusal, StreamClients, CREDENTIAL_LEN};
 use crate::stream_key::{StreamKey, CHALLENGE_LEN};
 use crate::{ClientIdentity, ServerTransport, Transport};
 use std::io::{self, Read};
@@ -17,8 +22,16 @@ use std::path::Path;
 
 /// `"VGPUTCP1"` as a little-endian u64.
 pub const STREAM_MAGIC: u64 = u64::from_le_bytes(*b"VGPUTCP1");
-/// Version of the stream framing.
-pub const STREAM_VERSION: u32 = 2;
+/// Version of the stream framing (3: host-assigned identities, the admission message).
+pub const STREAM_VERSION: u32 = 3;
+/// Bytes of the client's hello.
+const HELLO_LEN: usize = 40;
+/// Bytes of the admission message.
+const ADMISSION_LEN: usize = 28;
+/// Admission statuses.
+const ADMIT_GRANTED: u32 = 1;
+const ADMIT_UNKNOWN_IDENTITY: u32 = 2;
+const ADMIT_LIMIT: u32 = 3;
 
 /// Handshake status: accepted.
 const ACK_ACCEPTED: u32 = 0;
@@ -153,30 +166,42 @@ fn read_frame(stream: &mut impl Read, out: &mut Vec<u8>) -> Result<(), Transport
     Ok(())
 }
 
-/// This process's client token for socket clients: made once per process (pid and clock mixed;
-/// non-zero), so every connection of one process carries the same token and the host serves them
-/// in one worker. A forked child (another pid) makes its own.
-fn stream_client_token() -> u64 {
-    static TOKEN: std::sync::Mutex<(u32, u64)> = std::sync::Mutex::new((0, 0));
-    let pid = crate::sys::pid();
-    let mut slot = TOKEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if slot.0 != pid {
-        *slot = (pid, fresh_stream_token());
-    }
-    slot.1
+/// The credentials the host granted this process, by endpoint (the peer's address): every
+/// connection of one process presents the one its first connection was granted, so the host
+/// serves them in one worker. A forked child (another pid) starts with none. Connections without
+/// a peer address (socket pairs) present none.
+struct Credentials {
+    pid: u32,
+    by_endpoint: std::collections::HashMap<Vec<u8>, Credential>,
 }
 
-fn fresh_stream_token() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ (u64::from(crate::sys::pid()) << 40) ^ 0x9e37_79b9_7f4a_7c15;
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x.max(1)
+static CREDENTIALS: std::sync::Mutex<Option<Credentials>> = std::sync::Mutex::new(None);
+
+/// The peer's address as raw bytes (`getpeername`), or `None` for an unnamed peer.
+fn endpoint(fd: &impl AsRawFd) -> Option<Vec<u8>> {
+    // SAFETY: an all-zero sockaddr_storage is a valid buffer for getpeername to fill.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `addr` has room for `len` bytes, both live across the call.
+    let rc = unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    let len = len as usize;
+    if rc != 0 || len <= std::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: getpeername wrote `len` bytes (≤ the buffer's size) at `addr`.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&addr as *const libc::sockaddr_storage).cast::<u8>(),
+            len.min(std::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    Some(bytes.to_vec())
 }
 
 fn set_keepalive(stream: &TcpStream) {
@@ -227,18 +252,57 @@ impl<S: Read + AsRawFd> StreamClient<S> {
     /// # Errors
     /// `BadHandshake` when the server answers with another magic/version, refuses, asks for a key
     /// this client does not have, or rejects its answer; `PeerGone`/`Io`.
-    pub fn over_with_key(mut stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
-        let identity = ClientIdentity {
-            client_token: stream_client_token(),
-            pid: crate::sys::pid(),
-            tid: crate::sys::tid(),
+    pub fn over_with_key(stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
+        let pid = crate::sys::pid();
+        // Held across the handshake: a process's first connections to one endpoint are admitted
+        // one at a time, so the process becomes one client.
+        let mut credentials = CREDENTIALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if credentials.as_ref().is_none_or(|c| c.pid != pid) {
+            *credentials = Some(Credentials {
+                pid,
+                by_endpoint: std::collections::HashMap::new(),
+            });
+        }
+        let known = credentials.as_mut().map(|c| &mut c.by_endpoint);
+        let endpoint = endpoint(&stream);
+        let presented = match (&endpoint, &known) {
+            (Some(e), Some(k)) => k.get(e).copied(),
+            _ => None,
         };
-        let mut hello = [0u8; 32];
+        let outcome = Self::handshake(stream, key, presented);
+        if let (Some(e), Some(k)) = (endpoint, known) {
+            match &outcome {
+                Ok((_, Some(granted))) => {
+                    k.insert(e, *granted);
+                }
+                Err(TransportError::Refused(Refusal::UnknownIdentity)) => {
+                    k.remove(&e);
+                }
+                _ => {}
+            }
+        }
+        outcome.map(|(client, _)| client)
+    }
+
+    /// The handshake presenting `presented`; returns the client and, for a new client, the
+    /// credential the host granted it.
+    fn handshake(
+        mut stream: S,
+        key: Option<&StreamKey>,
+        presented: Option<Credential>,
+    ) -> Result<(Self, Option<Credential>), TransportError> {
+        let pid = crate::sys::pid();
+        let tid = crate::sys::tid();
+        let mut hello = [0u8; HELLO_LEN];
         hello[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
         hello[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
-        hello[12..16].copy_from_slice(&identity.pid.to_le_bytes());
-        hello[16..20].copy_from_slice(&identity.tid.to_le_bytes());
-        hello[24..32].copy_from_slice(&identity.client_token.to_le_bytes());
+        hello[12..16].copy_from_slice(&pid.to_le_bytes());
+        hello[16..20].copy_from_slice(&tid.to_le_bytes());
+        if let Some(c) = &presented {
+            hello[24..40].copy_from_slice(&c.to_bytes());
+        }
         send_all(&stream, &hello).map_err(map_io("send handshake"))?;
         let mut ack = [0u8; 16];
         stream
@@ -274,10 +338,41 @@ impl<S: Read + AsRawFd> StreamClient<S> {
             }
             _ => return Err(TransportError::BadHandshake("refused")),
         }
-        Ok(StreamClient { stream, identity })
+        let mut admission = [0u8; ADMISSION_LEN];
+        stream
+            .read_exact(&mut admission)
+            .map_err(map_io("receive admission"))?;
+        let status = u32::from_le_bytes([admission[0], admission[1], admission[2], admission[3]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&admission[4..12]);
+        let client_id = u64::from_le_bytes(id);
+        let mut granted = [0u8; CREDENTIAL_LEN];
+        granted.copy_from_slice(&admission[12..28]);
+        let granted = Credential::from_bytes(granted);
+        match status {
+            ADMIT_GRANTED => {}
+            ADMIT_UNKNOWN_IDENTITY => {
+                return Err(TransportError::Refused(Refusal::UnknownIdentity))
+            }
+            ADMIT_LIMIT => return Err(TransportError::Refused(Refusal::Limit)),
+            _ => return Err(TransportError::BadHandshake("admission status")),
+        }
+        if client_id == 0 || (presented.is_none() && granted.is_none()) {
+            return Err(TransportError::BadHandshake(
+                "admission without an identity",
+            ));
+        }
+        let identity = ClientIdentity {
+            client_id,
+            pid,
+            tid,
+        };
+        let granted = presented.is_none().then_some(granted);
+        Ok((StreamClient { stream, identity }, granted))
     }
 
-    /// The identity sent in the handshake.
+    /// Who the host admitted this connection as: the client id it assigned, and this
+    /// process's pid and tid.
     pub fn identity(&self) -> ClientIdentity {
         self.identity
     }
@@ -300,12 +395,25 @@ impl TcpClient {
         addr: impl ToSocketAddrs,
         key: Option<&StreamKey>,
     ) -> Result<Self, TransportError> {
-        let stream = TcpStream::connect(addr).map_err(TransportError::io("tcp connect"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(TransportError::io("tcp nodelay"))?;
-        set_keepalive(&stream);
-        StreamClient::over_with_key(stream, key)
+        let addrs: Vec<std::net::SocketAddr> = addr
+            .to_socket_addrs()
+            .map_err(TransportError::io("tcp address"))?
+            .collect();
+        let attempt = || {
+            let stream =
+                TcpStream::connect(&addrs[..]).map_err(TransportError::io("tcp connect"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(TransportError::io("tcp nodelay"))?;
+            set_keepalive(&stream);
+            StreamClient::over_with_key(stream, key)
+        };
+        match attempt() {
+            // The host no longer knows this process (its worker ended): the credential was
+            // dropped, so the next attempt comes as a new client.
+            Err(TransportError::Refused(Refusal::UnknownIdentity)) => attempt(),
+            other => other,
+        }
     }
 }
 
@@ -315,8 +423,16 @@ impl UnixClient {
     /// # Errors
     /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, TransportError> {
-        let stream = UnixStream::connect(path).map_err(TransportError::io("unix connect"))?;
-        StreamClient::over(stream)
+        let path = path.as_ref();
+        let attempt = || {
+            let stream = UnixStream::connect(path).map_err(TransportError::io("unix connect"))?;
+            StreamClient::over(stream)
+        };
+        match attempt() {
+            // As for TCP: the credential was dropped, come back as a new client.
+            Err(TransportError::Refused(Refusal::UnknownIdentity)) => attempt(),
+            other => other,
+        }
     }
 }
 
@@ -339,31 +455,42 @@ pub struct StreamServer<S> {
     client: ClientIdentity,
 }
 
-impl<S: Read + AsRawFd> StreamServer<S> {
-    /// Performs the server handshake over an accepted stream, without a key: any client with the
-    /// right magic and version is accepted.
-    ///
-    /// # Errors
-    /// As for [`StreamServer::over_with_key`].
-    pub fn over(stream: S) -> Result<Self, TransportError> {
-        Self::over_with_key(stream, None)
-    }
+/// What a socket client said in its hello: its pid and tid (informational only: on another
+/// machine they name nothing here) and the credential it presents (`None`: a process's first
+/// connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Guest process id, as the guest says.
+    pub pid: u32,
+    /// Guest thread id, as the guest says.
+    pub tid: u32,
+    /// The credential presented.
+    pub presented: Option<Credential>,
+}
 
-    /// Performs the server handshake; with `key`, the client must answer a fresh challenge with
-    /// it (`stream_key.rs`) before the connection is accepted.
+/// A socket connection whose hello (and key answer) the server checked, waiting for the host's
+/// admission: [`StreamHello::admit`] or [`StreamHello::refuse`]. It may travel to another
+/// process first ([`StreamHello::into_parts`], [`StreamHello::resume`]).
+#[derive(Debug)]
+pub struct StreamHello<S> {
+    stream: S,
+    hello: Hello,
+}
+
+impl<S: Read + AsRawFd> StreamHello<S> {
+    /// Runs the server's half of the handshake up to the admission; with `key`, the client must
+    /// answer a fresh challenge with it (`stream_key.rs`).
     ///
     /// # Errors
     /// `BadHandshake` for a wrong magic/version or a wrong answer (the client is told it was
     /// refused); `PeerGone`/`Io`.
-    pub fn over_with_key(mut stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
-        let mut hello = [0u8; 32];
+    pub fn read(mut stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
+        let mut hello = [0u8; HELLO_LEN];
         stream
             .read_exact(&mut hello)
             .map_err(map_io("receive handshake"))?;
         let u32_at =
             |i: usize| u32::from_le_bytes([hello[i], hello[i + 1], hello[i + 2], hello[i + 3]]);
-        let mut token = [0u8; 8];
-        token.copy_from_slice(&hello[24..32]);
         let ok_magic = hello[0..8] == STREAM_MAGIC.to_le_bytes();
         let ok_version = u32_at(8) == STREAM_VERSION;
         let status = match (ok_magic && ok_version, key) {
@@ -396,12 +523,120 @@ impl<S: Read + AsRawFd> StreamServer<S> {
                 return Err(TransportError::BadHandshake("wrong key"));
             }
         }
-        let client = ClientIdentity {
-            client_token: u64::from_le_bytes(token),
-            pid: u32_at(12),
-            tid: u32_at(16),
+        let mut presented = [0u8; CREDENTIAL_LEN];
+        presented.copy_from_slice(&hello[24..40]);
+        let presented = Credential::from_bytes(presented);
+        Ok(StreamHello {
+            stream,
+            hello: Hello {
+                pid: u32_at(12),
+                tid: u32_at(16),
+                presented: (!presented.is_none()).then_some(presented),
+            },
+        })
+    }
+
+    /// Admits the connection as client `client_id`; a new client's first connection also gets
+    /// its `credential`.
+    ///
+    /// # Errors
+    /// `PeerGone`/`Io` when the admission cannot be sent.
+    pub fn admit(
+        self,
+        client_id: u64,
+        credential: Option<&Credential>,
+    ) -> Result<StreamServer<S>, TransportError> {
+        self.send_admission(ADMIT_GRANTED, client_id, credential)?;
+        Ok(StreamServer {
+            stream: self.stream,
+            client: ClientIdentity {
+                client_id,
+                pid: self.hello.pid,
+                tid: self.hello.tid,
+            },
+        })
+    }
+
+    /// Refuses the connection (then closes it).
+    ///
+    /// # Errors
+    /// `PeerGone`/`Io` when the refusal cannot be sent.
+    pub fn refuse(self, why: Refusal) -> Result<(), TransportError> {
+        let status = match why {
+            Refusal::UnknownIdentity => ADMIT_UNKNOWN_IDENTITY,
+            Refusal::Limit => ADMIT_LIMIT,
         };
-        Ok(StreamServer { stream, client })
+        self.send_admission(status, 0, None)
+    }
+
+    fn send_admission(
+        &self,
+        status: u32,
+        client_id: u64,
+        credential: Option<&Credential>,
+    ) -> Result<(), TransportError> {
+        let mut admission = [0u8; ADMISSION_LEN];
+        admission[0..4].copy_from_slice(&status.to_le_bytes());
+        admission[4..12].copy_from_slice(&client_id.to_le_bytes());
+        if let Some(c) = credential {
+            admission[12..28].copy_from_slice(&c.to_bytes());
+        }
+        send_all(&self.stream, &admission).map_err(map_io("send admission"))
+    }
+
+    /// Admits by `clients`: a new client, or one `clients` minted; refuses anything else.
+    ///
+    /// # Errors
+    /// `Refused` (after telling the client), or the errors of [`StreamHello::admit`].
+    pub fn admit_by(self, clients: &StreamClients) -> Result<StreamServer<S>, TransportError> {
+        match clients.admit(self.hello.presented.as_ref()) {
+            Ok((id, credential)) => self.admit(id, credential.as_ref()),
+            Err(TransportError::Refused(why)) => {
+                self.refuse(why)?;
+                Err(TransportError::Refused(why))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<S> StreamHello<S> {
+    /// What the client said.
+    pub fn hello(&self) -> Hello {
+        self.hello
+    }
+
+    /// The stream and the hello, e.g. to pass the socket to the process that decides the
+    /// admission, which continues with [`StreamHello::resume`].
+    pub fn into_parts(self) -> (S, Hello) {
+        (self.stream, self.hello)
+    }
+
+    /// A connection whose hello was read elsewhere: no bytes are exchanged.
+    pub fn resume(stream: S, hello: Hello) -> Self {
+        StreamHello { stream, hello }
+    }
+}
+
+impl<S: Read + AsRawFd> StreamServer<S> {
+    /// Performs the server handshake over an accepted stream, without a key: any client with the
+    /// right magic and version is accepted.
+    ///
+    /// # Errors
+    /// As for [`StreamServer::over_with_key`].
+    pub fn over(stream: S) -> Result<Self, TransportError> {
+        Self::over_with_key(stream, None)
+    }
+
+    /// Performs the whole server handshake for a server of this one connection: with `key`, the
+    /// client must answer a fresh challenge with it; it is admitted as a new client, and a
+    /// presented credential (minted by no one this server knows) is refused.
+    ///
+    /// # Errors
+    /// `BadHandshake` for a wrong magic/version or a wrong answer (the client is told it was
+    /// refused); `Refused`; `PeerGone`/`Io`.
+    pub fn over_with_key(stream: S, key: Option<&StreamKey>) -> Result<Self, TransportError> {
+        StreamHello::read(stream, key)?.admit_by(&StreamClients::default())
     }
 }
 
@@ -432,10 +667,11 @@ impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
     }
 }
 
-/// TCP listener handing out [`StreamServer`]s.
+/// TCP listener handing out [`StreamServer`]s; the identities it admits are its own.
 #[derive(Debug)]
 pub struct TcpServer {
     listener: TcpListener,
+    clients: StreamClients,
 }
 
 impl TcpServer {
@@ -446,6 +682,7 @@ impl TcpServer {
     pub fn bind(addr: impl ToSocketAddrs) -> Result<Self, TransportError> {
         Ok(TcpServer {
             listener: TcpListener::bind(addr).map_err(TransportError::io("tcp bind"))?,
+            clients: StreamClients::default(),
         })
     }
 
@@ -465,7 +702,7 @@ impl TcpServer {
     /// `Io` from accept; handshake errors as for [`StreamServer::over`].
     pub fn accept(&self) -> Result<StreamServer<TcpStream>, TransportError> {
         let (stream, _) = self.accept_connection()?;
-        StreamServer::over(stream)
+        StreamHello::read(stream, None)?.admit_by(&self.clients)
     }
 
     /// Waits for the next connection and configures it as [`TcpServer::accept`] does
@@ -488,10 +725,11 @@ impl TcpServer {
     }
 }
 
-/// Unix-socket listener handing out [`StreamServer`]s.
+/// Unix-socket listener handing out [`StreamServer`]s; the identities it admits are its own.
 #[derive(Debug)]
 pub struct UnixServer {
     listener: UnixListener,
+    clients: StreamClients,
 }
 
 impl UnixServer {
@@ -502,6 +740,7 @@ impl UnixServer {
     pub fn bind(path: impl AsRef<Path>) -> Result<Self, TransportError> {
         Ok(UnixServer {
             listener: UnixListener::bind(path).map_err(TransportError::io("unix bind"))?,
+            clients: StreamClients::default(),
         })
     }
 
@@ -514,7 +753,7 @@ impl UnixServer {
             .listener
             .accept()
             .map_err(TransportError::io("unix accept"))?;
-        StreamServer::over(stream)
+        StreamHello::read(stream, None)?.admit_by(&self.clients)
     }
 }
 
@@ -531,14 +770,63 @@ mod tests {
     }
 
     #[test]
-    fn connections_of_one_process_share_its_token() {
-        let (c1, s1) = handshake();
-        let (c2, s2) = std::thread::spawn(handshake).join().expect("thread");
-        assert_ne!(c1.identity().client_token, 0);
-        assert_eq!(c1.identity().client_token, c2.identity().client_token);
-        assert_eq!(s1.client(), c1.identity());
-        assert_eq!(s2.client(), c2.identity());
-        assert_ne!(s1.client().tid, s2.client().tid);
+    fn connections_of_one_process_share_the_identity_the_host_minted() {
+        let path = std::env::temp_dir().join(format!("vgpu-stream-id-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let server = UnixServer::bind(&path).expect("bind");
+        let accepting = std::thread::spawn(move || {
+            let a = server.accept().expect("first");
+            let b = server.accept().expect("second");
+            (a.client(), b.client(), server)
+        });
+        let c1 = UnixClient::connect(&path).expect("connect");
+        let other = path.clone();
+        let c2 = std::thread::spawn(move || UnixClient::connect(&other).expect("connect"))
+            .join()
+            .expect("thread");
+        let (s1, s2, server) = accepting.join().expect("server thread");
+        assert_ne!(c1.identity().client_id, 0);
+        assert_eq!(c1.identity().client_id, c2.identity().client_id);
+        assert_eq!((s1, s2), (c1.identity(), c2.identity()));
+        assert_ne!(s1.tid, s2.tid);
+        // A server that did not mint the credential refuses it: the client comes back as new.
+        drop(server);
+        std::fs::remove_file(&path).expect("unlink");
+        let elsewhere = UnixServer::bind(&path).expect("bind again");
+        let accepting = std::thread::spawn(move || {
+            let refused = elsewhere.accept();
+            let admitted = elsewhere.accept().expect("as a new client");
+            (refused, admitted.client())
+        });
+        let c3 = UnixClient::connect(&path).expect("connect after the refusal");
+        let (refused, s3) = accepting.join().expect("server thread");
+        assert!(matches!(
+            refused,
+            Err(TransportError::Refused(Refusal::UnknownIdentity))
+        ));
+        assert_eq!(s3, c3.identity());
+        assert_ne!(c3.identity().client_id, c1.identity().client_id);
+        std::fs::remove_file(&path).expect("unlink");
+    }
+
+    #[test]
+    fn a_made_up_credential_is_refused() {
+        let (mut a, b) = UnixStream::pair().expect("socketpair");
+        let server = std::thread::spawn(move || StreamServer::over(b));
+        let mut hello = [0u8; HELLO_LEN];
+        hello[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
+        hello[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
+        hello[24..40].copy_from_slice(&[0x5a; CREDENTIAL_LEN]);
+        send_all(&a, &hello).expect("hello");
+        let mut reply = [0u8; 16 + ADMISSION_LEN];
+        a.read_exact(&mut reply).expect("ack and admission");
+        assert_eq!(reply[12..16], ACK_ACCEPTED.to_le_bytes());
+        assert_eq!(reply[16..20], ADMIT_UNKNOWN_IDENTITY.to_le_bytes());
+        assert_eq!(reply[20..], [0u8; 24], "no id, no credential");
+        assert!(matches!(
+            server.join().expect("server thread"),
+            Err(TransportError::Refused(Refusal::UnknownIdentity))
+        ));
     }
 
     #[test]

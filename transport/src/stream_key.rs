@@ -124,7 +124,7 @@ impl StreamKey {
 }
 
 /// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {
@@ -148,7 +148,15 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 /// # Errors
 /// `Io` when `getrandom` fails.
 pub(crate) fn challenge() -> Result<[u8; CHALLENGE_LEN], TransportError> {
-    let mut bytes = [0u8; CHALLENGE_LEN];
+    random_bytes()
+}
+
+/// `N` bytes from the kernel's random source (`getrandom`, blocking until it is seeded).
+///
+/// # Errors
+/// `Io` when `getrandom` fails.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], TransportError> {
+    let mut bytes = [0u8; N];
     let mut filled = 0;
     while filled < bytes.len() {
         // SAFETY: the buffer is valid for the requested length past `filled`.

@@ -48,7 +48,7 @@ impl Region {
         }
     }
 
-    /// Request frames published and not yet taken by the host, summed per client token, over
+    /// Request frames published and not yet taken by the host, summed per client id (as granted), over
     /// the claimed channels. A ring whose counters look impossible (a lagging `head`, a hostile
     /// guest) counts 0.
     pub fn queued_requests(&self) -> HashMap<u64, u64> {
@@ -62,7 +62,9 @@ impl Region {
             if state != STATE_CLAIMED {
                 continue;
             }
-            let token = c.meta.0.client_token.load(Ordering::Relaxed);
+            // SYNC POINT: none needed: a statistic; the id the host granted the claim (a guest may
+            // overwrite it, which only mislabels its own tenant's figures).
+            let token = c.identity.0.client_id.load(Ordering::Relaxed);
             // SYNC POINT: none needed: statistics of the request ring's counters (their
             // partners are the ring's own Release/Acquire pairs, see `ring.rs`).
             let head = c.request.head.0.load(Ordering::Relaxed);
@@ -105,14 +107,18 @@ mod tests {
             .accept(Duration::from_secs(1))
             .expect("accept")
             .expect("a claim");
+        let claim = host.admit(claim).expect("admit");
+        host.grant(&claim.claim, claim.credential.as_ref())
+            .expect("grant");
+        let claim = claim.claim;
         assert!(host.queued_requests().values().all(|&n| n == 0));
         channel.post(b"one").expect("post");
         channel.post(b"two").expect("post");
-        assert_eq!(host.queued_requests().get(&claim.client_token), Some(&2));
+        assert_eq!(host.queued_requests().get(&claim.client_id), Some(&2));
         let mut served = host.serve(&claim).expect("serve");
         let mut request = Vec::new();
         served.recv(&mut request).expect("recv");
-        assert_eq!(host.queued_requests().get(&claim.client_token), Some(&1));
+        assert_eq!(host.queued_requests().get(&claim.client_id), Some(&1));
         host.bulk_free(block).expect("free");
         drop(channel);
         drop(served);

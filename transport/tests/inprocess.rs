@@ -32,7 +32,7 @@ fn echo_server(
         .accept(Duration::from_secs(5))
         .unwrap()
         .expect("claim");
-    let mut ch = region.serve(&claim).unwrap();
+    let mut ch = region.admit_and_serve(claim).unwrap();
     std::thread::spawn(move || {
         let mut req = Vec::new();
         let mut n = 0;
@@ -218,6 +218,9 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
         assert_eq!(resp, req, "size {size}");
     }
     assert!(region.claim_of(index).is_some());
+    let client_id = ch.client_id();
+    assert_ne!(client_id, 0, "the host granted the claim to a client");
+    assert_eq!(region.client_id(), client_id);
     drop(ch);
     assert_eq!(
         server.join().unwrap().unwrap(),
@@ -228,11 +231,7 @@ fn dropping_the_guest_channel_closes_and_frees_it() {
         region.claim_of(index).is_none(),
         "host freed the closed channel"
     );
-    assert_eq!(
-        region.bulk_blocks_owned_by(region.client_token()),
-        0,
-        "no chunk leaked"
-    );
+    assert_eq!(region.bulk_blocks_owned_by(client_id), 0, "no chunk leaked");
     // All channels can be claimed again, then the region is full.
     let all: Vec<_> = (0..region.channel_count())
         .map(|_| region.connect().unwrap())
@@ -252,12 +251,15 @@ fn channel_closed_before_accept_is_freed_by_accept() {
         &small(DoorbellMode::Futex, Duration::from_secs(5)),
     )
     .unwrap();
+    // Each channel from a handle of its own, as from separate processes: a process's later
+    // claims would first wait for the verdict on its first, which no host gives here.
+    let connect = || Region::open(tmp.path()).unwrap().connect();
     let short: Vec<_> = (0..region.channel_count())
-        .map(|_| region.connect().unwrap())
+        .map(|_| connect().unwrap())
         .collect();
     drop(short);
     assert!(
-        matches!(region.connect(), Err(TransportError::NoFreeChannel)),
+        matches!(connect(), Err(TransportError::NoFreeChannel)),
         "closed, not yet freed"
     );
     assert!(
@@ -265,7 +267,7 @@ fn channel_closed_before_accept_is_freed_by_accept() {
         "closed claims are not handed out"
     );
     let again: Vec<_> = (0..region.channel_count())
-        .map(|_| region.connect().unwrap())
+        .map(|_| connect().unwrap())
         .collect();
     assert_eq!(again.len(), 4);
 }
@@ -353,10 +355,11 @@ fn forked_child_cannot_use_or_release_parent_channel() {
         );
         drop(ch);
         let still_claimed = region.claim_of(index).is_some();
-        let token_differs = region.client_token() != 0;
+        // The child is a new process: it has no identity until a claim of its own is granted.
+        let no_identity = region.client_id() == 0;
         // SAFETY: _exit is always safe.
         unsafe {
-            libc::_exit(if refused && still_claimed && token_differs {
+            libc::_exit(if refused && still_claimed && no_identity {
                 0
             } else {
                 1
@@ -386,7 +389,7 @@ fn bulk_blocks_are_shared_owned_and_bounded() {
     )
     .unwrap();
     let guest = Region::open(tmp.path()).unwrap();
-    let owner = guest.client_token();
+    let owner = 0x5eed;
     let block = guest.bulk_alloc(100_000, owner).unwrap();
     assert_eq!(block.len, 128 << 10, "rounded to whole 64 KiB blocks");
     guest.bulk_write(&block, 10, b"zero-copy later").unwrap();
@@ -461,7 +464,7 @@ fn tcp_and_unix_sockets_carry_the_same_messages_and_identity() {
         echo_stream(s)
     });
     let mut client = TcpClient::connect(addr).unwrap();
-    assert_ne!(client.identity().client_token, 0);
+    assert_ne!(client.identity().client_id, 0);
     exercise(&mut client);
     drop(client);
     assert_eq!(server.join().unwrap(), 4);
@@ -494,4 +497,66 @@ fn socket_server_gone_is_peer_gone() {
         Err(TransportError::PeerGone(GoneReason::Disconnected))
     ));
     server.join().unwrap();
+}
+
+#[test]
+fn the_host_decides_who_a_claim_belongs_to() {
+    let tmp = TempRegion::new("identity");
+    let host = Region::create(
+        tmp.path(),
+        &small(DoorbellMode::Futex, Duration::from_secs(5)),
+    )
+    .unwrap();
+    let guest = Region::open(tmp.path()).unwrap();
+    let mut resp = Vec::new();
+    // A process's first claim makes a new client; its later claims are the same client.
+    let mut first = guest.connect().unwrap();
+    let server = echo_server(&host, Duration::ZERO);
+    first.call(b"one", &mut resp).unwrap();
+    let id = first.client_id();
+    assert_ne!(id, 0);
+    let mut second = guest.connect().unwrap();
+    let server2 = echo_server(&host, Duration::ZERO);
+    second.call(b"two", &mut resp).unwrap();
+    assert_eq!(second.client_id(), id);
+    // Another process is another client.
+    let mut other = Region::open(tmp.path()).unwrap().connect().unwrap();
+    let server3 = echo_server(&host, Duration::ZERO);
+    other.call(b"three", &mut resp).unwrap();
+    assert_ne!(other.client_id(), id);
+    // A host handle that never minted `id` refuses a claim presenting it; the guest then
+    // comes back as a new client on its own.
+    let forgetful = Region::open(tmp.path()).unwrap();
+    let mut third = guest.connect().unwrap();
+    let refused = forgetful
+        .accept(Duration::from_secs(5))
+        .unwrap()
+        .expect("claim");
+    assert_eq!(refused.presented_id, id);
+    assert!(matches!(
+        forgetful.admit(refused),
+        Err(TransportError::Refused(transport::Refusal::UnknownIdentity))
+    ));
+    forgetful
+        .refuse(&refused, transport::Refusal::UnknownIdentity)
+        .unwrap();
+    let again = std::thread::spawn(move || {
+        let claim = forgetful
+            .accept(Duration::from_secs(5))
+            .unwrap()
+            .expect("claim");
+        assert_eq!(claim.presented_id, 0, "made again as a new client's");
+        let mut ch = forgetful.admit_and_serve(claim).unwrap();
+        let mut req = Vec::new();
+        ch.recv(&mut req).unwrap();
+        ch.reply(&req).unwrap();
+    });
+    third.call(b"four", &mut resp).unwrap();
+    assert_eq!(resp, b"four");
+    assert_ne!(third.client_id(), id);
+    again.join().unwrap();
+    drop((first, second, other, third));
+    for s in [server, server2, server3] {
+        assert_eq!(s.join().unwrap().unwrap(), 1);
+    }
 }

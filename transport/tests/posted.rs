@@ -91,7 +91,7 @@ fn posts_arrive_in_order_before_the_next_call_over_shared_memory() {
         let guest = Region::open(tmp.path()).unwrap();
         let mut channel = guest.connect().unwrap();
         let claim = host.accept(Duration::from_secs(5)).unwrap().expect("claim");
-        let served = host.serve(&claim).unwrap();
+        let served = host.admit_and_serve(claim).unwrap();
         let server = std::thread::spawn(move || serve(served));
         // 50 posts through a 4-slot ring: the producer waits for space many times.
         posts_then_call(&mut channel, 50);

@@ -100,7 +100,9 @@ fn worker_role(args: &[String]) -> i32 {
         let claim = ChannelClaim {
             index: f[0] as u32,
             epoch: f[1] as u32,
-            client_token: f[2],
+            client_id: f[2],
+            presented_id: 0,
+            proof: [0; 16],
             pid: f[3] as u32,
             tid: f[4] as u32,
             start_time: f[5],
@@ -182,17 +184,19 @@ fn many_processes(mode: DoorbellMode, n: usize, m: u32, k: u32) {
     while done.iter().any(|d| !d) {
         assert!(Instant::now() < deadline, "guests did not finish in time");
         if let Some(claim) = region.accept(Duration::from_millis(20)).unwrap() {
+            // As vgpu-host: the host decides who the claim belongs to, grants it, and routes by
+            // the id it assigned.
+            let admitted = region.admit(claim).expect("admit");
+            region
+                .grant(&admitted.claim, admitted.credential.as_ref())
+                .expect("grant");
+            let claim = admitted.claim;
             let worker = workers
-                .entry(claim.client_token)
+                .entry(claim.client_id)
                 .or_insert_with(|| spawn_role(ENTRY, "worker", std::slice::from_ref(&path)));
             let line = format!(
                 "{} {} {} {} {} {}\n",
-                claim.index,
-                claim.epoch,
-                claim.client_token,
-                claim.pid,
-                claim.tid,
-                claim.start_time
+                claim.index, claim.epoch, claim.client_id, claim.pid, claim.tid, claim.start_time
             );
             worker
                 .stdin
@@ -257,7 +261,7 @@ fn sleepy_server_role(args: &[String]) -> i32 {
         .accept(Duration::from_secs(20))
         .unwrap()
         .expect("a claim");
-    let mut ch = region.serve(&claim).unwrap();
+    let mut ch = region.admit_and_serve(claim).unwrap();
     let mut req = Vec::new();
     ch.recv(&mut req).unwrap();
     report("GOT");
@@ -269,11 +273,11 @@ fn sleepy_server_role(args: &[String]) -> i32 {
 fn hang_guest_role(args: &[String]) -> i32 {
     let region = Region::open(&args[0]).expect("open");
     let mut ch = region.connect().unwrap();
-    let block = region.bulk_alloc(100_000, ch.client_token()).unwrap();
-    region.bulk_write(&block, 0, b"pinned").unwrap();
     let mut resp = Vec::new();
     ch.call(b"hello", &mut resp).unwrap();
-    report(&format!("CALLED {}", ch.client_token()));
+    let block = region.bulk_alloc(100_000, ch.client_id()).unwrap();
+    region.bulk_write(&block, 0, b"pinned").unwrap();
+    report(&format!("CALLED {}", ch.client_id()));
     std::thread::sleep(Duration::from_secs(60));
     0
 }
@@ -348,7 +352,8 @@ fn guest_killed(mode: DoorbellMode, timeout: Duration, expect: GoneReason) {
         .unwrap()
         .expect("a claim");
     assert_eq!(claim.pid, guest.id());
-    let mut ch = region.serve(&claim).unwrap();
+    let mut ch = region.admit_and_serve(claim).unwrap();
+    let claim = *ch.claim();
     let mut req = Vec::new();
     ch.recv(&mut req).unwrap();
     assert_eq!(req, b"hello");
@@ -356,7 +361,7 @@ fn guest_killed(mode: DoorbellMode, timeout: Duration, expect: GoneReason) {
     let mut out = BufReader::new(guest.stdout.take().unwrap());
     let line = next_report(&mut out).unwrap();
     let token: u64 = line.strip_prefix("CALLED ").unwrap().parse().unwrap();
-    assert_eq!(token, claim.client_token);
+    assert_eq!(token, claim.client_id);
     assert!(
         region.bulk_blocks_owned_by(token) >= 2,
         "guest's long-lived block is recorded"

@@ -12,7 +12,7 @@ use std::path::Path;
 /// `"VGPUSHM1"` little-endian, as `transport::layout::MAGIC`.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"VGPUSHM1");
 /// Layout version this tool knows (`transport::layout::LAYOUT_VERSION`).
-pub const REGION_LAYOUT_VERSION: u32 = 2;
+pub const REGION_LAYOUT_VERSION: u32 = 3;
 /// `Header::initialised` value meaning "ready".
 pub const INIT_READY: u32 = 2;
 

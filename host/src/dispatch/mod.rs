@@ -111,9 +111,9 @@ impl ClientContext {
 
     /// Gives the client's region and token, once the worker knows its client: zero-copy pinned
     /// memory is allocated from that region's bulk area, owned by that token.
-    pub fn attach_region(&self, region: transport::Region, client_token: u64) {
+    pub fn attach_region(&self, region: transport::Region, client_id: u64) {
         let _ = self.inline_payload.set(region.inline_payload());
-        self.zero_copy.attach(region, client_token);
+        self.zero_copy.attach(region, client_id);
     }
 
     /// Tells who the client is among its tenant's processes, once the worker knows it: its

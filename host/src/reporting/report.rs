@@ -50,13 +50,13 @@ impl Reporter {
                 let bulk_blocks = usage
                     .as_ref()
                     .filter(|_| on_region)
-                    .and_then(|u| u.by_owner.get(&m.client.token).map(|n| n * u.block_size));
+                    .and_then(|u| u.by_owner.get(&m.client.id).map(|n| n * u.block_size));
                 client_report(
                     m,
                     on_region.then(|| region_path.clone()).flatten(),
                     bulk_blocks.unwrap_or(0),
                     if on_region {
-                        queued.get(&m.client.token).copied().unwrap_or(0)
+                        queued.get(&m.client.id).copied().unwrap_or(0)
                     } else {
                         0
                     },

@@ -36,6 +36,12 @@ pub struct RawGuest {
 impl RawGuest {
     pub fn connect(region: &Path) -> RawGuest {
         let region = transport::Region::open(region).expect("open region");
+        Self::on(&region)
+    }
+
+    /// A raw guest on a region this process opened already: every channel of one handle
+    /// belongs to one client, as the threads of one process do.
+    pub fn on(region: &transport::Region) -> RawGuest {
         let mut guest = RawGuest {
             channel: region.connect().expect("connect"),
             response: Vec::new(),
@@ -43,6 +49,12 @@ impl RawGuest {
         let frame = hello_frame();
         assert_eq!(guest.call_raw(&frame).0, 0, "handshake");
         guest
+    }
+
+    /// The transport channel.
+    #[allow(dead_code, reason = "not every test binary looks at it")]
+    pub fn channel(&self) -> &transport::GuestChannel {
+        &self.channel
     }
 
     pub fn call_raw(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {

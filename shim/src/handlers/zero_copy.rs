@@ -249,7 +249,7 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
     let bulk = BulkBlock {
         offset,
         len: block_len,
-        owner: region.client_token(),
+        owner: region.client_id(),
     };
     let ptr = match region.bulk_ptr(&bulk) {
         Ok(p) if block_len >= len as u64 && alias != 0 => p,
@@ -290,7 +290,7 @@ fn guest_bulk_base() -> u64 {
             let first = BulkBlock {
                 offset: 0,
                 len: 1,
-                owner: region.client_token(),
+                owner: region.client_id(),
             };
             region.bulk_ptr(&first).ok()
         })

@@ -148,7 +148,7 @@ fn bench_shm(
         let Ok(Some(claim)) = region.accept(Duration::from_secs(10)) else {
             exit_child()
         };
-        let Ok(mut channel) = region.serve(&claim) else {
+        let Ok(mut channel) = region.admit_and_serve(claim) else {
             exit_child()
         };
         serve_loop(&mut channel);

@@ -1,7 +1,15 @@
-//! Channel claims: a guest thread claims a channel (`connect`), the host accepts the claim and
-//! a worker serves it.
+//! Channel claims: a guest thread claims a channel (`connect`), the host accepts the claim,
+//! grants it to a client (or refuses it) and a worker serves it.
+//!
+//! Identity (issue 11): a process's first claim presents no client id; the host mints one and a
+//! credential, and writes both into the channel's identity line, where the guest reads them
+//! and wipes the credential. Later claims of the process present the id and a proof made with
+//! the credential for that very claim (`identity::claim_proof`: generation, index, epoch, id),
+//! which the host checks before routing ([`Region::proof_matches`]). A guest-chosen or copied
+//! word routes nowhere.
 
 use super::*;
+use crate::identity::{claim_proof, constant_time_eq, Credential, Refusal, PROOF_LEN};
 
 /// Who a claimed channel belongs to, as the host learns it from [`Region::accept`]. Plain data: the host
 /// main process may hand it to a worker process, which then calls [`Region::serve`].
@@ -11,8 +19,14 @@ pub struct ChannelClaim {
     pub index: u32,
     /// Claim epoch (bumped on every claim of this index; stale claims are refused).
     pub epoch: u32,
-    /// Unique per guest process (per region); group channels by it to find one client's threads.
-    pub client_token: u64,
+    /// The client the host granted the claim to: 0 as [`Region::accept`] returns it, set by the
+    /// host (never read from the region) before the claim is served.
+    pub client_id: u64,
+    /// The client id the guest presented (0: a process's first claim). Guest-written: route by
+    /// it only once [`Region::proof_matches`] holds for that client's credential.
+    pub presented_id: u64,
+    /// The guest's proof for `presented_id` (guest-written).
+    pub proof: [u8; PROOF_LEN],
     /// Guest process id (in the guest's kernel).
     pub pid: u32,
     /// Guest thread id (in the guest's kernel).
@@ -23,18 +37,163 @@ pub struct ChannelClaim {
 
 impl Region {
     /// Guest: claims a free channel (or one left by a dead process) for the calling thread. The channel
-    /// is released when the returned value drops. Starts the heartbeat thread on first use.
+    /// is released when the returned value drops. Starts the heartbeat thread on first use. Does not
+    /// wait for the host: the channel's first call waits for its verdict ([`GuestChannel::call`]).
+    ///
+    /// A process's first claim presents no identity and makes it a new client: the host's grant
+    /// gives it its id and credential. Later claims present the id and prove it; while the first
+    /// claim is undecided, a later claim waits for that verdict first (so one process becomes one
+    /// client). A forked child is a new process.
     ///
     /// # Errors
     /// `NoFreeChannel` when all channels belong to live processes; `PeerGone(HostRestarted)` when the host
     /// re-initialised the region since it was opened.
     pub fn connect(&self) -> Result<GuestChannel, TransportError> {
+        let me = sys::pid();
+        let mut identity = self
+            .inner
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if identity.pid != me {
+            *identity = GuestIdentity::none(me);
+        }
+        if let Some((index, epoch)) = identity.pending_first {
+            // Undecided first claim of another thread: its verdict brings the identity to
+            // present. Refused or lost, it leaves none: this claim is then a first claim.
+            let _ = self.settle_locked(&mut identity, index, epoch);
+            identity.pending_first = None;
+        }
+        let (index, epoch) = self.claim_channel(&identity)?;
+        if identity.client_id == 0 {
+            identity.pending_first = Some((index, epoch));
+        }
+        Ok(GuestChannel::new(
+            self.clone(),
+            index,
+            epoch,
+            identity.client_id,
+        ))
+    }
+
+    /// Guest: waits for the host's verdict on our claim (`index`, `epoch`) and returns the client
+    /// id it was granted to. A first claim's grant makes this process that client (its
+    /// credential is read and wiped from the region).
+    ///
+    /// # Errors
+    /// `Refused` (a refused member claim also forgets the identity, so the next claim comes as
+    /// a new client); `PeerGone` when no verdict comes while the host lives (the claim is then
+    /// abandoned); `Corrupt` for a verdict no host writes.
+    pub(crate) fn settle(&self, index: u32, epoch: u32) -> Result<u64, TransportError> {
+        let mut identity = self
+            .inner
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.settle_locked(&mut identity, index, epoch)
+    }
+
+    fn settle_locked(
+        &self,
+        identity: &mut GuestIdentity,
+        index: u32,
+        epoch: u32,
+    ) -> Result<u64, TransportError> {
+        let first = identity.pending_first == Some((index, epoch));
+        let decided = self.await_verdict(index, epoch);
+        if first {
+            identity.pending_first = None;
+        }
+        let v = decided?;
+        let refused = |why| Err(TransportError::Refused(why));
+        if v == verdict(epoch, VERDICT_LIMIT) {
+            return refused(Refusal::Limit);
+        }
+        if v == verdict(epoch, VERDICT_UNKNOWN_IDENTITY) {
+            if !first {
+                *identity = GuestIdentity::none(identity.pid);
+            }
+            return refused(Refusal::UnknownIdentity);
+        }
+        if v != verdict(epoch, VERDICT_GRANTED) {
+            return Err(TransportError::Corrupt("claim verdict"));
+        }
+        let line = &self.channel(index).identity.0;
+        let r = Ordering::Relaxed;
+        // SYNC POINT: ordered by the Acquire load of the verdict in `await_verdict` (these words are
+        // written before the host's Release CAS of it).
+        let client_id = line.client_id.load(r);
+        if first {
+            let credential =
+                Credential::from_words([line.credential[0].load(r), line.credential[1].load(r)]);
+            for w in &line.credential {
+                // SYNC POINT: none needed: wipes the secret from the region; nobody waits on it.
+                w.store(0, r);
+            }
+            if client_id == 0 || credential.is_none() {
+                return Err(TransportError::Corrupt("grant without an identity"));
+            }
+            identity.client_id = client_id;
+            identity.credential = credential;
+        } else if client_id == 0 || client_id != identity.client_id {
+            return Err(TransportError::Corrupt("grant to another client"));
+        }
+        Ok(client_id)
+    }
+
+    /// Waits for the verdict on claim (`index`, `epoch`) while the host lives; when none comes,
+    /// marks the claim abandoned (a grant that wins that race is taken instead).
+    fn await_verdict(&self, index: u32, epoch: u32) -> Result<u32, TransportError> {
+        let line = &self.channel(index).identity.0;
+        let pending = verdict(epoch, VERDICT_PENDING);
+        let mut watch = BeatWatch::new();
+        let poll = || {
+            // SYNC POINT: Acquire pairs with the Release CAS of the verdict in `Region::decide`: the
+            // client id and credential written before it are visible.
+            let v = line.verdict.load(Ordering::Acquire);
+            if v == pending {
+                return Ok(None);
+            }
+            if v & !0xff != pending {
+                // Not a verdict on this claim: the region was re-initialised or the channel
+                // taken; the liveness check says which.
+                self.check_server(index, epoch, &mut BeatWatch::new())?;
+                return Err(TransportError::NotClaimed(index));
+            }
+            Ok(Some(v))
+        };
+        let waited = doorbell::wait(
+            self.inner.mode,
+            &poll,
+            |t| {
+                sys::futex_wait(&line.verdict, pending, t);
+                poll()
+            },
+            || self.check_server(index, epoch, &mut watch),
+        );
+        match waited {
+            Ok(v) => Ok(v),
+            // SYNC POINT: Acquire: a grant that won the race is read as above; Relaxed on success
+            // (nothing is read after abandoning).
+            Err(e) => match line.verdict.compare_exchange(
+                pending,
+                verdict(epoch, VERDICT_ABANDONED),
+                Ordering::Relaxed,
+                Ordering::Acquire,
+            ) {
+                Err(v) if v & !0xff == pending => Ok(v),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Claims a free (or stale) channel presenting `identity`; returns (index, epoch).
+    fn claim_channel(&self, identity: &GuestIdentity) -> Result<(u32, u32), TransportError> {
         let h = self.header();
         if h.generation.load(Ordering::Acquire) != self.inner.generation {
             return Err(TransportError::PeerGone(GoneReason::HostRestarted));
         }
-        let me = sys::pid();
-        let token = self.client_token();
+        let me = identity.pid;
         let count = self.inner.layout.channel_count;
         let first = sys::tid() % count;
         for k in 0..count {
@@ -79,7 +238,27 @@ impl Region {
             m.owner_tid.store(sys::tid(), r);
             m.owner_start.store(sys::start_time(me), r);
             m.owner_pid_ns.store(self.inner.own_pid_ns, r);
-            m.client_token.store(token, r);
+            // SYNC POINT: published by the Release store of CLAIMED below, like the fields around it.
+            m.presented_id.store(identity.client_id, r);
+            let line = &self.channel(index).identity.0;
+            line.clear();
+            // SYNC POINT: published by the Release store of CLAIMED below; the host's verdict
+            // replaces it with a Release CAS (`decide`).
+            line.verdict.store(verdict(epoch, VERDICT_PENDING), r);
+            if identity.client_id != 0 {
+                let proof = claim_proof(
+                    &identity.credential,
+                    self.inner.generation,
+                    index,
+                    epoch,
+                    identity.client_id,
+                );
+                let words = Credential::from_bytes(proof).words();
+                for (w, v) in line.proof.iter().zip(words) {
+                    // SYNC POINT: published by the Release store of CLAIMED below.
+                    w.store(v, r);
+                }
+            }
             m.guest_beat.store(0, r);
             m.server_pid.store(0, r);
             m.server_start.store(0, r);
@@ -92,7 +271,7 @@ impl Region {
                 .store(status(epoch, STATE_CLAIMED), Ordering::Release);
             self.announce_claim(index);
             self.ensure_heartbeat();
-            return Ok(GuestChannel::new(self.clone(), index, epoch, token));
+            return Ok((index, epoch));
         }
         Err(TransportError::NoFreeChannel)
     }
@@ -205,14 +384,104 @@ impl Region {
             return None;
         }
         let r = Ordering::Relaxed;
+        let line = &self.channel(index).identity.0;
+        // SYNC POINT: ordered by the Acquire load of `status` above (written before CLAIMED).
+        let proof = Credential::from_words([line.proof[0].load(r), line.proof[1].load(r)]);
         Some(ChannelClaim {
             index,
             epoch,
-            client_token: m.client_token.load(r),
+            client_id: 0,
+            presented_id: m.presented_id.load(r),
+            proof: proof.to_bytes(),
             pid: m.owner_pid.load(r),
             tid: m.owner_tid.load(r),
             start_time: m.owner_start.load(r),
         })
+    }
+
+    /// Host: whether `claim`'s proof is the one `credential` makes for it (its index, epoch and
+    /// presented id, this region's generation). Compared in constant time.
+    pub fn proof_matches(&self, claim: &ChannelClaim, credential: &Credential) -> bool {
+        let want = claim_proof(
+            credential,
+            self.inner.generation,
+            claim.index,
+            claim.epoch,
+            claim.presented_id,
+        );
+        claim.presented_id != 0 && constant_time_eq(&want, &claim.proof)
+    }
+
+    /// Host: grants `claim` to its client (`claim.client_id`, which the host chose); a new
+    /// client's first claim also carries its `credential`, which only the claimer is meant to
+    /// read (it wipes it). Wakes the claimer.
+    ///
+    /// # Errors
+    /// `NotClaimed` when the claim is gone or its claimer stopped waiting.
+    pub fn grant(
+        &self,
+        claim: &ChannelClaim,
+        credential: Option<&Credential>,
+    ) -> Result<(), TransportError> {
+        self.decide(claim, VERDICT_GRANTED, |line| {
+            let r = Ordering::Relaxed;
+            // SYNC POINT: published by the Release CAS of the verdict in `decide`.
+            line.client_id.store(claim.client_id, r);
+            let words = credential.map_or([0, 0], Credential::words);
+            for (w, v) in line.credential.iter().zip(words) {
+                // SYNC POINT: as above.
+                w.store(v, r);
+            }
+        })
+    }
+
+    /// Host: refuses `claim` (the claimer frees the channel and reports `Refused(why)`).
+    ///
+    /// # Errors
+    /// `NotClaimed` when the claim is gone or its claimer stopped waiting.
+    pub fn refuse(&self, claim: &ChannelClaim, why: Refusal) -> Result<(), TransportError> {
+        let code = match why {
+            Refusal::UnknownIdentity => VERDICT_UNKNOWN_IDENTITY,
+            Refusal::Limit => VERDICT_LIMIT,
+        };
+        self.decide(claim, code, |_| {})
+    }
+
+    fn decide(
+        &self,
+        claim: &ChannelClaim,
+        code: u32,
+        write: impl FnOnce(&ChannelIdentity),
+    ) -> Result<(), TransportError> {
+        if claim.index >= self.inner.layout.channel_count {
+            return Err(TransportError::NotClaimed(claim.index));
+        }
+        let c = self.channel(claim.index);
+        let pending = verdict(claim.epoch, VERDICT_PENDING);
+        // SYNC POINT: pairs with the Release store of CLAIMED in `connect` (the claim's words are reset).
+        // SYNC POINT: the verdict load is a pre-check only; the Release CAS below decides.
+        if c.meta.0.status.load(Ordering::Acquire) != status(claim.epoch, STATE_CLAIMED)
+            || c.identity.0.verdict.load(Ordering::Relaxed) != pending
+        {
+            return Err(TransportError::NotClaimed(claim.index));
+        }
+        write(&c.identity.0);
+        // SYNC POINT: Release pairs with the Acquire load of the verdict in `await_verdict`; fails if the
+        // claimer gave up (its CAS to ABANDONED) or the channel was claimed again.
+        c.identity
+            .0
+            .verdict
+            .compare_exchange(
+                pending,
+                verdict(claim.epoch, code),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .map_err(|_| TransportError::NotClaimed(claim.index))?;
+        if self.inner.mode == DoorbellMode::Futex {
+            sys::futex_wake(&c.identity.0.verdict);
+        }
+        Ok(())
     }
 
     /// Host (main or worker process): starts serving a claimed channel. Records this process as the

@@ -1,8 +1,9 @@
 //! The shared region: creation (host), opening (guest or host worker), channel claims, heartbeats.
 //!
 //! Split by concern: [`config`] (the layout's parameters), [`file`] (the file or BAR behind it),
-//! [`claims`] (channel claims), [`heartbeat`], [`liveness`] (the checks waits make), [`bulk_access`].
+//! [`claims`] (channel claims), [`admission`] (the host's clients), [`heartbeat`], [`liveness`] (the checks waits make), [`bulk_access`].
 
+mod admission;
 mod bulk_access;
 mod claims;
 mod config;
@@ -10,6 +11,7 @@ pub(crate) mod file;
 mod heartbeat;
 mod liveness;
 
+pub use admission::Admitted;
 pub use claims::ChannelClaim;
 pub use config::*;
 use file::*;
@@ -51,8 +53,35 @@ pub(crate) struct Inner {
     pub(crate) guest_reg: Vec<AtomicU64>,
     /// Per channel: `pid << 32 | epoch` of a serve made through this handle (0 = none).
     pub(crate) server_reg: Vec<AtomicU64>,
-    /// `(pid, token)` of this process's client token.
-    token: Mutex<(u32, u64)>,
+    /// This process's identity in the region, as the host granted it (guests only).
+    pub(crate) identity: Mutex<GuestIdentity>,
+    /// The clients this handle minted, by id (hosts only, `admission.rs`).
+    pub(crate) clients: Mutex<std::collections::HashMap<u64, crate::identity::Credential>>,
+}
+
+/// What a guest process holds after its first granted claim: the id and credential the host
+/// minted for it. Kept per pid: a forked child starts with none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GuestIdentity {
+    pub(crate) pid: u32,
+    /// 0: none yet.
+    pub(crate) client_id: u64,
+    pub(crate) credential: crate::identity::Credential,
+    /// The undecided first claim (index, epoch) of this process, if any.
+    pub(crate) pending_first: Option<(u32, u32)>,
+}
+
+impl GuestIdentity {
+    pub(crate) fn none(pid: u32) -> Self {
+        GuestIdentity {
+            pid,
+            client_id: 0,
+            credential: crate::identity::Credential::from_bytes(
+                [0; crate::identity::CREDENTIAL_LEN],
+            ),
+            pending_first: None,
+        }
+    }
 }
 
 /// A mapped region, cheap to clone (all clones share the mapping). See the crate docs for the roles.
@@ -254,7 +283,8 @@ impl Region {
                 host_pid: AtomicU32::new(0),
                 guest_reg: (0..n).map(|_| AtomicU64::new(0)).collect(),
                 server_reg: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                token: Mutex::new((0, 0)),
+                identity: Mutex::new(GuestIdentity::none(0)),
+                clients: Mutex::new(std::collections::HashMap::new()),
             }),
         }
     }
@@ -295,10 +325,7 @@ impl Region {
         h.boot_id[0].store(boot as u64, r);
         h.boot_id[1].store((boot >> 64) as u64, r);
         h.host_pid_ns.store(sys::pid_ns(), r);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        h.next_client_token.store((seed << 16) | 1, r);
+        h._reserved2.store(0, r);
         h.claim_seq.store(0, r);
         h.accept_waiting.store(0, r);
         h.bulk_hint.store(0, r);
@@ -312,7 +339,7 @@ impl Region {
             let c = self.channel(i);
             let m = &c.meta.0;
             m.status.store(status(0, STATE_FREE), r);
-            m.client_token.store(0, r);
+            m.presented_id.store(0, r);
             m.owner_pid.store(0, r);
             m.owner_tid.store(0, r);
             m.owner_start.store(0, r);
@@ -321,6 +348,7 @@ impl Region {
             m.owner_pid_ns.store(0, r);
             m.server_start.store(0, r);
             m.server_beat.store(0, r);
+            c.identity.0.clear();
             c.request.reset();
             c.response.reset();
         }
@@ -429,18 +457,19 @@ impl Region {
         self.inner.generation
     }
 
-    /// This process's client token (unique per guest process per region; a forked child gets its own).
-    pub fn client_token(&self) -> u64 {
-        let me = sys::pid();
-        let mut t = self.inner.token.lock().unwrap_or_else(|e| e.into_inner());
-        if t.0 != me || t.1 == 0 {
-            // SYNC POINT: RMW on the header counter; no data depends on it, uniqueness is all.
-            let token = self
-                .header()
-                .next_client_token
-                .fetch_add(1, Ordering::Relaxed);
-            *t = (me, token.max(1));
+    /// The client id the host granted this process in this region (0 before its first granted
+    /// claim, and in a forked child until it claims a channel of its own): the owner of its bulk
+    /// blocks.
+    pub fn client_id(&self) -> u64 {
+        let identity = self
+            .inner
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if identity.pid == sys::pid() {
+            identity.client_id
+        } else {
+            0
         }
-        t.1
     }
 }

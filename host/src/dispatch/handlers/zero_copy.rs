@@ -91,8 +91,8 @@ pub struct Registrations {
 impl Registrations {
     /// Gives the worker's mapping of the region and its client's token; until then (a spare
     /// without a client) allocations answer `CUDA_ERROR_NOT_SUPPORTED`.
-    pub fn attach(&self, region: Region, client_token: u64) {
-        let _ = self.region.set((region, client_token));
+    pub fn attach(&self, region: Region, client_id: u64) {
+        let _ = self.region.set((region, client_id));
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
