@@ -136,6 +136,10 @@ pub enum TransportError {
     /// The stream peer sent a handshake this build does not understand.
     #[error("bad handshake from stream peer: {0}")]
     BadHandshake(&'static str),
+    /// The TLS handshake failed: a certificate that does not verify or is missing, a peer that
+    /// does not speak TLS 1.3 with this build's suite, or not TLS at all.
+    #[error("tls: {0}")]
+    Tls(rustls::Error),
 }
 
 impl TransportError {
