@@ -1,6 +1,8 @@
-//! TCP listeners: accept connections, run the stream handshake on a short-lived thread under a
+//! TCP listeners: accept connections, run the TLS handshake and the stream handshake inside it
+//! (or, with `--tcp-cleartext`, the stream handshake alone) on a short-lived thread under a
 //! timeout (a silent peer cannot hold up the next accept), and hand each handshaken connection
-//! to the supervisor's loop, which routes it to its client's worker.
+//! to the supervisor's loop, which routes it to its client's worker, with the TLS session's
+//! keys (`transport::TlsStream`).
 //!
 //! Every connection gets one log line: where it came from and who it said it is, or why it was
 //! closed.
@@ -11,9 +13,10 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport::{ClientIdentity, StreamKey, StreamServer, TcpServer, TransportError};
+use transport::{ClientIdentity, SessionKeys, StreamIo, StreamServer, TcpServer, TransportError};
 
 use crate::supervisor::Intake;
+use crate::tcp_security::TcpSecurity;
 
 /// Exit status of the host when a `--listen` address cannot be bound.
 pub const EXIT_LISTEN: i32 = 6;
@@ -34,6 +37,10 @@ pub struct Accepted {
     pub client: ClientIdentity,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The TLS session the worker continues (`None` in clear text).
+    pub session: Option<SessionKeys>,
+    /// The first 8 bytes of the SHA-256 of the client's certificate, in hex (for logs).
+    pub certificate: Option<String>,
 }
 
 /// One bound TCP listener.
@@ -41,8 +48,8 @@ pub struct Accepted {
 pub struct Listener {
     server: TcpServer,
     addr: SocketAddr,
-    /// The key clients must answer the challenge with (`None`: `--tcp-insecure`).
-    key: Option<Arc<StreamKey>>,
+    /// What clients must show.
+    security: TcpSecurity,
 }
 
 impl Listener {
@@ -51,10 +58,14 @@ impl Listener {
     /// # Errors
     ///
     /// The bind error.
-    pub fn bind(addr: SocketAddr, key: Option<Arc<StreamKey>>) -> Result<Self, TransportError> {
+    pub fn bind(addr: SocketAddr, security: TcpSecurity) -> Result<Self, TransportError> {
         let server = TcpServer::bind(addr)?;
         let addr = server.local_addr()?;
-        Ok(Self { server, addr, key })
+        Ok(Self {
+            server,
+            addr,
+            security,
+        })
     }
 
     /// The bound address.
@@ -97,11 +108,11 @@ impl Listener {
             }
             let intake = intake.clone();
             let in_handshake = pending.clone();
-            let key = self.key.clone();
+            let security = self.security.clone();
             let spawned = std::thread::Builder::new()
                 .name("vgpu-handshake".into())
                 .spawn(move || {
-                    let outcome = handshake(stream, peer, key.as_deref());
+                    let outcome = handshake(stream, peer, &security);
                     in_handshake.fetch_sub(1, Ordering::Relaxed);
                     match outcome {
                         Ok(accepted) => {
@@ -120,11 +131,12 @@ impl Listener {
     }
 }
 
-/// Runs the server side of the stream handshake, bounded by [`HANDSHAKE_TIMEOUT`].
+/// Runs the server side of the TLS handshake (unless in clear text) and of the stream
+/// handshake, bounded by [`HANDSHAKE_TIMEOUT`] per read or write.
 fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
-    key: Option<&StreamKey>,
+    security: &TcpSecurity,
 ) -> Result<Accepted, String> {
     let timeouts = |s: &TcpStream, t: Option<Duration>| {
         s.set_read_timeout(t)
@@ -132,7 +144,48 @@ fn handshake(
             .map_err(|e| format!("cannot set socket timeouts: {e}"))
     };
     timeouts(&stream, Some(HANDSHAKE_TIMEOUT))?;
-    let server = StreamServer::over_with_key(stream, key).map_err(|e| match e {
+    let key = security.key.as_deref();
+    let Some(tls) = &security.tls else {
+        let (stream, client) = StreamServer::over_with_key(stream, key)
+            .map_err(refusal)?
+            .into_parts();
+        timeouts(&stream, None)?;
+        return Ok(Accepted {
+            stream,
+            client,
+            peer,
+            session: None,
+            certificate: None,
+        });
+    };
+    let (session, fingerprint) = transport::tls_accept(stream, tls).map_err(refusal)?;
+    let (session, client) = StreamServer::over_with_key(session, key)
+        .map_err(refusal)?
+        .into_parts();
+    if session.has_buffered() {
+        return Err("the client sent calls before its handshake was answered; refused".to_owned());
+    }
+    let (stream, keys) = session
+        .into_parts()
+        .map_err(|e| format!("handshake failed: {e}"))?;
+    timeouts(&stream, None)?;
+    Ok(Accepted {
+        stream,
+        client,
+        peer,
+        session: Some(keys),
+        certificate: Some(
+            fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ),
+    })
+}
+
+/// The log text for a connection refused in its handshake.
+fn refusal(e: TransportError) -> String {
+    match e {
         TransportError::Io { source, .. }
             if matches!(
                 source.kind(),
@@ -142,6 +195,7 @@ fn handshake(
             format!("no handshake within {HANDSHAKE_TIMEOUT:?}")
         }
         TransportError::PeerGone(_) => "the peer left during the handshake".to_owned(),
+        TransportError::Tls(why) => format!("TLS handshake failed: {why}; refused"),
         TransportError::BadHandshake("wrong key") => {
             "the client's answer to the key challenge was wrong; refused".to_owned()
         }
@@ -149,12 +203,5 @@ fn handshake(
             format!("not a vgpu client (bad handshake: {what}); refused")
         }
         other => format!("handshake failed: {other}"),
-    })?;
-    let (stream, client) = server.into_parts();
-    timeouts(&stream, None)?;
-    Ok(Accepted {
-        stream,
-        client,
-        peer,
-    })
+    }
 }

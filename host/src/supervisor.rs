@@ -101,6 +101,7 @@ impl WorkerProcess {
         let connection = Connection {
             client: accepted.client,
             peer: accepted.peer,
+            session: accepted.session.clone(),
         };
         stream_link::send(link.as_fd(), &connection, accepted.stream.as_fd())
     }
@@ -289,6 +290,7 @@ impl Supervisor {
                 pid = client.pid,
                 tid = accepted.client.tid,
                 worker,
+                tls = accepted.certificate.as_deref().unwrap_or("no (clear text)"),
                 "tcp connection"
             ),
             None => tracing::warn!(

@@ -475,8 +475,19 @@ impl Worker {
         let index = *next;
         *next = next.wrapping_add(1);
         tracing::debug!(peer = %connection.peer, tid = connection.client.tid, index, "serving tcp connection");
-        let server = StreamServer::resume(TcpStream::from(fd), connection.client);
-        self.start_thread(server, index, format!("vgpu-tcp-{index}"))
+        let socket = TcpStream::from(fd);
+        let name = format!("vgpu-tcp-{index}");
+        match connection.session {
+            Some(keys) => {
+                let session = transport::TlsStream::resume(socket, keys);
+                self.start_thread(
+                    StreamServer::resume(session, connection.client),
+                    index,
+                    name,
+                )
+            }
+            None => self.start_thread(StreamServer::resume(socket, connection.client), index, name),
+        }
     }
 
     /// Runs [`serve_channel`] on a new thread named `name`; reports its end as `index`.
