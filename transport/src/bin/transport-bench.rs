@@ -288,7 +288,7 @@ fn print_row(name: &str, f: &Figures) {
 
 /// The `tls` row, when `VGPU_BENCH_TLS` names the material; `Err` ends the run.
 fn tls_row() -> Result<Option<Figures>, TransportError> {
-    let Some(dir) = std::env::var_os("VGPU_BENCH_TLS") else {
+    let Some(dir) = std::env::var_os("VGPU_BENCH_TLS").filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
     bench_tls(std::path::Path::new(&dir))
