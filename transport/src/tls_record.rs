@@ -15,8 +15,9 @@
 //! records calls for a key update (AES-GCM's confidentiality limit would, after 2^24 records,
 //! and a key update needs the traffic secret, which does not travel). Any record after the
 //! handshake that is not application data ends the session: a `close_notify` alert as an orderly
-//! end of stream, anything else (another alert, a post-handshake handshake message such as a key
-//! update or a session ticket) as an error.
+//! end of stream, another alert as `PermissionDenied` naming it (a peer's refusal, e.g. of this
+//! end's certificate), a post-handshake handshake message (a key update, a session ticket) as
+//! `InvalidData`.
 
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -250,13 +251,19 @@ impl TlsStream {
         Ok((self.socket, self.keys))
     }
 
+    /// Seals and sends a record of another content type (tests of what a peer may send).
+    #[cfg(test)]
+    pub(crate) fn send_typed(&mut self, typ: ContentType, data: &[u8]) -> io::Result<()> {
+        self.seal_and_send(typ, data)
+    }
+
     /// The socket (e.g. to set timeouts).
     pub fn socket(&self) -> &TcpStream {
         &self.socket
     }
 
-    /// Seals `data` into records and sends them.
-    fn seal_and_send(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Seals `data` into records of content type `typ` and sends them.
+    fn seal_and_send(&mut self, typ: ContentType, data: &[u8]) -> io::Result<()> {
         self.outgoing.clear();
         for chunk in data.chunks(MAX_PLAINTEXT) {
             let seq = self.keys.tx.seq;
@@ -264,7 +271,7 @@ impl TlsStream {
                 .checked_add(1)
                 .ok_or_else(|| invalid("the session's send sequence is exhausted"))?;
             let message = OutboundPlainMessage {
-                typ: ContentType::ApplicationData,
+                typ,
                 version: ProtocolVersion::TLSv1_2,
                 payload: OutboundChunks::Single(chunk),
             };
@@ -349,6 +356,7 @@ impl TlsStream {
         }
         let (typ, plain_len) = (opened.typ, opened.payload.len());
         let closes = typ == ContentType::Alert && opened.payload == CLOSE_NOTIFY;
+        let alert = opened.payload.get(1).copied();
         self.start += HEADER_LEN + len;
         match typ {
             ContentType::ApplicationData => {
@@ -359,9 +367,14 @@ impl TlsStream {
                 self.ended = true;
                 Ok(false)
             }
+            // An alert is the peer's refusal (e.g. of this end's certificate): reported with
+            // its name, as an error other than a plain disconnection.
             ContentType::Alert => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the peer ended the session with an alert",
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the peer ended the TLS session with alert {:?}",
+                    rustls::AlertDescription::from(alert.unwrap_or(0))
+                ),
             )),
             _ => Err(invalid(
                 "a handshake message after the handshake (key update or ticket; not supported)",
@@ -399,7 +412,7 @@ impl AsRawFd for TlsStream {
 
 impl StreamIo for TlsStream {
     fn send_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.seal_and_send(data)
+        self.seal_and_send(ContentType::ApplicationData, data)
     }
 
     fn has_buffered(&self) -> bool {

@@ -225,11 +225,10 @@ fn clients_without_a_good_certificate_or_tls_are_refused() {
             matches!(server, Err(TransportError::Tls(_))),
             "{what}: the server said {server:?}"
         );
-        if what != "no certificate" {
-            // (A TLS 1.3 client without a certificate finishes its side before the host's
-            // refusal arrives; it learns of it at its first call.)
-            assert!(client.is_err(), "{what}: the client was not told");
-        }
+        // (A TLS 1.3 client without a certificate finishes its side of the handshake before
+        // the host's refusal arrives; it learns of it when it reads the stream handshake's
+        // answer: the alert, or a reset.)
+        assert!(client.is_err(), "{what}: the client was not told");
     }
 }
 
@@ -315,6 +314,35 @@ fn a_tampered_record_is_refused() {
     send_to_fd(&socket, &record).expect("send");
     let mut buf = [0u8; 12];
     let err = server.read_exact(&mut buf).expect_err("tampered");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
+
+#[test]
+fn records_other_than_data_end_the_session() {
+    use rustls::ContentType;
+    let material = Material::new("typed");
+    let mut buf = [0u8; 4];
+    // close_notify: an orderly end of stream.
+    let (mut client, mut server) = session_pair(&material);
+    client
+        .send_typed(ContentType::Alert, &[1, 0])
+        .expect("send");
+    assert_eq!(server.read(&mut buf).expect("end"), 0);
+    assert_eq!(server.read(&mut buf).expect("still the end"), 0);
+    // Another alert: a refusal, named.
+    let (mut client, mut server) = session_pair(&material);
+    client
+        .send_typed(ContentType::Alert, &[2, 116])
+        .expect("send");
+    let err = server.read(&mut buf).expect_err("an alert");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("CertificateRequired"), "{err}");
+    // A handshake message (a key update) after the handshake: not supported.
+    let (mut client, mut server) = session_pair(&material);
+    client
+        .send_typed(ContentType::Handshake, &[24, 0, 0, 1, 0])
+        .expect("send");
+    let err = server.read(&mut buf).expect_err("a key update");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
 }
 
