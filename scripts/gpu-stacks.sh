@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unmodified CUDA stacks through vgpu (issues 5 and 12), on the GPU machine. Each row runs
 # natively, then through vgpu over shared memory (`vgpuctl run`) and over TCP (the shim preloaded
-# with VGPU_HOST naming one `vgpu-host --listen 127.0.0.1:0 --tcp-key` started here), and each
+# with VGPU_HOST naming one `vgpu-host --listen 127.0.0.1:0` started here, TLS 1.3 with client
+# certificates from `vgpuctl host tls-init` and the pre-shared key inside it), and each
 # vgpu stdout is diffed against native. Writes $OUT/stacks.md, rewritten after every row so that
 # a run cut short still shows what finished, and appends every run's output to $OUT/logs.txt.
 # The nvcc programs are built here with the machine's nvcc: test clients, not the project.
@@ -36,6 +37,7 @@ FAILED=0
 TCP_PID=""
 TCP_ADDR=""
 TCP_KEY="${WORK}/tcp.key"
+TLS_DIR="${WORK}/tls"
 TCP_STARTS=0
 RC=0
 MS=0
@@ -102,7 +104,12 @@ tcp_host() {
     TCP_ADDR=""
     TCP_PID=""
     (umask 077 && head -c 32 /dev/urandom > "${TCP_KEY}")
+    if [[ ! -f "${TLS_DIR}/host.pem" ]]; then
+        "${ART}/vgpuctl" host tls-init "${TLS_DIR}" --name 127.0.0.1 > /dev/null || return 1
+    fi
     VGPU_SPIN_US="${VGPU_SPIN_US:-1000}" "${ART}/vgpu-host" --listen 127.0.0.1:0 \
+        --tls-cert "${TLS_DIR}/host.pem" --tls-key "${TLS_DIR}/host.key" \
+        --tls-client-ca "${TLS_DIR}/ca.pem" \
         --tcp-key "${TCP_KEY}" --log warn 2> "${WORK}/tcp-host.err" &
     TCP_PID=$!
     local _
@@ -137,6 +144,8 @@ run_one() {
         tcp)
             timeout -k 5 "${limit}" env -u VGPU_REGION LD_PRELOAD="$(tcp_preload)" \
                 VGPU_HOST="${TCP_ADDR}" VGPU_HOST_KEY_FILE="${TCP_KEY}" \
+                VGPU_TLS_CA="${TLS_DIR}/ca.pem" VGPU_TLS_CERT="${TLS_DIR}/client.pem" \
+                VGPU_TLS_KEY="${TLS_DIR}/client.key" \
                 VGPU_SPIN_US="${VGPU_SPIN_US:-1000}" "$@"
             ;;
         *) echo "unknown mode ${mode} (STACKS_MODES: shm, tcp)" >&2; false ;;

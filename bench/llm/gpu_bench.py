@@ -6,7 +6,8 @@ Each figure is a command that prints one JSON line with a metric and a "check" f
 must be identical natively and through vgpu (greedy tokens, checksums). Modes:
   native  the command as is
   shm     `vgpuctl run -- CMD` (a fresh vgpu-host on a /dev/shm region)
-  tcp     the shim preloaded with VGPU_HOST=127.0.0.1:PORT against `vgpu-host --listen`
+  tcp     the shim preloaded with VGPU_HOST=127.0.0.1:PORT against `vgpu-host --listen` (TLS 1.3,
+          material from `vgpuctl host tls-init`, and the pre-shared key inside it)
 
 Writes OUT/bench.md (the table), OUT/bench.json (every run) and OUT/bench.png (ratios).
 """
@@ -103,12 +104,19 @@ class TcpHost:
 
     def __init__(self):
         self.port = free_port()
-        # Clients authenticate with a pre-shared key, as they would in production.
+        # Clients show a certificate in TLS 1.3 (material from `vgpuctl host tls-init`) and
+        # prove they hold a pre-shared key inside it, as they would in production.
         fd, self.key = tempfile.mkstemp(prefix="vgpu-bench-", suffix=".key")
         os.write(fd, os.urandom(32).hex().encode() + b"\n")
         os.close(fd)
         os.chmod(self.key, 0o600)
+        self.tls = tempfile.mkdtemp(prefix="vgpu-bench-tls-")
+        subprocess.run([os.path.join(ART, "vgpuctl"), "host", "tls-init", self.tls, "--name", "127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL)
         self.proc = subprocess.Popen([os.path.join(ART, "vgpu-host"), "--listen", f"127.0.0.1:{self.port}",
+                                      "--tls-cert", os.path.join(self.tls, "host.pem"),
+                                      "--tls-key", os.path.join(self.tls, "host.key"),
+                                      "--tls-client-ca", os.path.join(self.tls, "ca.pem"),
                                       "--tcp-key", self.key],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 10
@@ -126,6 +134,17 @@ class TcpHost:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
         os.unlink(self.key)
+        shutil.rmtree(self.tls, ignore_errors=True)
+
+    def guest_env(self):
+        """What a guest of this host sets."""
+        return {
+            "VGPU_HOST": f"127.0.0.1:{self.port}",
+            "VGPU_HOST_KEY_FILE": self.key,
+            "VGPU_TLS_CA": os.path.join(self.tls, "ca.pem"),
+            "VGPU_TLS_CERT": os.path.join(self.tls, "client.pem"),
+            "VGPU_TLS_KEY": os.path.join(self.tls, "client.key"),
+        }
 
 
 def run_once(fig, mode, timeout, tcp, trace=None):
@@ -135,8 +154,7 @@ def run_once(fig, mode, timeout, tcp, trace=None):
         argv = [os.path.join(ART, "vgpuctl"), "run", "--"] + argv
     elif mode == "tcp":
         env["LD_PRELOAD"] = os.path.join(ART, "libvgpu-cuda.so")
-        env["VGPU_HOST"] = f"127.0.0.1:{tcp.port}"
-        env["VGPU_HOST_KEY_FILE"] = tcp.key
+        env.update(tcp.guest_env())
     if trace and mode != "native":
         env["VGPU_TRACE"] = trace
     t = time.time()

@@ -108,17 +108,34 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
     pub max_connections_per_client: usize,
     /// Also serve guests over TCP on this address (e.g. 10.0.0.2:7300; port 0 picks a free
-    /// port, shown in the ready line). Repeatable; works with or without `--region`. Needs
-    /// `--tcp-key` (or `--tcp-insecure`).
+    /// port, shown in the ready line). Repeatable; works with or without `--region`. Needs TLS
+    /// material (`--tls-cert`, `--tls-key`, `--tls-client-ca`), or `--tcp-cleartext`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<std::net::SocketAddr>,
+    /// The host's TLS certificate chain (PEM), naming the addresses or DNS names guests reach
+    /// it by (`vgpuctl host tls-init` makes one).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM; readable by its owner only).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_client_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the guests' certificates: a TCP client without a certificate
+    /// from it is refused in the TLS handshake.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve TCP in clear text, without TLS: calls, data and client tokens cross the network
+    /// unencrypted (a trusted, private network only; logged as a warning). Needs `--tcp-key`
+    /// or `--tcp-insecure`.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_client_ca"])]
+    pub tcp_cleartext: bool,
     /// The pre-shared key TCP clients must prove they hold (a challenge answered with
-    /// HMAC-SHA256), from a file only its owner may read, at least 16 bytes; guests name the
-    /// same file in `VGPU_HOST_KEY_FILE`.
+    /// HMAC-SHA256; inside the TLS session, or the only check in clear text), from a file only
+    /// its owner may read, at least 16 bytes; guests name the same file in
+    /// `VGPU_HOST_KEY_FILE`.
     #[arg(long, value_name = "FILE")]
     pub tcp_key: Option<PathBuf>,
-    /// Serve TCP clients without any authentication (a trusted, private network only).
-    #[arg(long, conflicts_with = "tcp_key")]
+    /// With `--tcp-cleartext`: serve TCP clients without any authentication.
+    #[arg(long, conflicts_with = "tcp_key", requires = "tcp_cleartext")]
     pub tcp_insecure: bool,
     /// The device memory each client's allocations may hold at once, in MiB (0: no quota).
     /// Allocations past it get `CUDA_ERROR_OUT_OF_MEMORY`; `cuMemGetInfo` and the NVML facade

@@ -16,5 +16,6 @@ pub mod reporting;
 pub mod signals;
 pub mod stream_link;
 pub mod supervisor;
+pub mod tcp_security;
 pub mod worker;
 pub mod worker_link;

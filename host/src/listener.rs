@@ -1,8 +1,9 @@
-//! TCP listeners: accept connections, run the stream handshake (up to the admission) on a
+//! TCP listeners: accept connections, run the TLS handshake and the stream handshake inside it
+//! (or, with `--tcp-cleartext`, the stream handshake alone) up to the admission, on a
 //! short-lived thread under a timeout (a silent peer cannot hold up the next accept), and hand
 //! each connection to the supervisor's loop, which decides who it belongs to (issue 11: by the
 //! credential it presents, checked against what this listener minted) and routes it to that
-//! client's worker.
+//! client's worker, with the TLS session's keys (`transport::TlsStream`).
 //!
 //! Every connection gets one log line: where it came from and who it said it is, or why it was
 //! closed.
@@ -13,9 +14,10 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport::{Hello, StreamHello, StreamKey, TcpServer, TransportError};
+use transport::{Hello, SessionKeys, StreamHello, StreamIo, TcpServer, TransportError};
 
 use crate::supervisor::Intake;
+use crate::tcp_security::TcpSecurity;
 
 /// Exit status of the host when a `--listen` address cannot be bound.
 pub const EXIT_LISTEN: i32 = 6;
@@ -38,6 +40,10 @@ pub struct Accepted {
     pub peer: SocketAddr,
     /// The listener's address: the namespace of the identities it admits.
     pub listener: SocketAddr,
+    /// The TLS session the worker continues (`None` in clear text).
+    pub session: Option<SessionKeys>,
+    /// The first 8 bytes of the SHA-256 of the client's certificate, in hex (for logs).
+    pub certificate: Option<String>,
 }
 
 /// One bound TCP listener.
@@ -45,8 +51,8 @@ pub struct Accepted {
 pub struct Listener {
     server: TcpServer,
     addr: SocketAddr,
-    /// The key clients must answer the challenge with (`None`: `--tcp-insecure`).
-    key: Option<Arc<StreamKey>>,
+    /// What clients must show.
+    security: TcpSecurity,
 }
 
 impl Listener {
@@ -55,10 +61,14 @@ impl Listener {
     /// # Errors
     ///
     /// The bind error.
-    pub fn bind(addr: SocketAddr, key: Option<Arc<StreamKey>>) -> Result<Self, TransportError> {
+    pub fn bind(addr: SocketAddr, security: TcpSecurity) -> Result<Self, TransportError> {
         let server = TcpServer::bind(addr)?;
         let addr = server.local_addr()?;
-        Ok(Self { server, addr, key })
+        Ok(Self {
+            server,
+            addr,
+            security,
+        })
     }
 
     /// The bound address.
@@ -101,12 +111,12 @@ impl Listener {
             }
             let intake = intake.clone();
             let in_handshake = pending.clone();
-            let key = self.key.clone();
+            let security = self.security.clone();
             let listen = self.addr;
             let spawned = std::thread::Builder::new()
                 .name("vgpu-handshake".into())
                 .spawn(move || {
-                    let outcome = handshake(stream, peer, listen, key.as_deref());
+                    let outcome = handshake(stream, peer, listen, &security);
                     in_handshake.fetch_sub(1, Ordering::Relaxed);
                     match outcome {
                         Ok(accepted) => {
@@ -125,12 +135,13 @@ impl Listener {
     }
 }
 
-/// Runs the server side of the stream handshake, bounded by [`HANDSHAKE_TIMEOUT`].
+/// Runs the server side of the TLS handshake (unless in clear text) and of the stream
+/// handshake, bounded by [`HANDSHAKE_TIMEOUT`] per read or write.
 fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
-    key: Option<&StreamKey>,
+    security: &TcpSecurity,
 ) -> Result<Accepted, String> {
     let timeouts = |s: &TcpStream, t: Option<Duration>| {
         s.set_read_timeout(t)
@@ -138,7 +149,50 @@ fn handshake(
             .map_err(|e| format!("cannot set socket timeouts: {e}"))
     };
     timeouts(&stream, Some(HANDSHAKE_TIMEOUT))?;
-    let server = StreamHello::read(stream, key).map_err(|e| match e {
+    let key = security.key.as_deref();
+    let Some(tls) = &security.tls else {
+        let (stream, hello) = StreamHello::read(stream, key)
+            .map_err(refusal)?
+            .into_parts();
+        timeouts(&stream, None)?;
+        return Ok(Accepted {
+            stream,
+            hello,
+            peer,
+            listener,
+            session: None,
+            certificate: None,
+        });
+    };
+    let (session, fingerprint) = transport::tls_accept(stream, tls).map_err(refusal)?;
+    let (session, hello) = StreamHello::read(session, key)
+        .map_err(refusal)?
+        .into_parts();
+    if session.has_buffered() {
+        return Err("the client sent calls before its handshake was answered; refused".to_owned());
+    }
+    let (stream, keys) = session
+        .into_parts()
+        .map_err(|e| format!("handshake failed: {e}"))?;
+    timeouts(&stream, None)?;
+    Ok(Accepted {
+        stream,
+        hello,
+        peer,
+        listener,
+        session: Some(keys),
+        certificate: Some(
+            fingerprint[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ),
+    })
+}
+
+/// The log text for a connection refused in its handshake.
+fn refusal(e: TransportError) -> String {
+    match e {
         TransportError::Io { source, .. }
             if matches!(
                 source.kind(),
@@ -148,6 +202,7 @@ fn handshake(
             format!("no handshake within {HANDSHAKE_TIMEOUT:?}")
         }
         TransportError::PeerGone(_) => "the peer left during the handshake".to_owned(),
+        TransportError::Tls(why) => format!("TLS handshake failed: {why}; refused"),
         TransportError::BadHandshake("wrong key") => {
             "the client's answer to the key challenge was wrong; refused".to_owned()
         }
@@ -155,13 +210,5 @@ fn handshake(
             format!("not a vgpu client (bad handshake: {what}); refused")
         }
         other => format!("handshake failed: {other}"),
-    })?;
-    let (stream, hello) = server.into_parts();
-    timeouts(&stream, None)?;
-    Ok(Accepted {
-        stream,
-        hello,
-        peer,
-        listener,
-    })
+    }
 }

@@ -54,21 +54,11 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
         eprintln!("vgpu-host: give --region, --listen, or both");
         return 2;
     }
-    // TCP clients authenticate with a pre-shared key; clear text only when asked for.
-    let key = match (&args.tcp_key, args.tcp_insecure, args.listen.is_empty()) {
-        (_, _, true) | (None, true, false) => None,
-        (Some(path), _, false) => match transport::StreamKey::from_file(path) {
-            Ok(key) => Some(std::sync::Arc::new(key)),
-            Err(e) => {
-                eprintln!("vgpu-host: {e}");
-                return 2;
-            }
-        },
-        (None, false, false) => {
-            eprintln!(
-                "vgpu-host: --listen needs --tcp-key FILE (clients prove they hold the key), \
-                 or --tcp-insecure on a trusted private network"
-            );
+    // TCP clients show a certificate in TLS 1.3; clear text only when asked for.
+    let security = match host::tcp_security::TcpSecurity::from_args(args) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("vgpu-host: {e}");
             return 2;
         }
     };
@@ -111,7 +101,10 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
     };
     let mut listeners = Vec::new();
     for addr in &args.listen {
-        match Listener::bind(*addr, key.clone()) {
+        let Some(security) = security.clone() else {
+            break; // `security` is `Some` whenever something listens
+        };
+        match Listener::bind(*addr, security) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("vgpu-host: cannot listen on {addr}: {e}");
@@ -198,14 +191,8 @@ fn serve(args: &ServeArgs, log: String) -> i32 {
             remove_created();
             return 1;
         }
-        match &args.tcp_key {
-            Some(path) => tracing::info!(
-                "listening on tcp {addr} (clients prove they hold the key in {})",
-                path.display()
-            ),
-            None => tracing::warn!(
-                "listening on tcp {addr} without authentication (--tcp-insecure): keep it on a private network"
-            ),
+        if let Some(security) = &security {
+            security.log_listening(addr);
         }
     }
     supervisor.warm_up(WARM_BOUND);

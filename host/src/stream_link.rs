@@ -5,27 +5,31 @@
 //!
 //! One message per connection: the text `stream ID PID TID PEER CREDENTIAL` (the client id the
 //! supervisor admitted the connection as, the pid and tid the peer said, its address, and the
-//! new client's credential or `-`, `worker_link::credential_field`) and exactly one descriptor.
-//! The worker sends the admission (`StreamHello::admit`, or a refusal past its connection
-//! limit). Sequenced packets keep the text and its descriptor together. End of file means the
-//! supervisor is gone.
+//! new client's credential or `-`, `worker_link::credential_field`), followed for a TLS
+//! connection by ` tls KEYS` (the session's traffic keys and sequence numbers,
+//! `transport::SessionKeys::encode`, with which the worker continues the session), and exactly
+//! one descriptor. The worker sends the admission (`StreamHello::admit`, or a refusal past its
+//! connection limit), inside the TLS session when there is one. Sequenced packets keep the text
+//! and its descriptor together; the pair is private to the supervisor and that worker. End of
+//! file means the supervisor is gone.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use transport::{ClientIdentity, Credential};
+use transport::{ClientIdentity, Credential, SessionKeys};
 
 use crate::worker_link::{credential_field, parse_credential};
 
-/// Longest message text (a full-width record with an IPv6 peer is under 140 bytes).
-const MAX_TEXT: usize = 256;
+/// Longest message text (a full-width record with an IPv6 peer, a credential and TLS keys is
+/// under 360 bytes).
+const MAX_TEXT: usize = 512;
 /// Descriptors a received message may carry before it is refused (only one is sent; the
 /// room is there so that extra ones are received, closed and reported, never leaked).
 const MAX_FDS: usize = 4;
 
 /// One accepted, handshaken connection as the worker learns of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// The client id it was admitted as, and the pid and tid the peer said.
     pub client: ClientIdentity,
@@ -33,6 +37,8 @@ pub struct Connection {
     pub credential: Option<Credential>,
     /// The peer's address.
     pub peer: SocketAddr,
+    /// The TLS session to continue (`None` in clear text).
+    pub session: Option<SessionKeys>,
 }
 
 /// What went wrong receiving a connection.
@@ -52,8 +58,12 @@ pub enum LinkError {
 impl Connection {
     /// The record text.
     pub fn to_text(&self) -> String {
+        let tls = match &self.session {
+            Some(keys) => format!(" tls {}", keys.encode()),
+            None => String::new(),
+        };
         format!(
-            "stream {} {} {} {} {}",
+            "stream {} {} {} {} {}{tls}",
             self.client.client_id,
             self.client.pid,
             self.client.tid,
@@ -66,12 +76,18 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`LinkError::BadRecord`] for anything but `stream ID PID TID PEER CREDENTIAL`.
+    /// [`LinkError::BadRecord`] for anything but `stream ID PID TID PEER CREDENTIAL [tls KEYS]`.
     pub fn parse(text: &str) -> Result<Self, LinkError> {
-        let bad = || LinkError::BadRecord(text.to_owned());
+        // The record's text is not shown: it may hold session keys.
+        let bad = || LinkError::BadRecord(text.split(" tls ").next().unwrap_or("").to_owned());
         let words: Vec<&str> = text.split_ascii_whitespace().collect();
-        let ["stream", id, pid, tid, peer, credential] = words[..] else {
-            return Err(bad());
+        let (id, pid, tid, peer, credential, session) = match words[..] {
+            ["stream", id, pid, tid, peer, credential] => (id, pid, tid, peer, credential, None),
+            ["stream", id, pid, tid, peer, credential, "tls", tx, rx] => {
+                let keys = SessionKeys::decode(&format!("{tx} {rx}")).map_err(|_| bad())?;
+                (id, pid, tid, peer, credential, Some(keys))
+            }
+            _ => return Err(bad()),
         };
         Ok(Connection {
             credential: parse_credential(credential).map_err(|()| bad())?,
@@ -81,6 +97,7 @@ impl Connection {
                 tid: tid.parse().map_err(|_| bad())?,
             },
             peer: peer.parse().map_err(|_| bad())?,
+            session,
         })
     }
 }
@@ -248,7 +265,17 @@ mod tests {
             },
             credential: Some(Credential::from_bytes([0xa5; transport::CREDENTIAL_LEN])),
             peer: "[2001:db8::1]:65535".parse().expect("addr"),
+            session: None,
         }
+    }
+
+    /// The fields a record carries, comparable (session keys compare by their text).
+    fn fields(c: &Connection) -> (ClientIdentity, SocketAddr, Option<String>) {
+        (
+            c.client,
+            c.peer,
+            c.session.as_ref().map(SessionKeys::encode),
+        )
     }
 
     #[test]
@@ -258,7 +285,7 @@ mod tests {
         send(sup.as_fd(), &connection(), theirs.as_fd()).expect("send");
         drop(theirs);
         let (got, fd) = recv(worker.as_fd()).expect("recv").expect("a message");
-        assert_eq!(got, connection());
+        assert_eq!(fields(&got), fields(&connection()));
         // SAFETY: F_GETFD only reads the descriptor's flags.
         let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
@@ -293,8 +320,37 @@ mod tests {
             "stream 1 2 3",
             "stream 1 2 3 nowhere",
             "claim 1 2 3 1.2.3.4:5",
+            "stream 1 2 3 1.2.3.4:5 tls",
+            "stream 1 2 3 1.2.3.4:5 tls 1:00:00 2:00:00",
         ] {
             assert!(Connection::parse(text).is_err(), "{text:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_tls_connection_travels_with_its_session_keys_which_errors_do_not_show() {
+        let keys = format!(
+            "5:{}:{} 7:{}:{}",
+            "ab".repeat(32),
+            "cd".repeat(12),
+            "ef".repeat(32),
+            "01".repeat(12)
+        );
+        let mut tls = connection();
+        tls.session = Some(SessionKeys::decode(&keys).expect("keys"));
+        let (sup, worker) = pair().expect("pair");
+        let (_ours, theirs) = UnixStream::pair().expect("stream pair");
+        send(sup.as_fd(), &tls, theirs.as_fd()).expect("send");
+        let (got, _fd) = recv(worker.as_fd()).expect("recv").expect("a message");
+        assert_eq!(fields(&got), fields(&tls));
+        assert_eq!(got.session.expect("keys").encode(), keys);
+        let broken = tls.to_text().replace(" 7:", " x:");
+        let Err(LinkError::BadRecord(shown)) = Connection::parse(&broken) else {
+            panic!("a broken key text was accepted");
+        };
+        assert!(
+            !shown.contains("abab") && !shown.contains("efef"),
+            "{shown}"
+        );
     }
 }

@@ -123,6 +123,7 @@ impl WorkerProcess {
             },
             credential: credential.copied(),
             peer: accepted.peer,
+            session: accepted.session.clone(),
         };
         stream_link::send(link.as_fd(), &connection, accepted.stream.as_fd())
     }
@@ -387,6 +388,7 @@ impl Supervisor {
                 pid = client.pid,
                 tid = accepted.hello.tid,
                 worker,
+                tls = accepted.certificate.as_deref().unwrap_or("no (clear text)"),
                 "tcp connection"
             ),
             None => {
@@ -808,7 +810,16 @@ fn refuse_claim(region: &Region, claim: &ChannelClaim, why: Refusal) {
 /// Tells a socket client it was refused, then closes the connection.
 fn refuse_stream(accepted: Accepted, why: Refusal) {
     let peer = accepted.peer;
-    if let Err(e) = StreamHello::resume(accepted.stream, accepted.hello).refuse(why) {
+    let sent = match accepted.session {
+        // The refusal travels inside the TLS session the listener handshook.
+        Some(keys) => StreamHello::resume(
+            transport::TlsStream::resume(accepted.stream, keys),
+            accepted.hello,
+        )
+        .refuse(why),
+        None => StreamHello::resume(accepted.stream, accepted.hello).refuse(why),
+    };
+    if let Err(e) = sent {
         tracing::debug!(%peer, "refusal not delivered: {e}");
     }
 }

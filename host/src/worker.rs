@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{Decoder, RequestHeader};
-use transport::{Credential, Refusal, Region, ServerTransport, StreamHello, TransportError};
+use transport::{
+    Credential, Refusal, Region, ServerTransport, StreamHello, StreamIo, TransportError,
+};
 
 use crate::accounting::{CountersHome, DirectoryView};
 use crate::cli::WorkerArgs;
@@ -508,7 +510,35 @@ impl Worker {
             tid: connection.client.tid,
             presented: None,
         };
-        let pending = StreamHello::resume(TcpStream::from(fd), hello);
+        let socket = TcpStream::from(fd);
+        match connection.session.clone() {
+            Some(keys) => {
+                let session = transport::TlsStream::resume(socket, keys);
+                self.admit_and_serve(
+                    StreamHello::resume(session, hello),
+                    &connection,
+                    active,
+                    next,
+                )
+            }
+            None => self.admit_and_serve(
+                StreamHello::resume(socket, hello),
+                &connection,
+                active,
+                next,
+            ),
+        }
+    }
+
+    /// Sends `pending` its admission (or a refusal past `--max-connections-per-client`) and
+    /// serves it on a new thread; false when it was refused or no thread starts.
+    fn admit_and_serve<S: StreamIo + Send + 'static>(
+        &self,
+        pending: StreamHello<S>,
+        connection: &Connection,
+        active: usize,
+        next: &mut u32,
+    ) -> bool {
         if active >= self.max_connections {
             tracing::warn!(
                 peer = %connection.peer,

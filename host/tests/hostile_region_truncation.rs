@@ -70,7 +70,7 @@ fn a_truncated_region_ends_its_clients_not_the_host() {
     let mut response = Vec::new();
     tcp.call(&hello_frame(), &mut response).expect("hello");
     assert!(
-        driver_version(&mut tcp).is_ok_and(|v| v > 0),
+        driver_version(&mut *tcp).is_ok_and(|v| v > 0),
         "served over TCP"
     );
     drop(guest);

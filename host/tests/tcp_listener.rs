@@ -4,8 +4,10 @@
 //!
 //! Covers: calls from two threads of one process (one worker) and from two processes (two
 //! workers); a SIGKILLed client's worker gone within the grace period plus a bound; a TCP
-//! client beside a region client; silent, garbage and hostile connections closed with a log
-//! line while the supervisor keeps serving; an address that cannot be bound.
+//! client beside a region client; silent, garbage, clear-text and certificate-less or
+//! self-signed TLS connections closed with a log line while the supervisor keeps serving (the
+//! test hosts serve TLS 1.3 with material from `vgpuctl host tls-init`, and the key challenge
+//! inside it); a clear-text host only when told; an address that cannot be bound.
 
 mod support;
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 use support::host::{command, HostBuilder};
 use support::procs::{gone_within, running};
 use support::{c_program, fake_driver, run_client, Host};
-use transport::Transport;
+use transport::StreamIo;
 
 /// The grace period the tests give TCP workers (`--tcp-grace-ms`).
 const GRACE: Duration = Duration::from_millis(300);
@@ -237,7 +239,7 @@ fn a_tcp_client_and_a_region_client_are_served_side_by_side() {
 fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     let mut host = start_listening(Host::without_region(), &[]);
     // A peer that connects and says nothing does not hold up the next client: a real client
-    // completes its handshake while the silent one is still waiting.
+    // completes its handshakes while the silent one is still waiting.
     let mut silent = TcpStream::connect(host.tcp()).expect("connect");
     let silent_peer = silent.local_addr().expect("addr").to_string();
     let mut client = host.tcp_connect();
@@ -255,21 +257,30 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     assert_eq!(silent.read(&mut buf).expect("closed"), 0);
     host.log_line(&["tcp connection closed", &silent_peer, "no handshake within"]);
 
-    // Garbage instead of the handshake: refused (status non-zero), closed, one log line.
-    let mut garbage = TcpStream::connect(host.tcp()).expect("connect");
-    let garbage_peer = garbage.local_addr().expect("addr").to_string();
-    garbage.write_all(&[0x5a; 40]).expect("write garbage");
-    let mut ack = [0u8; 16];
-    garbage.read_exact(&mut ack).expect("refusal");
-    assert_eq!(&ack[0..8], b"VGPUTCP1");
-    assert_ne!(&ack[12..16], &[0, 0, 0, 0], "garbage accepted");
-    // Closed: end of file, or a reset since the host closed with the 8 extra bytes unread.
-    match garbage.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("garbage connection left open: {other:?}"),
+    // Garbage, or a clear-text vgpu hello, instead of a TLS handshake: closed, one log line.
+    for (what, bytes) in [
+        ("garbage", vec![0x5a; 40]),
+        ("clear text", clear_hello(4241)),
+    ] {
+        let mut peer = TcpStream::connect(host.tcp()).expect("connect");
+        let shown = peer.local_addr().expect("addr").to_string();
+        peer.write_all(&bytes).expect("write");
+        peer.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        assert_closed(&mut peer, what);
+        host.log_line(&["tcp connection closed", &shown, "TLS handshake failed"]);
     }
-    host.log_line(&["tcp connection closed", &garbage_peer, "bad handshake"]);
+
+    // A TLS client with no certificate, or a self-signed one: refused in the handshake,
+    // closed, one log line each.
+    let ca = host.tls_dir().expect("tls").join("ca.pem");
+    for (what, why) in [
+        (None, "no certificates"),
+        (Some(self_signed()), "UnknownIssuer"),
+    ] {
+        let shown = rustls_client_refused(host.tcp(), &ca, what);
+        host.log_line(&["tcp connection closed", &shown, "TLS handshake failed", why]);
+    }
 
     // A valid handshake followed by a garbage frame: an error answer, not a crash.
     let mut response = Vec::new();
@@ -277,18 +288,17 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
         .call(&[0xff; 3], &mut response)
         .expect("an answer to a garbage frame");
     assert!(!response.is_empty());
-    // A valid handshake with the key, then a frame length of 2^64-1 and a few bytes, then the
-    // peer leaves: the worker cuts it off at the length (nothing allocated for it), and the host
-    // stays.
-    let mut hostile = TcpStream::connect(host.tcp()).expect("connect");
-    let mut hello = Vec::new();
-    hello.extend_from_slice(b"VGPUTCP1");
-    hello.extend_from_slice(&transport::STREAM_VERSION.to_le_bytes());
-    hello.extend_from_slice(&4242u32.to_le_bytes());
-    hello.extend_from_slice(&4243u32.to_le_bytes());
-    hello.extend_from_slice(&0u32.to_le_bytes());
-    hello.extend_from_slice(&[0u8; transport::CREDENTIAL_LEN]);
-    hostile.write_all(&hello).expect("handshake");
+    // Valid handshakes (TLS, then the stream's with the key) inside the session, then a frame
+    // length of 2^64-1 and a few bytes, then the peer leaves: the worker cuts it off at the
+    // length (nothing allocated for it), and the host stays.
+    let mut hostile = transport::tls_connect(
+        TcpStream::connect(host.tcp()).expect("connect"),
+        &host.tls_client_config(),
+    )
+    .expect("tls handshake");
+    let hello = clear_hello(4242);
+    hostile.send_all(&hello).expect("handshake");
+    let mut ack = [0u8; 16];
     hostile.read_exact(&mut ack).expect("ack");
     assert_eq!(
         &ack[12..16],
@@ -299,7 +309,7 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
     hostile.read_exact(&mut challenge).expect("challenge");
     let key = transport::StreamKey::from_file(host.tcp_key().expect("a key")).expect("key");
     hostile
-        .write_all(&key.answer(&challenge, &hello))
+        .send_all(&key.answer(&challenge, &hello))
         .expect("answer");
     let mut verdict = [0u8; 4];
     hostile.read_exact(&mut verdict).expect("verdict");
@@ -316,8 +326,8 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
         &[0u8; 16],
         "with a credential the host minted"
     );
-    hostile.write_all(&u64::MAX.to_le_bytes()).expect("length");
-    hostile.write_all(&[7; 1000]).expect("some bytes");
+    hostile.send_all(&u64::MAX.to_le_bytes()).expect("length");
+    hostile.send_all(&[7; 1000]).expect("some bytes");
     let hostile_worker = host.worker_of(4242);
     drop(hostile);
     gone_within(
@@ -329,6 +339,117 @@ fn silent_garbage_and_hostile_connections_are_closed_and_logged() {
 
     // The supervisor kept serving all along: a real client is served now.
     serves_a_new_client(&mut host);
+}
+
+#[test]
+fn a_clear_text_host_refuses_garbage_with_a_status_and_serves_clients_that_say_so() {
+    let mut host = start_listening(Host::without_region(), &["--tcp-cleartext"]);
+    host.log_line(&["CLEAR TEXT", "--tcp-cleartext"]);
+    let mut garbage = TcpStream::connect(host.tcp()).expect("connect");
+    let garbage_peer = garbage.local_addr().expect("addr").to_string();
+    garbage.write_all(&[0x5a; 40]).expect("write garbage");
+    let mut ack = [0u8; 16];
+    garbage.read_exact(&mut ack).expect("refusal");
+    assert_eq!(&ack[0..8], b"VGPUTCP1");
+    assert_ne!(&ack[12..16], &[0, 0, 0, 0], "garbage accepted");
+    assert_closed(&mut garbage, "garbage");
+    host.log_line(&["tcp connection closed", &garbage_peer, "bad handshake"]);
+    // A guest without VGPU_TCP_CLEARTEXT=1 does not speak clear text.
+    let mut unasked = host.tcp_client(&program());
+    unasked.env_remove("VGPU_TCP_CLEARTEXT");
+    let out = run_client(&mut unasked);
+    assert!(!out.stdout.contains("init rc=0"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("VGPU_TCP_CLEARTEXT=1"),
+        "{}",
+        out.stderr
+    );
+    serves_a_new_client(&mut host);
+}
+
+/// A vgpu stream hello (`transport/src/stream.rs`) for guest pid `pid`.
+fn clear_hello(pid: u32) -> Vec<u8> {
+    let mut hello = Vec::new();
+    hello.extend_from_slice(b"VGPUTCP1");
+    hello.extend_from_slice(&transport::STREAM_VERSION.to_le_bytes());
+    hello.extend_from_slice(&pid.to_le_bytes());
+    hello.extend_from_slice(&(pid + 1).to_le_bytes());
+    hello.extend_from_slice(&0u32.to_le_bytes());
+    hello.extend_from_slice(&[0u8; transport::CREDENTIAL_LEN]);
+    hello
+}
+
+/// Asserts that the host closed `peer`: end of file, a reset (bytes left unread), or for a TLS
+/// peer an alert followed by the end.
+fn assert_closed(peer: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 256];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {} // an alert or a refusal status before the end
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what}: connection left open: {e}"),
+        }
+    }
+}
+
+/// A self-signed client certificate and its key (PEM).
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Connects with rustls's own client, trusting `ca`, showing `identity` (or no certificate),
+/// sends a stream hello and asserts the host ends the connection; returns the local address.
+fn rustls_client_refused(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    identity: Option<(String, String)>,
+) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client auth"),
+    };
+    let socket = TcpStream::connect(addr).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let shown = socket.local_addr().expect("addr").to_string();
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(config),
+        "127.0.0.1".try_into().expect("name"),
+    )
+    .expect("client");
+    let mut tls = rustls::StreamOwned::new(conn, socket);
+    // TLS 1.3: the client's side of the handshake may finish before the host's refusal
+    // arrives, so the refusal shows at the first read at the latest.
+    let _ = tls.write_all(&clear_hello(4240)).and_then(|()| tls.flush());
+    let mut ack = [0u8; 16];
+    match tls.read(&mut ack) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("a refused client read {n} bytes: {:?}", &ack[..n]),
+    }
+    shown
 }
 
 /// A new client process is served in full and leaves normally; the host is up, without panics.
@@ -348,7 +469,14 @@ fn an_address_in_use_is_one_line_and_exit_6() {
     let out = command()
         .arg("--driver")
         .arg(fake_driver())
-        .args(["--listen", &addr, "--prewarm", "false", "--tcp-insecure"])
+        .args([
+            "--listen",
+            &addr,
+            "--prewarm",
+            "false",
+            "--tcp-cleartext",
+            "--tcp-insecure",
+        ])
         .output()
         .expect("run vgpu-host");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -439,16 +567,31 @@ fn clients_beyond_max_clients_are_refused_and_the_others_served() {
 
 #[test]
 fn tcp_clients_must_hold_the_key_unless_the_host_is_told_otherwise() {
-    // --listen without a key, nor --tcp-insecure: refused at start, exit 2, one line.
-    let out = command()
-        .arg("--driver")
-        .arg(fake_driver())
-        .args(["--listen", "127.0.0.1:0", "--prewarm", "false"])
-        .output()
-        .expect("run vgpu-host");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--listen needs --tcp-key FILE"), "{stderr}");
+    // --listen without TLS material nor --tcp-cleartext, or in clear text without a key nor
+    // --tcp-insecure, or --tcp-insecure alone: refused at start, exit 2, one line.
+    for (args, says) in [
+        (
+            &[][..],
+            "--listen needs TLS: --tls-cert, --tls-key and --tls-client-ca",
+        ),
+        (
+            &["--tcp-cleartext"][..],
+            "--tcp-cleartext needs --tcp-key FILE",
+        ),
+        (&["--tcp-insecure"][..], "--tcp-cleartext"),
+    ] {
+        let out = command()
+            .arg("--driver")
+            .arg(fake_driver())
+            .args(["--listen", "127.0.0.1:0", "--prewarm", "false"])
+            .args(args)
+            .output()
+            .expect("run vgpu-host");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("serving"), "{args:?}: {stderr}");
+    }
 
     // A keyed host: a client without the key, or with another one, gets a CUDA error and the
     // host logs the refusal; the client with the key is served.

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use cuda_headers::{CUresult, CuError, CuResult};
 use protocol::handshake::{Hello, Welcome, PROTOCOL_VERSION};
 use protocol::{special, Decoder, RequestHeader, ResponseHeader};
-use transport::{Refusal, Region, TcpClient, Transport, TransportError};
+use transport::{Refusal, Region, TcpClient, TlsClient, Transport, TransportError};
 
 use crate::config;
 use crate::init::host_transport;
@@ -105,7 +105,7 @@ fn open() -> CuResult<ThreadChannel> {
                 }
             }
         }
-        config::Transport::Tcp(addr) => {
+        config::Transport::Tcp(addr, security) => {
             let key = match host_key() {
                 Ok(key) => key,
                 Err(e) => {
@@ -113,8 +113,22 @@ fn open() -> CuResult<ThreadChannel> {
                     return Err(CuError::NOT_INITIALIZED);
                 }
             };
-            match TcpClient::connect_with_key(addr, key.as_ref()) {
-                Ok(client) => Box::new(client),
+            let connected: Result<Box<dyn Transport>, TransportError> = match security {
+                config::TcpSecurity::Cleartext => {
+                    TcpClient::connect_with_key(addr, key.as_ref()).map(|c| Box::new(c) as _)
+                }
+                config::TcpSecurity::Tls { .. } => match tls_settings(security) {
+                    Ok(tls) => {
+                        TlsClient::connect_tls(addr, &tls, key.as_ref()).map(|c| Box::new(c) as _)
+                    }
+                    Err(e) => {
+                        report_once(&format!("VGPU_TLS_*: {e}"));
+                        return Err(CuError::NOT_INITIALIZED);
+                    }
+                },
+            };
+            match connected {
+                Ok(client) => client,
                 Err(e @ TransportError::Refused(_)) => return Err(transport_failure(&e)),
                 Err(e) => {
                     report_once(&format!("cannot connect to {addr}: {e}"));
@@ -290,6 +304,24 @@ fn host_key() -> Result<Option<transport::StreamKey>, String> {
         Some(path) => transport::StreamKey::from_file(std::path::Path::new(&path))
             .map(Some)
             .map_err(|e| e.to_string()),
+    })
+    .clone()
+}
+
+/// The TLS settings `VGPU_TLS_*` name, read once per process (at the first TCP connection).
+fn tls_settings(security: &config::TcpSecurity) -> Result<transport::TlsClientConfig, String> {
+    static TLS: std::sync::OnceLock<Result<transport::TlsClientConfig, String>> =
+        std::sync::OnceLock::new();
+    TLS.get_or_init(|| match security {
+        config::TcpSecurity::Tls {
+            ca,
+            cert,
+            key,
+            server_name,
+        } => {
+            transport::TlsClientConfig::load(ca, cert, key, server_name).map_err(|e| e.to_string())
+        }
+        config::TcpSecurity::Cleartext => Err("clear text has no TLS settings".to_owned()),
     })
     .clone()
 }

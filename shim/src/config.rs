@@ -1,9 +1,14 @@
 //! The shim's configuration: environment variables only (no files, no sockets, no mappings).
 //!
 //! - `VGPU_REGION`: absolute path of the shared-memory region file the host serves.
-//! - `VGPU_HOST`: `ip:port` of a host reached over TCP.
+//! - `VGPU_HOST`: `ip:port` of a host reached over TCP, with TLS 1.3 (`VGPU_TLS_CA`,
+//!   `VGPU_TLS_CERT`, `VGPU_TLS_KEY`: the CA that signed the host's certificate, this guest's
+//!   certificate and its private key, PEM files; `VGPU_TLS_NAME`: the name the host's
+//!   certificate must carry, default the address in `VGPU_HOST`), or in clear text only with
+//!   `VGPU_TCP_CLEARTEXT=1` (for a host started with `--tcp-cleartext`).
 //!
-//! Exactly one of the two must be set for calls that need the host.
+//! Exactly one of `VGPU_REGION` and `VGPU_HOST` must be set for calls that need the host. The
+//! files are read when the first TCP connection is opened, not here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,8 +18,26 @@ use std::path::PathBuf;
 pub enum Transport {
     /// A shared-memory region file (`VGPU_REGION`).
     Region(PathBuf),
-    /// A TCP address (`VGPU_HOST`).
-    Tcp(SocketAddr),
+    /// A TCP address (`VGPU_HOST`) and how the connection is secured.
+    Tcp(SocketAddr, TcpSecurity),
+}
+
+/// How a TCP connection to the host is secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpSecurity {
+    /// TLS 1.3 with a client certificate.
+    Tls {
+        /// `VGPU_TLS_CA`: the CA the host's certificate must chain to.
+        ca: PathBuf,
+        /// `VGPU_TLS_CERT`: this guest's certificate.
+        cert: PathBuf,
+        /// `VGPU_TLS_KEY`: its private key (readable by its owner only).
+        key: PathBuf,
+        /// `VGPU_TLS_NAME`, or the IP address of `VGPU_HOST`.
+        server_name: String,
+    },
+    /// Clear text (`VGPU_TCP_CLEARTEXT=1`).
+    Cleartext,
 }
 
 /// Why the configuration cannot be used.
@@ -35,6 +58,55 @@ pub enum ConfigError {
     /// `VGPU_HOST` is not `ip:port`.
     #[error("VGPU_HOST={0:?} is not an ip:port address")]
     BadHost(String),
+    /// `VGPU_HOST` without TLS settings or the clear-text flag.
+    #[error(
+        "VGPU_HOST needs VGPU_TLS_CA, VGPU_TLS_CERT and VGPU_TLS_KEY (TLS), or \
+         VGPU_TCP_CLEARTEXT=1 for a host started with --tcp-cleartext"
+    )]
+    NoTls,
+    /// Some of the three TLS files are named, not all.
+    #[error("{0} is not set; VGPU_TLS_CA, VGPU_TLS_CERT and VGPU_TLS_KEY go together")]
+    TlsIncomplete(&'static str),
+    /// TLS settings and `VGPU_TCP_CLEARTEXT=1` both.
+    #[error("VGPU_TCP_CLEARTEXT=1 and VGPU_TLS_* are both set; choose one")]
+    TlsAndCleartext,
+}
+
+/// The TLS settings beside `VGPU_HOST`.
+fn tcp_security(
+    addr: SocketAddr,
+    text: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+) -> Result<TcpSecurity, ConfigError> {
+    let cleartext = text("VGPU_TCP_CLEARTEXT")?.is_some_and(|v| v.trim() == "1");
+    let files = [
+        ("VGPU_TLS_CA", text("VGPU_TLS_CA")?),
+        ("VGPU_TLS_CERT", text("VGPU_TLS_CERT")?),
+        ("VGPU_TLS_KEY", text("VGPU_TLS_KEY")?),
+    ];
+    if files.iter().all(|(_, v)| v.is_none()) {
+        return if cleartext {
+            Ok(TcpSecurity::Cleartext)
+        } else {
+            Err(ConfigError::NoTls)
+        };
+    }
+    if cleartext {
+        return Err(ConfigError::TlsAndCleartext);
+    }
+    if let Some((name, _)) = files.iter().find(|(_, v)| v.is_none()) {
+        return Err(ConfigError::TlsIncomplete(name));
+    }
+    let [ca, cert, key] = files.map(|(_, v)| PathBuf::from(v.unwrap_or_default()));
+    let server_name = text("VGPU_TLS_NAME")?
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| addr.ip().to_string());
+    Ok(TcpSecurity::Tls {
+        ca,
+        cert,
+        key,
+        server_name,
+    })
 }
 
 /// Reads the transport from a variable lookup (the process environment in production).
@@ -64,11 +136,13 @@ pub fn transport_from(
                 Err(ConfigError::RegionNotAbsolute(region))
             }
         }
-        (None, Some(host)) => host
-            .trim()
-            .parse()
-            .map(Transport::Tcp)
-            .map_err(|_| ConfigError::BadHost(host)),
+        (None, Some(host)) => {
+            let addr: SocketAddr = host
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::BadHost(host.clone()))?;
+            Ok(Transport::Tcp(addr, tcp_security(addr, text)?))
+        }
     }
 }
 
@@ -104,8 +178,14 @@ mod tests {
             Ok(Transport::Region("/dev/shm/vgpu".into()))
         );
         assert_eq!(
-            transport_from(env(&[("VGPU_HOST", "10.0.0.2:7300")])),
-            Ok(Transport::Tcp("10.0.0.2:7300".parse().unwrap()))
+            transport_from(env(&[
+                ("VGPU_HOST", "10.0.0.2:7300"),
+                ("VGPU_TCP_CLEARTEXT", "1")
+            ])),
+            Ok(Transport::Tcp(
+                "10.0.0.2:7300".parse().unwrap(),
+                TcpSecurity::Cleartext
+            ))
         );
         assert_eq!(
             transport_from(env(&[("VGPU_HOST", "gpu-box")])),
@@ -118,6 +198,61 @@ mod tests {
         assert_eq!(
             transport_from(env(&[("VGPU_REGION", "/x"), ("VGPU_HOST", "1.2.3.4:5")])),
             Err(ConfigError::Both)
+        );
+    }
+
+    #[test]
+    fn tcp_needs_tls_settings_or_the_cleartext_flag() {
+        let host = ("VGPU_HOST", "10.0.0.2:7300");
+        let tls = [
+            ("VGPU_TLS_CA", "/etc/vgpu/ca.pem"),
+            ("VGPU_TLS_CERT", "/etc/vgpu/client.pem"),
+            ("VGPU_TLS_KEY", "/etc/vgpu/client.key"),
+        ];
+        assert_eq!(transport_from(env(&[host])), Err(ConfigError::NoTls));
+        assert_eq!(
+            transport_from(env(&[host, ("VGPU_TCP_CLEARTEXT", "yes")])),
+            Err(ConfigError::NoTls),
+            "only 1 turns clear text on"
+        );
+        let want = |name: &str| {
+            Ok(Transport::Tcp(
+                "10.0.0.2:7300".parse().unwrap(),
+                TcpSecurity::Tls {
+                    ca: "/etc/vgpu/ca.pem".into(),
+                    cert: "/etc/vgpu/client.pem".into(),
+                    key: "/etc/vgpu/client.key".into(),
+                    server_name: name.into(),
+                },
+            ))
+        };
+        assert_eq!(
+            transport_from(env(&[host, tls[0], tls[1], tls[2]])),
+            want("10.0.0.2")
+        );
+        assert_eq!(
+            transport_from(env(&[
+                host,
+                tls[0],
+                tls[1],
+                tls[2],
+                ("VGPU_TLS_NAME", "gpu-box")
+            ])),
+            want("gpu-box")
+        );
+        assert_eq!(
+            transport_from(env(&[host, tls[0], tls[2]])),
+            Err(ConfigError::TlsIncomplete("VGPU_TLS_CERT"))
+        );
+        assert_eq!(
+            transport_from(env(&[
+                host,
+                tls[0],
+                tls[1],
+                tls[2],
+                ("VGPU_TCP_CLEARTEXT", "1")
+            ])),
+            Err(ConfigError::TlsAndCleartext)
         );
     }
 }

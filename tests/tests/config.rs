@@ -58,12 +58,39 @@ fn broken_configuration_names_the_cause() {
     let out = probe(&[("VGPU_REGION", "relative/region")], &["init"]);
     assert_eq!(out.stdout, "cuInit=3\n");
     assert!(single_line(&out.stderr).contains("is not an absolute path"));
+
+    // TCP without TLS settings, and without saying clear text is meant: refused before any
+    // connection.
+    let out = probe(&[("VGPU_HOST", "127.0.0.1:9")], &["init"]);
+    assert_eq!(out.stdout, "cuInit=3\n");
+    let line = single_line(&out.stderr);
+    assert!(
+        line.contains("VGPU_HOST needs VGPU_TLS_CA, VGPU_TLS_CERT and VGPU_TLS_KEY"),
+        "{line}"
+    );
+
+    // TLS files that are not there: named, one line.
+    let out = probe(
+        &[
+            ("VGPU_HOST", "127.0.0.1:9"),
+            ("VGPU_TLS_CA", "/nonexistent/ca.pem"),
+            ("VGPU_TLS_CERT", "/nonexistent/client.pem"),
+            ("VGPU_TLS_KEY", "/nonexistent/client.key"),
+        ],
+        &["init", "2"],
+    );
+    assert_eq!(out.stdout, "cuInit=3\ncuInit=3\n");
+    let line = single_line(&out.stderr);
+    assert!(line.contains("/nonexistent/ca.pem"), "{line}");
 }
 
 #[test]
 fn unreachable_host_is_not_initialized_with_one_line() {
     // Port 9 (discard) on loopback: nothing listens there, so the connection is refused.
-    let out = probe(&[("VGPU_HOST", "127.0.0.1:9")], &["init", "2"]);
+    let out = probe(
+        &[("VGPU_HOST", "127.0.0.1:9"), ("VGPU_TCP_CLEARTEXT", "1")],
+        &["init", "2"],
+    );
     assert_eq!(out.stdout, "cuInit=3\ncuInit=3\n");
     let line = single_line(&out.stderr);
     assert!(line.contains("vgpu host unreachable"), "{line}");

@@ -141,6 +141,11 @@ pub enum TransportError {
     /// and may try again later (a limit) or as a new client (an identity the host forgot).
     #[error("the host refused the client: {0}")]
     Refused(crate::identity::Refusal),
+
+    /// The TLS handshake failed: a certificate that does not verify or is missing, a peer that
+    /// does not speak TLS 1.3 with this build's suite, or not TLS at all.
+    #[error("tls: {0}")]
+    Tls(rustls::Error),
 }
 
 impl TransportError {

@@ -9,7 +9,8 @@
 //!   [`HostChannel`], looping [`HostChannel::recv`] / [`HostChannel::reply`].
 //! - **Guest** (one channel per calling thread): [`Region::open`], [`Region::connect`],
 //!   [`GuestChannel::call`].
-//! - **Remote host**: [`TcpServer`] / [`TcpClient`], behind the same [`Transport`] /
+//! - **Remote host**: [`TcpServer`] / [`TlsClient`] (TLS 1.3 with client certificates,
+//!   `tls_*.rs`; [`TcpClient`] in clear text), behind the same [`Transport`] /
 //!   [`ServerTransport`] traits.
 //!
 //! ```
@@ -68,9 +69,17 @@ mod region;
 #[cfg(not(loom))]
 mod stream;
 #[cfg(not(loom))]
+mod stream_io;
+#[cfg(not(loom))]
 mod stream_key;
 #[cfg(not(loom))]
 mod sys;
+#[cfg(not(loom))]
+mod tls_config;
+#[cfg(not(loom))]
+mod tls_handshake;
+#[cfg(not(loom))]
+mod tls_record;
 #[cfg(not(loom))]
 mod truncation;
 #[cfg(not(loom))]
@@ -78,6 +87,8 @@ mod usage;
 
 #[cfg(all(test, not(loom)))]
 mod hostile_tests;
+#[cfg(all(test, not(loom)))]
+mod tls_tests;
 
 /// The longest message either transport carries (2 GiB). Larger payloads are split by the
 /// caller (the shim copies in chunks); a peer announcing a longer message is cut off before
@@ -99,10 +110,14 @@ pub use crate::{
         MIN_PEER_TIMEOUT,
     },
     stream::{
-        Hello, StreamClient, StreamHello, StreamServer, TcpClient, TcpServer, UnixClient,
-        UnixServer, STREAM_MAGIC, STREAM_VERSION,
+        Hello, StreamClient, StreamHello, StreamServer, TcpClient, TcpServer, TlsClient,
+        UnixClient, UnixServer, STREAM_MAGIC, STREAM_VERSION,
     },
+    stream_io::StreamIo,
     stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
+    tls_config::{TlsClientConfig, TlsConfigError, TlsServerConfig},
+    tls_handshake::{accept as tls_accept, connect as tls_connect},
+    tls_record::{SessionKeys, SessionKeysError, TlsStream, MAX_PLAINTEXT as TLS_MAX_PLAINTEXT},
     truncation::protect as protect_from_truncation,
     usage::BulkUsage,
 };

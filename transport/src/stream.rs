@@ -12,7 +12,10 @@
 
 use crate::error::{GoneReason, TransportError};
 use crate::identity::{Credential, Refusal, StreamClients, CREDENTIAL_LEN};
+use crate::stream_io::StreamIo;
 use crate::stream_key::{StreamKey, CHALLENGE_LEN};
+use crate::tls_config::{TlsClientConfig, TlsServerConfig};
+use crate::tls_record::TlsStream;
 use crate::{ClientIdentity, ServerTransport, Transport};
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -51,31 +54,7 @@ fn map_io(context: &'static str) -> impl Fn(io::Error) -> TransportError {
     }
 }
 
-/// Writes all of `data` with `MSG_NOSIGNAL`, so a dead peer gives an error, never SIGPIPE.
-fn send_all(fd: &impl AsRawFd, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        // SAFETY: `data` is a valid readable slice for the duration of the call.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        data = &data[n as usize..];
-    }
-    Ok(())
-}
-
-fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> {
+fn write_frame(stream: &mut impl StreamIo, msg: &[u8]) -> Result<(), TransportError> {
     if msg.len() as u64 > crate::MAX_MESSAGE_LEN {
         return Err(TransportError::MessageTooLarge(msg.len() as u64));
     }
@@ -84,10 +63,12 @@ fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> 
         let mut buf = [0u8; 4096 + 8];
         buf[..8].copy_from_slice(&len);
         buf[8..8 + msg.len()].copy_from_slice(msg);
-        send_all(stream, &buf[..8 + msg.len()]).map_err(map_io("send frame"))
+        stream
+            .send_all(&buf[..8 + msg.len()])
+            .map_err(map_io("send frame"))
     } else {
-        send_all(stream, &len).map_err(map_io("send frame"))?;
-        send_all(stream, msg).map_err(map_io("send frame"))
+        stream.send_all(&len).map_err(map_io("send frame"))?;
+        stream.send_all(msg).map_err(map_io("send frame"))
     }
 }
 
@@ -96,9 +77,9 @@ fn write_frame(stream: &impl AsRawFd, msg: &[u8]) -> Result<(), TransportError> 
 /// finds them instead of putting the thread to sleep: on a loopback or a fast link, waking a
 /// sleeping reader costs more than the rest of the round trip. As on the shared-memory rings, the
 /// thread yields the CPU now and then (every 64 looks), so a peer queued on this CPU runs.
-fn spin_until_readable(fd: &impl AsRawFd) {
+fn spin_until_readable(fd: &impl StreamIo) {
     let spin = crate::doorbell::spin();
-    if spin.is_zero() {
+    if spin.is_zero() || fd.has_buffered() {
         return;
     }
     let mut started = None;
@@ -236,8 +217,10 @@ pub struct StreamClient<S> {
 pub type TcpClient = StreamClient<TcpStream>;
 /// Unix-socket client.
 pub type UnixClient = StreamClient<UnixStream>;
+/// TLS client over TCP.
+pub type TlsClient = StreamClient<TlsStream>;
 
-impl<S: Read + AsRawFd> StreamClient<S> {
+impl<S: StreamIo> StreamClient<S> {
     /// Performs the client handshake over an already connected stream, without a key.
     ///
     /// # Errors
@@ -303,7 +286,7 @@ impl<S: Read + AsRawFd> StreamClient<S> {
         if let Some(c) = &presented {
             hello[24..40].copy_from_slice(&c.to_bytes());
         }
-        send_all(&stream, &hello).map_err(map_io("send handshake"))?;
+        stream.send_all(&hello).map_err(map_io("send handshake"))?;
         let mut ack = [0u8; 16];
         stream
             .read_exact(&mut ack)
@@ -326,7 +309,8 @@ impl<S: Read + AsRawFd> StreamClient<S> {
                         "the host requires a key (VGPU_HOST_KEY_FILE)",
                     ));
                 };
-                send_all(&stream, &key.answer(&challenge, &hello))
+                stream
+                    .send_all(&key.answer(&challenge, &hello))
                     .map_err(map_io("send answer"))?;
                 let mut verdict = [0u8; 4];
                 stream
@@ -395,25 +379,57 @@ impl TcpClient {
         addr: impl ToSocketAddrs,
         key: Option<&StreamKey>,
     ) -> Result<Self, TransportError> {
-        let addrs: Vec<std::net::SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(TransportError::io("tcp address"))?
-            .collect();
-        let attempt = || {
-            let stream =
-                TcpStream::connect(&addrs[..]).map_err(TransportError::io("tcp connect"))?;
-            stream
-                .set_nodelay(true)
-                .map_err(TransportError::io("tcp nodelay"))?;
-            set_keepalive(&stream);
-            StreamClient::over_with_key(stream, key)
-        };
-        match attempt() {
-            // The host no longer knows this process (its worker ended): the credential was
-            // dropped, so the next attempt comes as a new client.
-            Err(TransportError::Refused(Refusal::UnknownIdentity)) => attempt(),
-            other => other,
-        }
+        let addrs = resolve(addr)?;
+        retry_as_new(|| StreamClient::over_with_key(tcp_connect(&addrs)?, key))
+    }
+}
+
+/// `addr`'s addresses, resolved once for every attempt.
+fn resolve(addr: impl ToSocketAddrs) -> Result<Vec<std::net::SocketAddr>, TransportError> {
+    Ok(addr
+        .to_socket_addrs()
+        .map_err(TransportError::io("tcp address"))?
+        .collect())
+}
+
+/// Runs `attempt` once more when the host no longer knows this process (its worker ended): the
+/// credential was dropped, so the next attempt comes as a new client.
+fn retry_as_new<T>(attempt: impl Fn() -> Result<T, TransportError>) -> Result<T, TransportError> {
+    match attempt() {
+        Err(TransportError::Refused(Refusal::UnknownIdentity)) => attempt(),
+        other => other,
+    }
+}
+
+/// A TCP connection to a host, configured as every client's is (`TCP_NODELAY`, keepalive ~5 s
+/// so that a vanished host is noticed).
+fn tcp_connect(addrs: &[std::net::SocketAddr]) -> Result<TcpStream, TransportError> {
+    let stream = TcpStream::connect(addrs).map_err(TransportError::io("tcp connect"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(TransportError::io("tcp nodelay"))?;
+    set_keepalive(&stream);
+    Ok(stream)
+}
+
+impl TlsClient {
+    /// Connects to a host over TCP, runs the TLS 1.3 handshake (the host's certificate must
+    /// verify against `tls`'s CA and name; this client shows its own), then the stream handshake
+    /// inside the session, answering the host's challenge with `key` if it asks.
+    ///
+    /// # Errors
+    /// `Io` when the connection fails; [`TransportError::Tls`] when either certificate is
+    /// refused; handshake errors as for [`StreamClient::over_with_key`].
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        tls: &TlsClientConfig,
+        key: Option<&StreamKey>,
+    ) -> Result<Self, TransportError> {
+        let addrs = resolve(addr)?;
+        retry_as_new(|| {
+            let session = crate::tls_handshake::connect(tcp_connect(&addrs)?, tls)?;
+            StreamClient::over_with_key(session, key)
+        })
     }
 }
 
@@ -424,27 +440,22 @@ impl UnixClient {
     /// `Io` when the connection fails; handshake errors as for [`StreamClient::over`].
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, TransportError> {
         let path = path.as_ref();
-        let attempt = || {
+        retry_as_new(|| {
             let stream = UnixStream::connect(path).map_err(TransportError::io("unix connect"))?;
             StreamClient::over(stream)
-        };
-        match attempt() {
-            // As for TCP: the credential was dropped, come back as a new client.
-            Err(TransportError::Refused(Refusal::UnknownIdentity)) => attempt(),
-            other => other,
-        }
+        })
     }
 }
 
-impl<S: Read + AsRawFd> Transport for StreamClient<S> {
+impl<S: StreamIo> Transport for StreamClient<S> {
     fn call(&mut self, request: &[u8], response: &mut Vec<u8>) -> Result<(), TransportError> {
-        write_frame(&self.stream, request)?;
+        write_frame(&mut self.stream, request)?;
         spin_until_readable(&self.stream);
         read_frame(&mut self.stream, response)
     }
 
     fn post(&mut self, request: &[u8]) -> Result<(), TransportError> {
-        write_frame(&self.stream, request)
+        write_frame(&mut self.stream, request)
     }
 }
 
@@ -477,7 +488,7 @@ pub struct StreamHello<S> {
     hello: Hello,
 }
 
-impl<S: Read + AsRawFd> StreamHello<S> {
+impl<S: StreamIo> StreamHello<S> {
     /// Runs the server's half of the handshake up to the admission; with `key`, the client must
     /// answer a fresh challenge with it (`stream_key.rs`).
     ///
@@ -502,7 +513,7 @@ impl<S: Read + AsRawFd> StreamHello<S> {
         ack[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
         ack[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
         ack[12..16].copy_from_slice(&status.to_le_bytes());
-        send_all(&stream, &ack).map_err(map_io("send handshake"))?;
+        stream.send_all(&ack).map_err(map_io("send handshake"))?;
         if !ok_magic {
             return Err(TransportError::BadHandshake("magic"));
         }
@@ -511,14 +522,18 @@ impl<S: Read + AsRawFd> StreamHello<S> {
         }
         if let Some(key) = key {
             let challenge = crate::stream_key::challenge()?;
-            send_all(&stream, &challenge).map_err(map_io("send challenge"))?;
+            stream
+                .send_all(&challenge)
+                .map_err(map_io("send challenge"))?;
             let mut answer = [0u8; CHALLENGE_LEN];
             stream
                 .read_exact(&mut answer)
                 .map_err(map_io("receive answer"))?;
             let accepted = key.accepts(&challenge, &hello, &answer);
             let verdict = if accepted { ACK_ACCEPTED } else { ACK_REFUSED };
-            send_all(&stream, &verdict.to_le_bytes()).map_err(map_io("send verdict"))?;
+            stream
+                .send_all(&verdict.to_le_bytes())
+                .map_err(map_io("send verdict"))?;
             if !accepted {
                 return Err(TransportError::BadHandshake("wrong key"));
             }
@@ -542,7 +557,7 @@ impl<S: Read + AsRawFd> StreamHello<S> {
     /// # Errors
     /// `PeerGone`/`Io` when the admission cannot be sent.
     pub fn admit(
-        self,
+        mut self,
         client_id: u64,
         credential: Option<&Credential>,
     ) -> Result<StreamServer<S>, TransportError> {
@@ -561,7 +576,7 @@ impl<S: Read + AsRawFd> StreamHello<S> {
     ///
     /// # Errors
     /// `PeerGone`/`Io` when the refusal cannot be sent.
-    pub fn refuse(self, why: Refusal) -> Result<(), TransportError> {
+    pub fn refuse(mut self, why: Refusal) -> Result<(), TransportError> {
         let status = match why {
             Refusal::UnknownIdentity => ADMIT_UNKNOWN_IDENTITY,
             Refusal::Limit => ADMIT_LIMIT,
@@ -570,7 +585,7 @@ impl<S: Read + AsRawFd> StreamHello<S> {
     }
 
     fn send_admission(
-        &self,
+        &mut self,
         status: u32,
         client_id: u64,
         credential: Option<&Credential>,
@@ -581,7 +596,9 @@ impl<S: Read + AsRawFd> StreamHello<S> {
         if let Some(c) = credential {
             admission[12..28].copy_from_slice(&c.to_bytes());
         }
-        send_all(&self.stream, &admission).map_err(map_io("send admission"))
+        self.stream
+            .send_all(&admission)
+            .map_err(map_io("send admission"))
     }
 
     /// Admits by `clients`: a new client, or one `clients` minted; refuses anything else.
@@ -618,7 +635,7 @@ impl<S> StreamHello<S> {
     }
 }
 
-impl<S: Read + AsRawFd> StreamServer<S> {
+impl<S: StreamIo> StreamServer<S> {
     /// Performs the server handshake over an accepted stream, without a key: any client with the
     /// right magic and version is accepted.
     ///
@@ -654,7 +671,7 @@ impl<S> StreamServer<S> {
     }
 }
 
-impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
+impl<S: StreamIo> ServerTransport for StreamServer<S> {
     fn client(&self) -> ClientIdentity {
         self.client
     }
@@ -663,7 +680,7 @@ impl<S: Read + AsRawFd> ServerTransport for StreamServer<S> {
         read_frame(&mut self.stream, request)
     }
     fn reply(&mut self, response: &[u8]) -> Result<(), TransportError> {
-        write_frame(&self.stream, response)
+        write_frame(&mut self.stream, response)
     }
 }
 
@@ -703,6 +720,24 @@ impl TcpServer {
     pub fn accept(&self) -> Result<StreamServer<TcpStream>, TransportError> {
         let (stream, _) = self.accept_connection()?;
         StreamHello::read(stream, None)?.admit_by(&self.clients)
+    }
+
+    /// Waits for the next client, runs the TLS 1.3 handshake (the client must show a
+    /// certificate that chains to `tls`'s client CA) and the stream handshake inside the
+    /// session (with `key`, the client must also answer the key challenge); admits it by this
+    /// listener's identities, as [`TcpServer::accept`] does.
+    ///
+    /// # Errors
+    /// `Io` from accept; [`TransportError::Tls`] for a client refused in the TLS handshake;
+    /// handshake errors as for [`StreamServer::over_with_key`].
+    pub fn accept_tls(
+        &self,
+        tls: &TlsServerConfig,
+        key: Option<&StreamKey>,
+    ) -> Result<StreamServer<TlsStream>, TransportError> {
+        let (stream, _) = self.accept_connection()?;
+        let (session, _) = crate::tls_handshake::accept(stream, tls)?;
+        StreamHello::read(session, key)?.admit_by(&self.clients)
     }
 
     /// Waits for the next connection and configures it as [`TcpServer::accept`] does
@@ -817,7 +852,7 @@ mod tests {
         hello[0..8].copy_from_slice(&STREAM_MAGIC.to_le_bytes());
         hello[8..12].copy_from_slice(&STREAM_VERSION.to_le_bytes());
         hello[24..40].copy_from_slice(&[0x5a; CREDENTIAL_LEN]);
-        send_all(&a, &hello).expect("hello");
+        crate::stream_io::send_to_fd(&a, &hello).expect("hello");
         let mut reply = [0u8; 16 + ADMISSION_LEN];
         a.read_exact(&mut reply).expect("ack and admission");
         assert_eq!(reply[12..16], ACK_ACCEPTED.to_le_bytes());
@@ -842,7 +877,8 @@ mod tests {
         assert_eq!(out.capacity(), 0, "nothing was allocated for it");
         // A 1 TiB announcement over a real socket: the server refuses it at once.
         let (client, mut server) = handshake();
-        send_all(&client.stream, &(1u64 << 40).to_le_bytes()).expect("announce");
+        crate::stream_io::send_to_fd(&client.stream, &(1u64 << 40).to_le_bytes())
+            .expect("announce");
         let mut request = Vec::new();
         assert!(matches!(
             server.recv(&mut request),

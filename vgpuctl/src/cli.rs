@@ -272,6 +272,20 @@ pub enum HostCommand {
     Install(HostInstallArgs),
     /// Print the libvirt <shmem> device XML of one VM's region (the one its host instance serves).
     VmXml(VmXmlArgs),
+    /// Make the TLS material for `vgpu-host --listen`: a CA, a host and a client certificate.
+    TlsInit(TlsInitArgs),
+}
+
+/// `host tls-init` arguments.
+#[derive(Debug, Args)]
+pub struct TlsInitArgs {
+    /// Directory for ca.pem, ca.key, host.pem, host.key, client.pem, client.key (mode 0600;
+    /// created if missing; existing files are never overwritten).
+    pub dir: PathBuf,
+    /// A DNS name or IP address guests reach the host by, for the host certificate
+    /// (repeatable; default: localhost, 127.0.0.1, ::1 and this machine's host name).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 /// `host install` arguments.
@@ -398,6 +412,18 @@ pub fn run(
             out,
         )
         .map(|_| 0),
+        Command::Host(HostCommand::TlsInit(a)) => crate::tls_init::tls_init(
+            &crate::tls_init::TlsInitOptions {
+                dir: a.dir,
+                names: if a.names.is_empty() {
+                    crate::tls_init::default_names()
+                } else {
+                    a.names
+                },
+            },
+            out,
+        )
+        .map(|()| 0),
         Command::Host(HostCommand::VmXml(a)) => vm_xml::render(&vm_xml::VmXmlOptions {
             instance: a.instance.clone(),
             region_template: a.region_template,

@@ -31,6 +31,7 @@ pub mod smi;
 pub mod state;
 pub mod status;
 pub mod systemctl;
+pub mod tls_init;
 pub mod top;
 mod top_screen;
 pub mod trace_summary;

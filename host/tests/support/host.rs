@@ -108,14 +108,34 @@ impl HostBuilder {
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        // A listening host gets a key unless the test chose (`--tcp-key`/`--tcp-insecure`):
-        // its TCP clients then authenticate, as in production.
+        // A listening host serves TLS with material from `vgpuctl host tls-init` unless the
+        // test chose clear text (`--tcp-cleartext`) or its own material, and gets a key unless
+        // the test chose (`--tcp-key`/`--tcp-insecure`): its TCP clients then authenticate
+        // both ways, as a careful production host's do.
         let listens = self.args.iter().any(|a| a == "--listen");
-        let chose = self
-            .args
-            .iter()
-            .any(|a| a == "--tcp-key" || a == "--tcp-insecure");
-        let tcp_key = (listens && !chose).then(|| {
+        let has = |flag: &str| self.args.iter().any(|a| a == flag);
+        let cleartext = has("--tcp-cleartext");
+        let tls_dir = (listens && !cleartext && !has("--tls-cert")).then(|| {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = tmp(&format!("tls-{}", N.fetch_add(1, Ordering::Relaxed)));
+            let _ = std::fs::remove_dir_all(&dir);
+            vgpuctl::tls_init::tls_init(
+                &vgpuctl::tls_init::TlsInitOptions {
+                    dir: dir.clone(),
+                    names: vec!["127.0.0.1".into(), "localhost".into()],
+                },
+                &mut std::io::sink(),
+            )
+            .expect("vgpuctl host tls-init");
+            cmd.arg("--tls-cert")
+                .arg(dir.join("host.pem"))
+                .arg("--tls-key")
+                .arg(dir.join("host.key"))
+                .arg("--tls-client-ca")
+                .arg(dir.join("ca.pem"));
+            dir
+        });
+        let tcp_key = (listens && !has("--tcp-key") && !has("--tcp-insecure")).then(|| {
             use std::os::unix::fs::PermissionsExt;
             static N: AtomicU32 = AtomicU32::new(0);
             let key = tmp(&format!("tcp-{}.key", N.fetch_add(1, Ordering::Relaxed)));
@@ -155,6 +175,8 @@ impl HostBuilder {
             tcp: None,
             metrics: None,
             tcp_key,
+            tls_dir,
+            cleartext,
             driver_log: self.driver_log,
             lines,
             stderr_closed,
@@ -193,6 +215,10 @@ pub struct Host {
     metrics: Option<SocketAddr>,
     /// The key file its TCP clients authenticate with (when the builder made one).
     tcp_key: Option<PathBuf>,
+    /// The `vgpuctl host tls-init` directory of its TLS material (when the builder made it).
+    tls_dir: Option<PathBuf>,
+    /// It serves TCP in clear text (`--tcp-cleartext`).
+    cleartext: bool,
     driver_log: Option<PathBuf>,
     lines: Arc<Mutex<Vec<String>>>,
     stderr_closed: Arc<AtomicBool>,
@@ -323,11 +349,20 @@ impl Host {
         cmd
     }
 
-    /// `program` with the shim preloaded, reaching this host over TCP (`VGPU_HOST`, and
-    /// `VGPU_HOST_KEY_FILE` when the host has a key).
+    /// `program` with the shim preloaded, reaching this host over TCP (`VGPU_HOST`; the
+    /// `VGPU_TLS_*` files of its material, or `VGPU_TCP_CLEARTEXT=1`; `VGPU_HOST_KEY_FILE` when
+    /// the host has a key).
     pub fn tcp_client(&self, program: &Path) -> Command {
         let mut cmd = guest_command(program);
         cmd.env("VGPU_HOST", self.tcp().to_string());
+        if let Some(dir) = &self.tls_dir {
+            cmd.env("VGPU_TLS_CA", dir.join("ca.pem"))
+                .env("VGPU_TLS_CERT", dir.join("client.pem"))
+                .env("VGPU_TLS_KEY", dir.join("client.key"));
+        }
+        if self.cleartext {
+            cmd.env("VGPU_TCP_CLEARTEXT", "1");
+        }
         if let Some(key) = &self.tcp_key {
             cmd.env("VGPU_HOST_KEY_FILE", key);
         }
@@ -339,13 +374,44 @@ impl Host {
         self.tcp_key.as_deref()
     }
 
-    /// A raw TCP client of this host, authenticated with its key.
-    pub fn tcp_connect(&self) -> transport::TcpClient {
+    /// The `vgpuctl host tls-init` directory of its TLS material, if the builder made it.
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.tls_dir.as_deref()
+    }
+
+    /// The TLS settings of a guest with the material's client certificate.
+    pub fn tls_client_config(&self) -> transport::TlsClientConfig {
+        let dir = self.tls_dir().expect("a host with TLS material");
+        transport::TlsClientConfig::load(
+            &dir.join("ca.pem"),
+            &dir.join("client.pem"),
+            &dir.join("client.key"),
+            "127.0.0.1",
+        )
+        .expect("the test material")
+    }
+
+    /// A raw TCP client of this host, authenticated as [`Host::tcp_client`]'s are.
+    pub fn tcp_connect(&self) -> Box<dyn transport::Transport> {
         let key = self
             .tcp_key
             .as_deref()
             .map(|k| transport::StreamKey::from_file(k).expect("the test key"));
-        transport::TcpClient::connect_with_key(self.tcp(), key.as_ref()).expect("tcp connect")
+        if self.tls_dir.is_some() {
+            Box::new(
+                transport::TlsClient::connect_tls(
+                    self.tcp(),
+                    &self.tls_client_config(),
+                    key.as_ref(),
+                )
+                .expect("tls connect"),
+            )
+        } else {
+            Box::new(
+                transport::TcpClient::connect_with_key(self.tcp(), key.as_ref())
+                    .expect("tcp connect"),
+            )
+        }
     }
 }
 

@@ -222,7 +222,7 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
     }
     match crate::init::host_transport() {
         Ok(config::Transport::Region(_)) => {}
-        Ok(config::Transport::Tcp(_)) => return Err(NotPlaced::OverTcp),
+        Ok(config::Transport::Tcp(..)) => return Err(NotPlaced::OverTcp),
         Err(e) => return Err(NotPlaced::Refused(e)),
     }
     let placed = call_with(

@@ -1,11 +1,15 @@
 //! Round-trip and throughput of the shared-memory transport against Unix-socket and TCP-loopback
 //! baselines. The server always runs in a forked process, as in the real guest/host setup.
 //! The last line printed is one JSON object (throughputs in GB/s, 10^9 bytes per second).
+//!
+//! With `VGPU_BENCH_TLS=DIR` (material from `vgpuctl host tls-init DIR`) a `tls` row measures
+//! TCP loopback inside TLS 1.3, as `vgpu-host --listen` serves it, beside the clear-text `tcp`
+//! row. `--sockets` runs the socket rows only (uds, tcp, tls).
 
 use std::time::{Duration, Instant};
 use transport::{
     DoorbellMode, Region, RegionConfig, ServerTransport, StreamClient, StreamServer, TcpClient,
-    TcpServer, Transport, TransportError,
+    TcpServer, TlsClient, TlsClientConfig, TlsServerConfig, Transport, TransportError,
 };
 
 const SMALL: usize = 64;
@@ -212,6 +216,127 @@ fn bench_tcp() -> Result<Figures, TransportError> {
     figures
 }
 
+/// TCP loopback inside TLS 1.3 with client certificates, from the material in `dir`.
+fn bench_tls(dir: &std::path::Path) -> Result<Figures, String> {
+    let host = TlsServerConfig::load(
+        &dir.join("host.pem"),
+        &dir.join("host.key"),
+        &dir.join("ca.pem"),
+    )
+    .map_err(|e| e.to_string())?;
+    let guest = TlsClientConfig::load(
+        &dir.join("ca.pem"),
+        &dir.join("client.pem"),
+        &dir.join("client.key"),
+        "127.0.0.1",
+    )
+    .map_err(|e| e.to_string())?;
+    let listener = TcpServer::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let server = fork();
+    if server == 0 {
+        if let Ok(mut s) = listener.accept_tls(&host, None) {
+            serve_loop(&mut s);
+        }
+        exit_child();
+    }
+    drop(listener);
+    let mut client = TlsClient::connect_tls(addr, &guest, None).map_err(|e| e.to_string())?;
+    let figures = measure(&mut client, 20_000, (200, 4)).map_err(|e| e.to_string());
+    drop(client);
+    reap(server);
+    figures
+}
+
+/// How fast one core seals 16 KiB TLS 1.3 records with `suite` (rustls over *ring*), in GB/s of
+/// plaintext: the bound on a TLS row's bulk figures when each side has a core to itself.
+fn seal_gbps(suite: rustls::SupportedCipherSuite) -> f64 {
+    use rustls::crypto::cipher::{AeadKey, Iv, OutboundChunks, OutboundPlainMessage};
+    // Refutable only when another crate of the build turns on rustls's `tls12` feature.
+    #[allow(irrefutable_let_patterns)]
+    let rustls::SupportedCipherSuite::Tls13(suite) = suite
+    else {
+        return 0.0;
+    };
+    if suite.aead_alg.key_len() != 32 {
+        return 0.0; // `AeadKey::from` makes 32-byte keys only
+    }
+    let mut sealer = suite
+        .aead_alg
+        .encrypter(AeadKey::from([7u8; 32]), Iv::from([9u8; 12]));
+    let record = vec![0x5au8; transport::TLS_MAX_PLAINTEXT];
+    let records = 4096u64; // 64 MiB
+    let start = Instant::now();
+    for seq in 0..records {
+        let message = OutboundPlainMessage {
+            typ: rustls::ContentType::ApplicationData,
+            version: rustls::ProtocolVersion::TLSv1_2,
+            payload: OutboundChunks::Single(&record),
+        };
+        let sealed = sealer.encrypt(message, seq).map(|m| m.encode().len());
+        assert!(sealed.is_ok_and(|n| n > record.len()));
+    }
+    (records as usize * record.len()) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn print_row(name: &str, f: &Figures) {
+    println!(
+        "{name:>4}: 64 B rtt p50 {:>7} ns  p99 {:>7} ns   1 MiB {:>6.2} GB/s   64 MiB {:>6.2} GB/s",
+        f.p50_ns, f.p99_ns, f.gbps_1m, f.gbps_64m
+    );
+}
+
+/// The `tls` row, when `VGPU_BENCH_TLS` names the material; `Err` ends the run.
+fn tls_row() -> Result<Option<Figures>, TransportError> {
+    let Some(dir) = std::env::var_os("VGPU_BENCH_TLS").filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    bench_tls(std::path::Path::new(&dir))
+        .map(Some)
+        .map_err(|e| TransportError::Io {
+            context: "tls bench (VGPU_BENCH_TLS)",
+            source: std::io::Error::other(e),
+        })
+}
+
+/// `--sockets`: the uds, tcp and (with `VGPU_BENCH_TLS`) tls rows, and their JSON.
+fn sockets_only() -> Result<(), TransportError> {
+    println!("load average before: {}", load());
+    let uds = bench_uds()?;
+    let tcp = bench_tcp()?;
+    let tls = tls_row()?;
+    print_row("uds", &uds);
+    print_row("tcp", &tcp);
+    if let Some(tls) = &tls {
+        print_row("tls", tls);
+        println!(
+            "sealing 16 KiB records on one core: ChaCha20-Poly1305 {:.2} GB/s (the suite used), \
+             AES-256-GCM {:.2} GB/s (for comparison)",
+            seal_gbps(rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256),
+            seal_gbps(rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384)
+        );
+    }
+    println!("load average after: {}", load());
+    let tls_json = tls.map_or(String::new(), |t| {
+        format!(
+            ",\"tls_rtt_p50_ns\":{},\"tls_rtt_p99_ns\":{},\"tls_bulk_gbps\":{:.3},\"tls_bulk_1mib_gbps\":{:.3}",
+            t.p50_ns, t.p99_ns, t.gbps_64m, t.gbps_1m
+        )
+    });
+    println!(
+        "{{\"uds_rtt_p50_ns\":{},\"uds_rtt_p99_ns\":{},\"tcp_rtt_p50_ns\":{},\"tcp_rtt_p99_ns\":{},\
+         \"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3}{tls_json},\"spin_us\":{}}}",
+        uds.p50_ns,
+        uds.p99_ns,
+        tcp.p50_ns,
+        tcp.p99_ns,
+        tcp.gbps_64m,
+        tcp.gbps_1m,
+        transport::doorbell_spin().as_micros()
+    );
+    Ok(())
+}
+
 /// The machine's floor: two processes bouncing one cache line through shared memory with nothing
 /// else (no frames, no doorbells), so the transport's own cost can be read off the difference.
 fn floor_rtt_ns(pin_to: Option<(usize, usize)>, rounds: u64) -> u64 {
@@ -295,6 +420,7 @@ fn main() {
         println!("floor: bare cache-line ping-pong between two processes {floor} ns ({floor_pinned} ns pinned to CPUs 0 and 1)");
         let uds = bench_uds()?;
         let tcp = bench_tcp()?;
+        let tls = tls_row()?;
         for (name, f) in [
             ("shm", &shm),
             ("pin", &pinned),
@@ -303,11 +429,15 @@ fn main() {
             ("uds", &uds),
             ("tcp", &tcp),
         ] {
-            println!(
-                "{name:>4}: 64 B rtt p50 {:>7} ns  p99 {:>7} ns   1 MiB {:>6.2} GB/s   64 MiB {:>6.2} GB/s",
-                f.p50_ns, f.p99_ns, f.gbps_1m, f.gbps_64m
-            );
+            print_row(name, f);
         }
+        let tls_json = tls.map_or(String::new(), |t| {
+            print_row("tls", &t);
+            format!(
+                "\"tls_rtt_p50_ns\":{},\"tls_rtt_p99_ns\":{},\"tls_bulk_gbps\":{:.3},\"tls_bulk_1mib_gbps\":{:.3},",
+                t.p50_ns, t.p99_ns, t.gbps_64m, t.gbps_1m
+            )
+        });
         println!("load average after: {}", load());
         println!(
             "{{\"rtt_p50_ns\":{},\"rtt_p99_ns\":{},\"uds_rtt_p50_ns\":{},\"bulk_gbps\":{:.3},\"uds_bulk_gbps\":{:.3},\
@@ -315,7 +445,7 @@ fn main() {
              \"tcp_rtt_p99_ns\":{},\"tcp_bulk_gbps\":{:.3},\"tcp_bulk_1mib_gbps\":{:.3},\"poll_rtt_p50_ns\":{},\
              \"poll_rtt_p99_ns\":{},\"poll_bulk_gbps\":{:.3},\"pinned_rtt_p50_ns\":{},\"pinned_rtt_p99_ns\":{},\
              \"pinned_bulk_gbps\":{:.3},\"floor_rtt_ns\":{},\"floor_pinned_rtt_ns\":{},\
-             \"one_cpu_rtt_p50_ns\":{},\"one_cpu_rtt_p99_ns\":{},\"spin_us\":{}}}",
+             \"one_cpu_rtt_p50_ns\":{},\"one_cpu_rtt_p99_ns\":{},{tls_json}\"spin_us\":{}}}",
             shm.p50_ns,
             shm.p99_ns,
             uds.p50_ns,
@@ -342,7 +472,9 @@ fn main() {
         );
         Ok(())
     };
-    if let Err(e) = run() {
+    let sockets = std::env::args().skip(1).any(|a| a == "--sockets");
+    let result = if sockets { sockets_only() } else { run() };
+    if let Err(e) = result {
         eprintln!("transport-bench: {e}");
         std::process::exit(1);
     }
