@@ -26,8 +26,9 @@ pub(crate) fn pinned_attribute(
 }
 
 /// The value of `attribute` for byte `at` of the managed allocation `[base, base + len)`, when
-/// the guest knows it: one pointer for both sides, memory type DEVICE (what the driver answers
-/// for managed memory; cudart then reports `cudaMemoryTypeManaged` from `IS_MANAGED`).
+/// the guest knows it: one pointer for both sides, memory type DEVICE (what the driver is
+/// expected to answer for managed memory; cudart then reports `cudaMemoryTypeManaged` from
+/// `IS_MANAGED`; `tests/gpu/managed.c` prints it for a comparison on a GPU).
 pub(crate) fn managed_attribute(
     base: u64,
     len: u64,
