@@ -363,6 +363,7 @@ main() {
     compare ollama_discovery_new
     compare graphs
     compare pools_vmm
+    compare managed
     compare launch_rate
 
     if [[ "${SUITE_QUICK:-0}" == 1 ]]; then

@@ -248,7 +248,7 @@ pub const CALLS: &[Call] = &[
             "cuMemAllocFromPoolAsync_ptsz",
         ],
     ),
-    Call::host("quota::free", &["cuMemFree_v2", "cuMemRelease"]),
+    Call::host("quota::free", &["cuMemRelease"]),
     Call::host("quota::free", &["cuMemFreeAsync", "cuMemFreeAsync_ptsz"]).posted(Posted::Always),
     Call::host("quota::get_info", &["cuMemGetInfo_v2"]),
     // Handles inside structs of the generated wire format: the error nodes the driver writes are
@@ -366,6 +366,30 @@ pub const CALLS: &[Call] = &[
         "handlers::memory::host_alloc",
         "zero_copy::free",
         &["cuMemFreeHost"],
+    ),
+    // Managed memory: region or mirrored memory at one address for the guest and the GPU
+    // (docs/handlers.md, "Managed memory"); frees of it, prefetches and advice are checked
+    // against the client's own managed allocations.
+    Call::both(
+        "handlers::managed",
+        "managed::alloc",
+        &["cuMemAllocManaged"],
+    ),
+    Call::both("handlers::managed", "quota::free", &["cuMemFree_v2"]),
+    Call::guest("handlers::managed", &["cuMemGetAddressRange_v2"]),
+    Call::host(
+        "managed::prefetch",
+        &[
+            "cuMemPrefetchAsync",
+            "cuMemPrefetchAsync_ptsz",
+            "cuMemPrefetchAsync_v2",
+            "cuMemPrefetchAsync_v2_ptsz",
+        ],
+    ),
+    Call::host("managed::advise", &["cuMemAdvise", "cuMemAdvise_v2"]),
+    Call::host(
+        "managed::attach",
+        &["cuStreamAttachMemAsync", "cuStreamAttachMemAsync_ptsz"],
     ),
     // Modules and libraries: images are sized in the guest and again on the host.
     Call::both(

@@ -17,8 +17,9 @@ pub const HANDWRITTEN: &[&str] = &[
     "cuMemcpy_ptds",
     "cuMemcpyAsync",
     "cuMemcpyAsync_ptsz",
-    // Managed memory would live in the host worker's address space: the guest's CPU could never
-    // touch it. Unsupported until the shared region can back it.
+    // Managed memory from the driver would live in the host worker's address space, where the
+    // guest's CPU could never touch it: region or mirrored memory at one address stands in
+    // (`shim/src/handlers/managed.rs`, `host/src/dispatch/handlers/managed.rs`).
     "cuMemAllocManaged",
     // `pid` names a host process on the host: a guest must never lock or checkpoint host
     // processes. Unsupported.

@@ -15,6 +15,7 @@ pub mod channel;
 pub mod compile_cache;
 pub mod config;
 pub mod exports;
+pub mod fork_copies;
 pub mod forward;
 pub mod handlers;
 pub mod init;

@@ -24,6 +24,10 @@
 //! parent's mirrors (its worker is another one, which never heard of them): its copies of the
 //! buffers stay plain memory. Rules and where they differ from native: `docs/handlers.md`,
 //! "DEVICEMAP memory over TCP: the mirror".
+//!
+//! Managed memory over TCP (`handlers/managed.rs`) is a mirror too, whose guest buffer is mapped
+//! at the mirror's device pointer ([`alloc_managed`]): one pointer for the CPU and the GPU. It
+//! shares the cap and the rules, and `cuMemFree` frees it ([`free_managed`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,7 +97,8 @@ pub const SYNC_CALLS: [u32; 42] = [
 /// One mirrored buffer.
 #[derive(Debug)]
 struct Mirror {
-    /// Guest address of the first byte (page-aligned memory this module allocated).
+    /// Guest address of the first byte (page-aligned memory this module allocated: from the
+    /// heap, or for managed memory mapped at the host's device pointer).
     guest: usize,
     /// Bytes the application asked for (at least 1).
     len: usize,
@@ -103,6 +108,9 @@ struct Mirror {
     device: u64,
     /// The content both sides last agreed on.
     shadow: Vec<u8>,
+    /// Managed memory (`handlers/managed.rs`): `guest == device`, the buffer is an anonymous
+    /// mapping, and `cuMemFree` frees it.
+    managed: bool,
 }
 
 impl Mirror {
@@ -251,6 +259,7 @@ pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
             id: allocated.id,
             device: allocated.device_ptr,
             shadow: vec![0; len],
+            managed: false,
         },
     );
     note_live(&t);
@@ -261,6 +270,9 @@ pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
 pub(crate) fn free(p: usize) -> Option<CuResult> {
     let mirror = {
         let mut t = table();
+        if t.by_guest.get(&p)?.managed {
+            return None;
+        }
         let m = t.by_guest.remove(&p)?;
         t.bytes -= m.len;
         note_live(&t);
@@ -280,8 +292,143 @@ pub(crate) fn device_pointer(addr: usize) -> Option<u64> {
         return None;
     }
     let t = table();
-    let m = t.containing(addr)?;
+    let m = t.containing(addr).filter(|m| !m.managed)?;
     Some(m.device + (addr - m.guest) as u64)
+}
+
+/// Allocates `len` bytes of managed memory (`cuMemAllocManaged`, `flags` its attach flags)
+/// mirrored on the host: the host allocates a mirror, and the guest maps its buffer at the
+/// mirror's device pointer (`MAP_FIXED_NOREPLACE`), so that one pointer serves the guest's CPU
+/// and the GPU. Host half: `host/src/dispatch/handlers/managed.rs`.
+///
+/// # Errors
+/// `CUDA_ERROR_OUT_OF_MEMORY` past [`MAX_CLIENT_BYTES`] or when the address range is taken in
+/// this process (each with a log line); the host's refusal.
+pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
+    let held = table().bytes;
+    if held.saturating_add(len) as u64 > MAX_CLIENT_BYTES {
+        log!(
+            Level::Warn,
+            "cuMemAllocManaged: managed memory over TCP is mirrored, at most {MAX_CLIENT_BYTES} bytes per process with DEVICEMAP memory ({held} held, {len} asked)"
+        );
+        return Err(CuError::OUT_OF_MEMORY);
+    }
+    let (id, device) = send(
+        CallId(shim_macros::cuda_call_id!(cuMemAllocManaged)),
+        |enc| {
+            enc.put(len as u64);
+            enc.put(flags);
+            enc.put(0u64);
+        },
+        |dec| {
+            let id: u64 = dec.get().map_err(bad_response)?;
+            let _span: u64 = dec.get().map_err(bad_response)?;
+            let device: u64 = dec.get().map_err(bad_response)?;
+            dec.finish().map_err(bad_response)?;
+            Ok((id, device))
+        },
+    )?;
+    let Some(mapped) = map_at(device, len) else {
+        log!(
+            Level::Warn,
+            "cuMemAllocManaged: the host's device pointer {device:#x} ({len} bytes) is taken in this process: managed memory over TCP needs the same address on both sides"
+        );
+        release(device);
+        return Err(CuError::OUT_OF_MEMORY);
+    };
+    let mut t = table();
+    t.bytes += len;
+    t.by_guest.insert(
+        mapped,
+        Mirror {
+            guest: mapped,
+            len,
+            id,
+            device,
+            shadow: vec![0; len],
+            managed: true,
+        },
+    );
+    note_live(&t);
+    Ok(mapped as *mut u8)
+}
+
+/// Maps `len` zeroed bytes at exactly `at`, if that range is free in this process.
+fn map_at(at: u64, len: usize) -> Option<usize> {
+    let want = usize::try_from(at).ok()?;
+    if want == 0 || want % PAGE != 0 || len == 0 {
+        return None;
+    }
+    // SAFETY: an anonymous mapping; MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            want as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    if p as usize != want {
+        // Kernels before 4.17 take the flag as a hint and map elsewhere.
+        // SAFETY: the mapping just made, known to no one else.
+        unsafe { libc::munmap(p, len) };
+        return None;
+    }
+    Some(want)
+}
+
+/// Has the host free managed memory `device` (`cuMemFree_v2`); a failure is logged.
+fn release(device: u64) {
+    let freed = send(
+        CallId(shim_macros::cuda_call_id!(cuMemFree_v2)),
+        |enc| enc.put(device),
+        |_| Ok(()),
+    );
+    if let Err(e) = freed {
+        log!(
+            Level::Warn,
+            "cannot free managed memory {device:#x} on the host: {e:?}"
+        );
+    }
+}
+
+/// Frees the managed memory starting at `p`: forgets it, has the host free its mirror and unmaps
+/// the guest's buffer; `None` when `p` is not managed memory of this module.
+pub(crate) fn free_managed(p: usize) -> Option<CuResult> {
+    let mirror = {
+        let mut t = table();
+        if !t.by_guest.get(&p)?.managed {
+            return None;
+        }
+        let m = t.by_guest.remove(&p)?;
+        t.bytes -= m.len;
+        note_live(&t);
+        m
+    };
+    let result = send(
+        CallId(shim_macros::cuda_call_id!(cuMemFree_v2)),
+        |enc| enc.put(mirror.device),
+        |_| Ok(()),
+    );
+    // SAFETY: mapped by `map_at` for `len` bytes; it left the table above, so no push or pull
+    // touches it any more.
+    unsafe { libc::munmap(mirror.guest as *mut libc::c_void, mirror.len) };
+    Some(result)
+}
+
+/// The managed allocation holding `addr`: (first byte, length).
+pub(crate) fn managed_range(addr: usize) -> Option<(usize, usize)> {
+    if !any() {
+        return None;
+    }
+    let t = table();
+    let m = t.containing(addr).filter(|m| m.managed)?;
+    Some((m.guest, m.len))
 }
 
 /// Pushes what the guest changed, before request `call` is sent.

@@ -1,7 +1,7 @@
 //! Snapshots of the stubs as the compiler expands them: a hand-written one (`cuInit`, which applies
 //! CUDA_VISIBLE_DEVICES), a local one (`cuGetErrorString`), a forwarded one (`cuMemAlloc_v2`, the
-//! generated marshalling) and a default one (`cuMemAllocManaged`, unsupported), taken from the
-//! shim's macro-expanded source.
+//! generated marshalling) and a default one (`cuCheckpointProcessLock`, unsupported), taken from
+//! the shim's macro-expanded source.
 //!
 //! The expansion comes from `cargo rustc -p shim --profile check -- -Zunpretty=expanded` with
 //! `RUSTC_BOOTSTRAP=1`, as cargo-expand does on a stable toolchain. It uses a target directory of
@@ -70,7 +70,7 @@ fn expanded_stubs_snapshot() {
             Item::Fn(exported_fn(&file, "cuInit")),
             Item::Fn(exported_fn(&file, "cuGetErrorString")),
             Item::Fn(exported_fn(&file, "cuMemAlloc_v2")),
-            Item::Fn(exported_fn(&file, "cuMemAllocManaged")),
+            Item::Fn(exported_fn(&file, "cuCheckpointProcessLock")),
         ],
     };
     let rendered = prettyplease::unparse(&stubs);

@@ -113,10 +113,13 @@ CUresult cuMemFree_v2(CUdeviceptr dptr) {
     pthread_mutex_unlock(&fake_allocs_lock);
     return 1;
 }
+static int fake_reg_ok(CUdeviceptr p, size_t len);
+/* With unified addressing a device pointer may also be the device pointer of registered host
+ * memory (its host address here), which the copies reach as the DMA engine would. */
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
     if (bytes && !src) return 1;
     pthread_mutex_lock(&fake_allocs_lock);
-    int ok = fake_range_ok(dst, bytes);
+    int ok = fake_range_ok(dst, bytes) || fake_reg_ok(dst, bytes);
     if (ok && bytes) memcpy((void *)(uintptr_t)dst, src, bytes);
     pthread_mutex_unlock(&fake_allocs_lock);
     return ok ? 0 : 1;
@@ -124,7 +127,7 @@ CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
 CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
     if (bytes && !dst) return 1;
     pthread_mutex_lock(&fake_allocs_lock);
-    int ok = fake_range_ok(src, bytes);
+    int ok = fake_range_ok(src, bytes) || fake_reg_ok(src, bytes);
     if (ok && bytes) memcpy(dst, (const void *)(uintptr_t)src, bytes);
     pthread_mutex_unlock(&fake_allocs_lock);
     return ok ? 0 : 1;
@@ -412,3 +415,55 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
 CUresult cuCtxSynchronize(void) { return 0; }
 CUresult cuStreamQuery(void *stream) { (void)stream; return 0; }
 CUresult cuEventQuery(void *event) { return fake_event_ok(event) ? 0 : 400; }
+
+/* Managed-memory calls: this fake has no managed memory, and registered or pinned host memory is
+ * not managed memory, so, like the real driver, it refuses them (CUDA_ERROR_INVALID_VALUE). The
+ * host must never send them for the memory that stands in for managed memory: each reaching
+ * here is logged. */
+typedef struct { unsigned type; int id; } CUmemLocation;
+CUresult cuMemPrefetchAsync(CUdeviceptr p, size_t n, int device, void *stream) {
+    (void)device; (void)stream;
+    fake_log("cuMemPrefetchAsync reached the driver len=%llu at=%llu", n, p);
+    return 1;
+}
+CUresult cuMemPrefetchAsync_v2(CUdeviceptr p, size_t n, CUmemLocation loc, unsigned flags,
+                               void *stream) {
+    (void)loc; (void)flags; (void)stream;
+    fake_log("cuMemPrefetchAsync_v2 reached the driver len=%llu at=%llu", n, p);
+    return 1;
+}
+CUresult cuMemAdvise(CUdeviceptr p, size_t n, unsigned advice, int device) {
+    (void)advice; (void)device;
+    fake_log("cuMemAdvise reached the driver len=%llu at=%llu", n, p);
+    return 1;
+}
+CUresult cuMemAdvise_v2(CUdeviceptr p, size_t n, unsigned advice, CUmemLocation loc) {
+    (void)advice; (void)loc;
+    fake_log("cuMemAdvise_v2 reached the driver len=%llu at=%llu", n, p);
+    return 1;
+}
+CUresult cuMemAllocManaged(CUdeviceptr *p, size_t n, unsigned flags) {
+    (void)p; (void)flags;
+    fake_log("cuMemAllocManaged reached the driver len=%llu", n, 0);
+    return 801; /* CUDA_ERROR_NOT_SUPPORTED: this fake has no managed memory */
+}
+CUresult cuStreamAttachMemAsync(void *stream, CUdeviceptr p, size_t n, unsigned flags) {
+    (void)stream; (void)flags;
+    fake_log("cuStreamAttachMemAsync reached the driver len=%llu at=%llu", n, p);
+    return 1;
+}
+/* The range of a device allocation; CUDA_ERROR_NOT_FOUND (500) for anything else. */
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p) {
+    pthread_mutex_lock(&fake_allocs_lock);
+    for (int i = 0; i < FAKE_MAX_ALLOCS; i++) {
+        uintptr_t b = fake_allocs[i].base;
+        if (b && p >= b && p - b < fake_allocs[i].size) {
+            if (base) *base = b;
+            if (size) *size = fake_allocs[i].size;
+            pthread_mutex_unlock(&fake_allocs_lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    return 500;
+}

@@ -18,6 +18,7 @@ pub(crate) mod hostfn;
 pub(crate) mod launch;
 pub(crate) mod library;
 pub(crate) mod link;
+pub(crate) mod managed;
 pub(crate) mod memory;
 pub(crate) mod memset;
 pub(crate) mod module;

@@ -1,9 +1,10 @@
-//! `cuPointerGetAttributes`: guest pinned allocations are answered here (as the single form in
-//! `memory.rs` does), everything else by the host in one call; for a zero-copy block the host
-//! answers for its device alias and the guest then fills in what it knows better (memory type,
-//! host pointer, range, device pointer). The host's answers that hold for a block's life are
-//! kept (`zero_copy::kept_attribute`), so a repeated query of a block needs no round trip. Host
-//! half: `host/src/dispatch/handlers/pointer.rs`.
+//! `cuPointerGetAttributes`: guest pinned allocations and managed memory are answered here (as
+//! the single form in `memory.rs` does), everything else by the host in one call; for a
+//! zero-copy block or managed memory the host answers for its device address and the guest then
+//! fills in what it knows better (memory type, host pointer, range, device pointer, managed).
+//! The host's answers that hold for a pinned block's life are kept
+//! (`zero_copy::kept_attribute`), so a repeated query of a block needs no round trip. Host half:
+//! `host/src/dispatch/handlers/pointer.rs`.
 #![allow(non_snake_case)]
 
 use std::ffi::c_void;
@@ -11,7 +12,9 @@ use std::ffi::c_void;
 use cuda_headers::*;
 
 use super::arrays::slice;
-use super::memory::attributes::{cuPointerGetAttribute, pinned_attribute, pinned_byte};
+use super::memory::attributes::{
+    cuPointerGetAttribute, managed_attribute, pinned_attribute, pinned_byte,
+};
 use super::zero_copy;
 use crate::forward::{bad_response, call_with};
 
@@ -39,6 +42,28 @@ pub unsafe fn cuPointerGetAttributes(
     };
     if n == 0 {
         return Err(CuError::INVALID_VALUE);
+    }
+    if let Some((base, len)) = super::managed::range(ptr) {
+        // Managed memory: what the guest knows; the rest from the host at the same address.
+        let known: Vec<Option<Vec<u8>>> = attrs
+            .iter()
+            .map(|&a| {
+                managed_attribute(base, len, ptr, a)
+                    .map(|(value, size)| value.to_le_bytes()[..size].to_vec())
+            })
+            .collect();
+        let values = if known.iter().all(Option::is_some) {
+            known.into_iter().flatten().collect()
+        } else {
+            let asked = ask_host_values(attrs, ptr)?;
+            known
+                .into_iter()
+                .zip(asked)
+                .map(|(known, asked)| known.unwrap_or(asked))
+                .collect::<Vec<_>>()
+        };
+        write_values(slots, &values);
+        return Ok(());
     }
     match pinned_byte(ptr) {
         Some((pinned, at, Some(alias))) => {

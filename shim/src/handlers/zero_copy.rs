@@ -42,8 +42,12 @@ pub(crate) struct Block {
     pub offset: u64,
     /// Bytes of the bulk block (whole bulk blocks).
     pub block_len: u64,
-    /// Flags the application passed to `cuMemHostAlloc`.
+    /// Flags the application passed to `cuMemHostAlloc` (for managed memory: to
+    /// `cuMemAllocManaged`).
     pub flags: u32,
+    /// Whether the block is managed memory (`managed.rs`): its alias is its guest address, and
+    /// `cuMemFree`, not `cuMemFreeHost`, frees it.
+    pub managed: bool,
 }
 
 impl Block {
@@ -88,6 +92,8 @@ pub(crate) struct Resolved {
 pub(crate) struct Table {
     by_guest: BTreeMap<usize, Block>,
     by_alias: BTreeMap<u64, usize>,
+    /// The process the managed blocks belong to (0 before the first).
+    pid: u32,
 }
 
 impl Table {
@@ -96,6 +102,26 @@ impl Table {
         Self {
             by_guest: BTreeMap::new(),
             by_alias: BTreeMap::new(),
+            pid: 0,
+        }
+    }
+
+    /// In a process other than the one that last looked (a forked child), forgets the managed
+    /// blocks: the child's worker never heard of them, and `fork_copies` made the child's view
+    /// of them a private copy, plain memory now.
+    fn forget_managed_of_other_process(&mut self, pid: u32) {
+        if self.pid == pid {
+            return;
+        }
+        self.pid = pid;
+        let managed: Vec<usize> = self
+            .by_guest
+            .values()
+            .filter(|b| b.managed)
+            .map(|b| b.guest)
+            .collect();
+        for guest in managed {
+            self.remove(guest, true);
         }
     }
 
@@ -128,8 +154,12 @@ impl Table {
                 .is_some()
     }
 
-    /// Removes the block whose guest address starts at `guest`.
-    pub fn remove(&mut self, guest: usize) -> Option<Block> {
+    /// Removes the block whose guest address starts at `guest`, if it is managed memory or not
+    /// as `managed` says.
+    pub fn remove(&mut self, guest: usize, managed: bool) -> Option<Block> {
+        if self.by_guest.get(&guest)?.managed != managed {
+            return None;
+        }
         let block = self.by_guest.remove(&guest)?;
         self.by_alias.remove(&block.alias);
         Some(block)
@@ -171,7 +201,9 @@ impl Table {
 static TABLE: Mutex<Table> = Mutex::new(Table::new());
 
 fn table() -> std::sync::MutexGuard<'static, Table> {
-    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+    let mut t = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    t.forget_managed_of_other_process(std::process::id());
+    t
 }
 
 /// Resolves a guest address or device alias spanning `n` bytes inside one zero-copy block.
@@ -270,6 +302,7 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
         offset,
         block_len,
         flags,
+        managed: false,
     };
     if !table().insert(block) {
         log!(
@@ -316,13 +349,100 @@ fn release_on_host(offset: u64) {
 /// The block leaves the table first (no copy can name it afterwards), then the host unregisters
 /// it with the driver and returns it to the bulk area.
 pub(crate) fn free(p: usize) -> Option<CuResult> {
-    let block = table().remove(p)?;
+    let block = table().remove(p, false)?;
     kept_attributes().remove(&block.guest);
     Some(call_with(
         shim_macros::cuda_call_id!(cuMemFreeHost),
         |enc| enc.put(block.offset),
         |_| Ok(()),
     ))
+}
+
+/// Places `len` bytes of managed memory (`cuMemAllocManaged`, `flags` its attach flags) in the
+/// bulk area: the host maps the block at this process's address of it and registers it there,
+/// so that the pointer answered is the same for the guest's CPU and for the GPU. Host half:
+/// `host/src/dispatch/handlers/managed.rs`.
+///
+/// # Errors
+/// The host's refusal (`CUDA_ERROR_OUT_OF_MEMORY` when the bulk area, the client's share of it
+/// or its memory quota is spent); `CUDA_ERROR_UNKNOWN` for an answer that does not fit.
+pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
+    let (offset, block_len, device) = call_with(
+        shim_macros::cuda_call_id!(cuMemAllocManaged),
+        |enc| {
+            enc.put(len as u64);
+            enc.put(flags);
+            enc.put(guest_bulk_base());
+        },
+        |dec| {
+            let offset: u64 = dec.get().map_err(bad_response)?;
+            let block_len: u64 = dec.get().map_err(bad_response)?;
+            let device: u64 = dec.get().map_err(bad_response)?;
+            Ok((offset, block_len, device))
+        },
+    )?;
+    let give_back = |why: &str| {
+        log!(
+            Level::Error,
+            "cuMemAllocManaged: the host answered an unusable block (offset {offset}, {block_len} bytes, pointer {device:#x}): {why}"
+        );
+        release_managed_on_host(device);
+        Err(CuError::UNKNOWN)
+    };
+    let Some(region) = crate::channel::region_if_open() else {
+        return give_back("no region");
+    };
+    let bulk = BulkBlock {
+        offset,
+        len: block_len,
+        owner: region.client_token(),
+    };
+    let ptr = match region.bulk_ptr(&bulk) {
+        Ok(p) if block_len >= len as u64 && device == p as u64 => p,
+        Ok(_) => return give_back("not this process's address of the block, or too small"),
+        Err(e) => return give_back(&e.to_string()),
+    };
+    let block = Block {
+        guest: ptr as usize,
+        len,
+        alias: device,
+        offset,
+        block_len,
+        flags,
+        managed: true,
+    };
+    if !table().insert(block) {
+        return give_back("overlaps a live block");
+    }
+    crate::fork_copies::track(ptr as usize, block_len as usize);
+    Ok(ptr)
+}
+
+/// Has the host free managed memory at `device` (`cuMemFree_v2`) after the guest could not use
+/// its answer.
+fn release_managed_on_host(device: u64) {
+    let freed = call_with(
+        shim_macros::cuda_call_id!(cuMemFree_v2),
+        |enc| enc.put(device),
+        |_| Ok(()),
+    );
+    if let Err(e) = freed {
+        log!(
+            Level::Warn,
+            "cannot free managed memory {device:#x} on the host: {e:?}"
+        );
+    }
+}
+
+/// Forgets the managed block starting at guest address `p` (its host half is freed by the
+/// `cuMemFree` that follows); `false` when `p` is not one.
+pub(crate) fn forget_managed(p: usize) -> bool {
+    let Some(block) = table().remove(p, true) else {
+        return false;
+    };
+    crate::fork_copies::untrack(block.guest);
+    kept_attributes().remove(&block.guest);
+    true
 }
 
 /// Pointer attributes of a block that only the host's driver knows and that hold for the
@@ -401,6 +521,7 @@ mod tests {
             offset: 0,
             block_len: len as u64,
             flags: 0,
+            managed: false,
         }
     }
 
@@ -445,8 +566,16 @@ mod tests {
             t.insert(block(0x10_1000, 0x1000, 0x9000_1000)),
             "adjacent is fine"
         );
-        assert_eq!(t.remove(0x10_0800), None, "only a block's start frees it");
-        assert_eq!(t.remove(0x10_0000).map(|b| b.alias), Some(0x9000_0000));
+        assert_eq!(
+            t.remove(0x10_0800, false),
+            None,
+            "only a block's start frees it"
+        );
+        assert_eq!(t.remove(0x10_0000, true), None, "not managed memory");
+        assert_eq!(
+            t.remove(0x10_0000, false).map(|b| b.alias),
+            Some(0x9000_0000)
+        );
         assert_eq!(t.resolve(0x10_0000, 1), None);
         assert_eq!(t.resolve(0x9000_0000, 1), None);
         assert!(t.resolve(0x9000_1000, 1).is_some(), "the other block stays");
@@ -454,6 +583,23 @@ mod tests {
             t.insert(block(0x10_0000, 0x1000, 0x9000_0000)),
             "space is reusable"
         );
+    }
+
+    #[test]
+    fn a_forked_child_forgets_managed_blocks_only() {
+        let mut t = Table::new();
+        t.forget_managed_of_other_process(10);
+        assert!(t.insert(Block {
+            managed: true,
+            ..block(0x10_0000, 0x1000, 0x10_0000)
+        }));
+        assert!(t.insert(block(0x20_0000, 0x1000, 0x9000_0000)));
+        t.forget_managed_of_other_process(10);
+        assert!(t.find_guest(0x10_0000).is_some(), "same process");
+        t.forget_managed_of_other_process(11);
+        assert!(t.find_guest(0x10_0000).is_none());
+        assert!(t.find_alias(0x10_0000).is_none());
+        assert!(t.find_guest(0x20_0000).is_some(), "pinned blocks stay");
     }
 
     #[test]

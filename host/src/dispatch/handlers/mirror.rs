@@ -7,6 +7,8 @@
 //! reused), every push is checked against the mirror's length before any byte is written, and
 //! a client holds at most [`MAX_CLIENT_BYTES`] of mirrors. Mirrors are freed on
 //! `special::MIRROR_FREE` and when the client's context goes (the worker exits with it).
+//! Managed memory over TCP is a mirror too ([`create`], called by `managed.rs`), marked so that
+//! only `cuMemFree` frees it.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -34,6 +36,9 @@ struct Mirror {
     len: u64,
     /// The device pointer of the first byte.
     device: u64,
+    /// Whether it backs managed memory (`managed.rs`): freed by `cuMemFree`, never by a
+    /// mirror free.
+    managed: bool,
 }
 
 /// The mirrors of one client, by id. Pure bookkeeping (no driver).
@@ -73,20 +78,39 @@ impl Table {
         id
     }
 
+    /// Removes the DEVICEMAP (not managed) mirror `id`.
     fn remove(&mut self, id: u64) -> Option<Mirror> {
+        if self.by_id.get(&id)?.managed {
+            return None;
+        }
         let m = self.by_id.remove(&id)?;
         self.bytes -= m.len;
         Some(m)
     }
 
-    /// Whether device range `[ptr, ptr + len)` lies inside one mirror (`len = 0`: the byte).
-    fn holds_device(&self, ptr: u64, len: u64) -> bool {
-        let Some(end) = ptr.checked_add(len.max(1)) else {
-            return false;
-        };
+    /// Removes the managed mirror whose first byte's device pointer is `device`.
+    fn remove_managed(&mut self, device: u64) -> Option<Mirror> {
+        let id = *self
+            .by_id
+            .iter()
+            .find(|(_, m)| m.managed && m.device == device)?
+            .0;
+        let m = self.by_id.remove(&id)?;
+        self.bytes -= m.len;
+        Some(m)
+    }
+
+    /// The mirror holding device range `[ptr, ptr + len)` (`len = 0`: the byte).
+    fn holding(&self, ptr: u64, len: u64) -> Option<&Mirror> {
+        let end = ptr.checked_add(len.max(1))?;
         self.by_id
             .values()
-            .any(|m| ptr >= m.device && end <= m.device + m.len)
+            .find(|m| ptr >= m.device && end <= m.device + m.len)
+    }
+
+    /// Whether device range `[ptr, ptr + len)` lies inside one mirror (`len = 0`: the byte).
+    fn holds_device(&self, ptr: u64, len: u64) -> bool {
+        self.holding(ptr, len).is_some()
     }
 
     /// Whether every write names a live mirror and lies inside it.
@@ -116,6 +140,25 @@ impl Mirrors {
     /// end the guest may name, as a zero-copy alias).
     pub fn holds(&self, ptr: u64, len: u64) -> bool {
         self.table().holds_device(ptr, len)
+    }
+
+    /// The managed mirror holding device range `[ptr, ptr + len)`: (its first byte, its
+    /// length).
+    pub(super) fn managed_holding(&self, ptr: u64, len: u64) -> Option<(u64, u64)> {
+        self.table()
+            .holding(ptr, len)
+            .filter(|m| m.managed)
+            .map(|m| (m.device, m.len))
+    }
+
+    /// Frees the managed mirror whose first byte is `device`; `None` when there is none.
+    pub(super) fn release_managed(&self, device: u64) -> Option<CUresult> {
+        let m = self.table().remove_managed(device)?;
+        Some(match crate::driver::real::cuMemFreeHost() {
+            // SAFETY: `m.host` came from `cuMemHostAlloc` and left the table just now.
+            Some(free) => unsafe { free(m.host as *mut c_void) },
+            None => CUresult::CUDA_ERROR_NOT_SUPPORTED,
+        })
     }
 }
 
@@ -153,25 +196,53 @@ pub fn alloc(
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let request = AllocRequest::decode(dec)?;
-    let mirrors = &client.mirrors;
-    if !mirrors.table().has_room(request.len) {
+    match create(&client.mirrors, request.len, false) {
+        Ok((id, device)) => {
+            Allocated {
+                id,
+                device_ptr: device,
+            }
+            .encode(&mut ResponseHeader::start(out, 0));
+            Ok(())
+        }
+        Err(refused) => answer(out, refused),
+    }
+}
+
+/// Allocates a mirror of `len` bytes (zeroed pinned memory with a device pointer) and records
+/// it; answers its id and device pointer. `managed`: it backs managed memory (`managed.rs`).
+///
+/// # Errors
+/// `CUDA_ERROR_OUT_OF_MEMORY` past the client's cap or when the driver has none; the driver's
+/// error otherwise.
+pub(super) fn create(mirrors: &Mirrors, len: u64, managed: bool) -> Result<(u64, u64), CUresult> {
+    if !mirrors.table().has_room(len) {
         tracing::warn!(
-            len = request.len,
+            len,
             cap = MAX_CLIENT_BYTES,
             "mirror refused: zero bytes, or past the client's cap"
         );
-        return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
-    let host_alloc = real_or_unsupported!(cuMemHostAlloc, out);
-    let device_pointer = real_or_unsupported!(cuMemHostGetDevicePointer_v2, out);
-    let free = real_or_unsupported!(cuMemFreeHost, out);
-    let len = request.len as usize;
+    let missing = |name: &str| {
+        tracing::warn!("the driver lacks {name}");
+        CUresult::CUDA_ERROR_NOT_SUPPORTED
+    };
+    let host_alloc =
+        crate::driver::real::cuMemHostAlloc().ok_or_else(|| missing("cuMemHostAlloc"))?;
+    let device_pointer = crate::driver::real::cuMemHostGetDevicePointer_v2()
+        .ok_or_else(|| missing("cuMemHostGetDevicePointer_v2"))?;
+    let free = crate::driver::real::cuMemFreeHost().ok_or_else(|| missing("cuMemFreeHost"))?;
     let mut host: *mut c_void = std::ptr::null_mut();
     // SAFETY: `host` is a live local the driver writes on success.
-    let result = unsafe { host_alloc(&mut host, len, ALLOC_FLAGS) };
+    let result = unsafe { host_alloc(&mut host, len as usize, ALLOC_FLAGS) };
     if result != CUresult::CUDA_SUCCESS || host.is_null() {
         tracing::warn!(len, result = result.0, "cuMemHostAlloc refused a mirror");
-        return answer(out, result);
+        return Err(if result == CUresult::CUDA_SUCCESS {
+            CUresult::CUDA_ERROR_OUT_OF_MEMORY
+        } else {
+            result
+        });
     }
     let mut device: CUdeviceptr = 0;
     // SAFETY: `device` is a live local; `host` was allocated mapped just above.
@@ -183,36 +254,32 @@ pub fn alloc(
             result = result.0,
             "mapped pinned memory has no device pointer"
         );
-        return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
     // SAFETY: `host` holds `len` bytes, allocated just above and not yet shared.
-    unsafe { std::ptr::write_bytes(host.cast::<u8>(), 0, len) };
+    unsafe { std::ptr::write_bytes(host.cast::<u8>(), 0, len as usize) };
     let mirror = Mirror {
         host: host as usize,
-        len: request.len,
+        len,
         device,
+        managed,
     };
     let id = {
         let mut table = mirrors.table();
-        if !table.has_room(request.len) {
+        if !table.has_room(len) {
             drop(table);
             // SAFETY: allocated just above, never handed out.
             unsafe { free(host) };
-            return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
         }
         table.insert(mirror)
     };
-    tracing::debug!(len, id, device, "mirror allocated");
-    Allocated {
-        id,
-        device_ptr: device,
-    }
-    .encode(&mut ResponseHeader::start(out, 0));
-    Ok(())
+    tracing::debug!(len, id, device, managed, "mirror allocated");
+    Ok((id, device))
 }
 
 /// `special::MIRROR_FREE`: `u64 id` → result; `CUDA_ERROR_INVALID_VALUE` for an id this client
-/// does not hold.
+/// does not hold or that backs managed memory (`cuMemFree` frees those).
 pub fn free(
     client: &ClientContext,
     dec: &mut Decoder<'_>,
@@ -304,6 +371,7 @@ mod tests {
             host: 0x1000,
             len,
             device,
+            managed: false,
         }
     }
 
@@ -322,6 +390,28 @@ mod tests {
         let b = t.insert(mirror(4, 0x9000));
         assert_ne!(a, b, "ids are never reused");
         assert_eq!(t.bytes, 4);
+    }
+
+    #[test]
+    fn managed_mirrors_are_freed_only_as_managed_memory() {
+        let mut t = Table::default();
+        let managed = t.insert(Mirror {
+            managed: true,
+            ..mirror(64, 0x9000)
+        });
+        let plain = t.insert(mirror(64, 0xa000));
+        assert!(
+            t.remove(managed).is_none(),
+            "a mirror free of managed memory"
+        );
+        assert!(
+            t.remove_managed(0xa000).is_none(),
+            "cuMemFree of DEVICEMAP memory"
+        );
+        assert!(t.remove_managed(0x9008).is_none(), "not the first byte");
+        assert_eq!(t.remove_managed(0x9000).map(|m| m.len), Some(64));
+        assert_eq!(t.bytes, 64);
+        assert!(t.remove(plain).is_some());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod hostfn;
 mod launch;
 mod library;
 mod link;
+mod managed;
 mod memory;
 pub mod mirror;
 mod module;

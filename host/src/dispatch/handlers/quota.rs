@@ -66,7 +66,8 @@ pub fn alloc(
 }
 
 /// `cuMemFree_v2`, `cuMemFreeAsync(_ptsz)`, `cuMemRelease`: generated wire formats (`u64
-/// address or handle`, …).
+/// address or handle`, …). `cuMemFree_v2` of the client's managed memory frees it here
+/// (`managed.rs`); the driver never saw it as an allocation.
 pub fn free(
     name: &str,
     client: &Arc<ClientContext>,
@@ -74,6 +75,14 @@ pub fn free(
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let address: u64 = dec.clone().get()?;
+    if name == "cuMemFree_v2" {
+        if let Some(result) = super::managed::release(client, address) {
+            dec.get::<u64>()?;
+            dec.finish()?;
+            respond(out, result);
+            return Ok(());
+        }
+    }
     generated_half(name, client, dec, out)?;
     if out.get(..4) == Some(&[0, 0, 0, 0][..]) {
         client.quota.release(address);

@@ -17,7 +17,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 use transport::{BulkBlock, Region};
 
-use super::{real_or_unsupported, respond};
+use super::respond;
 use crate::dispatch::ClientContext;
 
 /// `CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP`: every context sees the block,
@@ -35,6 +35,11 @@ struct Registration {
     alias: u64,
     /// Whether `host` is a view made by [`view_at`], to unmap on free.
     view: bool,
+    /// Whether the block backs managed memory (`managed.rs`): freed by `cuMemFree`, never by
+    /// `cuMemFreeHost`.
+    managed: bool,
+    /// Bytes the client asked for (at most `block.len`): a managed allocation's range.
+    asked: u64,
 }
 
 /// The registrations of one client, by device alias. Pure bookkeeping (no driver, no region).
@@ -65,13 +70,21 @@ impl Table {
         true
     }
 
-    /// Removes the registration of the block at bulk offset `offset`.
+    /// Removes the registration of the pinned (not managed) block at bulk offset `offset`.
     fn remove_offset(&mut self, offset: u64) -> Option<Registration> {
         let alias = self
             .by_alias
             .values()
-            .find(|r| r.block.offset == offset)?
+            .find(|r| r.block.offset == offset && !r.managed)?
             .alias;
+        self.by_alias.remove(&alias)
+    }
+
+    /// Removes the managed block whose first byte's alias is `alias`.
+    fn remove_managed(&mut self, alias: u64) -> Option<Registration> {
+        if !self.by_alias.get(&alias)?.managed {
+            return None;
+        }
         self.by_alias.remove(&alias)
     }
 
@@ -103,6 +116,61 @@ impl Registrations {
     /// this client: the only host memory a guest may name in a copy or memset.
     pub fn holds(&self, addr: u64, len: u64) -> bool {
         self.table().holding(addr, len).is_some()
+    }
+
+    /// Whether a region is attached (a region client): managed memory is then a block of it.
+    pub(super) fn has_region(&self) -> bool {
+        self.region.get().is_some()
+    }
+
+    /// The managed block holding `[addr, addr + len)`: (its first byte, its length).
+    pub(super) fn managed_holding(&self, addr: u64, len: u64) -> Option<(u64, u64)> {
+        self.table()
+            .holding(addr, len)
+            .filter(|r| r.managed && addr.saturating_add(len) <= r.alias + r.asked)
+            .map(|r| (r.alias, r.asked))
+    }
+
+    /// Places `len` bytes of managed memory: a block registered at the guest's own address of
+    /// it, whose device pointer is that address (`guest_bulk_base` as in [`alloc`]). Answers
+    /// (bulk offset, block length, pointer).
+    ///
+    /// # Errors
+    /// As [`place`], and `CUDA_ERROR_NOT_SUPPORTED` (one log line) when the block cannot be
+    /// mapped at the guest's address here or its device pointer differs from it (a driver
+    /// without unified addressing for registered memory): one pointer must serve both sides.
+    pub(super) fn place_managed(
+        &self,
+        len: u64,
+        guest_bulk_base: u64,
+    ) -> Result<(u64, u64, u64), CUresult> {
+        if guest_bulk_base == 0 {
+            tracing::warn!("managed allocation without the guest's bulk address");
+            return Err(CUresult::CUDA_ERROR_INVALID_VALUE);
+        }
+        let r = place(self, len, guest_bulk_base, true)?;
+        if r.view && r.alias == r.host as u64 {
+            return Ok((r.block.offset, r.block.len, r.alias));
+        }
+        tracing::warn!(
+            view = r.view,
+            alias = r.alias,
+            host = r.host,
+            "managed memory refused: the worker cannot register the block at the guest's \
+             address with device pointer = host pointer (needs unified addressing and \
+             CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM)"
+        );
+        let removed = self.table().remove_managed(r.alias);
+        if let Some(r) = removed {
+            unplace(self, &r);
+        }
+        Err(CUresult::CUDA_ERROR_NOT_SUPPORTED)
+    }
+
+    /// Frees the managed block whose first byte is `alias`; `None` when there is none.
+    pub(super) fn release_managed(&self, alias: u64) -> Option<CUresult> {
+        let r = self.table().remove_managed(alias)?;
+        Some(unplace(self, &r))
     }
 }
 
@@ -137,23 +205,60 @@ pub fn alloc(
     let flags: u32 = dec.get()?;
     let guest_bulk_base: u64 = dec.get()?;
     dec.finish()?;
-    let registrations = &client.zero_copy;
+    let r = match place(&client.zero_copy, len, guest_bulk_base, false) {
+        Ok(r) => r,
+        Err(refused) => return answer(out, refused),
+    };
+    tracing::debug!(
+        len,
+        flags,
+        offset = r.block.offset,
+        alias = r.alias,
+        "zero-copy block registered"
+    );
+    let mut enc = ResponseHeader::start(out, 0);
+    enc.put(r.block.offset);
+    enc.put(r.block.len);
+    enc.put(r.alias);
+    Ok(())
+}
+
+/// Allocates, maps (at the guest's address of the block when it can: `guest_bulk_base`, 0 for
+/// none) and registers a block of at least `len` bytes for the client, and records it.
+///
+/// # Errors
+/// `CUDA_ERROR_NOT_SUPPORTED` without a region or the driver's functions,
+/// `CUDA_ERROR_OUT_OF_MEMORY` when the area or the client's share of it is full, the driver's
+/// refusal of the registration.
+fn place(
+    registrations: &Registrations,
+    len: u64,
+    guest_bulk_base: u64,
+    managed: bool,
+) -> Result<Registration, CUresult> {
     let Some((region, token)) = registrations.region.get() else {
         tracing::warn!("zero-copy allocation without a region");
-        return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
     };
     if len == 0 || len > region.bulk_size() {
         tracing::warn!(len, "zero-copy allocation larger than the bulk area");
-        return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
-    let register = real_or_unsupported!(cuMemHostRegister_v2, out);
-    let device_pointer = real_or_unsupported!(cuMemHostGetDevicePointer_v2, out);
-    let unregister = real_or_unsupported!(cuMemHostUnregister, out);
+    let missing = |name: &str| {
+        tracing::warn!("the driver lacks {name}");
+        CUresult::CUDA_ERROR_NOT_SUPPORTED
+    };
+    let register = crate::driver::real::cuMemHostRegister_v2()
+        .ok_or_else(|| missing("cuMemHostRegister_v2"))?;
+    let device_pointer = crate::driver::real::cuMemHostGetDevicePointer_v2()
+        .ok_or_else(|| missing("cuMemHostGetDevicePointer_v2"))?;
+    let unregister =
+        crate::driver::real::cuMemHostUnregister().ok_or_else(|| missing("cuMemHostUnregister"))?;
     let block = match region.bulk_alloc(len, *token) {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!(len, "no bulk space for pinned memory: {e}");
-            return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
         }
     };
     let give_back = |why: &str| {
@@ -164,14 +269,14 @@ pub fn alloc(
     if registrations.table().bytes() + block.len > pin_limit(region.bulk_size()) {
         give_back("over the pinning share");
         tracing::debug!(len, "client's pinned memory would crowd out message chunks");
-        return answer(out, CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
     }
     let host = match region.bulk_ptr(&block) {
         Ok(p) => p,
         Err(e) => {
             give_back("no pointer");
             tracing::error!("bulk block from our own allocator is out of range: {e}");
-            return answer(out, CUresult::CUDA_ERROR_UNKNOWN);
+            return Err(CUresult::CUDA_ERROR_UNKNOWN);
         }
     };
     let view = match guest_bulk_base {
@@ -201,7 +306,7 @@ pub fn alloc(
             result = result.0,
             "cuMemHostRegister refused a bulk block"
         );
-        return answer(out, result);
+        return Err(result);
     }
     let mut alias: CUdeviceptr = 0;
     // SAFETY: `alias` is a live local; `host_va` was registered just above.
@@ -212,13 +317,15 @@ pub fn alloc(
         unview();
         give_back("no device pointer");
         tracing::warn!(result = result.0, "registered block has no device pointer");
-        return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        return Err(CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
     let registration = Registration {
         block,
         host: host_va as usize,
         alias,
         view: view.is_some(),
+        managed,
+        asked: len,
     };
     if !registrations.table().insert(registration) {
         // SAFETY: registered just above.
@@ -226,25 +333,41 @@ pub fn alloc(
         unview();
         give_back("alias overlaps");
         tracing::error!(alias, "the driver gave an alias that overlaps a live block");
-        return answer(out, CUresult::CUDA_ERROR_UNKNOWN);
+        return Err(CUresult::CUDA_ERROR_UNKNOWN);
     }
-    tracing::debug!(
-        len,
-        flags,
-        offset = block.offset,
-        alias,
-        "zero-copy block registered"
-    );
-    let mut enc = ResponseHeader::start(out, 0);
-    enc.put(block.offset);
-    enc.put(block.len);
-    enc.put(alias);
-    Ok(())
+    Ok(registration)
+}
+
+/// Unregisters a block that has left the table, unmaps its view and returns it to the bulk
+/// area; answers the unregistration's result.
+fn unplace(registrations: &Registrations, r: &Registration) -> CUresult {
+    let result = match crate::driver::real::cuMemHostUnregister() {
+        // SAFETY: `r.host` was registered by `place` and not unregistered since (it was in the
+        // table, which it has just left).
+        Some(unregister) => unsafe { unregister(r.host as *mut c_void) },
+        None => CUresult::CUDA_ERROR_NOT_SUPPORTED,
+    };
+    if result != CUresult::CUDA_SUCCESS {
+        tracing::warn!(result = result.0, "cuMemHostUnregister failed");
+    }
+    if r.view {
+        unmap_view(r.host, r.block.len);
+    }
+    if let Some((region, _)) = registrations.region.get() {
+        if let Err(e) = region.bulk_free(r.block) {
+            tracing::warn!(
+                offset = r.block.offset,
+                "cannot return a pinned block to the bulk area: {e}"
+            );
+        }
+    }
+    result
 }
 
 /// `cuMemFreeHost` (zero-copy blocks): `u64 offset` → result. Unregisters the block at that bulk
 /// offset, if this client has one there, and returns it to the bulk area;
-/// `CUDA_ERROR_INVALID_VALUE` (one log line) for any other offset.
+/// `CUDA_ERROR_INVALID_VALUE` (one log line) for any other offset, a managed block's included
+/// (`cuMemFree` frees those, `managed.rs`).
 pub fn free(
     _: &str,
     client: &Arc<ClientContext>,
@@ -254,27 +377,14 @@ pub fn free(
     let offset: u64 = dec.get()?;
     dec.finish()?;
     let registrations = &client.zero_copy;
-    let Some((region, _)) = registrations.region.get() else {
+    if registrations.region.get().is_none() {
         return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
-    };
-    let unregister = real_or_unsupported!(cuMemHostUnregister, out);
+    }
     let Some(r) = registrations.table().remove_offset(offset) else {
         tracing::warn!(offset, "free of a pinned block this client does not have");
         return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
     };
-    // SAFETY: `r.host` was registered by `alloc` and not unregistered since (it was in the
-    // table, which it has just left).
-    let result = unsafe { unregister(r.host as *mut c_void) };
-    if result != CUresult::CUDA_SUCCESS {
-        tracing::warn!(result = result.0, "cuMemHostUnregister failed");
-    }
-    if r.view {
-        unmap_view(r.host, r.block.len);
-    }
-    if let Err(e) = region.bulk_free(r.block) {
-        tracing::warn!(offset, "cannot return a pinned block to the bulk area: {e}");
-    }
-    answer(out, result)
+    answer(out, unplace(registrations, &r))
 }
 
 /// Maps a second view of the `len` bytes at `host` (inside this worker's `MAP_SHARED` region
@@ -367,6 +477,8 @@ mod tests {
             host: 0x1000 + offset as usize,
             alias,
             view: false,
+            managed: false,
+            asked: len,
         }
     }
 
@@ -399,6 +511,28 @@ mod tests {
         assert_eq!(t.remove_offset(0).map(|r| r.alias), Some(0x7000_0000));
         assert_eq!(t.remove_offset(0), None, "double free");
         assert!(t.holding(0x7000_0000, 1).is_none());
+    }
+
+    #[test]
+    fn managed_blocks_are_not_freed_as_pinned_ones() {
+        let mut t = Table::default();
+        assert!(t.insert(Registration {
+            managed: true,
+            ..reg(0, 0x10000, 0x7000_0000)
+        }));
+        assert!(t.insert(reg(0x10000, 0x10000, 0x7001_0000)));
+        assert_eq!(t.remove_offset(0), None, "cuMemFreeHost of managed memory");
+        assert_eq!(
+            t.remove_managed(0x7001_0000),
+            None,
+            "cuMemFree of pinned memory"
+        );
+        assert_eq!(t.remove_managed(0x7000_0010), None, "not the first byte");
+        assert_eq!(
+            t.remove_managed(0x7000_0000).map(|r| r.block.offset),
+            Some(0)
+        );
+        assert_eq!(t.remove_offset(0x10000).map(|r| r.alias), Some(0x7001_0000));
     }
 
     #[test]

@@ -25,6 +25,27 @@ pub(crate) fn pinned_attribute(
     })
 }
 
+/// The value of `attribute` for byte `at` of the managed allocation `[base, base + len)`, when
+/// the guest knows it: one pointer for both sides, memory type DEVICE (what the driver is
+/// expected to answer for managed memory; cudart then reports `cudaMemoryTypeManaged` from
+/// `IS_MANAGED`; `tests/gpu/managed.c` prints it for a comparison on a GPU).
+pub(crate) fn managed_attribute(
+    base: u64,
+    len: u64,
+    at: u64,
+    attribute: CUpointer_attribute,
+) -> Option<(u64, usize)> {
+    use CUpointer_attribute as A;
+    Some(match attribute {
+        A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE => (u64::from(CUmemorytype::CU_MEMORYTYPE_DEVICE.0), 4),
+        A::CU_POINTER_ATTRIBUTE_HOST_POINTER | A::CU_POINTER_ATTRIBUTE_DEVICE_POINTER => (at, 8),
+        A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR => (base, 8),
+        A::CU_POINTER_ATTRIBUTE_RANGE_SIZE => (len, 8),
+        A::CU_POINTER_ATTRIBUTE_MAPPED | A::CU_POINTER_ATTRIBUTE_IS_MANAGED => (1, 4),
+        _ => return None,
+    })
+}
+
 /// Writes the low `size` bytes of `value` to `data`.
 ///
 /// # Safety
@@ -53,8 +74,9 @@ pub(crate) fn pinned_byte(ptr: CUdeviceptr) -> Option<(Pinned, usize, Option<u64
 }
 
 /// Pointer attributes: answered here for the guest's own pinned allocations (the memory type,
-/// host pointer, range and, for zero-copy blocks, the device alias); the rest of a zero-copy
-/// block's attributes (context, device ordinal, …) come from the host for its alias.
+/// host pointer, range and, for zero-copy blocks, the device alias) and managed memory
+/// ([`managed_attribute`]); the rest of a zero-copy block's or managed allocation's attributes
+/// (context, device ordinal, …) come from the host for its device address.
 ///
 /// # Safety
 /// `data` is valid for the attribute's value.
@@ -70,7 +92,14 @@ pub unsafe fn cuPointerGetAttribute(
         return Err(CuError::INVALID_VALUE);
     }
     let mut asked = ptr;
-    if let Some((pinned, at, alias)) = pinned_byte(ptr) {
+    if let Some((base, len)) = crate::handlers::managed::range(ptr) {
+        // Managed memory: what the guest knows, else the host's driver at the same address.
+        if let Some((value, size)) = managed_attribute(base, len, ptr, attribute) {
+            // SAFETY: `data` holds the attribute's value, `size` bytes.
+            unsafe { write_value(data, value, size) };
+            return Ok(());
+        }
+    } else if let Some((pinned, at, alias)) = pinned_byte(ptr) {
         if let Some((value, size)) = pinned_attribute(&pinned, at, alias, attribute) {
             // SAFETY: `data` holds the attribute's value, `size` bytes.
             unsafe { write_value(data, value, size) };
@@ -99,4 +128,29 @@ pub unsafe fn cuPointerGetAttribute(
             Ok(())
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_memory_is_one_device_pointer_for_both_sides() {
+        use CUpointer_attribute as A;
+        let at = |a| managed_attribute(0x7000, 4096, 0x7010, a);
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_IS_MANAGED), Some((1, 4)));
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_MEMORY_TYPE), Some((2, 4)));
+        assert_eq!(
+            at(A::CU_POINTER_ATTRIBUTE_DEVICE_POINTER),
+            Some((0x7010, 8))
+        );
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_HOST_POINTER), Some((0x7010, 8)));
+        assert_eq!(
+            at(A::CU_POINTER_ATTRIBUTE_RANGE_START_ADDR),
+            Some((0x7000, 8))
+        );
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_RANGE_SIZE), Some((4096, 8)));
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_MAPPED), Some((1, 4)));
+        assert_eq!(at(A::CU_POINTER_ATTRIBUTE_CONTEXT), None, "the host's");
+    }
 }

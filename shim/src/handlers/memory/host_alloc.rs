@@ -124,7 +124,9 @@ pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
 /// # Errors
 /// `CUDA_ERROR_INVALID_VALUE` for memory not from it.
 pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
-    let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    let pinned = pinned_containing(p as usize)
+        .filter(|pinned| !pinned.zero_copy.is_some_and(|b| b.managed))
+        .ok_or(CuError::INVALID_VALUE)?;
     if pFlags.is_null() {
         return Err(CuError::INVALID_VALUE);
     }
