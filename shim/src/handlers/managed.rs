@@ -40,7 +40,7 @@ pub unsafe fn cuMemAllocManaged(dptr: *mut CUdeviceptr, bytesize: usize, flags: 
     }
     let p = match transport {
         Transport::Region(_) => zero_copy::alloc_managed(bytesize, flags),
-        Transport::Tcp(_) => crate::mirror::alloc_managed(bytesize, flags),
+        Transport::Tcp(..) => crate::mirror::alloc_managed(bytesize, flags),
     }
     .inspect_err(|e| {
         log!(

@@ -395,7 +395,7 @@ pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
     let bulk = BulkBlock {
         offset,
         len: block_len,
-        owner: region.client_token(),
+        owner: region.client_id(),
     };
     let ptr = match region.bulk_ptr(&bulk) {
         Ok(p) if block_len >= len as u64 && device == p as u64 => p,
