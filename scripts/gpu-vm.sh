@@ -34,7 +34,8 @@
 #
 # STEPS (default "boot,suite,rtt,faults,torch,stacks") picks and orders them; T_BOOT, T_SUITE,
 # T_RTT, T_FAULTS, T_TORCH, T_STACKS, T_LLAMA (seconds) bound each. $OUT/vm.md collects the rows
-# as steps finish; $OUT/vm.log the progress. Other knobs: VM_ACCEL (kvm|tcg), VM_MEM (16G),
+# as steps finish; $OUT/vm.log the progress. Other knobs: VM_ACCEL (kvm|tcg; unset: KVM when it
+# boots the bundled kernel to init within VM_KVM_PROBE_S (20) s, else TCG), VM_MEM (16G),
 # VM_SMP (8), VM_REGION_SIZE (64M: the size of the region file and so of the guest's BAR, a power
 # of two), VM_PEER_MS (500: vgpu-host --peer-timeout-ms, which bounds how soon a killed guest's
 # worker exits: about twice it), VM_HOLD_MIB (4096), VM_RTT_CALLS (20000), VGPU_VM_DRIVER (the
@@ -129,17 +130,33 @@ trap cleanup EXIT
 trap 'exit 143' TERM INT
 
 ACCEL="${VM_ACCEL:-}"
+ACCEL_NOTE="VM_ACCEL=${ACCEL}"
 if [[ -z "${ACCEL}" ]]; then
     ACCEL=tcg
+    ACCEL_NOTE="no writable /dev/kvm"
     if [[ -w /dev/kvm ]]; then
-        # A paused QEMU that stays up for a second has initialised KVM.
-        "${B}/qemu" -nodefaults -no-user-config -display none -monitor none -serial none -S \
-            -machine pc -accel kvm -cpu host -m 256M > "${WORK}/kvm-check.out" 2>&1 &
+        # KVM must run the bundled kernel, not only open: a /dev/kvm backed by kvm_pvm (a
+        # software nested hypervisor, as on the GPU machine's Firecracker VMs) starts QEMU and
+        # SeaBIOS but hangs an unmodified guest kernel after its decompressor. So boot the kernel
+        # and initramfs with no vgpu.xfer: init exits at once (VGPU-VM-EXIT rc=125) and powers off.
+        t0=$(now_ms)
+        "${B}/qemu" -nodefaults -no-user-config -nographic -monitor none -no-reboot \
+            -machine pc -accel kvm -cpu host -m 512M -smp 1 -kernel "${B}/vmlinuz" -initrd "${B}/initrd.cpio" \
+            -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" -serial "file:${WORK}/kvm-check.serial" \
+            < /dev/null > "${WORK}/kvm-check.out" 2>&1 &
         kp=$!
-        sleep 1
-        if kill -0 "${kp}" 2>/dev/null; then ACCEL=kvm; kill -KILL "${kp}"; fi
+        for _ in $(seq 1 $(( ${VM_KVM_PROBE_S:-20} * 10 ))); do
+            tr -d '\r' < "${WORK}/kvm-check.serial" 2>/dev/null | grep -q '^VGPU-VM-EXIT' && { ACCEL=kvm; break; }
+            kill -0 "${kp}" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "${kp}" 2>/dev/null
         wait "${kp}" 2>/dev/null
-        [[ "${ACCEL}" == kvm ]] || log "KVM did not start ($(tr '\n' ' ' < "${WORK}/kvm-check.out")); using TCG"
+        if [[ "${ACCEL}" == kvm ]]; then
+            ACCEL_NOTE="a KVM guest booted to init in $(( $(now_ms) - t0 )) ms"
+        else
+            ACCEL_NOTE="KVM did not boot the guest kernel to init within ${VM_KVM_PROBE_S:-20} s ($(ls /sys/module 2>/dev/null | grep -x 'kvm_[a-z]*' | tr '\n' ' ')loaded; serial: $(tr -d '\r' < "${WORK}/kvm-check.serial" 2>/dev/null | sed 's/\x1b[^a-zA-Z]*[a-zA-Z]//g' | tr '\n' ' ' | cut -c1-160); qemu: $(tr '\n' ' ' < "${WORK}/kvm-check.out" | cut -c1-200)); using TCG"
+        fi
     fi
 fi
 CPU=max
@@ -150,6 +167,7 @@ CPU=max
     echo
     echo "$(date -u +%FT%TZ), commit ${VGPU_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}, $(nproc) CPUs, $(uname -r)"
     echo "- guest: $(sed -n 2p "${B}/MANIFEST"), $(sed -n 3p "${B}/MANIFEST" | cut -d'(' -f1), accel ${ACCEL} (-cpu ${CPU}), ${SMP} vCPUs, ${MEM}"
+    echo "- accel: ${ACCEL_NOTE}"
     echo "- region: ${REGION_SIZE} ivshmem-plain, vgpu-host --doorbell poll --peer-timeout-ms ${PEER_MS}, driver ${DRIVER}"
     echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -n1 || echo none)"
     echo
@@ -157,7 +175,7 @@ CPU=max
     echo "|---|---|---|---|---|"
 } > "${MD}"
 : > "${LOG}"
-log "steps ${STEPS}; accel ${ACCEL}; bundle ${B}; out ${O}"
+log "steps ${STEPS}; accel ${ACCEL} (${ACCEL_NOTE}); bundle ${B}; out ${O}"
 
 # ---- hosts, guests ----
 # host_start NAME [SHM]: vgpu-host on a region file (created at REGION_BYTES unless SHM exists);
