@@ -439,8 +439,8 @@ pub const CALLS: &[Call] = &[
     ),
     Call::both(
         "handlers::library",
-        "library::enumerate_kernels",
-        &["cuLibraryEnumerateKernels"],
+        "library::enumerate",
+        &["cuLibraryEnumerateKernels", "cuModuleEnumerateFunctions"],
     ),
     Call::both(
         "handlers::library",

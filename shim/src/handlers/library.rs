@@ -40,6 +40,37 @@ pub unsafe fn cuLibraryEnumerateKernels(
     )
 }
 
+/// The module's functions: `u64 module, u32 n` → `n × u64` (as for
+/// [`cuLibraryEnumerateKernels`]).
+///
+/// # Safety
+/// `functions` holds `numFunctions` entries.
+///
+/// # Errors
+/// The host's result.
+pub unsafe fn cuModuleEnumerateFunctions(
+    functions: *mut CUfunction,
+    numFunctions: u32,
+    module: CUmodule,
+) -> CuResult {
+    if functions.is_null() && numFunctions > 0 {
+        return Err(CuError::INVALID_VALUE);
+    }
+    call_with(
+        shim_macros::cuda_call_id!(cuModuleEnumerateFunctions),
+        |enc| {
+            enc.put(module as u64);
+            enc.put(numFunctions);
+        },
+        |dec| {
+            let got: Vec<CUfunction> = get_handles(dec, numFunctions as usize)?;
+            // SAFETY: per the contract, `numFunctions` entries.
+            unsafe { write_all(functions, &got) };
+            Ok(())
+        },
+    )
+}
+
 /// Not supported: the answer is a host function pointer (unified function), meaningless here.
 ///
 /// # Safety

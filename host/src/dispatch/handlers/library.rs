@@ -11,31 +11,41 @@ use super::{real_or_unsupported, respond};
 use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
-/// `cuLibraryEnumerateKernels`: `u64 library, u32 n` → result, `n × u64 kernel`.
-pub fn enumerate_kernels(
-    _: &str,
+/// `cuLibraryEnumerateKernels`, `cuModuleEnumerateFunctions`: `u64 owner, u32 n` → result,
+/// `n × u64 handle`: a library's kernels or a module's functions (the owner admitted by the
+/// gate), each recorded as the owner's so that the guest may launch it.
+pub fn enumerate(
+    name: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let library: u64 = dec.get()?;
+    let owner: u64 = dec.get()?;
     let n: u32 = dec.get()?;
     dec.finish()?;
-    let lib = admit!(client.handles.library(library), out);
     if n as usize > super::arrays::MAX_ARRAY {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
     }
-    let mut kernels: Vec<CUkernel> = vec![std::ptr::null_mut(); n as usize];
-    // SAFETY: `kernels` holds `n` entries.
-    let r = unsafe {
-        real_or_unsupported!(cuLibraryEnumerateKernels, out)(kernels.as_mut_ptr(), n, lib)
+    let mut handles: Vec<u64> = vec![0; n as usize];
+    let (r, made) = if name == "cuModuleEnumerateFunctions" {
+        let module = admit!(client.handles.module(owner), out);
+        let enumerate = real_or_unsupported!(cuModuleEnumerateFunctions, out);
+        // SAFETY: `handles` holds `n` handle-sized entries.
+        let r = unsafe { enumerate(handles.as_mut_ptr().cast(), n, module) };
+        (r, Kind::Function)
+    } else {
+        let lib = admit!(client.handles.library(owner), out);
+        let enumerate = real_or_unsupported!(cuLibraryEnumerateKernels, out);
+        // SAFETY: `handles` holds `n` handle-sized entries.
+        let r = unsafe { enumerate(handles.as_mut_ptr().cast(), n, lib) };
+        (r, Kind::Kernel)
     };
     let mut enc = ResponseHeader::start(out, r.0);
     if r == CUresult::CUDA_SUCCESS {
-        for k in kernels {
-            client.handles.mint(Kind::Kernel, k as u64, library);
-            enc.put(k as u64);
+        for handle in handles {
+            client.handles.mint(made, handle, owner);
+            enc.put(handle);
         }
     }
     Ok(())
