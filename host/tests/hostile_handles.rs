@@ -150,3 +150,50 @@ fn handles_the_client_was_not_given_never_reach_the_driver() {
     assert_eq!(launch_add(&mut guest, add, 0, p, 9), 0);
     assert!(host.driver_log().contains("cuLaunchKernel add 9"));
 }
+
+/// `cuModuleEnumerateFunctions` (`u64 module, u32 n` → `n × u64`), as the shim encodes it.
+fn enumerate(guest: &mut RawGuest, module: u64, n: u32) -> (u32, Vec<u64>) {
+    let frame = request(
+        shim_macros::cuda_call_id!(cuModuleEnumerateFunctions),
+        |enc| {
+            enc.put(module);
+            enc.put(n);
+        },
+    );
+    let (rc, body) = guest.call_raw(&frame);
+    let mut dec = Decoder::new(&body);
+    let handles = if rc == 0 {
+        (0..n).map(|_| dec.get().expect("handle")).collect()
+    } else {
+        Vec::new()
+    };
+    (rc, handles)
+}
+
+#[test]
+fn functions_enumerated_from_a_module_are_the_clients_and_a_forged_module_is_refused() {
+    let host = start_host("enumerate-functions");
+    let mut guest = RawGuest::connect(host.region());
+    let (rc, p) = guest.mem_alloc(64);
+    assert_eq!(rc, 0, "cuMemAlloc_v2");
+    // Not looked up yet: the gate refuses the fake kernel.
+    assert_eq!(launch_add(&mut guest, 0xADD0, 0, p, 3), INVALID_HANDLE);
+    let frame = request(shim_macros::cuda_call_id!(cuModuleLoadData), |enc| {
+        enc.put_bytes(b".version 8.0\n.target sm_90\n.address_size 64\n\0")
+    });
+    let (rc, body) = guest.call_raw(&frame);
+    assert_eq!(rc, 0);
+    let module: u64 = Decoder::new(&body).get().expect("module");
+    // A module this client never loaded, and an absurd count, never reach the driver.
+    assert_eq!(enumerate(&mut guest, 0x4d01, 1).0, INVALID_HANDLE);
+    assert_eq!(
+        enumerate(&mut guest, module, u32::MAX).0,
+        1,
+        "INVALID_VALUE"
+    );
+    assert!(!host.driver_log().contains("cuModuleEnumerateFunctions"));
+    // The module's function comes back and may be launched.
+    assert_eq!(enumerate(&mut guest, module, 1), (0, vec![0xADD0]));
+    assert_eq!(launch_add(&mut guest, 0xADD0, 0, p, 4), 0);
+    assert!(host.driver_log().contains("cuLaunchKernel add 4"));
+}

@@ -342,6 +342,21 @@ CUresult cuModuleGetFunction(void **func, void *module, const char *name) {
     *func = (void *)(uintptr_t)strtoull(name, NULL, 16);
     return *func ? 0 : 500;
 }
+/* The fake module has one function, the fake kernel 0xADD0 (`add`). */
+CUresult cuModuleGetFunctionCount(unsigned *count, void *module) {
+    if (!count) return 1;
+    if (module != (void *)(uintptr_t)0x4d00) return 400;
+    *count = 1;
+    return 0;
+}
+CUresult cuModuleEnumerateFunctions(void **functions, unsigned n, void *module) {
+    if (!functions && n) return 1;
+    fake_log("cuModuleEnumerateFunctions n %llu", n, 0);
+    if (module != (void *)(uintptr_t)0x4d00) return 400;
+    if (n != 1) return 1;
+    functions[0] = (void *)(uintptr_t)0xADD0;
+    return 0;
+}
 CUresult cuModuleUnload(void *module) {
     return module == (void *)(uintptr_t)0x4d00 ? 0 : 400;
 }

@@ -16,49 +16,20 @@ use std::ffi::c_void;
 
 use cuda_headers::{CUcontext, CUresult, CUstream, CuError};
 
-use super::{slot, trace_arg, unknown_slot, ExportTable, Known};
+use super::{slot, trace_arg, Known};
 
-const WORDS: usize = 93;
-
-macro_rules! table {
-    ($($index:literal => $entry:expr),* $(,)?) => {{
-        let mut words = [std::ptr::null::<c_void>(); WORDS];
-        words[0] = ExportTable::<WORDS>::size_word();
-        $( words[$index] = $entry; )*
-        words
-    }};
-}
-
-/// The table: built on first use (the filler slots are distinct functions).
+/// The table: built on first use.
 pub fn table() -> *const c_void {
-    static TABLE: std::sync::OnceLock<ExportTable<WORDS>> = std::sync::OnceLock::new();
-    TABLE
-        .get_or_init(|| {
-            let mut words = table! {
-                4 => context_key as *const c_void,
-                39 => stream_identity as *const c_void,
-                51 => stream_from_public as *const c_void,
-            };
-            let fillers = fillers();
-            for (index, word) in words.iter_mut().enumerate().skip(1) {
-                if word.is_null() {
-                    *word = fillers[index];
-                }
-            }
-            ExportTable(words)
-        })
-        .address()
-}
-
-/// A logging slot for every index (only the unknown ones are used).
-fn fillers() -> [*const c_void; WORDS] {
-    macro_rules! slots {
-        ($($i:literal)*) => { [std::ptr::null(), $(unknown_slot!("blas-streams", $i)),*] };
-    }
-    slots!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
-           33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
-           62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90
-           91 92)
+    super::sparse_table!("blas-streams", 93, fillers [
+        1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
+        33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
+        62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90
+        91 92
+    ], {
+        4 => context_key as *const c_void,
+        39 => stream_identity as *const c_void,
+        51 => stream_from_public as *const c_void,
+    })
 }
 
 /// Its registry entry.

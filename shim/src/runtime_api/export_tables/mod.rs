@@ -17,6 +17,7 @@
 //! | `da9151d3…` | [`nvrtc_cache`] | the compute cache NVRTC asks for, kept in the guest ([`crate::compile_cache`]) |
 //! | `21318c60…` | [`blas_streams`] | context/stream identities for cuBLAS |
 //! | `1734dc26…` | [`unit_maps`] | per-unit maps for cuBLASLt (slots 4 and 13 forwarded) |
+//! | `6e163fbe…` | [`tools_module`] | a module's functions, for cuFFT (slot 7) |
 //! | `vgpu.special.v1` | [`vgpu_private`] | vgpu's own: host questions from vgpu's NVML facade |
 //! | `f8cff951…` | — | `CUDA_ERROR_NOT_FOUND` on purpose, silently |
 //!
@@ -39,6 +40,7 @@ pub mod cudart;
 pub mod integrity_check;
 pub mod nvrtc_cache;
 pub mod tools_hooks;
+pub mod tools_module;
 pub mod tools_tls;
 pub mod unit_maps;
 pub mod vgpu_private;
@@ -111,6 +113,7 @@ pub const KNOWN: &[Known] = &[
     nvrtc_cache::KNOWN,
     blas_streams::KNOWN,
     unit_maps::KNOWN,
+    tools_module::KNOWN,
     vgpu_private::KNOWN,
 ];
 
@@ -244,6 +247,31 @@ macro_rules! unknown_slot {
 }
 pub(crate) use unknown_slot;
 
+/// A table built once, on first use: `$words` words, its size word first, `$index => $entry` at
+/// the slots served and a distinct [`unknown_slot!`] at every other index. The filler indices
+/// `1 … $words - 1` are spelled out (each filler is a function of its own); a wrong count does
+/// not compile. Expands to the table's address.
+macro_rules! sparse_table {
+    ($table:literal, $words:literal, fillers [$($i:literal)*],
+     { $($index:literal => $entry:expr),* $(,)? }) => {{
+        const WORDS: usize = $words;
+        static TABLE: std::sync::OnceLock<$crate::runtime_api::export_tables::ExportTable<WORDS>> =
+            std::sync::OnceLock::new();
+        TABLE
+            .get_or_init(|| {
+                let mut words: [*const std::ffi::c_void; WORDS] = [
+                    std::ptr::null(),
+                    $($crate::runtime_api::export_tables::unknown_slot!($table, $i)),*
+                ];
+                words[0] = $crate::runtime_api::export_tables::ExportTable::<WORDS>::size_word();
+                $( words[$index] = $entry; )*
+                $crate::runtime_api::export_tables::ExportTable(words)
+            })
+            .address()
+    }};
+}
+pub(crate) use sparse_table;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +289,7 @@ mod tests {
             ("da9151d33ae6cc41a5c04f26d533e328", Some(56)),
             ("21318c60971432488ca641ff7324c8f2", Some(744)),
             ("1734dc26800d47458726c0f1e7dd8bca", Some(136)),
+            ("6e163fbeb958444d835ce182aff1991e", Some(792)),
             ("766770752e7370656369616c2e763100", Some(16)),
         ];
         assert_eq!(expected.len(), KNOWN.len());
