@@ -487,15 +487,28 @@ impl Region {
     /// Host (main or worker process): starts serving a claimed channel. Records this process as the
     /// channel's server (pid, start time, heartbeat) so the guest can tell if it dies.
     ///
+    /// The claim must have been granted first ([`Region::grant`], or
+    /// [`Region::admit_and_serve`]): the guest's first call waits for that verdict, and a host
+    /// that served without it would leave the guest waiting on a live server.
+    ///
     /// # Errors
-    /// `NotClaimed` when the channel no longer carries this claim (released or re-claimed).
+    /// `NotClaimed` when the channel no longer carries this claim (released or re-claimed) or
+    /// the claim was not granted.
     pub fn serve(&self, claim: &ChannelClaim) -> Result<HostChannel, TransportError> {
         if claim.index >= self.inner.layout.channel_count {
             return Err(TransportError::NotClaimed(claim.index));
         }
-        let m = &self.channel(claim.index).meta.0;
+        let channel = self.channel(claim.index);
+        let m = &channel.meta.0;
         // SYNC POINT: pairs with the Release store of CLAIMED in `connect`.
         if m.status.load(Ordering::Acquire) != status(claim.epoch, STATE_CLAIMED) {
+            return Err(TransportError::NotClaimed(claim.index));
+        }
+        // SYNC POINT: Relaxed: a check of this process's own (or its supervisor's) earlier
+        // grant; nothing written with the verdict is read here.
+        if channel.identity.0.verdict.load(Ordering::Relaxed)
+            != verdict(claim.epoch, VERDICT_GRANTED)
+        {
             return Err(TransportError::NotClaimed(claim.index));
         }
         let me = sys::pid();

@@ -80,8 +80,8 @@ fn host(path: &str, threads: usize, calls: usize) -> Result<(), String> {
                 )
             })?;
         let channel = region
-            .serve(&claim)
-            .map_err(|e| format!("serve {claim:?}: {e}"))?;
+            .admit_and_serve(claim)
+            .map_err(|e| format!("admit and serve {claim:?}: {e}"))?;
         servers.push(std::thread::spawn(move || echo(channel, calls)));
     }
     println!(
