@@ -584,3 +584,119 @@ fn a_hostile_guest_gets_errors_for_memory_that_is_not_its_managed_memory() {
     assert!(!host.driver_log().contains("reached the driver"));
     host.assert_no_panic();
 }
+
+/// `cuLibraryGetManaged` over the raw wire: `u64 library, bytes name` → `u64 id, u64 dptr, u64
+/// bytes`.
+fn get_managed(guest: &mut RawGuest, library: u64, name: &[u8]) -> (u32, u64, u64, u64) {
+    let (rc, body) = guest.call_raw(&request(
+        shim_macros::cuda_call_id!(cuLibraryGetManaged),
+        |enc| {
+            enc.put(library);
+            enc.put_bytes(name);
+        },
+    ));
+    let mut dec = Decoder::new(&body);
+    if rc != 0 {
+        return (rc, 0, 0, 0);
+    }
+    (
+        rc,
+        dec.get().unwrap(),
+        dec.get().unwrap(),
+        dec.get().unwrap(),
+    )
+}
+
+fn mirror_call(
+    guest: &mut RawGuest,
+    id: protocol::CallId,
+    encode: impl FnOnce(&mut Encoder<'_>),
+) -> u32 {
+    guest.call_raw(&request(id.0, encode)).0
+}
+
+#[test]
+fn a_hostile_guest_cannot_abuse_a_managed_variable() {
+    use protocol::special::{self, mirror};
+    let host = Host::on_region("managed-var-hostile")
+        .region_size(16 << 20)
+        .driver(FakeDriver::Contexts)
+        .log_driver_calls()
+        .start();
+    let mut guest = RawGuest::connect(host.region());
+    assert_eq!(
+        get_managed(&mut guest, 0x4c00, b"g_counter").0,
+        INVALID_HANDLE,
+        "a library the client never loaded"
+    );
+    let (rc, body) = guest.call_raw(&request(
+        shim_macros::cuda_call_id!(cuLibraryLoadData),
+        |enc| {
+            enc.put_bytes(b".version 8.0\n.target sm_90\n\0");
+            enc.put(0u32);
+            enc.put(0u32);
+        },
+    ));
+    assert_eq!(rc, 0);
+    let library: u64 = Decoder::new(&body).get().unwrap();
+    let (rc, id, ptr, len) = get_managed(&mut guest, library, b"g_counter");
+    assert_eq!((rc, len), (0, 4));
+    assert_eq!(
+        get_managed(&mut guest, library, b"g_counter").1,
+        id,
+        "asked again: the same mirror, nothing new minted"
+    );
+    let push = |guest: &mut RawGuest, offset: u64, data: &[u8]| {
+        mirror_call(guest, special::MIRROR_PUSH, |enc| {
+            mirror::Push {
+                writes: vec![mirror::Write { id, offset, data }],
+            }
+            .encode(enc)
+        })
+    };
+    assert_eq!(push(&mut guest, 0, &[9, 0, 0, 0]), 0, "its own variable");
+    assert_eq!(
+        push(&mut guest, 2, &[0; 4]),
+        INVALID_VALUE,
+        "past the variable's 4 bytes (into its neighbour)"
+    );
+    assert_eq!(
+        mirror_call(&mut guest, special::MIRROR_FREE, |enc| {
+            mirror::FreeRequest { id }.encode(enc)
+        }),
+        INVALID_VALUE,
+        "a mirror free of the driver's variable"
+    );
+    assert_eq!(
+        call(
+            &mut guest,
+            shim_macros::cuda_call_id!(cuMemFree_v2),
+            |enc| { enc.put(ptr) }
+        ),
+        INVALID_VALUE,
+        "cuMemFree of the driver's variable"
+    );
+    assert_eq!(
+        call(
+            &mut guest,
+            shim_macros::cuda_call_id!(cuLibraryUnload),
+            |enc| enc.put(library)
+        ),
+        0
+    );
+    assert_eq!(
+        push(&mut guest, 0, &[1]),
+        INVALID_VALUE,
+        "the library is gone, and its variable with it"
+    );
+    assert_eq!(
+        mirror_call(&mut guest, special::MIRROR_PULL, |enc| {
+            mirror::PullRequest { ids: vec![id] }.encode(enc)
+        }),
+        INVALID_VALUE
+    );
+    let log = host.driver_log();
+    assert_eq!(log.matches("cuLibraryGetManaged len=4").count(), 2, "{log}");
+    assert!(!log.contains("cuMemFreeHost"), "{log}");
+    host.assert_no_panic();
+}

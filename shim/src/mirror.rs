@@ -17,8 +17,8 @@
 //!   (`special::MIRROR_PULL`) and every byte the device changed (host ≠ shadow) is written to
 //!   the guest buffer and the shadow; bytes the device left alone keep the guest's value.
 //!
-//! The mirrors of a process hold at most [`MAX_CLIENT_BYTES`] (1 MiB): the shadow comparison
-//! then stays cheap. Beyond it, DEVICEMAP over TCP fails as before (`CUDA_ERROR_NOT_SUPPORTED`,
+//! The DEVICEMAP mirrors of a process hold at most [`MAX_CLIENT_BYTES`] (1 MiB): the shadow
+//! comparison then stays cheap. Beyond it, DEVICEMAP over TCP fails as before (`CUDA_ERROR_NOT_SUPPORTED`,
 //! with a log line). Over the shared region DEVICEMAP memory is a zero-copy block instead
 //! (`handlers/zero_copy.rs`); mirrors are only made over TCP. A forked child forgets its
 //! parent's mirrors (its worker is another one, which never heard of them): its copies of the
@@ -748,6 +748,23 @@ mod tests {
         assert_eq!(changed_runs(b"abXdY", b"abcde"), vec![(2, 3), (4, 5)]);
         assert_eq!(changed_runs(b"XYcZ", b"abcd"), vec![(0, 2), (3, 4)]);
         assert_eq!(changed_runs(b"", b""), vec![]);
+    }
+
+    #[test]
+    fn the_managed_cap_is_whole_mib_within_the_hosts() {
+        assert_eq!(parse_managed_cap(None), DEFAULT_MANAGED_BYTES);
+        assert_eq!(parse_managed_cap(Some("1")), 1 << 20);
+        assert_eq!(parse_managed_cap(Some(" 512 ")), 512 << 20);
+        assert_eq!(parse_managed_cap(Some("0")), 0);
+        assert_eq!(parse_managed_cap(Some("999999")), MAX_MANAGED_BYTES);
+        assert_eq!(parse_managed_cap(Some("lots")), DEFAULT_MANAGED_BYTES);
+    }
+
+    #[test]
+    fn variable_pages_cover_the_range() {
+        assert_eq!(pages(0x1008, 4).collect::<Vec<_>>(), vec![0x1000]);
+        assert_eq!(pages(0x1ffe, 4).collect::<Vec<_>>(), vec![0x1000, 0x2000]);
+        assert_eq!(pages(0x2000, 0x1000).collect::<Vec<_>>(), vec![0x2000]);
     }
 
     #[test]
