@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{Decoder, Encoder};
 use support::wire::{request, RawGuest};
-use support::{c_program, run_client, ClientOutput, Host};
+use support::{c_program, run_client, ClientOutput, FakeDriver, Host};
 
 const INVALID_VALUE: u32 = 1;
 const OUT_OF_MEMORY: u32 = 2;
@@ -53,6 +53,44 @@ int main(int argc, char **argv) {
         int b = f("cuMemAllocManaged")(&small, (size_t)N, 1u);
         int c = f("cuMemFree_v2")(small);
         printf("oom rc=%d,%d,%d\n", a, b, c);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "var")) {
+        /* A __managed__ variable, as cudart reaches it at module registration. */
+        static const char ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n";
+        void *lib = 0;
+        int l = f("cuLibraryLoadData")(&lib, ptx, NULL, NULL, 0u, NULL, NULL, 0u);
+        dptr c = 0, p = 0, again = 0;
+        size_t cn = 0, pn = 0, an = 0;
+        int a = f("cuLibraryGetManaged")(&c, &cn, lib, "g_counter");
+        int b = f("cuLibraryGetManaged")(&p, &pn, lib, "g_pair");
+        int r = f("cuLibraryGetManaged")(&again, &an, lib, "g_counter");
+        printf("var rc=%d,%d,%d,%d sizes=%d,%d same=%d\n", l, a, b, r, (int)cn, (int)pn,
+               again == c && an == cn);
+        int *counter = (int *)(size_t)c, *pair = (int *)(size_t)p;
+        printf("var initial=%d,%d,%d\n", *counter, pair[0], pair[1]);
+        /* A device write ("kernel": memset), seen by the CPU only after a synchronisation. */
+        int w = f("cuMemsetD32_v2")(c, 41u, (size_t)1);
+        int before = *counter;
+        int s = f("cuCtxSynchronize")();
+        printf("var device to cpu rc=%d,%d before sync=%d after=%d\n", w, s, before, *counter);
+        /* CPU writes, seen by the device (a copy out of the variables) at the next request. */
+        *counter = 100;
+        pair[1] = 9;
+        int out[3] = {0, 0, 0};
+        int c1 = f("cuMemcpyDtoH_v2")(out, c, (size_t)4);
+        int c2 = f("cuMemcpyDtoH_v2")(out + 1, p, (size_t)8);
+        printf("var cpu to device rc=%d,%d seen=%d,%d,%d\n", c1, c2, out[0], out[1], out[2]);
+        unsigned managed = 5;
+        int fr = f("cuMemFree_v2")(c);
+        int nf = f("cuLibraryGetManaged")(&again, &an, lib, "nope");
+        int fl = f("cuLibraryGetManaged")(&again, &an, (void *)((size_t)lib + 1), "g_counter");
+        printf("var refused free=%d missing=%d foreign=%d\n", fr, nf, fl);
+        (void)managed;
+        int u = f("cuLibraryUnload")(lib);
+        int after = f("cuLibraryGetManaged")(&again, &an, lib, "g_counter");
+        int sync = f("cuCtxSynchronize")();
+        printf("var unload rc=%d after=%d sync=%d\n", u, after, sync);
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "fork")) {
@@ -170,10 +208,14 @@ int main(int argc, char **argv) {
            f("cuStreamAttachMemAsync")((void *)0, m, (size_t)N, 2u),
            f("cuStreamAttachMemAsync")((void *)0, m + 8, (size_t)0, 1u));
 
-    /* Not pinned memory. */
+    /* Host-memory calls: flags and device pointer answered as the driver does for managed
+     * memory; it is not pinned memory to free. */
     unsigned flags = 0;
-    printf("pinned calls rc=%d,%d\n", f("cuMemHostGetFlags")(&flags, (void *)h),
-           f("cuMemFreeHost")((void *)h));
+    dptr alias = 0;
+    int hf = f("cuMemHostGetFlags")(&flags, (void *)(h + 8));
+    int hd = f("cuMemHostGetDevicePointer_v2")(&alias, (void *)(h + 8), 0u);
+    printf("pinned calls rc=%d,%d,%d flags=%u alias=%d\n", hf, hd,
+           f("cuMemFreeHost")((void *)h), flags, alias == m + 8);
 
     int fr = f("cuMemFree_v2")(m);
     int fr2 = f("cuMemFree_v2")(m);
@@ -219,7 +261,8 @@ const BOTH: &[&str] = &[
     "advise rc=0,0,0",
     "advise refused rc=1,1,101",
     "attach rc=0,0 refused rc=1",
-    "pinned calls rc=1,1",
+    // DEVICEMAP: unverified, see `MANAGED_HOST_FLAGS` in shim/src/handlers/memory/host_alloc.rs.
+    "pinned calls rc=0,0,1 flags=2 alias=1",
     "free rc=0 again=1 prefetch after=1",
     "realloc rc=0",
     "done",
@@ -300,17 +343,67 @@ fn managed_memory_is_bounded_by_the_quota_the_bulk_area_and_the_mirror_cap() {
         .start();
     let run = run_client(host.client(&program()).arg("oom"));
     expect(&run, &["oom rc=2,0,0"]);
-    // The mirrors' cap over TCP.
+    // The mirrors' cap over TCP: 64 MiB fit the default (256 MiB), not a cap of 1 MiB set by
+    // VGPU_MANAGED_MIRROR_MIB.
     let host = Host::without_region()
         .args(["--listen", "127.0.0.1:0"])
         .start();
     let run = run_client(host.tcp_client(&program()).arg("oom"));
+    expect(&run, &["oom rc=0,0,0"]);
+    let run = run_client(
+        host.tcp_client(&program())
+            .arg("oom")
+            .env("VGPU_MANAGED_MIRROR_MIB", "1"),
+    );
     expect(&run, &["oom rc=2,0,0"]);
     assert!(
-        run.stderr.contains("managed memory over TCP is mirrored"),
+        run.stderr.contains("managed memory over TCP is mirrored")
+            && run.stderr.contains("at most 1048576 bytes"),
         "the cap is logged: {}",
         run.stderr
     );
+}
+
+/// What the `var` mode prints on either transport.
+const VARIABLE: &[&str] = &[
+    "init rc=0",
+    "var rc=0,0,0,0 sizes=4,8 same=1",
+    "var initial=7,1,2",
+    "var device to cpu rc=0,0 before sync=7 after=41",
+    "var cpu to device rc=0,0 seen=100,1,9",
+    // A variable is no allocation; an unknown name is the driver's NOT_FOUND; a library that is
+    // not the client's never reaches the driver.
+    "var refused free=1 missing=500 foreign=400",
+    "var unload rc=0 after=400 sync=0",
+];
+
+#[test]
+fn a_managed_variable_is_mirrored_at_the_drivers_address_over_the_region() {
+    let host = Host::on_region("managed-var")
+        .region_size(16 << 20)
+        .driver(FakeDriver::Contexts)
+        .log_driver_calls()
+        .start();
+    let run = run_client(host.client(&program()).arg("var"));
+    expect(&run, VARIABLE);
+    let log = host.driver_log();
+    assert_eq!(
+        log.matches("cuLibraryGetManaged len=").count(),
+        3,
+        "the foreign library never reached the driver: {log}"
+    );
+    host.assert_no_panic();
+}
+
+#[test]
+fn a_managed_variable_is_mirrored_at_the_drivers_address_over_tcp() {
+    let host = Host::without_region()
+        .driver(FakeDriver::Contexts)
+        .args(["--listen", "127.0.0.1:0"])
+        .start();
+    let run = run_client(host.tcp_client(&program()).arg("var"));
+    expect(&run, VARIABLE);
+    host.assert_no_panic();
 }
 
 #[test]
@@ -489,5 +582,121 @@ fn a_hostile_guest_gets_errors_for_memory_that_is_not_its_managed_memory() {
     assert_eq!(guest.call(free_host, &[pinned_offset], None).0, 0);
     assert_eq!(guest.call(free, &[device], None).0, 0);
     assert!(!host.driver_log().contains("reached the driver"));
+    host.assert_no_panic();
+}
+
+/// `cuLibraryGetManaged` over the raw wire: `u64 library, bytes name` → `u64 id, u64 dptr, u64
+/// bytes`.
+fn get_managed(guest: &mut RawGuest, library: u64, name: &[u8]) -> (u32, u64, u64, u64) {
+    let (rc, body) = guest.call_raw(&request(
+        shim_macros::cuda_call_id!(cuLibraryGetManaged),
+        |enc| {
+            enc.put(library);
+            enc.put_bytes(name);
+        },
+    ));
+    let mut dec = Decoder::new(&body);
+    if rc != 0 {
+        return (rc, 0, 0, 0);
+    }
+    (
+        rc,
+        dec.get().unwrap(),
+        dec.get().unwrap(),
+        dec.get().unwrap(),
+    )
+}
+
+fn mirror_call(
+    guest: &mut RawGuest,
+    id: protocol::CallId,
+    encode: impl FnOnce(&mut Encoder<'_>),
+) -> u32 {
+    guest.call_raw(&request(id.0, encode)).0
+}
+
+#[test]
+fn a_hostile_guest_cannot_abuse_a_managed_variable() {
+    use protocol::special::{self, mirror};
+    let host = Host::on_region("managed-var-hostile")
+        .region_size(16 << 20)
+        .driver(FakeDriver::Contexts)
+        .log_driver_calls()
+        .start();
+    let mut guest = RawGuest::connect(host.region());
+    assert_eq!(
+        get_managed(&mut guest, 0x4c00, b"g_counter").0,
+        INVALID_HANDLE,
+        "a library the client never loaded"
+    );
+    let (rc, body) = guest.call_raw(&request(
+        shim_macros::cuda_call_id!(cuLibraryLoadData),
+        |enc| {
+            enc.put_bytes(b".version 8.0\n.target sm_90\n\0");
+            enc.put(0u32);
+            enc.put(0u32);
+        },
+    ));
+    assert_eq!(rc, 0);
+    let library: u64 = Decoder::new(&body).get().unwrap();
+    let (rc, id, ptr, len) = get_managed(&mut guest, library, b"g_counter");
+    assert_eq!((rc, len), (0, 4));
+    assert_eq!(
+        get_managed(&mut guest, library, b"g_counter").1,
+        id,
+        "asked again: the same mirror, nothing new minted"
+    );
+    let push = |guest: &mut RawGuest, offset: u64, data: &[u8]| {
+        mirror_call(guest, special::MIRROR_PUSH, |enc| {
+            mirror::Push {
+                writes: vec![mirror::Write { id, offset, data }],
+            }
+            .encode(enc)
+        })
+    };
+    assert_eq!(push(&mut guest, 0, &[9, 0, 0, 0]), 0, "its own variable");
+    assert_eq!(
+        push(&mut guest, 2, &[0; 4]),
+        INVALID_VALUE,
+        "past the variable's 4 bytes (into its neighbour)"
+    );
+    assert_eq!(
+        mirror_call(&mut guest, special::MIRROR_FREE, |enc| {
+            mirror::FreeRequest { id }.encode(enc)
+        }),
+        INVALID_VALUE,
+        "a mirror free of the driver's variable"
+    );
+    assert_eq!(
+        call(
+            &mut guest,
+            shim_macros::cuda_call_id!(cuMemFree_v2),
+            |enc| { enc.put(ptr) }
+        ),
+        INVALID_VALUE,
+        "cuMemFree of the driver's variable"
+    );
+    assert_eq!(
+        call(
+            &mut guest,
+            shim_macros::cuda_call_id!(cuLibraryUnload),
+            |enc| enc.put(library)
+        ),
+        0
+    );
+    assert_eq!(
+        push(&mut guest, 0, &[1]),
+        INVALID_VALUE,
+        "the library is gone, and its variable with it"
+    );
+    assert_eq!(
+        mirror_call(&mut guest, special::MIRROR_PULL, |enc| {
+            mirror::PullRequest { ids: vec![id] }.encode(enc)
+        }),
+        INVALID_VALUE
+    );
+    let log = host.driver_log();
+    assert_eq!(log.matches("cuLibraryGetManaged len=4").count(), 2, "{log}");
+    assert!(!log.contains("cuMemFreeHost"), "{log}");
     host.assert_no_panic();
 }

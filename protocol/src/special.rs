@@ -85,9 +85,18 @@ pub const ALL: [CallId; 13] = [
 pub mod mirror {
     use crate::codec::{DecodeError, Decoder, Encoder};
 
-    /// Most bytes one client may hold in mirrors (the sum of their lengths). The guest keeps a
-    /// shadow copy of each and compares it before every request, so the cap keeps that cheap.
+    /// Most bytes one client may hold in DEVICEMAP mirrors (`cuMemHostAlloc`, the sum of their
+    /// lengths). The guest keeps a shadow copy of each and compares it before every request, so
+    /// the cap keeps that cheap.
     pub const MAX_CLIENT_BYTES: u64 = 1 << 20;
+    /// Most bytes one client may hold in managed mirrors (`cuMemAllocManaged` over TCP and
+    /// `__managed__` variables from `cuLibraryGetManaged`), enforced by the host. The guest's
+    /// own cap (`VGPU_MANAGED_MIRROR_MIB`, default [`DEFAULT_MANAGED_BYTES`]) may not pass it. Every
+    /// sync pulls every mirror whole in one answer, which must stay well inside the transport's
+    /// 2 GiB message limit.
+    pub const MAX_MANAGED_BYTES: u64 = 1 << 30;
+    /// The guest's default cap on managed mirrors (256 MiB).
+    pub const DEFAULT_MANAGED_BYTES: u64 = 256 << 20;
     /// Most entries one push or pull may name.
     pub const MAX_ENTRIES: usize = 4096;
 

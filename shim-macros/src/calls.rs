@@ -210,10 +210,7 @@ pub const CALLS: &[Call] = &[
             "cuStreamIsCapturing_ptsz",
         ],
     ),
-    Call::guest(
-        "handlers::library",
-        &["cuLibraryGetUnifiedFunction", "cuLibraryGetManaged"],
-    ),
+    Call::guest("handlers::library", &["cuLibraryGetUnifiedFunction"]),
     Call::guest(
         "handlers::module",
         &["cuModuleLoad", "cuLibraryLoadFromFile"],
@@ -376,6 +373,11 @@ pub const CALLS: &[Call] = &[
         &["cuMemAllocManaged"],
     ),
     Call::both("handlers::managed", "quota::free", &["cuMemFree_v2"]),
+    Call::both(
+        "handlers::managed",
+        "managed::library_get_managed",
+        &["cuLibraryGetManaged"],
+    ),
     Call::guest("handlers::managed", &["cuMemGetAddressRange_v2"]),
     Call::host(
         "managed::prefetch",

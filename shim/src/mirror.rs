@@ -17,8 +17,8 @@
 //!   (`special::MIRROR_PULL`) and every byte the device changed (host ≠ shadow) is written to
 //!   the guest buffer and the shadow; bytes the device left alone keep the guest's value.
 //!
-//! The mirrors of a process hold at most [`MAX_CLIENT_BYTES`] (1 MiB): the shadow comparison
-//! then stays cheap. Beyond it, DEVICEMAP over TCP fails as before (`CUDA_ERROR_NOT_SUPPORTED`,
+//! The DEVICEMAP mirrors of a process hold at most [`MAX_CLIENT_BYTES`] (1 MiB): the shadow
+//! comparison then stays cheap. Beyond it, DEVICEMAP over TCP fails as before (`CUDA_ERROR_NOT_SUPPORTED`,
 //! with a log line). Over the shared region DEVICEMAP memory is a zero-copy block instead
 //! (`handlers/zero_copy.rs`); mirrors are only made over TCP. A forked child forgets its
 //! parent's mirrors (its worker is another one, which never heard of them): its copies of the
@@ -27,7 +27,11 @@
 //!
 //! Managed memory over TCP (`handlers/managed.rs`) is a mirror too, whose guest buffer is mapped
 //! at the mirror's device pointer ([`alloc_managed`]): one pointer for the CPU and the GPU. It
-//! shares the cap and the rules, and `cuMemFree` frees it ([`free_managed`]).
+//! shares the rules, has its own cap ([`managed_cap`], `VGPU_MANAGED_MIRROR_MIB`), and
+//! `cuMemFree` frees it ([`free_managed`]). A `__managed__` variable (`cuLibraryGetManaged`,
+//! [`library_managed`]) is mirrored the same way on either transport: the driver placed it in
+//! the host worker's address space, so the guest maps pages at its address and mirrors them,
+//! until its library is unloaded ([`forget_library`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +48,7 @@ use crate::forward::bad_response;
 use crate::log::{log, Level};
 
 pub use protocol::special::mirror::MAX_CLIENT_BYTES;
+use protocol::special::mirror::{DEFAULT_MANAGED_BYTES, MAX_MANAGED_BYTES};
 
 const PAGE: usize = 4096;
 
@@ -94,11 +99,53 @@ pub const SYNC_CALLS: [u32; 42] = [
     shim_macros::cuda_call_id!(cuMemcpy3D),
 ];
 
+/// What a mirror's guest buffer is, which says who frees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// DEVICEMAP memory: heap memory, freed by `cuMemFreeHost` ([`free`]).
+    Devicemap,
+    /// Managed memory: `guest == device`, an anonymous mapping, freed by `cuMemFree`
+    /// ([`free_managed`]).
+    Managed,
+    /// A `__managed__` variable of library `library`: `guest == device`, inside pages mapped for
+    /// variables ([`Table::variable_pages`]); forgotten when the library is unloaded.
+    Variable { library: u64 },
+}
+
+/// The guest's cap on managed mirrors, in bytes: `VGPU_MANAGED_MIRROR_MIB` (MiB; default
+/// [`DEFAULT_MANAGED_BYTES`]), at most the host's [`MAX_MANAGED_BYTES`]. Every request compares
+/// every mirror with its shadow, and every synchronising call copies every mirror whole from
+/// the host, so the cap bounds what a process pays for them.
+pub(crate) fn managed_cap() -> u64 {
+    static CAP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| parse_managed_cap(std::env::var("VGPU_MANAGED_MIRROR_MIB").ok().as_deref()))
+}
+
+/// [`managed_cap`] from the variable's value: whole MiB, clamped to [`MAX_MANAGED_BYTES`];
+/// anything unreadable is the default (logged).
+fn parse_managed_cap(value: Option<&str>) -> u64 {
+    let Some(value) = value else {
+        return DEFAULT_MANAGED_BYTES;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(mib) => mib.saturating_mul(1 << 20).min(MAX_MANAGED_BYTES),
+        Err(_) => {
+            log!(
+                Level::Warn,
+                "VGPU_MANAGED_MIRROR_MIB={value:?} is not a number of MiB; using {}",
+                DEFAULT_MANAGED_BYTES >> 20
+            );
+            DEFAULT_MANAGED_BYTES
+        }
+    }
+}
+
 /// One mirrored buffer.
 #[derive(Debug)]
 struct Mirror {
-    /// Guest address of the first byte (page-aligned memory this module allocated: from the
-    /// heap, or for managed memory mapped at the host's device pointer).
+    /// Guest address of the first byte (memory this module allocated: page-aligned heap memory,
+    /// for managed memory a mapping at the host's device pointer, for a variable its address
+    /// inside pages mapped there).
     guest: usize,
     /// Bytes the application asked for (at least 1).
     len: usize,
@@ -108,9 +155,8 @@ struct Mirror {
     device: u64,
     /// The content both sides last agreed on.
     shadow: Vec<u8>,
-    /// Managed memory (`handlers/managed.rs`): `guest == device`, the buffer is an anonymous
-    /// mapping, and `cuMemFree` frees it.
-    managed: bool,
+    /// What it is.
+    kind: Kind,
 }
 
 impl Mirror {
@@ -148,7 +194,13 @@ fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
 #[derive(Debug, Default)]
 struct Table {
     by_guest: BTreeMap<usize, Mirror>,
+    /// Bytes of DEVICEMAP mirrors.
     bytes: usize,
+    /// Bytes of managed mirrors (allocations and variables).
+    managed_bytes: usize,
+    /// The pages mapped for variables, each with the number of variables it holds (two
+    /// variables may share a page).
+    variable_pages: BTreeMap<usize, usize>,
     /// The process the mirrors belong to (0 before the first).
     pid: u32,
 }
@@ -158,8 +210,38 @@ impl Table {
         Self {
             by_guest: BTreeMap::new(),
             bytes: 0,
+            managed_bytes: 0,
+            variable_pages: BTreeMap::new(),
             pid: 0,
         }
+    }
+
+    /// Records `m`.
+    fn insert(&mut self, m: Mirror) {
+        if m.kind == Kind::Devicemap {
+            self.bytes += m.len;
+        } else {
+            self.managed_bytes += m.len;
+        }
+        self.by_guest.insert(m.guest, m);
+        note_live(self);
+    }
+
+    /// Forgets the mirror at `guest`.
+    fn take(&mut self, guest: usize) -> Option<Mirror> {
+        let m = self.by_guest.remove(&guest)?;
+        if m.kind == Kind::Devicemap {
+            self.bytes -= m.len;
+        } else {
+            self.managed_bytes -= m.len;
+        }
+        note_live(self);
+        Some(m)
+    }
+
+    /// Whether `len` more bytes of managed mirrors stay within [`managed_cap`].
+    fn managed_room(&self, len: usize) -> bool {
+        self.managed_bytes.saturating_add(len) as u64 <= managed_cap()
     }
 
     fn containing(&self, addr: usize) -> Option<&Mirror> {
@@ -180,8 +262,11 @@ fn table() -> MutexGuard<'static, Table> {
     let pid = std::process::id();
     if t.pid != pid {
         if !t.by_guest.is_empty() {
+            // The variables' pages stay mapped: the child's private copies.
             t.by_guest.clear();
+            t.variable_pages.clear();
             t.bytes = 0;
+            t.managed_bytes = 0;
             note_live(&t);
         }
         t.pid = pid;
@@ -249,20 +334,14 @@ pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
             return Err(e);
         }
     };
-    let mut t = table();
-    t.bytes += len;
-    t.by_guest.insert(
-        p as usize,
-        Mirror {
-            guest: p as usize,
-            len,
-            id: allocated.id,
-            device: allocated.device_ptr,
-            shadow: vec![0; len],
-            managed: false,
-        },
-    );
-    note_live(&t);
+    table().insert(Mirror {
+        guest: p as usize,
+        len,
+        id: allocated.id,
+        device: allocated.device_ptr,
+        shadow: vec![0; len],
+        kind: Kind::Devicemap,
+    });
     Ok(p.cast())
 }
 
@@ -270,13 +349,10 @@ pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
 pub(crate) fn free(p: usize) -> Option<CuResult> {
     let mirror = {
         let mut t = table();
-        if t.by_guest.get(&p)?.managed {
+        if t.by_guest.get(&p)?.kind != Kind::Devicemap {
             return None;
         }
-        let m = t.by_guest.remove(&p)?;
-        t.bytes -= m.len;
-        note_live(&t);
-        m
+        t.take(p)?
     };
     let request = FreeRequest { id: mirror.id };
     let result = send(special::MIRROR_FREE, |enc| request.encode(enc), |_| Ok(()));
@@ -292,7 +368,7 @@ pub(crate) fn device_pointer(addr: usize) -> Option<u64> {
         return None;
     }
     let t = table();
-    let m = t.containing(addr).filter(|m| !m.managed)?;
+    let m = t.containing(addr)?;
     Some(m.device + (addr - m.guest) as u64)
 }
 
@@ -302,14 +378,18 @@ pub(crate) fn device_pointer(addr: usize) -> Option<u64> {
 /// and the GPU. Host half: `host/src/dispatch/handlers/managed.rs`.
 ///
 /// # Errors
-/// `CUDA_ERROR_OUT_OF_MEMORY` past [`MAX_CLIENT_BYTES`] or when the address range is taken in
-/// this process (each with a log line); the host's refusal.
+/// `CUDA_ERROR_OUT_OF_MEMORY` past [`managed_cap`] or when the address range is taken in this
+/// process (each with a log line); the host's refusal.
 pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
-    let held = table().bytes;
-    if held.saturating_add(len) as u64 > MAX_CLIENT_BYTES {
+    let (room, held) = {
+        let t = table();
+        (t.managed_room(len), t.managed_bytes)
+    };
+    if !room {
         log!(
             Level::Warn,
-            "cuMemAllocManaged: managed memory over TCP is mirrored, at most {MAX_CLIENT_BYTES} bytes per process with DEVICEMAP memory ({held} held, {len} asked)"
+            "cuMemAllocManaged: managed memory over TCP is mirrored, at most {} bytes per process (VGPU_MANAGED_MIRROR_MIB; {held} held, {len} asked)",
+            managed_cap()
         );
         return Err(CuError::OUT_OF_MEMORY);
     }
@@ -336,21 +416,151 @@ pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
         release(device);
         return Err(CuError::OUT_OF_MEMORY);
     };
-    let mut t = table();
-    t.bytes += len;
-    t.by_guest.insert(
-        mapped,
-        Mirror {
-            guest: mapped,
+    table().insert(Mirror {
+        guest: mapped,
+        len,
+        id,
+        device,
+        shadow: vec![0; len],
+        kind: Kind::Managed,
+    });
+    Ok(mapped as *mut u8)
+}
+
+/// The `__managed__` variable `name` of `library` (`cuLibraryGetManaged`): (its address, its
+/// size). The host answers the driver's device pointer and size and mirrors the variable
+/// (`host/src/dispatch/handlers/managed.rs`); the guest maps the pages holding it at that same
+/// address (`MAP_FIXED_NOREPLACE`; pages already mapped for another variable are shared) and
+/// pulls its content at once (the module's initial value), then keeps it equal by the mirror's
+/// rules. Asked again, the same variable is answered from the table.
+///
+/// # Errors
+/// `CUDA_ERROR_OUT_OF_MEMORY` past [`managed_cap`]; `CUDA_ERROR_NOT_SUPPORTED` when a page of
+/// the address range is taken in this process (each with a log line); the host's refusal.
+pub(crate) fn library_managed(library: u64, name: &[u8]) -> CuResult<(u64, usize)> {
+    let (id, device, len) = send(
+        CallId(shim_macros::cuda_call_id!(cuLibraryGetManaged)),
+        |enc| {
+            enc.put(library);
+            enc.put_bytes(name);
+        },
+        |dec| {
+            let id: u64 = dec.get().map_err(bad_response)?;
+            let device: u64 = dec.get().map_err(bad_response)?;
+            let len: u64 = dec.get().map_err(bad_response)?;
+            dec.finish().map_err(bad_response)?;
+            Ok((id, device, len))
+        },
+    )?;
+    let (Ok(guest), Ok(len)) = (usize::try_from(device), usize::try_from(len)) else {
+        return Err(CuError::NOT_SUPPORTED);
+    };
+    {
+        let mut t = table();
+        if let Some(m) = t.by_guest.get(&guest) {
+            return if m.id == id && m.len == len {
+                Ok((device, len))
+            } else {
+                Err(CuError::NOT_SUPPORTED)
+            };
+        }
+        if !t.managed_room(len) {
+            log!(
+                Level::Warn,
+                "cuLibraryGetManaged: __managed__ variables are mirrored, at most {} bytes of managed memory per process (VGPU_MANAGED_MIRROR_MIB; {} held, {len} asked)",
+                managed_cap(),
+                t.managed_bytes
+            );
+            return Err(CuError::OUT_OF_MEMORY);
+        }
+        if let Err(page) = map_variable_pages(&mut t, guest, len) {
+            log!(
+                Level::Warn,
+                "cuLibraryGetManaged: the variable's address {device:#x} ({len} bytes) is taken in this process at page {page:#x}: a __managed__ variable needs the host's address here too"
+            );
+            return Err(CuError::NOT_SUPPORTED);
+        }
+        t.insert(Mirror {
+            guest,
             len,
             id,
             device,
             shadow: vec![0; len],
-            managed: true,
-        },
-    );
-    note_live(&t);
-    Ok(mapped as *mut u8)
+            kind: Kind::Variable { library },
+        });
+    }
+    // The module's initial value: the device's content differs from the zeroed shadow.
+    pull_ids(Some(&[id])).inspect_err(|e| {
+        log!(
+            Level::Warn,
+            "cuLibraryGetManaged: cannot read the variable at {device:#x} from the host: {e:?}"
+        );
+    })?;
+    Ok((device, len))
+}
+
+/// The pages holding `[at, at + len)`.
+fn pages(at: usize, len: usize) -> impl Iterator<Item = usize> {
+    let first = at & !(PAGE - 1);
+    let end = at.saturating_add(len.max(1));
+    (first..end).step_by(PAGE)
+}
+
+/// Maps (zeroed) every page of `[at, at + len)` that no variable holds yet, and counts the
+/// variable in each. Nothing is kept on failure.
+///
+/// # Errors
+/// The first page that is taken in this process by something else.
+fn map_variable_pages(t: &mut Table, at: usize, len: usize) -> Result<(), usize> {
+    let mut mapped_now = Vec::new();
+    for page in pages(at, len) {
+        if t.variable_pages.contains_key(&page) {
+            continue;
+        }
+        if map_at(page as u64, PAGE).is_none() {
+            for &p in &mapped_now {
+                // SAFETY: mapped just above by `map_at`, known to no one else.
+                unsafe { libc::munmap(p as *mut libc::c_void, PAGE) };
+            }
+            return Err(page);
+        }
+        mapped_now.push(page);
+    }
+    for page in pages(at, len) {
+        *t.variable_pages.entry(page).or_insert(0) += 1;
+    }
+    Ok(())
+}
+
+/// Forgets the `__managed__` variables of `library` (it is being unloaded: the host forgets
+/// them too) and unmaps the pages no other variable holds. The application must not touch them
+/// afterwards, as natively.
+pub(crate) fn forget_library(library: u64) {
+    if !any() {
+        return;
+    }
+    let mut t = table();
+    let gone: Vec<usize> = t
+        .by_guest
+        .values()
+        .filter(|m| m.kind == Kind::Variable { library })
+        .map(|m| m.guest)
+        .collect();
+    for guest in gone {
+        let Some(m) = t.take(guest) else { continue };
+        for page in pages(m.guest, m.len) {
+            let Some(refs) = t.variable_pages.get_mut(&page) else {
+                continue;
+            };
+            *refs -= 1;
+            if *refs == 0 {
+                t.variable_pages.remove(&page);
+                // SAFETY: mapped by `map_variable_pages`; no variable in the table holds it any
+                // more, so no push or pull touches it.
+                unsafe { libc::munmap(page as *mut libc::c_void, PAGE) };
+            }
+        }
+    }
 }
 
 /// Maps `len` zeroed bytes at exactly `at`, if that range is free in this process.
@@ -402,13 +612,10 @@ fn release(device: u64) {
 pub(crate) fn free_managed(p: usize) -> Option<CuResult> {
     let mirror = {
         let mut t = table();
-        if !t.by_guest.get(&p)?.managed {
+        if t.by_guest.get(&p)?.kind != Kind::Managed {
             return None;
         }
-        let m = t.by_guest.remove(&p)?;
-        t.bytes -= m.len;
-        note_live(&t);
-        m
+        t.take(p)?
     };
     let result = send(
         CallId(shim_macros::cuda_call_id!(cuMemFree_v2)),
@@ -421,13 +628,14 @@ pub(crate) fn free_managed(p: usize) -> Option<CuResult> {
     Some(result)
 }
 
-/// The managed allocation holding `addr`: (first byte, length).
+/// The managed allocation holding `addr`: (first byte, length). Not a `__managed__` variable:
+/// the host's driver answers for those (the memory at that address is managed there).
 pub(crate) fn managed_range(addr: usize) -> Option<(usize, usize)> {
     if !any() {
         return None;
     }
     let t = table();
-    let m = t.containing(addr).filter(|m| m.managed)?;
+    let m = t.containing(addr).filter(|m| m.kind == Kind::Managed)?;
     Some((m.guest, m.len))
 }
 
@@ -479,7 +687,7 @@ pub(crate) fn after_request(call: u32) {
     if !any() || !SYNC_CALLS.contains(&call) {
         return;
     }
-    if let Err(e) = pull() {
+    if let Err(e) = pull_ids(None) {
         log!(
             Level::Warn,
             "cannot read DEVICEMAP memory back from the host after call {call}: {e:?}"
@@ -487,12 +695,22 @@ pub(crate) fn after_request(call: u32) {
     }
 }
 
-fn pull() -> CuResult {
+/// Pulls the mirrors named in `only` (`None`: all of them).
+fn pull_ids(only: Option<&[u64]>) -> CuResult {
     let mut t = table();
+    let named: Vec<(usize, u64)> = t
+        .by_guest
+        .values()
+        .filter(|m| only.is_none_or(|ids| ids.contains(&m.id)))
+        .map(|m| (m.guest, m.id))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
     let request = PullRequest {
-        ids: t.by_guest.values().map(|m| m.id).collect(),
+        ids: named.iter().map(|&(_, id)| id).collect(),
     };
-    let guests: Vec<usize> = t.by_guest.keys().copied().collect();
+    let guests: Vec<usize> = named.iter().map(|&(guest, _)| guest).collect();
     send(
         special::MIRROR_PULL,
         |enc| request.encode(enc),
@@ -530,6 +748,23 @@ mod tests {
         assert_eq!(changed_runs(b"abXdY", b"abcde"), vec![(2, 3), (4, 5)]);
         assert_eq!(changed_runs(b"XYcZ", b"abcd"), vec![(0, 2), (3, 4)]);
         assert_eq!(changed_runs(b"", b""), vec![]);
+    }
+
+    #[test]
+    fn the_managed_cap_is_whole_mib_within_the_hosts() {
+        assert_eq!(parse_managed_cap(None), DEFAULT_MANAGED_BYTES);
+        assert_eq!(parse_managed_cap(Some("1")), 1 << 20);
+        assert_eq!(parse_managed_cap(Some(" 512 ")), 512 << 20);
+        assert_eq!(parse_managed_cap(Some("0")), 0);
+        assert_eq!(parse_managed_cap(Some("999999")), MAX_MANAGED_BYTES);
+        assert_eq!(parse_managed_cap(Some("lots")), DEFAULT_MANAGED_BYTES);
+    }
+
+    #[test]
+    fn variable_pages_cover_the_range() {
+        assert_eq!(pages(0x1008, 4).collect::<Vec<_>>(), vec![0x1000]);
+        assert_eq!(pages(0x1ffe, 4).collect::<Vec<_>>(), vec![0x1000, 0x2000]);
+        assert_eq!(pages(0x2000, 0x1000).collect::<Vec<_>>(), vec![0x2000]);
     }
 
     #[test]

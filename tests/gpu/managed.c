@@ -3,8 +3,9 @@
  * and a kernel reads it through the same pointer; a kernel and a memset write it and the CPU
  * reads it after a synchronisation; copies to, from and within it; pointer attributes and the
  * address range; prefetch (to the device and back) and advice on it, and the driver's answers
- * for both on device memory; cuMemHostGetFlags on it; a host-attached allocation attached to a
- * stream; free. Every printed line is compared with a native run.
+ * for both on device memory; cuMemHostGetFlags (and the flags) and cuMemHostGetDevicePointer on
+ * it; a host-attached allocation attached to a stream; free. Every printed line is compared with
+ * a native run.
  */
 #include "kernels.h"
 
@@ -109,8 +110,16 @@ int main(void) {
            err_name(cuMemPrefetchAsync(d, N * 4, on_device(dev), 0, s)));
     printf("advise device memory=%s\n",
            err_name(cuMemAdvise(d, N * 4, CU_MEM_ADVISE_SET_READ_MOSTLY, on_device(dev))));
+    /* Natively cuMemHostGetFlags succeeds here (H100, 2026-12-06); the flags value it writes is
+     * printed so that the native-vs-vgpu diff checks vgpu's guess (DEVICEMAP, 2). The device
+     * pointer of managed memory: vgpu answers the pointer itself. */
     unsigned flags = 0;
-    printf("host flags of managed=%s\n", err_name(cuMemHostGetFlags(&flags, (void *)h)));
+    CUresult hf = cuMemHostGetFlags(&flags, (void *)h);
+    printf("host flags of managed=%s flags=%u\n", err_name(hf), hf == CUDA_SUCCESS ? flags : 0u);
+    CUdeviceptr alias = 0;
+    CUresult hd = cuMemHostGetDevicePointer(&alias, (void *)h, 0);
+    printf("host device pointer of managed=%s same=%d\n", err_name(hd),
+           hd == CUDA_SUCCESS && alias == m);
 
     /* A host-attached allocation, attached to a stream, written by a kernel. */
     CUdeviceptr a;

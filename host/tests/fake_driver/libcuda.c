@@ -4,6 +4,7 @@
  * cuMemAlloc_v2/cuMemFree_v2/cuMemcpyHtoD_v2/cuMemcpyDtoH_v2 keep "device" memory on the heap;
  * host memory registration and unified copies are at the end (zero-copy tests). */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,10 +378,46 @@ CUresult cuLibraryLoadData(void **library, const void *code, void *jit_options, 
     return 0;
 }
 
+/* `__managed__` variables of the library (host/tests/managed.rs): "g_counter" (an int, 7 at
+ * load) and "g_pair" (two ints, 1 and 2) share one page of "managed memory", registered like
+ * mapped pinned memory so that memsets and copies reach it as a kernel would; neither starts
+ * the page. Other names: CUDA_ERROR_NOT_FOUND (500); another library: INVALID_HANDLE (400). */
+static unsigned char *fake_managed_page;
+CUresult cuLibraryGetManaged(CUdeviceptr *dptr, size_t *bytes, void *library, const char *name) {
+    if (!name) return 1;
+    if (library != (void *)(uintptr_t)0x4c00) return 400;
+    size_t offset, size;
+    if (!strcmp(name, "g_counter")) { offset = 8; size = 4; }
+    else if (!strcmp(name, "g_pair")) { offset = 16; size = 8; }
+    else return 500;
+    pthread_mutex_lock(&fake_allocs_lock);
+    if (!fake_managed_page) {
+        void *m = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        int slot = -1;
+        for (int i = 0; i < FAKE_MAX_REGS && m != MAP_FAILED; i++) {
+            if (!fake_regs[i].base) { slot = i; break; }
+        }
+        if (slot < 0) {
+            pthread_mutex_unlock(&fake_allocs_lock);
+            return 2;
+        }
+        fake_regs[slot].base = (uintptr_t)m;
+        fake_regs[slot].size = 4096;
+        fake_managed_page = m;
+        ((int *)(fake_managed_page + 8))[0] = 7;
+        ((int *)(fake_managed_page + 16))[0] = 1;
+        ((int *)(fake_managed_page + 16))[1] = 2;
+    }
+    pthread_mutex_unlock(&fake_allocs_lock);
+    fake_log("cuLibraryGetManaged len=%llu", size, 0);
+    if (dptr) *dptr = (CUdeviceptr)(uintptr_t)(fake_managed_page + offset);
+    if (bytes) *bytes = size;
+    return 0;
+}
+
 /* Mapped pinned memory (the mirror of DEVICEMAP memory over TCP, host/tests/mirror.rs):
  * cuMemHostAlloc maps fresh pages and registers them, so the device pointer is the host address
  * and memsets and copies reach them as a kernel would; each alloc and free is logged. */
-#include <sys/mman.h>
 CUresult cuMemHostAlloc(void **p, size_t bytes, unsigned int flags) {
     if (!p || bytes == 0) return 1;
     void *m = mmap(0, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -81,6 +81,11 @@ fn device_pointer(p: *mut c_void, flags: u32) -> CuResult<u64> {
     if flags != 0 {
         return Err(CuError::INVALID_VALUE);
     }
+    // Managed memory is one address for the CPU and the GPU (unified addressing), as mapped
+    // pinned memory whose device pointer is its host pointer.
+    if crate::handlers::managed::range(p as CUdeviceptr).is_some() {
+        return Ok(p as u64);
+    }
     let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
     match pinned.zero_copy {
         Some(block) => Ok(block.alias + (p as usize - block.guest) as u64),

@@ -90,26 +90,6 @@ pub unsafe fn cuLibraryGetUnifiedFunction(
     Err(CuError::NOT_SUPPORTED)
 }
 
-/// Not supported: managed memory is not supported by vgpu.
-///
-/// # Safety
-/// Always safe: nothing is read or written.
-///
-/// # Errors
-/// `CUDA_ERROR_NOT_SUPPORTED`.
-pub unsafe fn cuLibraryGetManaged(
-    _dptr: *mut CUdeviceptr,
-    _bytes: *mut usize,
-    _library: CUlibrary,
-    _name: *const c_char,
-) -> CuResult {
-    log!(
-        Level::Warn,
-        "cuLibraryGetManaged: managed memory is not supported"
-    );
-    Err(CuError::NOT_SUPPORTED)
-}
-
 /// `u64 module, bytes name` → `u64 handle`.
 fn lookup(id: u32, out: *mut u64, module: CUmodule, name: *const c_char) -> CuResult {
     if out.is_null() || name.is_null() {

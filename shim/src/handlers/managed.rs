@@ -8,7 +8,9 @@
 //!
 //! Everything else follows from the one address: copies and memsets through it are zero-copy
 //! (region) or reach the mirror (TCP); pointer attributes say managed (`memory::attributes`);
-//! `cuMemFree` frees both sides; `cuMemGetAddressRange` is answered here. Host half and wire
+//! `cuMemFree` frees both sides; `cuMemGetAddressRange` is answered here. A library's
+//! `__managed__` variables (`cuLibraryGetManaged`) are the driver's managed memory in the host
+//! worker, mirrored at the driver's address (`crate::mirror::library_managed`). Host half and wire
 //! format: `host/src/dispatch/handlers/managed.rs`; rules and differences from native:
 //! `docs/handlers.md`, "Managed memory".
 #![allow(non_snake_case)]
@@ -50,6 +52,42 @@ pub unsafe fn cuMemAllocManaged(dptr: *mut CUdeviceptr, bytesize: usize, flags: 
     })?;
     // SAFETY: `dptr` is valid for one write (checked non-NULL; driver API contract).
     unsafe { dptr.write(p as CUdeviceptr) };
+    Ok(())
+}
+
+/// A `__managed__` variable of a library (cudart asks for each at module registration and
+/// then reads and writes it through the answered pointer): the host answers the driver's
+/// pointer and size, and the variable is mirrored at that address (`crate::mirror::
+/// library_managed`), on either transport.
+///
+/// # Safety
+/// `name` is a NUL-terminated string; `dptr` and `bytes` are NULL or valid for one write each.
+///
+/// # Errors
+/// `CUDA_ERROR_INVALID_VALUE` for a NULL `name`; `CUDA_ERROR_OUT_OF_MEMORY` past the managed
+/// mirrors' cap; `CUDA_ERROR_NOT_SUPPORTED` when the address is taken in this process; the
+/// host's refusal (a library that is not this client's: `CUDA_ERROR_INVALID_HANDLE`).
+pub unsafe fn cuLibraryGetManaged(
+    dptr: *mut CUdeviceptr,
+    bytes: *mut usize,
+    library: CUlibrary,
+    name: *const std::ffi::c_char,
+) -> CuResult {
+    if name.is_null() {
+        return Err(CuError::INVALID_VALUE);
+    }
+    // SAFETY: a NUL-terminated string (driver API contract).
+    let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+    let (address, len) = crate::mirror::library_managed(library as u64, name)?;
+    // SAFETY: (both) NULL or valid for one write, per the contract.
+    unsafe {
+        if !dptr.is_null() {
+            dptr.write(address);
+        }
+        if !bytes.is_null() {
+            bytes.write(len);
+        }
+    }
     Ok(())
 }
 

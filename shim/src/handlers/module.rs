@@ -544,7 +544,8 @@ pub unsafe fn cuModuleUnload(hmod: CUmodule) -> CuResult {
     result
 }
 
-/// Unloads a library and forgets cached parameter layouts and kept kernel answers.
+/// Unloads a library and forgets cached parameter layouts, kept kernel answers and the mirrors
+/// of its `__managed__` variables.
 ///
 /// # Safety
 /// None beyond the driver's.
@@ -553,6 +554,8 @@ pub unsafe fn cuModuleUnload(hmod: CUmodule) -> CuResult {
 /// The host's result.
 pub unsafe fn cuLibraryUnload(library: CUlibrary) -> CuResult {
     super::launch::forget_layouts();
+    // Its `__managed__` variables go with it (the host forgets them too).
+    crate::mirror::forget_library(library as u64);
     // SAFETY: forwarded as is.
     let result = unsafe { crate::forward::generated::cuLibraryUnload(library) };
     // Kept answers about functions and kernels may name reused handles from now on.

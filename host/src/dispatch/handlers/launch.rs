@@ -116,13 +116,22 @@ pub fn param_layout(
 }
 
 /// `cuModuleUnload`/`cuLibraryUnload`: the generated call (whose gate step forgets the module or
-/// library and the functions and kernels it held), then the client's kept layouts go.
+/// library and the functions and kernels it held), then the client's kept layouts go. A library
+/// of the client's first loses its `__managed__` variables' mirrors (`managed.rs`), before the
+/// driver frees their memory, so that no push or pull reaches it afterwards.
 pub fn unload(
     name: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
+    if name == "cuLibraryUnload" {
+        if let Ok(library) = dec.clone().get::<u64>() {
+            if client.handles.library(library).is_ok() {
+                client.mirrors.forget_library(library);
+            }
+        }
+    }
     let outcome = super::generated_half(name, client, dec, out);
     client.layouts.forget();
     outcome

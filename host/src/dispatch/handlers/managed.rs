@@ -95,6 +95,48 @@ pub fn alloc(
     Ok(())
 }
 
+/// `cuLibraryGetManaged`: `u64 library, bytes name` → result, `u64 id, u64 dptr, u64 bytes`.
+/// A `__managed__` variable of one of the client's libraries (the gate admits the handle, else
+/// its refusal): the driver's answer, recorded as a mirror of the driver's own managed memory
+/// (`mirror::Mirrors::variable`), which the guest maps at `dptr` and keeps equal by the
+/// mirror's rules (any transport: the driver chose the address, so a region block cannot stand
+/// in). `id` names it in pushes and pulls; nothing else is minted, and the record goes when the
+/// library is unloaded (`launch::unload`). Past the managed mirrors' cap:
+/// `CUDA_ERROR_OUT_OF_MEMORY`; the driver's error otherwise (`dptr`, `bytes` and `id` 0).
+pub fn library_get_managed(
+    _: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let owner: u64 = dec.get()?;
+    let name = super::device::c_string(dec.get_bytes()?);
+    dec.finish()?;
+    let library = admit!(client.handles.library(owner), out);
+    let get = super::real_or_unsupported!(cuLibraryGetManaged, out);
+    let (mut dptr, mut bytes): (CUdeviceptr, usize) = (0, 0);
+    // SAFETY: out-pointers to live locals, `name` NUL-terminated; the library was admitted by
+    // the gate.
+    let r = unsafe { get(&mut dptr, &mut bytes, library, name.as_ptr()) };
+    let id = if r == CUresult::CUDA_SUCCESS {
+        if dptr == 0 || bytes == 0 {
+            tracing::warn!(dptr, bytes, "cuLibraryGetManaged answered no memory");
+            return answer(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
+        }
+        match client.mirrors.variable(owner, dptr, bytes as u64) {
+            Ok(id) => id,
+            Err(refused) => return answer(out, refused),
+        }
+    } else {
+        0
+    };
+    let mut enc = ResponseHeader::start(out, r.0);
+    enc.put(id);
+    enc.put(dptr);
+    enc.put(bytes as u64);
+    Ok(())
+}
+
 /// Frees the client's managed allocation whose first byte is `address` (`cuMemFree_v2`, from
 /// `quota::free`), giving its size back to the quota; `None` when `address` is not one.
 pub(super) fn release(client: &ClientContext, address: u64) -> Option<CUresult> {

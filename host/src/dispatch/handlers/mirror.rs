@@ -5,10 +5,13 @@
 //!
 //! The guest is hostile: it names a mirror only by an id minted here (per client, never
 //! reused), every push is checked against the mirror's length before any byte is written, and
-//! a client holds at most [`MAX_CLIENT_BYTES`] of mirrors. Mirrors are freed on
-//! `special::MIRROR_FREE` and when the client's context goes (the worker exits with it).
-//! Managed memory over TCP is a mirror too ([`create`], called by `managed.rs`), marked so that
-//! only `cuMemFree` frees it.
+//! a client holds at most [`MAX_CLIENT_BYTES`] of DEVICEMAP mirrors and [`MAX_MANAGED_BYTES`]
+//! of managed ones. Mirrors are freed on `special::MIRROR_FREE` and when the client's context
+//! goes (the worker exits with it). Managed memory over TCP is a mirror too ([`create`], called
+//! by `managed.rs`), marked so that only `cuMemFree` frees it. A `__managed__` variable of one
+//! of the client's libraries is mirrored too ([`Mirrors::variable`], for every client): the
+//! driver's own managed memory, which this worker's CPU reads and writes at its device pointer;
+//! it is never freed here, and is forgotten when its library is unloaded.
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
@@ -17,6 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use cuda_headers::*;
 use protocol::special::mirror::{
     AllocRequest, Allocated, FreeRequest, PullRequest, Pulled, Push, MAX_CLIENT_BYTES,
+    MAX_MANAGED_BYTES,
 };
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
@@ -27,7 +31,20 @@ use crate::dispatch::ClientContext;
 /// device pointer.
 const ALLOC_FLAGS: u32 = 0x01 | 0x02;
 
-/// One mirror: pinned memory of this worker.
+/// What stands behind a mirror, which says who may free it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backing {
+    /// DEVICEMAP memory (`cuMemHostAlloc`): pinned memory freed by a mirror free.
+    Devicemap,
+    /// Managed memory (`managed.rs`): pinned memory freed by `cuMemFree`, never by a mirror
+    /// free.
+    Managed,
+    /// A `__managed__` variable of library `library` (`cuLibraryGetManaged`): the driver's
+    /// managed memory, never freed here; forgotten when the library is unloaded.
+    Variable { library: u64 },
+}
+
+/// One mirror: memory of this worker that the device reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Mirror {
     /// This worker's address of the first byte.
@@ -36,9 +53,20 @@ struct Mirror {
     len: u64,
     /// The device pointer of the first byte.
     device: u64,
-    /// Whether it backs managed memory (`managed.rs`): freed by `cuMemFree`, never by a
-    /// mirror free.
-    managed: bool,
+    /// What it is.
+    backing: Backing,
+}
+
+impl Mirror {
+    /// Whether it counts against [`MAX_MANAGED_BYTES`] (rather than [`MAX_CLIENT_BYTES`]).
+    fn is_managed(&self) -> bool {
+        self.backing != Backing::Devicemap
+    }
+
+    /// Whether it is pinned memory from `cuMemHostAlloc`, which `cuMemFreeHost` frees.
+    fn is_pinned(&self) -> bool {
+        !matches!(self.backing, Backing::Variable { .. })
+    }
 }
 
 /// The mirrors of one client, by id. Pure bookkeeping (no driver).
@@ -46,7 +74,10 @@ struct Mirror {
 struct Table {
     by_id: BTreeMap<u64, Mirror>,
     next_id: u64,
+    /// Bytes of DEVICEMAP mirrors.
     bytes: u64,
+    /// Bytes of managed mirrors (allocations and variables).
+    managed_bytes: u64,
 }
 
 impl Default for Table {
@@ -55,49 +86,85 @@ impl Default for Table {
             by_id: BTreeMap::new(),
             next_id: 1,
             bytes: 0,
+            managed_bytes: 0,
         }
     }
 }
 
 impl Table {
-    /// Whether `len` more bytes stay within the client's cap.
-    fn has_room(&self, len: u64) -> bool {
-        len != 0
-            && self
-                .bytes
-                .checked_add(len)
-                .is_some_and(|total| total <= MAX_CLIENT_BYTES)
+    /// Whether `len` more bytes of mirrors of kind `managed` stay within the client's cap.
+    fn has_room(&self, len: u64, managed: bool) -> bool {
+        let (held, cap) = if managed {
+            (self.managed_bytes, MAX_MANAGED_BYTES)
+        } else {
+            (self.bytes, MAX_CLIENT_BYTES)
+        };
+        len != 0 && held.checked_add(len).is_some_and(|total| total <= cap)
+    }
+
+    fn counter(&mut self, m: &Mirror) -> &mut u64 {
+        if m.is_managed() {
+            &mut self.managed_bytes
+        } else {
+            &mut self.bytes
+        }
     }
 
     /// Records `m` under a fresh id.
     fn insert(&mut self, m: Mirror) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.bytes += m.len;
+        *self.counter(&m) += m.len;
         self.by_id.insert(id, m);
         id
     }
 
-    /// Removes the DEVICEMAP (not managed) mirror `id`.
-    fn remove(&mut self, id: u64) -> Option<Mirror> {
-        if self.by_id.get(&id)?.managed {
-            return None;
-        }
+    /// Removes mirror `id` unconditionally.
+    fn take(&mut self, id: u64) -> Option<Mirror> {
         let m = self.by_id.remove(&id)?;
-        self.bytes -= m.len;
+        *self.counter(&m) -= m.len;
         Some(m)
     }
 
-    /// Removes the managed mirror whose first byte's device pointer is `device`.
+    /// Removes the DEVICEMAP (not managed) mirror `id`.
+    fn remove(&mut self, id: u64) -> Option<Mirror> {
+        if self.by_id.get(&id)?.backing != Backing::Devicemap {
+            return None;
+        }
+        self.take(id)
+    }
+
+    /// Removes the managed allocation (not a variable) whose first byte's device pointer is
+    /// `device`.
     fn remove_managed(&mut self, device: u64) -> Option<Mirror> {
         let id = *self
             .by_id
             .iter()
-            .find(|(_, m)| m.managed && m.device == device)?
+            .find(|(_, m)| m.backing == Backing::Managed && m.device == device)?
             .0;
-        let m = self.by_id.remove(&id)?;
-        self.bytes -= m.len;
-        Some(m)
+        self.take(id)
+    }
+
+    /// The id of the variable mirror at `device` of `library`, if recorded.
+    fn variable(&self, library: u64, device: u64) -> Option<u64> {
+        self.by_id
+            .iter()
+            .find(|(_, m)| m.backing == Backing::Variable { library } && m.device == device)
+            .map(|(&id, _)| id)
+    }
+
+    /// Forgets the variables of `library`; answers how many there were.
+    fn forget_library(&mut self, library: u64) -> usize {
+        let ids: Vec<u64> = self
+            .by_id
+            .iter()
+            .filter(|(_, m)| m.backing == Backing::Variable { library })
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &ids {
+            self.take(id);
+        }
+        ids.len()
     }
 
     /// The mirror holding device range `[ptr, ptr + len)` (`len = 0`: the byte).
@@ -147,8 +214,52 @@ impl Mirrors {
     pub(super) fn managed_holding(&self, ptr: u64, len: u64) -> Option<(u64, u64)> {
         self.table()
             .holding(ptr, len)
-            .filter(|m| m.managed)
+            .filter(|m| m.is_managed())
             .map(|m| (m.device, m.len))
+    }
+
+    /// Mirrors `__managed__` variable `[device, device + len)` of the client's library
+    /// `library` (`cuLibraryGetManaged` answered them): the driver's managed memory, which this
+    /// worker's CPU reaches at `device`. Asked again, answers the same id.
+    ///
+    /// # Errors
+    /// `CUDA_ERROR_OUT_OF_MEMORY` past [`MAX_MANAGED_BYTES`] or for a zero length.
+    pub(super) fn variable(&self, library: u64, device: u64, len: u64) -> Result<u64, CUresult> {
+        let mut table = self.table();
+        if let Some(id) = table.variable(library, device) {
+            return Ok(id);
+        }
+        if !table.has_room(len, true) {
+            tracing::warn!(
+                len,
+                cap = MAX_MANAGED_BYTES,
+                "managed variable refused: zero bytes, or past the client's cap"
+            );
+            return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
+        }
+        Ok(table.insert(Mirror {
+            host: device as usize,
+            len,
+            device,
+            backing: Backing::Variable { library },
+        }))
+    }
+
+    /// Whether `ptr` lies inside one of the client's `__managed__` variables (which
+    /// `cuMemFree` must not reach: the driver placed them).
+    pub(super) fn holds_variable(&self, ptr: u64) -> bool {
+        self.table()
+            .holding(ptr, 1)
+            .is_some_and(|m| matches!(m.backing, Backing::Variable { .. }))
+    }
+
+    /// Forgets the `__managed__` variables of `library`, which is being unloaded (the driver
+    /// frees their memory).
+    pub(super) fn forget_library(&self, library: u64) {
+        let n = self.table().forget_library(library);
+        if n > 0 {
+            tracing::debug!(library, n, "managed variables forgotten with their library");
+        }
     }
 
     /// Frees the managed mirror whose first byte is `device`; `None` when there is none.
@@ -173,6 +284,9 @@ impl Drop for Mirrors {
             return;
         };
         for m in std::mem::take(&mut table.by_id).into_values() {
+            if !m.is_pinned() {
+                continue;
+            }
             // SAFETY: `m.host` came from `cuMemHostAlloc` and left the table just now.
             let result = unsafe { free(m.host as *mut c_void) };
             if result != CUresult::CUDA_SUCCESS {
@@ -210,16 +324,17 @@ pub fn alloc(
 }
 
 /// Allocates a mirror of `len` bytes (zeroed pinned memory with a device pointer) and records
-/// it; answers its id and device pointer. `managed`: it backs managed memory (`managed.rs`).
+/// it; answers its id and device pointer. `managed`: it backs managed memory (`managed.rs`);
+/// the caps differ.
 ///
 /// # Errors
 /// `CUDA_ERROR_OUT_OF_MEMORY` past the client's cap or when the driver has none; the driver's
 /// error otherwise.
 pub(super) fn create(mirrors: &Mirrors, len: u64, managed: bool) -> Result<(u64, u64), CUresult> {
-    if !mirrors.table().has_room(len) {
+    if !mirrors.table().has_room(len, managed) {
         tracing::warn!(
             len,
-            cap = MAX_CLIENT_BYTES,
+            managed,
             "mirror refused: zero bytes, or past the client's cap"
         );
         return Err(CUresult::CUDA_ERROR_OUT_OF_MEMORY);
@@ -262,11 +377,15 @@ pub(super) fn create(mirrors: &Mirrors, len: u64, managed: bool) -> Result<(u64,
         host: host as usize,
         len,
         device,
-        managed,
+        backing: if managed {
+            Backing::Managed
+        } else {
+            Backing::Devicemap
+        },
     };
     let id = {
         let mut table = mirrors.table();
-        if !table.has_room(len) {
+        if !table.has_room(len, managed) {
             drop(table);
             // SAFETY: allocated just above, never handed out.
             unsafe { free(host) };
@@ -328,8 +447,8 @@ pub fn push(
 
 /// `special::MIRROR_PULL`: the whole content of each named mirror;
 /// `CUDA_ERROR_INVALID_VALUE` when any id is not this client's, or when the answer would hold
-/// more than [`MAX_CLIENT_BYTES`] (an id named again and again: the guest's own pulls name
-/// each mirror once, so they never come near it).
+/// more than [`MAX_CLIENT_BYTES`] and [`MAX_MANAGED_BYTES`] together (an id named again and
+/// again: the guest's own pulls name each mirror once, so they never come near it).
 pub fn pull(
     client: &ClientContext,
     dec: &mut Decoder<'_>,
@@ -345,7 +464,7 @@ pub fn pull(
             return answer(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         };
         total += m.len;
-        if total > MAX_CLIENT_BYTES {
+        if total > MAX_CLIENT_BYTES + MAX_MANAGED_BYTES {
             tracing::warn!(
                 ids = request.ids.len(),
                 "mirror pull refused: its answer would pass the client's cap"
@@ -371,20 +490,25 @@ mod tests {
             host: 0x1000,
             len,
             device,
-            managed: false,
+            backing: Backing::Devicemap,
         }
     }
 
     #[test]
     fn ids_are_fresh_and_the_cap_holds() {
         let mut t = Table::default();
-        assert!(!t.has_room(0));
-        assert!(t.has_room(MAX_CLIENT_BYTES));
-        assert!(!t.has_room(MAX_CLIENT_BYTES + 1));
+        assert!(!t.has_room(0, false));
+        assert!(t.has_room(MAX_CLIENT_BYTES, false));
+        assert!(!t.has_room(MAX_CLIENT_BYTES + 1, false));
         let a = t.insert(mirror(MAX_CLIENT_BYTES - 8, 0x9000));
-        assert!(!t.has_room(9));
-        assert!(t.has_room(8));
-        assert!(!t.has_room(u64::MAX));
+        assert!(!t.has_room(9, false));
+        assert!(t.has_room(8, false));
+        assert!(!t.has_room(u64::MAX, false));
+        assert!(
+            t.has_room(MAX_MANAGED_BYTES, true),
+            "managed mirrors have their own cap"
+        );
+        assert!(!t.has_room(MAX_MANAGED_BYTES + 1, true));
         assert!(t.remove(a).is_some());
         assert!(t.remove(a).is_none(), "freed once");
         let b = t.insert(mirror(4, 0x9000));
@@ -396,7 +520,7 @@ mod tests {
     fn managed_mirrors_are_freed_only_as_managed_memory() {
         let mut t = Table::default();
         let managed = t.insert(Mirror {
-            managed: true,
+            backing: Backing::Managed,
             ..mirror(64, 0x9000)
         });
         let plain = t.insert(mirror(64, 0xa000));
@@ -409,9 +533,33 @@ mod tests {
             "cuMemFree of DEVICEMAP memory"
         );
         assert!(t.remove_managed(0x9008).is_none(), "not the first byte");
+        assert_eq!(t.managed_bytes, 64);
         assert_eq!(t.remove_managed(0x9000).map(|m| m.len), Some(64));
         assert_eq!(t.bytes, 64);
+        assert_eq!(t.managed_bytes, 0);
         assert!(t.remove(plain).is_some());
+    }
+
+    #[test]
+    fn variables_are_never_freed_and_go_with_their_library() {
+        let mut t = Table::default();
+        let var = t.insert(Mirror {
+            backing: Backing::Variable { library: 0x4c00 },
+            ..mirror(4, 0x9000)
+        });
+        assert_eq!(t.variable(0x4c00, 0x9000), Some(var));
+        assert_eq!(t.variable(0x4d00, 0x9000), None, "another library's");
+        assert!(t.remove(var).is_none(), "a mirror free of a variable");
+        assert!(
+            t.remove_managed(0x9000).is_none(),
+            "cuMemFree of a variable"
+        );
+        assert!(!t.by_id[&var].is_pinned(), "never cuMemFreeHost'd");
+        assert_eq!(t.managed_bytes, 4);
+        assert_eq!(t.forget_library(0x4d00), 0);
+        assert_eq!(t.forget_library(0x4c00), 1);
+        assert_eq!(t.managed_bytes, 0);
+        assert!(t.by_id.is_empty());
     }
 
     #[test]

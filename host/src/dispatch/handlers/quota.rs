@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use cuda_headers::CUresult;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{generated_half, respond};
@@ -67,7 +68,9 @@ pub fn alloc(
 
 /// `cuMemFree_v2`, `cuMemFreeAsync(_ptsz)`, `cuMemRelease`: generated wire formats (`u64
 /// address or handle`, …). `cuMemFree_v2` of the client's managed memory frees it here
-/// (`managed.rs`); the driver never saw it as an allocation.
+/// (`managed.rs`); the driver never saw it as an allocation. A `__managed__` variable
+/// (`managed::library_get_managed`) is refused (`CUDA_ERROR_INVALID_VALUE`): the driver placed
+/// it, and only its library's unload frees it.
 pub fn free(
     name: &str,
     client: &Arc<ClientContext>,
@@ -75,6 +78,11 @@ pub fn free(
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let address: u64 = dec.clone().get()?;
+    if name != "cuMemRelease" && client.mirrors.holds_variable(address) {
+        tracing::warn!(address, name, "free of a __managed__ variable refused");
+        respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
+        return Ok(());
+    }
     if name == "cuMemFree_v2" {
         if let Some(result) = super::managed::release(client, address) {
             dec.get::<u64>()?;

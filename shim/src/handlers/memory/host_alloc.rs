@@ -116,14 +116,32 @@ pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     Ok(())
 }
 
-/// The flags given to [`cuMemHostAlloc`].
+/// What [`cuMemHostGetFlags`] answers for managed memory: `CU_MEMHOSTALLOC_DEVICEMAP`.
+///
+/// UNVERIFIED until the next GPU run: natively the call succeeds on a `cuMemAllocManaged`
+/// pointer (H100, 2026-12-06), but the value the driver writes is not known yet.
+/// `tests/gpu/managed.c` prints it, so the next native-vs-vgpu diff shows it. DEVICEMAP is the
+/// likeliest: the driver treats managed memory as host memory mapped for the device (the
+/// compute sanitizer reports managed allocations as `HOST_MAPPED` as well as `MANAGED`), and
+/// its device pointer is its host pointer.
+const MANAGED_HOST_FLAGS: u32 = 0x02;
+
+/// The flags given to [`cuMemHostAlloc`]; for managed memory, [`MANAGED_HOST_FLAGS`].
 ///
 /// # Safety
 /// `pFlags` is valid for one write.
 ///
 /// # Errors
-/// `CUDA_ERROR_INVALID_VALUE` for memory not from it.
+/// `CUDA_ERROR_INVALID_VALUE` for memory neither from it nor managed.
 pub unsafe fn cuMemHostGetFlags(pFlags: *mut u32, p: *mut c_void) -> CuResult {
+    if crate::handlers::managed::range(p as CUdeviceptr).is_some() {
+        if pFlags.is_null() {
+            return Err(CuError::INVALID_VALUE);
+        }
+        // SAFETY: checked non-NULL; driver API contract.
+        unsafe { pFlags.write(MANAGED_HOST_FLAGS) };
+        return Ok(());
+    }
     let pinned = pinned_containing(p as usize)
         .filter(|pinned| !pinned.zero_copy.is_some_and(|b| b.managed))
         .ok_or(CuError::INVALID_VALUE)?;
