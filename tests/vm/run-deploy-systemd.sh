@@ -66,9 +66,14 @@ echo "vm-deploy-systemd: vgpuctl and the shim built (or up to date) in $(since "
 vgpuctl="$target/$profile/vgpuctl"
 [ -x "$vgpuctl" ] || abort "no $vgpuctl"
 [ -x "$target/$profile/vgpu-host" ] || abort "no $target/$profile/vgpu-host"
-# Without its debug info: the guest's initramfs carries every file, in 512 MiB of memory.
+# Without their debug info: the guest's initramfs carries every file, in 512 MiB of memory
+# (debug builds of the three are over 200 MB together since TLS joined them).
 host_bin="$work/vgpu-host"
 strip --strip-debug -o "$host_bin" "$target/$profile/vgpu-host" || abort "cannot strip vgpu-host"
+strip --strip-debug -o "$work/vgpuctl" "$vgpuctl" || abort "cannot strip vgpuctl"
+vgpuctl="$work/vgpuctl"
+strip --strip-debug -o "$work/libvgpu-cuda.so" "$shim" || abort "cannot strip the shim"
+shim="$work/libvgpu-cuda.so"
 cc -shared -fPIC -O2 -Wl,-soname,libcuda.so.1 -o "$work/libcuda.so.1" \
     "$repo/host/tests/posted/fake_kernels.c" -lpthread || abort "cannot build the fake driver"
 cc -O2 -o "$work/workload" "$repo/host/tests/operator/workload.c" -ldl || abort "cannot build the workload"
