@@ -262,7 +262,7 @@ const BOTH: &[&str] = &[
     "advise refused rc=1,1,101",
     "attach rc=0,0 refused rc=1",
     // DEVICEMAP: unverified, see `MANAGED_HOST_FLAGS` in shim/src/handlers/memory/host_alloc.rs.
-    "pinned calls rc=0,0,1 flags=2 alias=1",
+    "pinned calls rc=0,1,1 flags=2 alias=0",
     "free rc=0 again=1 prefetch after=1",
     "realloc rc=0",
     "done",

@@ -131,6 +131,24 @@ int main(void) {
     int c3 = f("cuMemcpyHtoD_v2")(d2, &one, (size_t)4);
     printf("after cuMemcpyHtoD_v2 rc=%d seen=%d\n", c3, w[0] == 0x5555);
 
+    /* Pinned host memory as the source of a device-to-host copy (unified addressing): the
+     * worker's driver does not know guest memory, so the copy is host to host, after the
+     * stream: a plain pinned buffer, and the mirror (holding the device's 0x5555 now). */
+    unsigned char *pin = 0;
+    int p1 = f("cuMemHostAlloc")(&pin, (size_t)64, 0u);
+    memset(pin, 0x6b, 64);
+    unsigned char got[8] = {0};
+    int p2 = f("cuMemcpyDtoHAsync_v2")(got, (dptr)pin + 8, (size_t)8, (void *)0);
+    int p3 = f("cuStreamSynchronize")((void *)0);
+    int pinned_ok = 1;
+    for (int i = 0; i < 8; i++) if (got[i] != 0x6b) pinned_ok = 0;
+    unsigned word = 0;
+    int p4 = f("cuMemcpyDtoH_v2")(&word, (dptr)h, (size_t)4);
+    int p5 = f("cuMemcpyDtoH_v2")(got, (dptr)pin + 60, (size_t)8);
+    printf("host sources rc=%d,%d,%d,%d pinned=%d mirror=%d past the end rc=%d\n", p1, p2, p3,
+           p4, pinned_ok, word == 0x5555, p5);
+    f("cuMemFreeHost")(pin);
+
     int fr = f("cuMemFreeHost")(h);
     dptr gone = 0;
     int after = f("cuMemHostGetDevicePointer_v2")(&gone, h, 0u);
@@ -180,6 +198,8 @@ fn devicemap_memory_is_mirrored_over_tcp() {
         "both sides kept rc=0 guest=1 device=1",
         "copy into the buffer rc=0 kept=1 pushed=1",
         "after cuMemcpyHtoD_v2 rc=0 seen=1",
+        // A copy reaching past the pinned buffer is not host to host: the driver refuses it.
+        "host sources rc=0,0,0,0 pinned=1 mirror=1 past the end rc=1",
         "free rc=0 devptr after free rc=1",
         // 801: CUDA_ERROR_NOT_SUPPORTED past the cap; plain pinned memory is not mirrored.
         "over the cap rc=801 plain rc=0",

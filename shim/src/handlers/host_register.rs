@@ -81,12 +81,15 @@ fn device_pointer(p: *mut c_void, flags: u32) -> CuResult<u64> {
     if flags != 0 {
         return Err(CuError::INVALID_VALUE);
     }
-    // Managed memory is one address for the CPU and the GPU (unified addressing), as mapped
-    // pinned memory whose device pointer is its host pointer.
+    // Managed memory is not pinned host memory to the driver: it answers INVALID_VALUE
+    // (`tests/gpu/managed.c`, H100, driver 580.159.04, 2026-12-06), also over the region,
+    // where a managed allocation is a zero-copy block with a device alias.
     if crate::handlers::managed::range(p as CUdeviceptr).is_some() {
-        return Ok(p as u64);
+        return Err(CuError::INVALID_VALUE);
     }
-    let pinned = pinned_containing(p as usize).ok_or(CuError::INVALID_VALUE)?;
+    let pinned = pinned_containing(p as usize)
+        .filter(|pinned| !pinned.zero_copy.is_some_and(|b| b.managed))
+        .ok_or(CuError::INVALID_VALUE)?;
     match pinned.zero_copy {
         Some(block) => Ok(block.alias + (p as usize - block.guest) as u64),
         None => crate::mirror::device_pointer(p as usize).ok_or_else(|| {

@@ -116,14 +116,9 @@ pub unsafe fn cuMemFreeHost(p: *mut c_void) -> CuResult {
     Ok(())
 }
 
-/// What [`cuMemHostGetFlags`] answers for managed memory: `CU_MEMHOSTALLOC_DEVICEMAP`.
-///
-/// UNVERIFIED until the next GPU run: natively the call succeeds on a `cuMemAllocManaged`
-/// pointer (H100, 2026-12-06), but the value the driver writes is not known yet.
-/// `tests/gpu/managed.c` prints it, so the next native-vs-vgpu diff shows it. DEVICEMAP is the
-/// likeliest: the driver treats managed memory as host memory mapped for the device (the
-/// compute sanitizer reports managed allocations as `HOST_MAPPED` as well as `MANAGED`), and
-/// its device pointer is its host pointer.
+/// What [`cuMemHostGetFlags`] answers for managed memory: `CU_MEMHOSTALLOC_DEVICEMAP`, as the
+/// driver does (`tests/gpu/managed.c` on an H100, driver 580.159.04, 2026-12-06: `flags=2`
+/// natively and through vgpu).
 const MANAGED_HOST_FLAGS: u32 = 0x02;
 
 /// The flags given to [`cuMemHostAlloc`]; for managed memory, [`MANAGED_HOST_FLAGS`].

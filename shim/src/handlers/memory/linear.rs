@@ -147,6 +147,17 @@ pub(super) fn dtoh(
             stream,
         );
     }
+    if len > 0 && guest_host_source(src, len) {
+        // A host address as the source (unified addressing): pinned memory of this process that
+        // the GPU does not map (guest memory, or a DEVICEMAP mirror over TCP), which the
+        // worker's driver would refuse. The copy is host to host: once the stream has reached
+        // it (and a mirror has pulled what the device wrote), it is made here.
+        wait_for_stream(stream, per_thread)?;
+        // SAFETY: `src` lies inside a pinned allocation of this process (checked above) and the
+        // caller gives `len` writable bytes at `dst`; `copy` allows overlap.
+        unsafe { std::ptr::copy(src as usize as *const u8, dst.cast::<u8>(), len) };
+        return Ok(());
+    }
     if len >= staged::MIN_STAGED {
         // SAFETY: the caller gives `len` writable bytes at `dst` (checked non-NULL above).
         let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<u8>(), len) };
@@ -177,6 +188,21 @@ pub(super) fn dtoh(
         )?;
     }
     Ok(())
+}
+
+/// Whether `[src, src + len)` lies in one pinned allocation of this process that is not a
+/// zero-copy block (those the worker maps at the same address) nor managed memory (whose
+/// address the worker's driver knows).
+fn guest_host_source(src: CUdeviceptr, len: usize) -> bool {
+    let Ok(addr) = usize::try_from(src) else {
+        return false;
+    };
+    pinned_containing(addr).is_some_and(|p| {
+        p.zero_copy.is_none()
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= p.base + p.len)
+    })
 }
 
 macro_rules! htod_fns {
