@@ -10,7 +10,31 @@ use super::arrays::{get_handles, slice, write, write_all};
 use crate::forward::{bad_response, call_with};
 use crate::log::{log, Level};
 
-/// The library's kernels: `u64 library, u32 n` → `n × u64`.
+/// The handles the host enumerates for `owner` (a library's kernels, a module's functions):
+/// `u64 owner, u32 n` → `n × u64`, written to `out`.
+///
+/// # Safety
+/// `out` holds `n` entries.
+unsafe fn enumerate<T>(id: u32, out: *mut *mut T, n: u32, owner: u64) -> CuResult {
+    if out.is_null() && n > 0 {
+        return Err(CuError::INVALID_VALUE);
+    }
+    call_with(
+        id,
+        |enc| {
+            enc.put(owner);
+            enc.put(n);
+        },
+        |dec| {
+            let got: Vec<*mut T> = get_handles(dec, n as usize)?;
+            // SAFETY: per the contract, `n` entries.
+            unsafe { write_all(out, &got) };
+            Ok(())
+        },
+    )
+}
+
+/// The library's kernels.
 ///
 /// # Safety
 /// `kernels` holds `numKernels` entries.
@@ -22,26 +46,18 @@ pub unsafe fn cuLibraryEnumerateKernels(
     numKernels: u32,
     lib: CUlibrary,
 ) -> CuResult {
-    if kernels.is_null() && numKernels > 0 {
-        return Err(CuError::INVALID_VALUE);
+    // SAFETY: as this function's contract.
+    unsafe {
+        enumerate(
+            shim_macros::cuda_call_id!(cuLibraryEnumerateKernels),
+            kernels,
+            numKernels,
+            lib as u64,
+        )
     }
-    call_with(
-        shim_macros::cuda_call_id!(cuLibraryEnumerateKernels),
-        |enc| {
-            enc.put(lib as u64);
-            enc.put(numKernels);
-        },
-        |dec| {
-            let got: Vec<CUkernel> = get_handles(dec, numKernels as usize)?;
-            // SAFETY: per the contract, `numKernels` entries.
-            unsafe { write_all(kernels, &got) };
-            Ok(())
-        },
-    )
 }
 
-/// The module's functions: `u64 module, u32 n` → `n × u64` (as for
-/// [`cuLibraryEnumerateKernels`]).
+/// The module's functions.
 ///
 /// # Safety
 /// `functions` holds `numFunctions` entries.
@@ -53,22 +69,15 @@ pub unsafe fn cuModuleEnumerateFunctions(
     numFunctions: u32,
     module: CUmodule,
 ) -> CuResult {
-    if functions.is_null() && numFunctions > 0 {
-        return Err(CuError::INVALID_VALUE);
+    // SAFETY: as this function's contract.
+    unsafe {
+        enumerate(
+            shim_macros::cuda_call_id!(cuModuleEnumerateFunctions),
+            functions,
+            numFunctions,
+            module as u64,
+        )
     }
-    call_with(
-        shim_macros::cuda_call_id!(cuModuleEnumerateFunctions),
-        |enc| {
-            enc.put(module as u64);
-            enc.put(numFunctions);
-        },
-        |dec| {
-            let got: Vec<CUfunction> = get_handles(dec, numFunctions as usize)?;
-            // SAFETY: per the contract, `numFunctions` entries.
-            unsafe { write_all(functions, &got) };
-            Ok(())
-        },
-    )
 }
 
 /// Not supported: the answer is a host function pointer (unified function), meaningless here.
