@@ -244,6 +244,25 @@ pub(crate) enum NotPlaced {
     Refused(CuError),
 }
 
+/// Asks the host for a block of the bulk area (`id`: `cuMemHostAlloc` or `cuMemAllocManaged`):
+/// `u64 len, u32 flags, u64 guest_bulk_base` → `u64 offset, u64 block_len, u64 device_pointer`.
+fn place_block(id: u32, len: usize, flags: u32) -> CuResult<(u64, u64, u64)> {
+    call_with(
+        id,
+        |enc| {
+            enc.put(len as u64);
+            enc.put(flags);
+            enc.put(guest_bulk_base());
+        },
+        |dec| {
+            let offset: u64 = dec.get().map_err(bad_response)?;
+            let block_len: u64 = dec.get().map_err(bad_response)?;
+            let device: u64 = dec.get().map_err(bad_response)?;
+            Ok((offset, block_len, device))
+        },
+    )
+}
+
 /// Places `len` bytes in the bulk area and has the host register them.
 ///
 /// # Errors
@@ -257,20 +276,7 @@ pub(crate) fn alloc(len: usize, flags: u32) -> Result<*mut u8, NotPlaced> {
         Ok(config::Transport::Tcp(..)) => return Err(NotPlaced::OverTcp),
         Err(e) => return Err(NotPlaced::Refused(e)),
     }
-    let placed = call_with(
-        shim_macros::cuda_call_id!(cuMemHostAlloc),
-        |enc| {
-            enc.put(len as u64);
-            enc.put(flags);
-            enc.put(guest_bulk_base());
-        },
-        |dec| {
-            let offset: u64 = dec.get().map_err(bad_response)?;
-            let block_len: u64 = dec.get().map_err(bad_response)?;
-            let alias: u64 = dec.get().map_err(bad_response)?;
-            Ok((offset, block_len, alias))
-        },
-    );
+    let placed = place_block(shim_macros::cuda_call_id!(cuMemHostAlloc), len, flags);
     let (offset, block_len, alias) = placed.map_err(NotPlaced::Refused)?;
     let Some(region) = crate::channel::region_if_open() else {
         // The call above went through the region, so it is open; a host that answered anyway
@@ -367,20 +373,8 @@ pub(crate) fn free(p: usize) -> Option<CuResult> {
 /// The host's refusal (`CUDA_ERROR_OUT_OF_MEMORY` when the bulk area, the client's share of it
 /// or its memory quota is spent); `CUDA_ERROR_UNKNOWN` for an answer that does not fit.
 pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
-    let (offset, block_len, device) = call_with(
-        shim_macros::cuda_call_id!(cuMemAllocManaged),
-        |enc| {
-            enc.put(len as u64);
-            enc.put(flags);
-            enc.put(guest_bulk_base());
-        },
-        |dec| {
-            let offset: u64 = dec.get().map_err(bad_response)?;
-            let block_len: u64 = dec.get().map_err(bad_response)?;
-            let device: u64 = dec.get().map_err(bad_response)?;
-            Ok((offset, block_len, device))
-        },
-    )?;
+    let (offset, block_len, device) =
+        place_block(shim_macros::cuda_call_id!(cuMemAllocManaged), len, flags)?;
     let give_back = |why: &str| {
         log!(
             Level::Error,
