@@ -413,7 +413,7 @@ pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
             Level::Warn,
             "cuMemAllocManaged: the host's device pointer {device:#x} ({len} bytes) is taken in this process: managed memory over TCP needs the same address on both sides"
         );
-        release(device);
+        release_managed(device);
         return Err(CuError::OUT_OF_MEMORY);
     };
     table().insert(Mirror {
@@ -592,8 +592,10 @@ fn map_at(at: u64, len: usize) -> Option<usize> {
     Some(want)
 }
 
-/// Has the host free managed memory `device` (`cuMemFree_v2`); a failure is logged.
-fn release(device: u64) {
+/// Has the host free managed memory `device` (`cuMemFree_v2`) that the guest could not use or
+/// no longer holds, over either transport; a failure is logged. Sent without the mirrors' push
+/// and pull (it may run while the mirror table is held).
+pub(crate) fn release_managed(device: u64) {
     let freed = send(
         CallId(shim_macros::cuda_call_id!(cuMemFree_v2)),
         |enc| enc.put(device),

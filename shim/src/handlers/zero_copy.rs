@@ -380,7 +380,7 @@ pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
             Level::Error,
             "cuMemAllocManaged: the host answered an unusable block (offset {offset}, {block_len} bytes, pointer {device:#x}): {why}"
         );
-        release_managed_on_host(device);
+        crate::mirror::release_managed(device);
         Err(CuError::UNKNOWN)
     };
     let Some(region) = crate::channel::region_if_open() else {
@@ -410,22 +410,6 @@ pub(crate) fn alloc_managed(len: usize, flags: u32) -> CuResult<*mut u8> {
     }
     crate::fork_copies::track(ptr as usize, block_len as usize);
     Ok(ptr)
-}
-
-/// Has the host free managed memory at `device` (`cuMemFree_v2`) after the guest could not use
-/// its answer.
-fn release_managed_on_host(device: u64) {
-    let freed = call_with(
-        shim_macros::cuda_call_id!(cuMemFree_v2),
-        |enc| enc.put(device),
-        |_| Ok(()),
-    );
-    if let Err(e) = freed {
-        log!(
-            Level::Warn,
-            "cannot free managed memory {device:#x} on the host: {e:?}"
-        );
-    }
 }
 
 /// Forgets the managed block starting at guest address `p` (its host half is freed by the
