@@ -179,11 +179,14 @@ fn a_socket_client_cannot_pose_as_another() {
         assert!(closed, "the refused connection was left open");
     }
     assert_eq!(
-        host.count_lines(&["tcp connection refused", "unknown client identity"]),
+        host.count_lines_awaiting(&["tcp connection refused", "unknown client identity"], 3),
         3
     );
     // No connection reached the victim's worker but the victim's own.
-    assert_eq!(host.count_lines(&["tcp connection", &shown, "worker="]), 1);
+    assert_eq!(
+        host.count_lines_awaiting(&["tcp connection", &shown, "worker="], 1),
+        1
+    );
 
     // The victim's other threads present the credential its first connection was granted:
     // they are the same client, in the same worker, and see its memory.
@@ -418,7 +421,7 @@ fn a_region_claim_cannot_pose_as_another_process() {
         );
     }
     assert_eq!(
-        host.count_lines(&["claim refused", "unknown client identity"]),
+        host.count_lines_awaiting(&["claim refused", "unknown client identity"], 3),
         3
     );
     attacker.kill().expect("kill");

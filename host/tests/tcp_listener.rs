@@ -194,7 +194,7 @@ fn tcp_clients_get_one_worker_per_process_and_a_killed_one_is_cleaned_up() {
     let tag_wa = format!("worker={wa}");
     host.log_line(&["tcp connection", "peer=127.0.0.1:", &tag_a]);
     assert_eq!(
-        host.count_lines(&["tcp connection", &tag_a, &tag_wa]),
+        host.count_lines_awaiting(&["tcp connection", &tag_a, &tag_wa], 3),
         3,
         "A's three connections"
     );

@@ -329,6 +329,20 @@ impl Host {
             .count()
     }
 
+    /// Waits (bounded) until `expected` log lines contain every one of `parts`, since the
+    /// host may log an event just after the peer saw its effect; returns the count then (more
+    /// than `expected` when extra lines came, fewer when the wait ran out).
+    pub fn count_lines_awaiting(&self, parts: &[&str], expected: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = self.count_lines(parts);
+            if n >= expected || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The log lines so far, one per line.
     pub fn log_text(&self) -> String {
         self.lines.lock().expect("lines").join("\n")
