@@ -1,8 +1,9 @@
 //! Source rules of the host that a review would otherwise have to remember.
 //!
-//! **The handle gate is the only way in.** A guest value becomes a stream, event, function,
-//! kernel, module, library, graph, graph node, executable graph, memory pool or link state
-//! handle only through `host/src/dispatch/gate.rs`, which checks it
+//! **The handle gate is the only way in.** A guest value becomes a handle of a gated kind (a
+//! stream, event, function, kernel, module, library, graph, graph node, executable graph, memory
+//! pool, link state, context, array, … : `shim-macros/src/gate.rs`, `HANDLE_TYPES`) only through
+//! `host/src/dispatch/gate.rs`, which checks it
 //! against the handles the driver gave that client. Anywhere else, a cast to one of these types
 //! (`v as CUstream`, `v as usize as CUfunction`, `as *mut CUstream_st`) would hand the driver a
 //! value nobody checked. Generated calls get the gate from `shim-macros/src/gate.rs`.
@@ -22,6 +23,20 @@ const GATED: &[&str] = &[
     "CUgraphNode",
     "CUmemoryPool",
     "CUlinkState",
+    "CUcontext",
+    "CUgreenCtx",
+    "CUdevResourceDesc",
+    "CUarray",
+    "CUmipmappedArray",
+    "CUexternalMemory",
+    "CUexternalSemaphore",
+    "CUgraphicsResource",
+    "CUeglStreamConnection",
+    "CUtexref",
+    "CUsurfref",
+    "CUuserObject",
+    "CUasyncCallbackHandle",
+    "CUlogsCallbackHandle",
     "CUstream_st",
     "CUevent_st",
     "CUfunc_st",
@@ -33,6 +48,20 @@ const GATED: &[&str] = &[
     "CUgraphNode_st",
     "CUmemPoolHandle_st",
     "CUlinkState_st",
+    "CUctx_st",
+    "CUgreenCtx_st",
+    "CUdevResourceDesc_st",
+    "CUarray_st",
+    "CUmipmappedArray_st",
+    "CUextMemory_st",
+    "CUextSemaphore_st",
+    "CUgraphicsResource_st",
+    "CUeglStreamConnection_st",
+    "CUtexref_st",
+    "CUsurfref_st",
+    "CUuserObject_st",
+    "CUasyncCallbackEntry_st",
+    "CUlogsCallbackEntry_st",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -125,7 +154,13 @@ fn the_rule_sees_the_casts_it_forbids() {
         cast_to_gated("pool(handle as usize as CUmemoryPool)"),
         Some("CUmemoryPool")
     );
-    assert_eq!(cast_to_gated("let c = x as usize as CUcontext;"), None);
+    assert_eq!(
+        cast_to_gated("let c = x as usize as CUcontext;"),
+        Some("CUcontext")
+    );
+    assert_eq!(cast_to_gated("let a = x as CUarray;"), Some("CUarray"));
+    assert_eq!(cast_to_gated("let d = x as CUdevice;"), None);
+    assert_eq!(cast_to_gated("let f = x as CUarray_format;"), None);
     assert_eq!(cast_to_gated("let t = x as CUgraphNodeType;"), None);
     assert_eq!(
         cast_to_gated("enc.put(s as u64); // not v as CUstream"),

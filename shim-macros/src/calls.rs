@@ -254,6 +254,11 @@ pub const CALLS: &[Call] = &[
         "graph::exec_update",
         &["cuGraphExecUpdate", "cuGraphExecUpdate_v2"],
     ),
+    // The array a texture or surface object reads, inside its resource descriptor.
+    Call::host(
+        "resource_objects::create",
+        &["cuTexObjectCreate", "cuSurfObjectCreate"],
+    ),
     Call::host(
         "graph::instantiate_with_params",
         &[

@@ -259,6 +259,7 @@ fn is_count_name(name: &str) -> bool {
         || lower.ends_with("len")
         || lower.ends_with("length")
         || (lower.starts_with('n') && name.chars().nth(1).is_some_and(|c| c.is_ascii_uppercase()))
+        || (lower.starts_with("nb") && name.chars().nth(2).is_some_and(|c| c.is_ascii_uppercase()))
 }
 
 #[cfg(test)]
@@ -350,6 +351,7 @@ mod tests {
             "len",
             "nameLength",
             "elementCount",
+            "nbResources",
         ] {
             assert!(is_count_name(yes), "{yes}");
         }

@@ -33,6 +33,20 @@ pub const HANDLE_TYPES: &[(&str, &str)] = &[
     ("CUgraphNode", "GraphNode"),
     ("CUmemoryPool", "MemoryPool"),
     ("CUlinkState", "LinkState"),
+    ("CUcontext", "Context"),
+    ("CUgreenCtx", "GreenContext"),
+    ("CUdevResourceDesc", "ResourceDesc"),
+    ("CUarray", "Array"),
+    ("CUmipmappedArray", "MipmappedArray"),
+    ("CUexternalMemory", "ExternalMemory"),
+    ("CUexternalSemaphore", "ExternalSemaphore"),
+    ("CUgraphicsResource", "GraphicsResource"),
+    ("CUeglStreamConnection", "EglStream"),
+    ("CUtexref", "TexRef"),
+    ("CUsurfref", "SurfRef"),
+    ("CUuserObject", "UserObject"),
+    ("CUasyncCallbackHandle", "AsyncCallback"),
+    ("CUlogsCallbackHandle", "LogsCallback"),
 ];
 
 /// Generated functions that destroy the handle they take (their first gated parameter). The
@@ -50,6 +64,18 @@ pub const RETIRES: &[&str] = &[
     "cuGraphExecDestroy",
     "cuMemPoolDestroy",
     "cuLinkDestroy",
+    "cuCtxDestroy",
+    "cuCtxDestroy_v2",
+    "cuCtxDetach",
+    "cuGreenCtxDestroy",
+    "cuArrayDestroy",
+    "cuMipmappedArrayDestroy",
+    "cuDestroyExternalMemory",
+    "cuDestroyExternalSemaphore",
+    "cuGraphicsUnregisterResource",
+    "cuTexRefDestroy",
+    "cuDeviceUnregisterAsyncNotification",
+    "cuLogsUnregisterCallback",
 ];
 
 /// The gate's kind for a parameter type written as a header name (`CUstream`), if it is gated.
@@ -143,8 +169,17 @@ mod tests {
             ["retire Event hEvent"]
         );
 
-        let other = function("pub fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;");
-        assert!(describe(&other, &[ParamKind::Value]).is_empty());
+        let set = function("pub fn cuCtxSetCurrent(ctx: CUcontext) -> CUresult;");
+        assert_eq!(describe(&set, &[ParamKind::Value]), ["admit Context ctx"]);
+        let destroy = function("pub fn cuArrayDestroy(hArray: CUarray) -> CUresult;");
+        assert_eq!(
+            describe(&destroy, &[ParamKind::Value]),
+            ["retire Array hArray"]
+        );
+        let other =
+            function("pub fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult;");
+        let kinds = [ParamKind::InOut(syn::parse_quote!(usize)), ParamKind::Value];
+        assert!(describe(&other, &kinds).is_empty());
     }
 
     #[test]

@@ -16,11 +16,18 @@ use cuda_headers::*;
 
 use crate::driver::real;
 
+/// A context this process made, current to no thread (or about to be destroyed).
+struct Floating(CUcontext);
+
+// SAFETY: a context handle may be used from any thread; a floating one is current to none, and
+// the pool hands each to one owner.
+unsafe impl Send for Floating {}
+
 /// Contexts created ahead, and the reaper that destroys contexts behind.
 #[derive(Default)]
 pub struct ContextPool {
-    ready: Mutex<Vec<(CUdevice, u64)>>,
-    reaper: Mutex<Option<Sender<u64>>>,
+    ready: Mutex<Vec<(CUdevice, Floating)>>,
+    reaper: Mutex<Option<Sender<Floating>>>,
 }
 
 impl ContextPool {
@@ -51,30 +58,30 @@ impl ContextPool {
             let mut popped: CUcontext = std::ptr::null_mut();
             // SAFETY: the context was just pushed on this thread.
             unsafe { pop(&mut popped) };
-            ready.push((dev, ctx as u64));
+            ready.push((dev, Floating(ctx)));
         }
     }
 
     /// A context made ahead for `(dev, flags)` with no creation parameters, pushed on the calling
     /// thread; `None` when the pool has none that fits.
-    pub fn take(&self, dev: CUdevice, flags: u32) -> Option<u64> {
+    pub fn take(&self, dev: CUdevice, flags: u32) -> Option<CUcontext> {
         if flags != 0 {
             return None;
         }
         let push = real::cuCtxPushCurrent_v2()?;
-        let ctx = {
+        let Floating(ctx) = {
             let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
             let at = ready.iter().position(|(d, _)| *d == dev)?;
             ready.swap_remove(at).1
         };
         // SAFETY: a live context this process created and no one else holds.
-        (unsafe { push(ctx as CUcontext) } == CUresult::CUDA_SUCCESS).then_some(ctx)
+        (unsafe { push(ctx) } == CUresult::CUDA_SUCCESS).then_some(ctx)
     }
 
     /// Pops `ctx` if it is current on the calling thread, then destroys it on the reaper
     /// thread. Returns `false` when the context is not one the reaper can take (the caller then
     /// destroys it synchronously, which also reports an invalid handle properly).
-    pub fn destroy_behind(&self, ctx: u64) -> bool {
+    pub fn destroy_behind(&self, ctx: CUcontext) -> bool {
         let (Some(current), Some(pop), Some(flags)) = (
             real::cuCtxGetCurrent(),
             real::cuCtxPopCurrent_v2(),
@@ -85,7 +92,7 @@ impl ContextPool {
         let mut cur: CUcontext = std::ptr::null_mut();
         // SAFETY: out-pointer to a live local.
         unsafe { current(&mut cur) };
-        if cur as u64 != ctx {
+        if cur != ctx {
             // Only the common case (destroying the current context) is deferred: a context
             // current elsewhere, or an invalid handle, goes the synchronous way.
             return false;
@@ -100,14 +107,14 @@ impl ContextPool {
         unsafe { pop(&mut popped) };
         let mut reaper = self.reaper.lock().unwrap_or_else(|e| e.into_inner());
         if reaper.is_none() {
-            let (tx, rx) = mpsc::channel::<u64>();
+            let (tx, rx) = mpsc::channel::<Floating>();
             let spawned = std::thread::Builder::new()
                 .name("vgpu-ctx-reaper".into())
                 .spawn(move || {
-                    for ctx in rx {
+                    for Floating(ctx) in rx {
                         if let Some(destroy) = real::cuCtxDestroy_v2() {
                             // SAFETY: popped from its thread; the guest gave up the handle.
-                            unsafe { destroy(ctx as CUcontext) };
+                            unsafe { destroy(ctx) };
                         }
                     }
                 });
@@ -116,6 +123,8 @@ impl ContextPool {
             }
             *reaper = Some(tx);
         }
-        reaper.as_ref().is_some_and(|tx| tx.send(ctx).is_ok())
+        reaper
+            .as_ref()
+            .is_some_and(|tx| tx.send(Floating(ctx)).is_ok())
     }
 }

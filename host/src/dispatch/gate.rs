@@ -1,6 +1,9 @@
 //! The handle gate: every handle of a gated kind ([`Kind`]: streams, events, functions, kernels,
-//! modules, libraries, graphs, graph nodes, executable graphs, memory pools and link states) that
-//! a guest passes is looked up in its client's table before the driver sees it.
+//! modules, libraries, graphs, graph nodes, executable graphs, memory pools, link states,
+//! contexts, green contexts and their resource descriptors, arrays, mipmapped arrays, external
+//! memory and semaphores, graphics resources, EGL stream connections, texture and surface
+//! references, user objects and callback registrations) that a guest passes is looked up in its
+//! client's table before the driver sees it.
 //!
 //! The driver's handles are pointers into the worker. A guest that sends a value the driver never
 //! gave it (a forged or stale handle) would have the driver dereference whatever lies there, so
@@ -8,27 +11,40 @@
 //! [`Handles::mint_all`] for node arrays; by generated calls from the `mint` steps of
 //! `shim_macros::cuda_forwarders!`, by hand-written halves explicitly), checks every one it is
 //! given ([`Handles::admit`] and the typed accessors [`Handles::stream`], [`Handles::graph`],
-//! [`Handles::graph_nodes`] for arrays, …) and forgets it when it is destroyed
-//! ([`Handles::retire`]).
+//! [`Handles::context`], [`Handles::graph_nodes`] for arrays, …) and forgets it when it is
+//! destroyed ([`Handles::retire`]).
 //!
 //! Some handles belong to another ([`Entry::owner`]) and die with it: a module's or library's
 //! functions and kernels; a graph's nodes (minted with the graph they were found in); a
-//! child-graph node's embedded graph (and so, in turn, its nodes). Retiring an owner forgets its
-//! descendants through a per-owner index, in time proportional to what it owned. Destroying a
-//! context forgets what was made in it (streams, events, functions, modules, executable graphs).
-//! A handle the client was not given, or of another kind, is answered with
-//! `CUDA_ERROR_INVALID_HANDLE` and never reaches the driver; the client's other calls go on.
+//! child-graph node's embedded graph (and so, in turn, its nodes); a green context's context; a
+//! mipmapped array's levels, an array's planes, and the arrays mapped from external memory or a
+//! graphics resource. Retiring an owner forgets its descendants through a per-owner index, in
+//! time proportional to what it owned. Destroying a context forgets what was made in it
+//! (streams, events, functions, modules, executable graphs, arrays, external memory and
+//! semaphores, graphics resources, texture and surface references). A handle the client was not
+//! given, or of another kind, is answered with `CUDA_ERROR_INVALID_HANDLE`
+//! (`CUDA_ERROR_INVALID_CONTEXT` for a context) and never reaches the driver; the client's other
+//! calls go on.
+//!
+//! Contexts have two rules of their own. A primary context is minted by
+//! `cuDevicePrimaryCtxRetain` and never retired: it is the same value across release and
+//! retain, and the driver keeps it (a released one is answered by the driver, not dereferenced
+//! as freed memory). And a context the table misses is admitted when it is the calling worker
+//! thread's current context, which the worker can only have from this client (export-table slots
+//! make contexts current without a call the host sees).
 //!
 //! Which parameter types are gated, and which generated functions destroy a handle, is said once,
 //! in `shim-macros/src/gate.rs`. Hand-written halves turn guest values into these handle types only
 //! through the accessors here (`host/tests/source_rules.rs`).
 //!
 //! The values the guest holds are still the driver's own (the table checks membership; it does
-//! not translate). NULL is passed through for the driver to refuse, and the stream table admits
-//! `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`. A memory pool may be minted any number of times
-//! (a device's default or current pool is the same value on every call). One read lock and one
-//! hash lookup per handle; an array of nodes is checked under one read lock. Contexts are not
-//! gated (see `docs/ARCHITECTURE.md`, "What the host checks of a guest today").
+//! not translate). NULL is passed through for the driver to refuse (or, for a context, to read as
+//! the current one), and the stream table admits `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`.
+//! A memory pool may be minted any number of times (a device's default or current pool is the
+//! same value on every call). One read lock and one hash lookup per handle; an array of nodes is
+//! checked under one read lock. Handles the header types as integers (texture and surface
+//! objects, conditional handles, VMM allocation handles) are not gated here (see
+//! `docs/ARCHITECTURE.md`, "What the host checks of a guest today").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -52,20 +68,59 @@ pub enum Kind {
     GraphNode,
     MemoryPool,
     LinkState,
+    /// A context: made by `cuCtxCreate*`, a primary context retained, or one of a green
+    /// context; also the calling thread's current context, found on a miss (see
+    /// [`Handles::admit`]).
+    Context,
+    GreenContext,
+    /// A resource descriptor for `cuGreenCtxCreate`.
+    ResourceDesc,
+    Array,
+    MipmappedArray,
+    ExternalMemory,
+    ExternalSemaphore,
+    GraphicsResource,
+    EglStream,
+    TexRef,
+    SurfRef,
+    UserObject,
+    AsyncCallback,
+    LogsCallback,
 }
 
 impl Kind {
     /// How many kinds there are.
-    pub const COUNT: usize = Kind::LinkState as usize + 1;
+    pub const COUNT: usize = Kind::LogsCallback as usize + 1;
 
     /// Whether a handle of this kind lives in a context (and dies with it). Graphs and their
     /// nodes are not bound to a context; memory pools belong to a device; a link state's
-    /// output is bytes, kept until `cuLinkDestroy`.
+    /// output is bytes, kept until `cuLinkDestroy`; a context, a green context and a user
+    /// object (counted by references that graphs hold too) are not made in one.
     fn in_context(self) -> bool {
         matches!(
             self,
-            Kind::Stream | Kind::Event | Kind::Function | Kind::Module | Kind::GraphExec
+            Kind::Stream
+                | Kind::Event
+                | Kind::Function
+                | Kind::Module
+                | Kind::GraphExec
+                | Kind::Array
+                | Kind::MipmappedArray
+                | Kind::ExternalMemory
+                | Kind::ExternalSemaphore
+                | Kind::GraphicsResource
+                | Kind::TexRef
+                | Kind::SurfRef
         )
+    }
+
+    /// What the driver answers for a handle of this kind that is not one: contexts have their
+    /// own code.
+    fn refusal(self) -> CUresult {
+        match self {
+            Kind::Context => CUresult::CUDA_ERROR_INVALID_CONTEXT,
+            _ => CUresult::CUDA_ERROR_INVALID_HANDLE,
+        }
     }
 
     /// Whether a handle recorded as `self` may be passed where `wanted` is expected: a
@@ -78,7 +133,15 @@ impl Kind {
     fn is_root(self) -> bool {
         matches!(
             self,
-            Kind::Module | Kind::Library | Kind::Graph | Kind::GraphNode
+            Kind::Module
+                | Kind::Library
+                | Kind::Graph
+                | Kind::GraphNode
+                | Kind::GreenContext
+                | Kind::Array
+                | Kind::MipmappedArray
+                | Kind::ExternalMemory
+                | Kind::GraphicsResource
         )
     }
 }
@@ -150,6 +213,9 @@ pub struct Lineage {
     graph: u64,
     /// The admitted graph node.
     node: u64,
+    /// The first admitted green context, array, mipmapped array, external memory or graphics
+    /// resource: what a context, an array level or plane, or a mapped array is taken from.
+    source: u64,
 }
 
 impl Lineage {
@@ -159,6 +225,11 @@ impl Lineage {
             Kind::Module | Kind::Library | Kind::Function | Kind::Kernel => &mut self.code,
             Kind::Graph => &mut self.graph,
             Kind::GraphNode => &mut self.node,
+            Kind::GreenContext
+            | Kind::Array
+            | Kind::MipmappedArray
+            | Kind::ExternalMemory
+            | Kind::GraphicsResource => &mut self.source,
             _ => return,
         };
         if *slot == 0 {
@@ -169,12 +240,15 @@ impl Lineage {
     /// The owner of a handle of kind `kind` the call mints: nodes belong to the call's graph
     /// (`cuGraphNodeFindInClone`: the clone), a graph to the call's node (the embedded graph of a
     /// child-graph node; a clone or a captured graph belongs to nothing), code handles to the
-    /// call's module or library.
+    /// call's module or library; a green context's context, a mipmapped array's level, an
+    /// array's plane and the arrays mapped from external memory or a graphics resource to what
+    /// they were taken from.
     pub fn owner_for(&self, kind: Kind) -> u64 {
         match kind {
             Kind::GraphNode => self.graph,
             Kind::Graph => self.node,
             Kind::Stream | Kind::Event | Kind::Function | Kind::Kernel | Kind::Module => self.code,
+            Kind::Context | Kind::Array | Kind::MipmappedArray => self.source,
             _ => 0,
         }
     }
@@ -293,7 +367,18 @@ impl Handles {
         if value == 0 || (kind == Kind::Stream && SPECIAL_STREAMS.contains(&value)) {
             return Ok(0);
         }
-        admit_in(&self.read(), kind, value)
+        let admitted = admit_in(&self.read(), kind, value);
+        match admitted {
+            // A context current on this worker thread is one of this client's (the worker
+            // serves no one else) even where no call the host saw handed it out: the driver set
+            // it inside a call of an export table. Asking the driver for the current context
+            // reads no guest value.
+            Err(_) if kind == Kind::Context && value == current_context() => {
+                self.mint(Kind::Context, value, 0);
+                Ok(0)
+            }
+            other => other,
+        }
     }
 
     /// Records a handle of kind `kind` that the driver gave this client, belonging to `owner` (0
@@ -481,6 +566,33 @@ impl Handles {
             .map(|_| value as usize as CUmemoryPool)
     }
 
+    /// A context the guest passes (NULL: the current one, for the driver to resolve).
+    ///
+    /// # Errors
+    /// As [`Handles::admit`] (`CUDA_ERROR_INVALID_CONTEXT`).
+    pub fn context(&self, value: u64) -> Result<CUcontext, CUresult> {
+        self.admit(Kind::Context, value)
+            .map(|_| value as usize as CUcontext)
+    }
+
+    /// A CUDA array the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn array(&self, value: u64) -> Result<CUarray, CUresult> {
+        self.admit(Kind::Array, value)
+            .map(|_| value as usize as CUarray)
+    }
+
+    /// A mipmapped array the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn mipmapped_array(&self, value: u64) -> Result<CUmipmappedArray, CUresult> {
+        self.admit(Kind::MipmappedArray, value)
+            .map(|_| value as usize as CUmipmappedArray)
+    }
+
     /// A link state the guest passes.
     ///
     /// # Errors
@@ -497,7 +609,7 @@ fn admit_in(table: &Table, kind: Kind, value: u64) -> Result<u64, CUresult> {
         Some(e) if e.kind.serves(kind) => Ok(if e.kind.is_root() { value } else { e.owner }),
         _ => {
             tracing::debug!(?kind, value, "refused a handle this client was not given");
-            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
+            Err(kind.refusal())
         }
     }
 }
@@ -705,6 +817,47 @@ mod tests {
         assert!(h.memory_pool(0x900).is_err());
         h.mint(Kind::LinkState, 0x900, 0);
         assert!(h.link_state(0x900).is_ok());
+    }
+
+    #[test]
+    fn contexts_are_refused_with_their_own_code_and_arrays_die_with_what_they_came_from() {
+        let h = Handles::default();
+        assert_eq!(h.context(0xc0), Err(CUresult::CUDA_ERROR_INVALID_CONTEXT));
+        assert!(
+            h.context(0).is_ok_and(|c| c.is_null()),
+            "NULL is the current context"
+        );
+        h.mint(Kind::Context, 0xc0, 0);
+        assert!(h.context(0xc0).is_ok());
+        assert_eq!(h.array(0xc0), Err(CUresult::CUDA_ERROR_INVALID_HANDLE));
+        // A green context's context; a mipmapped array's level and that level's plane; an
+        // array mapped from external memory.
+        let minted_from = |source: Kind, value: u64, made: Kind, child: u64| {
+            let mut lineage = Lineage::default();
+            lineage.note(source, h.admit(source, value).expect("admitted"));
+            h.mint(made, child, lineage.owner_for(made));
+        };
+        h.mint(Kind::GreenContext, 0x6c, 0);
+        minted_from(Kind::GreenContext, 0x6c, Kind::Context, 0xc1);
+        h.mint(Kind::MipmappedArray, 0x300, 0);
+        minted_from(Kind::MipmappedArray, 0x300, Kind::Array, 0x310);
+        minted_from(Kind::Array, 0x310, Kind::Array, 0x311);
+        h.mint(Kind::ExternalMemory, 0x400, 0);
+        minted_from(Kind::ExternalMemory, 0x400, Kind::MipmappedArray, 0x410);
+        assert_eq!(h.len(), 8);
+        h.retire(Kind::MipmappedArray, 0x300);
+        assert!(h.array(0x310).is_err() && h.array(0x311).is_err());
+        assert!(h.mipmapped_array(0x410).is_ok());
+        h.retire(Kind::ExternalMemory, 0x400);
+        assert!(h.mipmapped_array(0x410).is_err());
+        h.retire(Kind::GreenContext, 0x6c);
+        assert_eq!(h.context(0xc1), Err(CUresult::CUDA_ERROR_INVALID_CONTEXT));
+        // A destroyed context is forgotten; retiring it as another kind changes nothing.
+        h.retire(Kind::Array, 0xc0);
+        assert!(h.context(0xc0).is_ok());
+        h.retire(Kind::Context, 0xc0);
+        assert!(h.context(0xc0).is_err());
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -369,7 +369,10 @@ impl ThreadSession {
                     },
                 };
                 if let Some(args) = counted {
-                    self.client.primary.note(id, args, response);
+                    if let Some(ctx) = self.client.primary.note(id, args, response) {
+                        // The primary context was reset: what was made in it is gone.
+                        self.client.handles.retire_context(ctx);
+                    }
                 }
                 outcome
             }

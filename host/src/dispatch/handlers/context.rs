@@ -6,6 +6,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 const MAX_AFFINITY: usize = 64;
@@ -28,7 +29,7 @@ type Handler =
 
 /// Runs a `cuCtxCreate*` half within the client's context quota (`dispatch/quota.rs`): refused
 /// with `CUDA_ERROR_OUT_OF_MEMORY` when the client holds its quota; the context the response
-/// names is counted until it is destroyed.
+/// names is counted until it is destroyed, and minted in the client's handle table.
 fn counted(
     name: &str,
     client: &Arc<ClientContext>,
@@ -49,6 +50,9 @@ fn counted(
         .ok()
         .filter(|h| h.result == 0)
         .map(|_| back.get::<u64>().unwrap_or(0));
+    if let Some(ctx) = made.filter(|&c| c != 0) {
+        client.handles.mint(Kind::Context, ctx, 0);
+    }
     client.context_quota.settle(reservation, made);
     outcome
 }
@@ -75,7 +79,7 @@ fn create_v3_uncounted(
     dec.finish()?;
     if params.is_empty() {
         if let Some(ctx) = client.contexts.take(dev, flags) {
-            ResponseHeader::start(out, 0).put(ctx);
+            ResponseHeader::start(out, 0).put(ctx as u64);
             return Ok(());
         }
     }
@@ -120,7 +124,7 @@ fn create_v4_uncounted(
     dec.finish()?;
     if affinity.is_empty() {
         if let Some(ctx) = client.contexts.take(dev, flags) {
-            ResponseHeader::start(out, 0).put(ctx);
+            ResponseHeader::start(out, 0).put(ctx as u64);
             return Ok(());
         }
     }
@@ -171,7 +175,7 @@ fn create_v2_uncounted(
     let mut ctx: CUcontext = std::ptr::null_mut();
     let result = match client.contexts.take(dev, flags) {
         Some(pooled) => {
-            ctx = pooled as CUcontext;
+            ctx = pooled;
             CUresult::CUDA_SUCCESS
         }
         None => {
@@ -194,33 +198,34 @@ fn create_v2_uncounted(
 
 /// `cuCtxDestroy`/`cuCtxDestroy_v2`, overriding the generated host half with the same wire
 /// format (`u64 ctx` → result): the calling thread's current context is popped now and
-/// destroyed behind (see `dispatch/contexts.rs`).
+/// destroyed behind (see `dispatch/contexts.rs`). The context must be one of the client's
+/// (`CUDA_ERROR_INVALID_CONTEXT` otherwise); it is forgotten with what was made in it.
 pub fn destroy(
     name: &str,
     client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
-    let ctx: u64 = dec.get()?;
+    let value: u64 = dec.get()?;
     dec.finish()?;
-    if client.contexts.destroy_behind(ctx) {
-        client.handles.retire_context(ctx);
-        client.context_quota.destroyed(ctx);
-        respond(out, CUresult::CUDA_SUCCESS);
-        return Ok(());
-    }
-    // SAFETY: the guest's handle, validated by the driver.
-    let r = unsafe {
-        if name == "cuCtxDestroy" {
-            real_or_unsupported!(cuCtxDestroy, out)(ctx as CUcontext)
-        } else {
-            real_or_unsupported!(cuCtxDestroy_v2, out)(ctx as CUcontext)
+    let ctx = admit!(client.handles.context(value), out);
+    let r = if !ctx.is_null() && client.contexts.destroy_behind(ctx) {
+        CUresult::CUDA_SUCCESS
+    } else {
+        // SAFETY: NULL (refused by the driver) or a context the gate admitted.
+        unsafe {
+            if name == "cuCtxDestroy" {
+                real_or_unsupported!(cuCtxDestroy, out)(ctx)
+            } else {
+                real_or_unsupported!(cuCtxDestroy_v2, out)(ctx)
+            }
         }
     };
     if r == CUresult::CUDA_SUCCESS {
         // What was made in it died with it.
-        client.handles.retire_context(ctx);
-        client.context_quota.destroyed(ctx);
+        client.handles.retire_context(value);
+        client.handles.retire(Kind::Context, value);
+        client.context_quota.destroyed(value);
     }
     respond(out, r);
     Ok(())

@@ -27,6 +27,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
 use super::launch::{packed_len, Layout, Params};
+use super::memory::array_end;
 use super::{real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
 use crate::dispatch::gate::{admit, Kind};
@@ -45,12 +46,12 @@ enum Body {
     Kernel {
         func: CUfunction,
         kern: CUkernel,
-        ctx: u64,
+        ctx: CUcontext,
         dims: [u32; 7],
         params: Params,
     },
     Memcpy {
-        ctx: u64,
+        ctx: CUcontext,
         copy: CUDA_MEMCPY3D,
     },
     Memset(CUDA_MEMSET_NODE_PARAMS_v2),
@@ -82,11 +83,14 @@ impl Body {
                 for d in &mut dims {
                     *d = dec.get()?;
                 }
-                let (func, kern) =
-                    match (client.handles.function(func), client.handles.kernel(kern)) {
-                        (Ok(f), Ok(k)) => (f, k),
-                        (Err(r), _) | (_, Err(r)) => return Ok(Err(r)),
-                    };
+                let (func, kern, ctx) = match (
+                    client.handles.function(func),
+                    client.handles.kernel(kern),
+                    client.handles.context(ctx),
+                ) {
+                    (Ok(f), Ok(k), Ok(c)) => (f, k, c),
+                    (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return Ok(Err(r)),
+                };
                 // The node's function, or its kernel when the function is NULL.
                 let launched = if func.is_null() { kern.cast() } else { func };
                 let params = match Params::decode(dec, launched, &client.layouts)? {
@@ -108,16 +112,34 @@ impl Body {
                 let mut copy: CUDA_MEMCPY3D = unsafe { dec.get_raw() }?;
                 copy.srcHost = std::ptr::null();
                 copy.dstHost = std::ptr::null_mut();
+                copy.reserved0 = std::ptr::null_mut();
+                copy.reserved1 = std::ptr::null_mut();
                 if !device_end(copy.srcMemoryType, copy.srcDevice)
                     || !device_end(copy.dstMemoryType, copy.dstDevice)
                 {
                     tracing::warn!("refusing a graph memcpy node with a host end");
                     return Ok(Err(CUresult::CUDA_ERROR_INVALID_VALUE));
                 }
-                Body::Memcpy { ctx, copy }
+                let h = &client.handles;
+                let checked = h.context(ctx).and_then(|ctx| {
+                    array_end(h, copy.srcMemoryType, &mut copy.srcArray)?;
+                    array_end(h, copy.dstMemoryType, &mut copy.dstArray)?;
+                    Ok(ctx)
+                });
+                match checked {
+                    Ok(ctx) => Body::Memcpy { ctx, copy },
+                    Err(r) => return Ok(Err(r)),
+                }
             }
-            // SAFETY: a plain C struct of integers, a device address and a handle.
-            MEMSET => Body::Memset(unsafe { dec.get_raw() }?),
+            MEMSET => {
+                // SAFETY: a plain C struct of integers, a device address and a context, which
+                // passes the gate before the driver sees it.
+                let memset: CUDA_MEMSET_NODE_PARAMS_v2 = unsafe { dec.get_raw() }?;
+                if let Err(r) = client.handles.admit(Kind::Context, memset.ctx as u64) {
+                    return Ok(Err(r));
+                }
+                Body::Memset(memset)
+            }
             HOST => Body::Host {
                 func: dec.get()?,
                 data: dec.get()?,
@@ -158,7 +180,7 @@ impl Body {
             kernelParams: params.kernel_params(),
             extra: params.extra(),
             kern: *kern,
-            ctx: *ctx as usize as CUcontext,
+            ctx: *ctx,
         })
     }
 
@@ -200,7 +222,7 @@ impl Body {
                 u.memcpy = CUDA_MEMCPY_NODE_PARAMS {
                     flags: 0,
                     reserved: 0,
-                    copyCtx: *ctx as usize as CUcontext,
+                    copyCtx: *ctx,
                     copyParams: *copy,
                 };
                 MEMCPY
@@ -257,14 +279,7 @@ pub fn add_node(
                 real_or_unsupported!(cuGraphAddKernelNode_v2, out)(&mut node, graph, d, n, &k)
             }
             ("cuGraphAddMemcpyNode", Body::Memcpy { ctx, copy }) => {
-                real_or_unsupported!(cuGraphAddMemcpyNode, out)(
-                    &mut node,
-                    graph,
-                    d,
-                    n,
-                    copy,
-                    *ctx as usize as CUcontext,
-                )
+                real_or_unsupported!(cuGraphAddMemcpyNode, out)(&mut node, graph, d, n, copy, *ctx)
             }
             ("cuGraphAddMemsetNode", Body::Memset(m)) => {
                 let v1 = CUDA_MEMSET_NODE_PARAMS {
@@ -343,12 +358,7 @@ pub fn set_node(
                 real_or_unsupported!(cuGraphMemcpyNodeSetParams, out)(node, copy)
             }
             ("cuGraphExecMemcpyNodeSetParams", Body::Memcpy { ctx, copy }) => {
-                real_or_unsupported!(cuGraphExecMemcpyNodeSetParams, out)(
-                    exec,
-                    node,
-                    copy,
-                    *ctx as usize as CUcontext,
-                )
+                real_or_unsupported!(cuGraphExecMemcpyNodeSetParams, out)(exec, node, copy, *ctx)
             }
             ("cuGraphHostNodeSetParams", Body::Host { .. }) => {
                 let h = body.host(client).expect("host body");
@@ -395,6 +405,7 @@ pub fn kernel_get_params(
     // The driver's own handles: the client may pass them back.
     client.handles.mint(Kind::Function, p.func as u64, 0);
     client.handles.mint(Kind::Kernel, p.kern as u64, 0);
+    client.handles.mint(Kind::Context, p.ctx as u64, 0);
     let handle: CUfunction = if p.func.is_null() {
         p.kern.cast()
     } else {

@@ -61,6 +61,7 @@ pub fn get_ref(
     let module: u64 = dec.get()?;
     let symbol = c_string(dec.get_bytes()?);
     dec.finish()?;
+    let owner = module;
     let module = admit!(client.handles.module(module), out);
     let mut handle: u64 = 0;
     // SAFETY: (both arms) `symbol` is NUL-terminated; the out-pointer is a live local of
@@ -80,6 +81,14 @@ pub fn get_ref(
             )
         }
     };
+    if r == CUresult::CUDA_SUCCESS {
+        let kind = if name == "cuModuleGetTexRef" {
+            Kind::TexRef
+        } else {
+            Kind::SurfRef
+        };
+        client.handles.mint(kind, handle, owner);
+    }
     ResponseHeader::start(out, r.0).put(handle);
     Ok(())
 }

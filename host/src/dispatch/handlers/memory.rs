@@ -8,7 +8,7 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
 use crate::accounting::Direction;
-use crate::dispatch::gate::admit;
+use crate::dispatch::gate::{admit, Handles, Kind};
 use crate::dispatch::ClientContext;
 
 fn per_thread(name: &str) -> bool {
@@ -245,6 +245,24 @@ impl AddressEnd {
     }
 }
 
+/// The array field of one end of a 2D/3D copy (or a graph memcpy node): an `ARRAY` end's array
+/// must be one of the client's; another end's array field is cleared, since nothing checked it.
+///
+/// # Errors
+/// The gate's refusal (`CUDA_ERROR_INVALID_HANDLE`) for an array the client was not given.
+pub(super) fn array_end(
+    handles: &Handles,
+    kind: CUmemorytype,
+    array: &mut CUarray,
+) -> Result<(), CUresult> {
+    if kind == CUmemorytype::CU_MEMORYTYPE_ARRAY {
+        handles.admit(Kind::Array, *array as u64).map(|_| ())
+    } else {
+        *array = std::ptr::null_mut();
+        Ok(())
+    }
+}
+
 /// `cuMemcpy2D*`: `CUDA_MEMCPY2D` (raw; host pointers are ignored), `u64 stream`, then when the
 /// source is host memory `bytes rows` (packed, `WidthInBytes × Height`) → result, then when the
 /// destination is host memory `bytes rows` (packed). The guest resolves `UNIFIED` to `HOST` or
@@ -269,6 +287,14 @@ pub fn copy_2d(
     };
     dec.finish()?;
     let stream = admit!(client.handles.stream(stream), out);
+    admit!(
+        array_end(&client.handles, copy.srcMemoryType, &mut copy.srcArray),
+        out
+    );
+    admit!(
+        array_end(&client.handles, copy.dstMemoryType, &mut copy.dstArray),
+        out
+    );
     let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
         respond(out, CUresult::CUDA_ERROR_INVALID_VALUE);
         return Ok(());
@@ -402,6 +428,14 @@ pub fn copy_3d(
     };
     copy.reserved0 = std::ptr::null_mut();
     copy.reserved1 = std::ptr::null_mut();
+    admit!(
+        array_end(&client.handles, copy.srcMemoryType, &mut copy.srcArray),
+        out
+    );
+    admit!(
+        array_end(&client.handles, copy.dstMemoryType, &mut copy.dstArray),
+        out
+    );
     let ends = [
         AddressEnd {
             kind: copy.srcMemoryType,
@@ -486,7 +520,7 @@ pub fn pointer_attribute_size(attribute: u32) -> Option<usize> {
 /// `cuPointerGetAttribute`: `u32 attribute, u64 ptr` → result, `bytes value`.
 pub fn pointer_attribute(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -508,7 +542,23 @@ pub fn pointer_attribute(
             ptr,
         )
     };
+    if result == CUresult::CUDA_SUCCESS {
+        mint_attribute_handle(&client.handles, attribute, &value[..size]);
+    }
     let mut enc = ResponseHeader::start(out, result.0);
     enc.put_bytes(&value[..size]);
     Ok(())
+}
+
+/// Records a handle the driver answered as a pointer attribute (the context or memory pool an
+/// allocation belongs to): the client may pass it back.
+pub(super) fn mint_attribute_handle(handles: &Handles, attribute: u32, value: &[u8]) {
+    let kind = match CUpointer_attribute(attribute) {
+        CUpointer_attribute::CU_POINTER_ATTRIBUTE_CONTEXT => Kind::Context,
+        CUpointer_attribute::CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE => Kind::MemoryPool,
+        _ => return,
+    };
+    if let Some(bytes) = value.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+        handles.mint(kind, u64::from_ne_bytes(bytes), 0);
+    }
 }

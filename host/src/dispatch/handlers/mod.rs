@@ -25,6 +25,7 @@ mod pointer;
 mod pool;
 mod profiler;
 mod quota;
+mod resource_objects;
 mod tensor_map;
 mod vmm;
 mod zero_copy;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
-use super::memory::pointer_attribute_size;
+use super::memory::{mint_attribute_handle, pointer_attribute_size};
 use super::{real_or_unsupported, respond};
 use crate::dispatch::ClientContext;
 
@@ -14,7 +14,7 @@ use crate::dispatch::ClientContext;
 /// (each the attribute's size). Unknown attributes are refused with `CUDA_ERROR_INVALID_VALUE`.
 pub fn attributes(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -47,6 +47,11 @@ pub fn attributes(
             ptr,
         )
     };
+    if r == CUresult::CUDA_SUCCESS {
+        for (&a, v) in attrs.iter().zip(&values) {
+            mint_attribute_handle(&client.handles, a, v);
+        }
+    }
     let mut enc = ResponseHeader::start(out, r.0);
     if r == CUresult::CUDA_SUCCESS {
         for v in &values {
