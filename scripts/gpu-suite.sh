@@ -144,7 +144,8 @@ compare() {
 }
 
 # forged_handles through vgpu only (natively the driver would dereference the forged values):
-# each forged or destroyed handle must get CUDA_ERROR_INVALID_HANDLE from the host's gate, and
+# each forged or destroyed handle must get CUDA_ERROR_INVALID_HANDLE from the host's gate (a
+# context CUDA_ERROR_INVALID_CONTEXT), and
 # the process's own handles must keep working (the fill's sum is fixed by its seed).
 forged_handles_test() {
     log "== forged_handles (vgpu only)"
@@ -153,9 +154,11 @@ forged_handles_test() {
 forged event: CUDA_ERROR_INVALID_HANDLE
 forged function: CUDA_ERROR_INVALID_HANDLE
 event as a stream: CUDA_ERROR_INVALID_HANDLE
-destroyed stream: CUDA_ERROR_INVALID_HANDLE"
+destroyed stream: CUDA_ERROR_INVALID_HANDLE
+forged context: CUDA_ERROR_INVALID_CONTEXT
+forged array: CUDA_ERROR_INVALID_HANDLE"
     local verdict=PASS
-    if [[ ${RC} -ne 0 ]] || [[ "$(head -n 5 "${WORK}/forged_handles.out")" != "${expected}" ]] \
+    if [[ ${RC} -ne 0 ]] || [[ "$(head -n 7 "${WORK}/forged_handles.out")" != "${expected}" ]] \
         || ! grep -q "^own handles after: fill sum " "${WORK}/forged_handles.out"; then
         verdict=FAIL
         FAILED=1

@@ -1,8 +1,8 @@
 /*
  * forged_handles: run through vgpu only (natively the driver would dereference these values and
- * crash the process). A stream, event and function the process was never given get
- * CUDA_ERROR_INVALID_HANDLE from vgpu-host's handle gate, and the same process's next calls
- * still work. A posted call (the event record, the launch) reports its error at the next
+ * crash the process). A stream, event, function and array the process was never given get
+ * CUDA_ERROR_INVALID_HANDLE from vgpu-host's handle gate (a context CUDA_ERROR_INVALID_CONTEXT),
+ * and the same process's next calls still work. A posted call (the event record, the launch) reports its error at the next
  * synchronisation, as CUDA reports asynchronous errors; either way the line says which error.
  */
 #include "kernels.h"
@@ -43,6 +43,15 @@ int main(void) {
     printf("event as a stream: %s\n", outcome(cuStreamSynchronize((CUstream)e)));
     CK(cuStreamDestroy(s));
     printf("destroyed stream: %s\n", outcome(cuStreamSynchronize(s)));
+
+    /* A context and an array: pointers into the worker too. The context is made current only
+     * if the gate let it through; the process's own context is made current again after. */
+    CUcontext own;
+    CK(cuCtxGetCurrent(&own));
+    CUresult r = cuCtxSetCurrent((CUcontext)((uintptr_t)own + 0x40));
+    printf("forged context: %s\n", outcome(r));
+    CK(cuCtxSetCurrent(own));
+    printf("forged array: %s\n", outcome(cuArrayDestroy((CUarray)((uintptr_t)out + 0x40))));
 
     /* The process goes on with its own handles. */
     CK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
