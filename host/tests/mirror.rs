@@ -6,7 +6,8 @@
 //! Covers: alloc and device pointer over TCP; a guest write reaching a device-side read; a
 //! device write reaching the guest after each synchronising call (stream, context and event
 //! synchronisation, successful stream and event queries, a synchronous copy); pointer
-//! attributes; free (the worker's pinned memory goes back to the driver); the size cap; and a
+//! attributes; small pinned memory without DEVICEMAP, mirrored too; free (the worker's pinned
+//! memory goes back to the driver); the size cap; and a
 //! hostile raw guest naming bad mirror ids, offsets and lengths, which gets CUDA errors while
 //! the host keeps serving.
 
@@ -35,6 +36,14 @@ static fn_t f(const char *name) {
     if (!p) { printf("missing %s\n", name); }
     return p;
 }
+static dptr scratch;
+/* A device write into `dst`: a posted device-to-device copy from device memory (a memset of
+ * `dst` itself would be done in the guest when `dst` is also its pinned address). */
+static int device_fill(dptr dst, unsigned value, int words) {
+    int rc = f("cuMemsetD32_v2")(scratch, value, (size_t)words);
+    if (rc) return rc;
+    return f("cuMemcpyDtoDAsync_v2")(dst, scratch, (size_t)words * 4, (void *)0);
+}
 static int filled(const unsigned *p, unsigned value, int n) {
     for (int i = 0; i < n; i++) if (p[i] != value) return 0;
     return 1;
@@ -43,6 +52,7 @@ int main(void) {
     cuda = dlopen("libcuda.so.1", RTLD_NOW);
     if (!cuda) { printf("no libcuda: %s\n", dlerror()); return 2; }
     printf("init rc=%d\n", f("cuInit")(0));
+    if (f("cuMemAlloc_v2")(&scratch, (size_t)64)) printf("no scratch\n");
     unsigned char *h = 0;
     int rc = f("cuMemHostAlloc")(&h, (size_t)64, 2u /* DEVICEMAP */);
     dptr dp = 0;
@@ -74,7 +84,7 @@ int main(void) {
                            "cuStreamQuery", "cuEventQuery", "cuMemcpyDtoH_v2"};
     for (unsigned k = 0; k < 6; k++) {
         unsigned value = 0x1000 + k;
-        int w = f("cuMemsetD32_v2")(dp, value, (size_t)16);
+        int w = device_fill(dp, value, 16);
         int s;
         if (k == 1) s = f("cuCtxSynchronize")();
         else if (k == 2 || k == 4) {
@@ -93,7 +103,7 @@ int main(void) {
 
     /* A device write is not seen before a synchronising call, not even after another call. */
     unsigned *w = (unsigned *)h;
-    f("cuMemsetD32_v2")(dp, 0x2222u, (size_t)16);
+    device_fill(dp, 0x2222u, 16);
     int early = filled(w, 0x2222, 16);
     dptr d2 = 0;
     int a2 = f("cuMemAlloc_v2")(&d2, (size_t)64);
@@ -104,7 +114,7 @@ int main(void) {
 
     /* Each side's bytes survive: the device writes words 4..7, the guest bytes 0 and 63, with
      * no call between; the push must not write back the guest's stale words 4..7. */
-    f("cuMemsetD32_v2")(dp + 16, 0x4444u, (size_t)4);
+    device_fill(dp + 16, 0x4444u, 4);
     h[0] = 0x77;
     h[63] = 0x78;
     int s3 = f("cuCtxSynchronize")();
@@ -126,7 +136,7 @@ int main(void) {
            dev[0] == 0x99 && dev[7] == 0x99);
 
     /* A synchronous host-to-device copy is a synchronising call too. */
-    f("cuMemsetD32_v2")(dp, 0x5555u, (size_t)1);
+    device_fill(dp, 0x5555u, 1);
     unsigned one = 1;
     int c3 = f("cuMemcpyHtoD_v2")(d2, &one, (size_t)4);
     printf("after cuMemcpyHtoD_v2 rc=%d seen=%d\n", c3, w[0] == 0x5555);
@@ -135,8 +145,8 @@ int main(void) {
      * worker's driver does not know guest memory, so the copy is host to host, after the
      * stream: a plain pinned buffer, and the mirror (holding the device's 0x5555 now). */
     unsigned char *pin = 0;
-    int p1 = f("cuMemHostAlloc")(&pin, (size_t)64, 0u);
-    memset(pin, 0x6b, 64);
+    int p1 = f("cuMemHostAlloc")(&pin, (size_t)8192, 0u); /* too large to be mirrored */
+    memset(pin, 0x6b, 8192);
     unsigned char got[8] = {0};
     int p2 = f("cuMemcpyDtoHAsync_v2")(got, (dptr)pin + 8, (size_t)8, (void *)0);
     int p3 = f("cuStreamSynchronize")((void *)0);
@@ -144,9 +154,30 @@ int main(void) {
     for (int i = 0; i < 8; i++) if (got[i] != 0x6b) pinned_ok = 0;
     unsigned word = 0;
     int p4 = f("cuMemcpyDtoH_v2")(&word, (dptr)h, (size_t)4);
-    int p5 = f("cuMemcpyDtoH_v2")(got, (dptr)pin + 60, (size_t)8);
+    int p5 = f("cuMemcpyDtoH_v2")(got, (dptr)pin + 8188, (size_t)8);
     printf("host sources rc=%d,%d,%d,%d pinned=%d mirror=%d past the end rc=%d\n", p1, p2, p3,
            p4, pinned_ok, word == 0x5555, p5);
+
+    /* Small pinned memory without DEVICEMAP is mirrored too (natively every pinned allocation
+     * is device-mapped): a device write reaches the guest after a synchronising call, and a
+     * guest write (XLA's semaphore release) reaches the device. Large pinned memory is not. */
+    unsigned *sem = 0;
+    int i1 = f("cuMemHostAlloc")(&sem, (size_t)4, 1u /* PORTABLE */);
+    dptr sem_d = 0;
+    int i2 = f("cuMemHostGetDevicePointer_v2")(&sem_d, sem, 0u);
+    int i3 = device_fill(sem_d, 0xabcdu, 1);
+    int i4 = f("cuCtxSynchronize")();
+    int seen_sem = *sem == 0xabcd;
+    *sem = 0x1234;
+    unsigned back = 0;
+    int i5 = f("cuMemcpyDtoD_v2")(d2, sem_d, (size_t)4);
+    int i6 = f("cuMemcpyDtoH_v2")(&back, d2, (size_t)4);
+    printf("implicit rc=%d,%d,%d,%d,%d,%d device to guest=%d guest to device=%d\n", i1, i2, i3, i4,
+           i5, i6, seen_sem, back == 0x1234);
+    fprintf(stderr, "implicit mirror at the device pointer: %d\n", sem_d == (dptr)sem);
+    dptr pin_d = 0;
+    printf("large pinned devptr rc=%d\n", f("cuMemHostGetDevicePointer_v2")(&pin_d, pin, 0u));
+    printf("implicit free rc=%d\n", f("cuMemFreeHost")(sem));
     f("cuMemFreeHost")(pin);
 
     int fr = f("cuMemFreeHost")(h);
@@ -200,6 +231,10 @@ fn devicemap_memory_is_mirrored_over_tcp() {
         "after cuMemcpyHtoD_v2 rc=0 seen=1",
         // A copy reaching past the pinned buffer is not host to host: the driver refuses it.
         "host sources rc=0,0,0,0 pinned=1 mirror=1 past the end rc=1",
+        "implicit rc=0,0,0,0,0,0 device to guest=1 guest to device=1",
+        // 801: CUDA_ERROR_NOT_SUPPORTED, plain guest memory.
+        "large pinned devptr rc=801",
+        "implicit free rc=0",
         "free rc=0 devptr after free rc=1",
         // 801: CUDA_ERROR_NOT_SUPPORTED past the cap; plain pinned memory is not mirrored.
         "over the cap rc=801 plain rc=0",
@@ -227,6 +262,14 @@ fn devicemap_memory_is_mirrored_over_tcp() {
         driver.matches("cuMemFreeHost len=64").count(),
         1,
         "freed on the host: {driver}"
+    );
+    assert_eq!(
+        (
+            driver.matches("cuMemHostAlloc flags=3 len=4").count(),
+            driver.matches("cuMemFreeHost len=4").count()
+        ),
+        (1, 1),
+        "the implicit mirror, allocated and freed on the host: {driver}"
     );
     // The client is gone: its worker exits after the grace period and frees what it left.
     let deadline = Instant::now() + Duration::from_secs(20);

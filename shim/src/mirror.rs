@@ -1,10 +1,14 @@
 //! DEVICEMAP host memory where the GPU cannot map guest memory (TCP): the **mirror**.
 //!
-//! `cuMemHostAlloc(…, CU_MEMHOSTALLOC_DEVICEMAP)` over TCP gives the application plain,
-//! page-aligned guest memory (recorded as pinned, so copies treat it as any pinned memory) and
-//! has the host worker allocate host-pinned memory of the same size with a device pointer
-//! (`special::MIRROR_ALLOC`, host half `host/src/dispatch/handlers/mirror.rs`).
-//! `cuMemHostGetDevicePointer` answers that device pointer. The content is mirrored:
+//! `cuMemHostAlloc(…, CU_MEMHOSTALLOC_DEVICEMAP)` over TCP has the host worker allocate
+//! host-pinned memory of the same size with a device pointer (`special::MIRROR_ALLOC`, host half
+//! `host/src/dispatch/handlers/mirror.rs`) and gives the application guest memory mapped at
+//! that same address when it is free in this process (so the pointer works on the GPU as
+//! under UVA natively), page-aligned heap memory otherwise; either is recorded as pinned, so
+//! copies treat it as any pinned memory. `cuMemHostGetDevicePointer` answers the device
+//! pointer. Small pinned allocations without the flag are mirrored the same way
+//! ([`alloc_implicit`]): natively every pinned allocation is device-mapped, and XLA's timers
+//! poll a 4-byte one from a kernel. The content is mirrored:
 //!
 //! - guest → host, **before every request** sent while a mirror exists ([`before_request`],
 //!   called from `forward.rs`): the runs of bytes that differ from a shadow copy of the last
@@ -102,8 +106,11 @@ pub const SYNC_CALLS: [u32; 42] = [
 /// What a mirror's guest buffer is, which says who frees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// DEVICEMAP memory: heap memory, freed by `cuMemFreeHost` ([`free`]).
-    Devicemap,
+    /// Pinned memory the GPU may use (DEVICEMAP, or small pinned memory mirrored anyway:
+    /// `implicit`), freed by `cuMemFreeHost` ([`free`]). `mapped`: the guest buffer is a mapping
+    /// at the host's device pointer (`guest == device`, as under UVA natively); otherwise heap
+    /// memory (the address was taken in this process).
+    Devicemap { mapped: bool, implicit: bool },
     /// Managed memory: `guest == device`, an anonymous mapping, freed by `cuMemFree`
     /// ([`free_managed`]).
     Managed,
@@ -143,9 +150,9 @@ fn parse_managed_cap(value: Option<&str>) -> u64 {
 /// One mirrored buffer.
 #[derive(Debug)]
 struct Mirror {
-    /// Guest address of the first byte (memory this module allocated: page-aligned heap memory,
-    /// for managed memory a mapping at the host's device pointer, for a variable its address
-    /// inside pages mapped there).
+    /// Guest address of the first byte (memory this module allocated: a mapping at the host's
+    /// device pointer, or page-aligned heap memory for pinned memory whose address was taken;
+    /// for a variable its address inside pages mapped there).
     guest: usize,
     /// Bytes the application asked for (at least 1).
     len: usize,
@@ -194,8 +201,10 @@ fn changed_runs(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
 #[derive(Debug, Default)]
 struct Table {
     by_guest: BTreeMap<usize, Mirror>,
-    /// Bytes of DEVICEMAP mirrors.
+    /// Bytes of DEVICEMAP mirrors (the implicit ones included).
     bytes: usize,
+    /// Bytes of implicit mirrors (pinned memory allocated without DEVICEMAP).
+    implicit_bytes: usize,
     /// Bytes of managed mirrors (allocations and variables).
     managed_bytes: usize,
     /// The pages mapped for variables, each with the number of variables it holds (two
@@ -210,6 +219,7 @@ impl Table {
         Self {
             by_guest: BTreeMap::new(),
             bytes: 0,
+            implicit_bytes: 0,
             managed_bytes: 0,
             variable_pages: BTreeMap::new(),
             pid: 0,
@@ -218,8 +228,11 @@ impl Table {
 
     /// Records `m`.
     fn insert(&mut self, m: Mirror) {
-        if m.kind == Kind::Devicemap {
+        if let Kind::Devicemap { implicit, .. } = m.kind {
             self.bytes += m.len;
+            if implicit {
+                self.implicit_bytes += m.len;
+            }
         } else {
             self.managed_bytes += m.len;
         }
@@ -230,8 +243,11 @@ impl Table {
     /// Forgets the mirror at `guest`.
     fn take(&mut self, guest: usize) -> Option<Mirror> {
         let m = self.by_guest.remove(&guest)?;
-        if m.kind == Kind::Devicemap {
+        if let Kind::Devicemap { implicit, .. } = m.kind {
             self.bytes -= m.len;
+            if implicit {
+                self.implicit_bytes -= m.len;
+            }
         } else {
             self.managed_bytes -= m.len;
         }
@@ -266,6 +282,7 @@ fn table() -> MutexGuard<'static, Table> {
             t.by_guest.clear();
             t.variable_pages.clear();
             t.bytes = 0;
+            t.implicit_bytes = 0;
             t.managed_bytes = 0;
             note_live(&t);
         }
@@ -298,6 +315,13 @@ fn send<R>(
     })
 }
 
+/// The most bytes one pinned allocation without DEVICEMAP may have and still be mirrored over
+/// TCP ([`alloc_implicit`]).
+pub(crate) const IMPLICIT_MAX_ALLOC: usize = 4096;
+/// The most bytes of such implicit mirrors a process holds: every request compares them with
+/// their shadows, so they stay small.
+pub(crate) const IMPLICIT_MAX_BYTES: usize = 64 * 1024;
+
 /// Allocates `len` bytes of DEVICEMAP memory mirrored on the host.
 ///
 /// # Errors
@@ -313,52 +337,86 @@ pub(crate) fn alloc(len: usize) -> CuResult<*mut u8> {
         );
         return Err(CuError::NOT_SUPPORTED);
     }
-    let mut p: *mut libc::c_void = std::ptr::null_mut();
-    // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
-    if unsafe { libc::posix_memalign(&mut p, PAGE, len) } != 0 {
-        return Err(CuError::OUT_OF_MEMORY);
+    create(len, false)
+}
+
+/// Pinned memory asked for without DEVICEMAP over TCP. Natively every pinned allocation is
+/// mapped for the device (UVA), and programs rely on it: XLA's timers launch a kernel that
+/// polls a 4-byte pinned semaphore the CPU releases. So a small one (at most
+/// [`IMPLICIT_MAX_ALLOC`] bytes, [`IMPLICIT_MAX_BYTES`] in all) is mirrored like DEVICEMAP
+/// memory. `None`: it is not (too large, past the budget, or the host refused), and the caller
+/// hands out plain guest memory as before.
+pub(crate) fn alloc_implicit(len: usize) -> Option<*mut u8> {
+    let len = len.max(1);
+    if len > IMPLICIT_MAX_ALLOC {
+        return None;
     }
-    // SAFETY: `p` holds `len` bytes, just allocated; the host's mirror starts zeroed too.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, len) };
+    {
+        let t = table();
+        if t.implicit_bytes + len > IMPLICIT_MAX_BYTES
+            || t.bytes.saturating_add(len) as u64 > MAX_CLIENT_BYTES
+        {
+            return None;
+        }
+    }
+    create(len, true).ok()
+}
+
+/// Has the host allocate a mirror of `len` bytes and places the guest buffer: at the host's
+/// device pointer when that range is free in this process (one pointer for the CPU and the GPU,
+/// as natively), else on the heap.
+fn create(len: usize, implicit: bool) -> CuResult<*mut u8> {
     let request = AllocRequest { len: len as u64 };
     let allocated = send(
         special::MIRROR_ALLOC,
         |enc| request.encode(enc),
         |dec| Allocated::decode(dec).map_err(bad_response),
-    );
-    let allocated = match allocated {
-        Ok(a) => a,
-        Err(e) => {
-            // SAFETY: allocated above, never handed out.
-            unsafe { libc::free(p) };
-            return Err(e);
+    )?;
+    let (guest, mapped) = match map_at(allocated.device_ptr, len) {
+        Some(at) => (at, true),
+        None => {
+            let mut p: *mut libc::c_void = std::ptr::null_mut();
+            // SAFETY: posix_memalign writes `p` on success; the alignment is a power of two.
+            if unsafe { libc::posix_memalign(&mut p, PAGE, len) } != 0 {
+                let free = FreeRequest { id: allocated.id };
+                let _ = send(special::MIRROR_FREE, |enc| free.encode(enc), |_| Ok(()));
+                return Err(CuError::OUT_OF_MEMORY);
+            }
+            // SAFETY: `p` holds `len` bytes, just allocated; the host's mirror starts zeroed.
+            unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, len) };
+            (p as usize, false)
         }
     };
     table().insert(Mirror {
-        guest: p as usize,
+        guest,
         len,
         id: allocated.id,
         device: allocated.device_ptr,
         shadow: vec![0; len],
-        kind: Kind::Devicemap,
+        kind: Kind::Devicemap { mapped, implicit },
     });
-    Ok(p.cast())
+    Ok(guest as *mut u8)
 }
 
 /// Frees the mirror whose buffer starts at `p`; `None` when `p` is not one.
 pub(crate) fn free(p: usize) -> Option<CuResult> {
     let mirror = {
         let mut t = table();
-        if t.by_guest.get(&p)?.kind != Kind::Devicemap {
+        if !matches!(t.by_guest.get(&p)?.kind, Kind::Devicemap { .. }) {
             return None;
         }
         t.take(p)?
     };
     let request = FreeRequest { id: mirror.id };
     let result = send(special::MIRROR_FREE, |enc| request.encode(enc), |_| Ok(()));
-    // SAFETY: allocated by `alloc` with posix_memalign; it left the table above, so no push or
-    // pull reads it any more.
-    unsafe { libc::free(mirror.guest as *mut libc::c_void) };
+    if let Kind::Devicemap { mapped: true, .. } = mirror.kind {
+        // SAFETY: mapped by `create` (`map_at`) with this length; it left the table above, so
+        // no push or pull reads it any more.
+        unsafe { libc::munmap(mirror.guest as *mut libc::c_void, mirror.len) };
+    } else {
+        // SAFETY: allocated by `create` with posix_memalign; it left the table above.
+        unsafe { libc::free(mirror.guest as *mut libc::c_void) };
+    }
     Some(result)
 }
 

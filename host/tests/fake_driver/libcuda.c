@@ -464,6 +464,11 @@ CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned value, size_t n) {
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     return fake_copy("cuMemcpyDtoD_v2 len=%llu", dst, src, bytes);
 }
+/* Done at once: this fake's streams have no queue. */
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void *stream) {
+    (void)stream;
+    return fake_copy("cuMemcpyDtoDAsync_v2 len=%llu", dst, src, bytes);
+}
 CUresult cuCtxSynchronize(void) { return 0; }
 CUresult cuStreamQuery(void *stream) { (void)stream; return 0; }
 CUresult cuEventQuery(void *event) { return fake_event_ok(event) ? 0 : 400; }

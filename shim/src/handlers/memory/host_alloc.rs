@@ -29,7 +29,16 @@ fn alloc_host(pp: *mut *mut c_void, bytesize: usize, flags: u32) -> CuResult {
             unsafe { pp.write(p.cast()) };
             return Ok(());
         }
-        Err(NotPlaced::OverTcp) => {}
+        Err(NotPlaced::OverTcp) => {
+            // Natively pinned memory is mapped for the device even without DEVICEMAP (UVA);
+            // small allocations are mirrored so that kernels may use them too.
+            if let Some(p) = crate::mirror::alloc_implicit(bytesize) {
+                pinned().insert(p as usize, (bytesize, flags));
+                // SAFETY: `pp` is valid for one pointer write (checked non-NULL).
+                unsafe { pp.write(p.cast()) };
+                return Ok(());
+            }
+        }
         Err(NotPlaced::Refused(e)) if wants_alias => {
             log!(
                 Level::Warn,
@@ -77,7 +86,8 @@ pub unsafe fn cuMemAllocHost(pp: *mut *mut c_void, bytesize: u32) -> CuResult {
 /// As [`cuMemAllocHost_v2`], remembering `Flags`. With `CU_MEMHOSTALLOC_DEVICEMAP`, memory
 /// that cannot be placed in the shared region fails (`CUDA_ERROR_OUT_OF_MEMORY`) instead of
 /// falling back to memory without an alias; over TCP it is mirrored on the host
-/// (`crate::mirror`; `CUDA_ERROR_NOT_SUPPORTED` past the mirrors' cap).
+/// (`crate::mirror`; `CUDA_ERROR_NOT_SUPPORTED` past the mirrors' cap). Over TCP a small
+/// allocation without the flag is mirrored too (`crate::mirror::alloc_implicit`).
 ///
 /// # Safety
 /// As [`cuMemAllocHost_v2`].
