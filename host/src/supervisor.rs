@@ -28,7 +28,7 @@ use crate::accounting::{CountersView, DirectoryWriter};
 use crate::listener::Accepted;
 use crate::reporting::{Listing, Member, Roster};
 use crate::stream_link::{self, Connection};
-use crate::worker_link::{ClientId, Record, Via};
+use crate::worker_link::{ClientId, Record, Via, SEAL_KEY_LEN};
 
 /// How long one `accept` waits before the loop looks at signals and children again.
 const ACCEPT_SLICE: Duration = Duration::from_millis(50);
@@ -166,6 +166,9 @@ pub struct Supervisor {
     directory: Option<DirectoryWriter>,
     /// The identities each listener minted (the region keeps its own, `Region::admit`).
     listeners: HashMap<SocketAddr, StreamClients>,
+    /// The key every worker seals CUDA IPC handles with (`dispatch/ipc_seal.rs`), drawn once;
+    /// `None` when the kernel's random source failed (workers then refuse IPC).
+    seal_key: Option<[u8; SEAL_KEY_LEN]>,
 }
 
 impl Supervisor {
@@ -192,6 +195,9 @@ impl Supervisor {
             refused: 0,
             directory,
             listeners: HashMap::new(),
+            seal_key: transport::random_bytes()
+                .inspect_err(|e| tracing::error!("no key for CUDA IPC handles: {e}"))
+                .ok(),
         }
     }
 
@@ -742,18 +748,20 @@ impl Supervisor {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "worker has no stdin pipe")
         })?;
         let stdout = child.stdout.take();
-        Ok((
-            WorkerProcess {
-                child,
-                stdin,
-                link,
-                client: None,
-                counters,
-                since: Instant::now(),
-                peer: None,
-            },
-            stdout,
-        ))
+        let mut worker = WorkerProcess {
+            child,
+            stdin,
+            link,
+            client: None,
+            counters,
+            since: Instant::now(),
+            peer: None,
+        };
+        if let Some(key) = self.seal_key {
+            // The first record, ahead of any client or claim.
+            worker.send(&Record::Seal(key))?;
+        }
+        Ok((worker, stdout))
     }
 }
 

@@ -248,6 +248,8 @@ fn spawn_stdin_reader(tx: Sender<Event>) {
                 match stdin.lock().read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => match Record::parse(&line) {
+                        // The key is this worker's for its life; it travels no further.
+                        Ok(Record::Seal(key)) => crate::dispatch::ipc_seal::set_key(key),
                         Ok(r) => {
                             if tx.send(Event::Record(r)).is_err() {
                                 return;
@@ -301,6 +303,8 @@ fn wait_for_client(
     loop {
         match rx.recv().ok()? {
             Event::Record(Record::Client(c)) => return Some(c),
+            // Taken by the stdin reader; never forwarded.
+            Event::Record(Record::Seal(_)) => {}
             Event::Stream(connection, fd) => early.push((connection, fd)),
             Event::Record(Record::Claim(c, _)) => {
                 tracing::warn!(
@@ -387,6 +391,8 @@ impl Worker {
                 Ok(Event::Record(Record::Client(_))) => {
                     tracing::warn!("worker already serves a client; record ignored")
                 }
+                // Taken by the stdin reader; never forwarded.
+                Ok(Event::Record(Record::Seal(_))) => {}
                 Ok(Event::ChannelEnded { index, peer_gone }) => {
                     tracing::debug!(index, peer_gone, "channel ended");
                     active = active.saturating_sub(1);

@@ -4,7 +4,9 @@
 //!   known client gets the same values as arguments instead); `VIA` is `region` or `stream`;
 //! - `claim INDEX EPOCH ID PID TID START CREDENTIAL` hands it one claimed channel to grant and
 //!   serve; `CREDENTIAL` is the new client's credential (32 hex digits) on its first claim,
-//!   `-` otherwise.
+//!   `-` otherwise;
+//! - `seal KEY` (64 hex digits), every worker's first record, is the host's key for sealing
+//!   CUDA IPC handles (`dispatch/ipc_seal.rs`).
 //!
 //! `ID` is the client id the supervisor assigned (issue 11), never a word the guest wrote.
 //!
@@ -81,7 +83,13 @@ pub enum Record {
     Client(ClientId),
     /// Grant this channel (with the new client's credential on its first claim) and serve it.
     Claim(ChannelClaim, Option<Credential>),
+    /// The host's key for sealing CUDA IPC handles (`dispatch/ipc_seal.rs`): every worker's
+    /// first record.
+    Seal([u8; SEAL_KEY_LEN]),
 }
+
+/// Bytes of the [`Record::Seal`] key.
+pub const SEAL_KEY_LEN: usize = crate::dispatch::ipc_seal::KEY_LEN;
 
 /// A credential as a record field: 32 hex digits, or `-` for none.
 pub fn credential_field(credential: Option<&Credential>) -> String {
@@ -137,6 +145,10 @@ impl Record {
                 c.start_time,
                 credential_field(credential.as_ref())
             ),
+            Record::Seal(key) => format!(
+                "seal {}\n",
+                key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
         }
     }
 
@@ -153,6 +165,19 @@ impl Record {
             return Err(bad());
         }
         let kind = words.remove(0);
+        if kind == "seal" {
+            let [hex] = words[..] else {
+                return Err(bad());
+            };
+            if hex.len() != 2 * SEAL_KEY_LEN || !hex.is_ascii() {
+                return Err(bad());
+            }
+            let mut key = [0u8; SEAL_KEY_LEN];
+            for (i, b) in key.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+            }
+            return Ok(Record::Seal(key));
+        }
         let via = match (kind, words.last().copied()) {
             ("client", Some("region")) => Some(Via::Region),
             ("client", Some("stream")) => Some(Via::Stream),
@@ -222,6 +247,7 @@ mod tests {
             Record::Claim(claim, Some(credential)),
             Record::Client(client),
             Record::Client(remote),
+            Record::Seal(std::array::from_fn(|i| (i * 37) as u8)),
         ] {
             assert_eq!(Record::parse(&r.to_line()), Ok(r));
         }
@@ -246,6 +272,10 @@ mod tests {
             "claim 1 2 3 4 5 6 region",
             "serve 1 2 3",
             "claim a b c d e f",
+            "seal",
+            "seal 0123",
+            "seal 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff ff",
+            "seal zz112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         ] {
             assert!(Record::parse(line).is_err(), "{line:?} accepted");
         }

@@ -254,6 +254,17 @@ pub const CALLS: &[Call] = &[
         "graph::exec_update",
         &["cuGraphExecUpdate", "cuGraphExecUpdate_v2"],
     ),
+    // CUDA IPC handles leave the host sealed and are unsealed to be opened
+    // (dispatch/ipc_seal.rs).
+    Call::host(
+        "ipc::get_handle",
+        &["cuIpcGetMemHandle", "cuIpcGetEventHandle"],
+    ),
+    Call::host(
+        "ipc::open_mem",
+        &["cuIpcOpenMemHandle", "cuIpcOpenMemHandle_v2"],
+    ),
+    Call::host("ipc::open_event", &["cuIpcOpenEventHandle"]),
     // The array a texture or surface object reads, inside its resource descriptor.
     Call::host(
         "resource_objects::create",

@@ -114,7 +114,7 @@ pub use crate::{
         UnixClient, UnixServer, STREAM_MAGIC, STREAM_VERSION,
     },
     stream_io::StreamIo,
-    stream_key::{KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
+    stream_key::{hmac_sha256, random_bytes, KeyError, StreamKey, CHALLENGE_LEN, MIN_KEY_LEN},
     tls_config::{TlsClientConfig, TlsConfigError, TlsServerConfig},
     tls_handshake::{accept as tls_accept, connect as tls_connect},
     tls_record::{SessionKeys, SessionKeysError, TlsStream, MAX_PLAINTEXT as TLS_MAX_PLAINTEXT},

@@ -124,7 +124,7 @@ impl StreamKey {
 }
 
 /// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
-pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {
@@ -155,7 +155,7 @@ pub(crate) fn challenge() -> Result<[u8; CHALLENGE_LEN], TransportError> {
 ///
 /// # Errors
 /// `Io` when `getrandom` fails.
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], TransportError> {
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], TransportError> {
     let mut bytes = [0u8; N];
     let mut filled = 0;
     while filled < bytes.len() {

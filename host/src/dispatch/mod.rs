@@ -10,6 +10,7 @@ mod contexts;
 pub mod gate;
 mod generated;
 mod handlers;
+pub mod ipc_seal;
 pub mod posted;
 pub mod primary;
 pub mod processes;

@@ -524,3 +524,27 @@ CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p)
     pthread_mutex_unlock(&fake_allocs_lock);
     return 500;
 }
+
+/* CUDA IPC: a handle is "FAKEIPC\0" and the address, the rest zero, as a driver's handle names
+ * its allocation by ids anyone who saw one could copy. Opening logs what the driver was given,
+ * so a test can tell a handle the host unsealed from one it passed through. */
+typedef struct { char reserved[64]; } CUipcMemHandle;
+CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p) {
+    if (!h) return 1;
+    memset(h, 0, sizeof *h);
+    memcpy(h->reserved, "FAKEIPC", 8);
+    memcpy(h->reserved + 8, &p, sizeof p);
+    fake_log("cuIpcGetMemHandle %llu", p, 0);
+    return 0;
+}
+CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned flags) {
+    (void)flags;
+    if (!p) return 1;
+    if (memcmp(h.reserved, "FAKEIPC", 8) != 0) {
+        fake_log("cuIpcOpenMemHandle_v2 refused a handle it never made", 0, 0);
+        return 1;
+    }
+    memcpy(p, h.reserved + 8, sizeof *p);
+    fake_log("cuIpcOpenMemHandle_v2 opened %llu", *p, 0);
+    return 0;
+}

@@ -12,6 +12,7 @@ mod device_caps;
 mod export_tables;
 mod graph;
 mod hostfn;
+mod ipc;
 mod launch;
 mod library;
 mod link;
