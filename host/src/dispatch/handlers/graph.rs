@@ -27,8 +27,8 @@ use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::arrays::{checked, put_edge, Checked, Deps, MAX_ARRAY};
 use super::launch::{packed_len, Layout, Params};
-use super::memory::array_end;
-use super::{real_or_unsupported, respond};
+use super::memory::array_ends;
+use super::{out_ptr, put_present, real_or_unsupported, respond};
 use crate::dispatch::callbacks::{graph_host_fn_trampoline, persistent_ticket, ticket_target};
 use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
@@ -122,8 +122,11 @@ impl Body {
                 }
                 let h = &client.handles;
                 let checked = h.context(ctx).and_then(|ctx| {
-                    array_end(h, copy.srcMemoryType, &mut copy.srcArray)?;
-                    array_end(h, copy.dstMemoryType, &mut copy.dstArray)?;
+                    array_ends(
+                        h,
+                        (copy.srcMemoryType, &mut copy.srcArray),
+                        (copy.dstMemoryType, &mut copy.dstArray),
+                    )?;
                     Ok(ctx)
                 });
                 match checked {
@@ -851,21 +854,4 @@ pub fn instantiate_with_params(
     put_present(&mut enc, &exec);
     put_present(&mut enc, &params);
     Ok(())
-}
-
-/// The pointer the driver writes an optional out-value through (NULL when the guest passed
-/// none).
-fn out_ptr<T>(value: &mut Option<T>) -> *mut T {
-    value
-        .as_mut()
-        .map_or(std::ptr::null_mut(), std::ptr::from_mut)
-}
-
-/// Writes an out-value back as the generated marshalling does: its bytes when the guest passed
-/// the pointer, nothing otherwise. Only for the plain C types decoded above.
-fn put_present<T: Copy>(enc: &mut protocol::Encoder<'_>, value: &Option<T>) {
-    if let Some(v) = value {
-        // SAFETY: `T` is a plain C type (handles, enums, structs of them), decoded from bytes.
-        unsafe { enc.put_raw(v) }
-    }
 }

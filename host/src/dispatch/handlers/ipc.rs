@@ -21,25 +21,19 @@ fn chars_of(bytes: [u8; HANDLE_LEN]) -> [c_char; HANDLE_LEN] {
     bytes.map(|b| b as c_char)
 }
 
-/// A handle the driver wrote, sealed; `None` (after answering `CUDA_ERROR_NOT_SUPPORTED`)
-/// when this worker has no key.
-fn sealed(reserved: &[c_char; HANDLE_LEN], out: &mut Vec<u8>) -> Option<[c_char; HANDLE_LEN]> {
-    let sealed = ipc_seal::seal(&bytes_of(reserved)).map(chars_of);
-    if sealed.is_none() {
+/// `handle` through `transform` (sealing or unsealing); `None` (after answering
+/// `CUDA_ERROR_NOT_SUPPORTED`) when this worker has no key.
+fn through(
+    transform: fn(&[u8; HANDLE_LEN]) -> Option<[u8; HANDLE_LEN]>,
+    handle: &[c_char; HANDLE_LEN],
+    out: &mut Vec<u8>,
+) -> Option<[c_char; HANDLE_LEN]> {
+    let done = transform(&bytes_of(handle)).map(chars_of);
+    if done.is_none() {
         tracing::warn!("CUDA IPC refused: this worker was given no seal key");
         respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
     }
-    sealed
-}
-
-/// A handle a guest presents, unsealed; `None` as for [`sealed`].
-fn unsealed(reserved: &[c_char; HANDLE_LEN], out: &mut Vec<u8>) -> Option<[c_char; HANDLE_LEN]> {
-    let opened = ipc_seal::unseal(&bytes_of(reserved)).map(chars_of);
-    if opened.is_none() {
-        tracing::warn!("CUDA IPC refused: this worker was given no seal key");
-        respond(out, CUresult::CUDA_ERROR_NOT_SUPPORTED);
-    }
-    opened
+    done
 }
 
 /// `cuIpcGetMemHandle` (`inout CUipcMemHandle, u64 dptr`) and `cuIpcGetEventHandle`
@@ -84,7 +78,7 @@ pub fn get_handle(
         respond(out, r);
         return Ok(());
     }
-    let Some(sealed) = sealed(&handle, out) else {
+    let Some(sealed) = through(ipc_seal::seal, &handle, out) else {
         return Ok(());
     };
     let mut enc = ResponseHeader::start(out, 0);
@@ -109,7 +103,7 @@ pub fn open_mem(
     let presented: [c_char; HANDLE_LEN] = unsafe { dec.get_raw()? };
     let flags: u32 = dec.get()?;
     dec.finish()?;
-    let Some(reserved) = unsealed(&presented, out) else {
+    let Some(reserved) = through(ipc_seal::unseal, &presented, out) else {
         return Ok(());
     };
     let handle = CUipcMemHandle { reserved };
@@ -147,7 +141,7 @@ pub fn open_event(
     // SAFETY: as above.
     let presented: [c_char; HANDLE_LEN] = unsafe { dec.get_raw()? };
     dec.finish()?;
-    let Some(reserved) = unsealed(&presented, out) else {
+    let Some(reserved) = through(ipc_seal::unseal, &presented, out) else {
         return Ok(());
     };
     let handle = CUipcEventHandle { reserved };

@@ -245,22 +245,25 @@ impl AddressEnd {
     }
 }
 
-/// The array field of one end of a 2D/3D copy (or a graph memcpy node): an `ARRAY` end's array
-/// must be one of the client's; another end's array field is cleared, since nothing checked it.
+/// The array fields of a 2D/3D copy's two ends (or a graph memcpy node's), each `(memory type,
+/// array)`: an `ARRAY` end's array must be one of the client's; another end's array field is
+/// cleared, since nothing checked it.
 ///
 /// # Errors
 /// The gate's refusal (`CUDA_ERROR_INVALID_HANDLE`) for an array the client was not given.
-pub(super) fn array_end(
+pub(super) fn array_ends(
     handles: &Handles,
-    kind: CUmemorytype,
-    array: &mut CUarray,
+    src: (CUmemorytype, &mut CUarray),
+    dst: (CUmemorytype, &mut CUarray),
 ) -> Result<(), CUresult> {
-    if kind == CUmemorytype::CU_MEMORYTYPE_ARRAY {
-        handles.admit(Kind::Array, *array as u64).map(|_| ())
-    } else {
-        *array = std::ptr::null_mut();
-        Ok(())
+    for (kind, array) in [src, dst] {
+        if kind == CUmemorytype::CU_MEMORYTYPE_ARRAY {
+            handles.admit(Kind::Array, *array as u64)?;
+        } else {
+            *array = std::ptr::null_mut();
+        }
     }
+    Ok(())
 }
 
 /// `cuMemcpy2D*`: `CUDA_MEMCPY2D` (raw; host pointers are ignored), `u64 stream`, then when the
@@ -288,11 +291,11 @@ pub fn copy_2d(
     dec.finish()?;
     let stream = admit!(client.handles.stream(stream), out);
     admit!(
-        array_end(&client.handles, copy.srcMemoryType, &mut copy.srcArray),
-        out
-    );
-    admit!(
-        array_end(&client.handles, copy.dstMemoryType, &mut copy.dstArray),
+        array_ends(
+            &client.handles,
+            (copy.srcMemoryType, &mut copy.srcArray),
+            (copy.dstMemoryType, &mut copy.dstArray)
+        ),
         out
     );
     let Some(packed) = packed.filter(|&n| n as u64 <= MAX_COPY) else {
@@ -429,11 +432,11 @@ pub fn copy_3d(
     copy.reserved0 = std::ptr::null_mut();
     copy.reserved1 = std::ptr::null_mut();
     admit!(
-        array_end(&client.handles, copy.srcMemoryType, &mut copy.srcArray),
-        out
-    );
-    admit!(
-        array_end(&client.handles, copy.dstMemoryType, &mut copy.dstArray),
+        array_ends(
+            &client.handles,
+            (copy.srcMemoryType, &mut copy.srcArray),
+            (copy.dstMemoryType, &mut copy.dstArray)
+        ),
         out
     );
     let ends = [

@@ -97,6 +97,29 @@ fn respond(out: &mut Vec<u8>, result: CUresult) {
     ResponseHeader::start(out, result.0);
 }
 
+/// The pointer the driver writes an optional out-value of the generated wire format through
+/// (NULL when the guest passed none).
+fn out_ptr<T>(value: &mut Option<T>) -> *mut T {
+    value
+        .as_mut()
+        .map_or(std::ptr::null_mut(), std::ptr::from_mut)
+}
+
+/// The pointer the driver reads an optional input of the generated wire format through (NULL
+/// when the guest passed none).
+fn in_ptr<T>(value: &Option<T>) -> *const T {
+    value.as_ref().map_or(std::ptr::null(), std::ptr::from_ref)
+}
+
+/// Writes an out-value back as the generated marshalling does: its bytes when the guest passed
+/// the pointer, nothing otherwise. Only for plain C types decoded from the request.
+fn put_present<T: Copy>(enc: &mut protocol::Encoder<'_>, value: &Option<T>) {
+    if let Some(v) = value {
+        // SAFETY: `T` is a plain C type (handles, enums, structs of them), decoded from bytes.
+        unsafe { enc.put_raw(v) }
+    }
+}
+
 /// Resolves a real function or answers `CUDA_ERROR_NOT_SUPPORTED` (with one log line) from the
 /// enclosing handler.
 macro_rules! real_or_unsupported {

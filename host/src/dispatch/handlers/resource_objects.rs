@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
-use super::real_or_unsupported;
+use super::{in_ptr, out_ptr, real_or_unsupported};
 use crate::dispatch::gate::{admit, Handles, Kind};
 use crate::dispatch::ClientContext;
 
@@ -31,16 +31,6 @@ fn admit_resource(handles: &Handles, desc: &CUDA_RESOURCE_DESC) -> Result<(), CU
         _ => return Ok(()),
     };
     handles.admit(kind, value).map(|_| ())
-}
-
-fn out_ptr<T>(value: &mut Option<T>) -> *mut T {
-    value
-        .as_mut()
-        .map_or(std::ptr::null_mut(), std::ptr::from_mut)
-}
-
-fn in_ptr<T>(value: &Option<T>) -> *const T {
-    value.as_ref().map_or(std::ptr::null(), std::ptr::from_ref)
 }
 
 /// `cuTexObjectCreate` (`inout u64 object, input CUDA_RESOURCE_DESC, input CUDA_TEXTURE_DESC,
