@@ -43,6 +43,7 @@ int main(void) {
     F(nvmlDeviceGetHandleByUUID, const char *, void **) F(nvmlDeviceGetPciInfo_v3, void *, pci_t *)
     F(nvmlDeviceGetCudaComputeCapability, void *, int *, int *) F(nvmlDeviceGetTemperature, void *, int, unsigned *)
     F(nvmlSystemGetCudaDriverVersion, int *)
+    F(nvmlDeviceGetP2PStatus, void *, void *, int, unsigned *)
     /* Each call runs before its results are printed (argument order is unspecified in C). */
     int rc = nvmlDeviceGetCount_v2(&(unsigned){0});
     printf("before_init count_rc=%d\n", rc);
@@ -83,6 +84,17 @@ int main(void) {
         printf("dev%u cc rc=%d %d.%d\n", i, rc, major, minor);
         rc = nvmlDeviceGetTemperature(dev, 0, &temp);
         printf("dev%u temp rc=%d\n", i, rc);
+        /* As NCCL asks while it initialises: every pair, read (0) and write (1). */
+        for (unsigned j = 0; j < n; j++) {
+            void *other = 0;
+            unsigned read = 99, write = 99;
+            nvmlDeviceGetHandleByIndex_v2(j, &other);
+            int r1 = nvmlDeviceGetP2PStatus(dev, other, 0, &read);
+            int r2 = nvmlDeviceGetP2PStatus(dev, other, 1, &write);
+            printf("dev%u p2p dev%u rc=%d,%d read=%u write=%u\n", i, j, r1, r2, read, write);
+        }
+        rc = nvmlDeviceGetP2PStatus(dev, dev, 5, &(unsigned){0});
+        printf("dev%u p2p unknown index rc=%d\n", i, rc);
     }
     rc = nvmlDeviceGetName((void *)16, (char[8]){0}, 8);
     printf("bad_handle rc=%d\n", rc);
@@ -161,6 +173,10 @@ fn nvml_answers_with_the_hosts_values() {
     expect(&run, "dev1 pci rc=0 00000000:18:00.0 bus=24");
     expect(&run, "dev0 cc rc=0 9.0");
     expect(&run, "dev0 temp rc=3");
+    expect(&run, "dev0 p2p dev0 rc=0,0 read=0 write=0");
+    expect(&run, "dev0 p2p dev1 rc=0,0 read=5 write=5");
+    expect(&run, "dev1 p2p dev1 rc=0,0 read=0 write=0");
+    expect(&run, "dev1 p2p unknown index rc=2");
     expect(&run, "bad_handle rc=2");
     expect(&run, "shutdown rc=0");
     expect(&run, "after rc=1");

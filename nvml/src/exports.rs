@@ -446,6 +446,46 @@ pub unsafe extern "C" fn nvmlDeviceGetCudaComputeCapability(
     })
 }
 
+/// `nvmlP2PCapsIndex_t` values up to `NVML_P2P_CAPS_INDEX_PCI` (4); `UNKNOWN` (5) and above
+/// are refused.
+const P2P_CAPS_INDEX_LAST: c_uint = 4;
+/// `NVML_P2P_STATUS_OK`.
+const P2P_STATUS_OK: c_uint = 0;
+/// `NVML_P2P_STATUS_NOT_SUPPORTED`.
+const P2P_STATUS_NOT_SUPPORTED: c_uint = 5;
+
+/// `nvmlDeviceGetP2PStatus`: whether two devices reach each other peer to peer. NCCL asks it
+/// for every pair of devices (read and write) while it initialises, through a pointer it never
+/// checks for NULL: without this export `torch.distributed`'s NCCL backend crashed in
+/// `ncclCommInitRank` (issue 12). A device with itself answers `NVML_P2P_STATUS_OK`; two
+/// devices answer `NVML_P2P_STATUS_NOT_SUPPORTED`, so NCCL moves data between a guest's devices
+/// through host memory rather than assume peer paths the facade cannot see.
+///
+/// # Safety
+/// `status` is valid for one write.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetP2PStatus(
+    device1: Handle,
+    device2: Handle,
+    index: c_uint,
+    status: *mut c_uint,
+) -> NvmlReturn {
+    guarded("nvmlDeviceGetP2PStatus", || {
+        let a = state::device(device1)?;
+        let b = state::device(device2)?;
+        if index > P2P_CAPS_INDEX_LAST {
+            return Err(ERROR_INVALID_ARGUMENT);
+        }
+        let answer = if a.index == b.index {
+            P2P_STATUS_OK
+        } else {
+            P2P_STATUS_NOT_SUPPORTED
+        };
+        // SAFETY: per this function's contract.
+        unsafe { put(status, answer) }
+    })
+}
+
 /// `nvmlDeviceGetArchitecture`: `nvmlDeviceArchitecture_t` from the compute capability.
 ///
 /// # Safety
