@@ -246,6 +246,9 @@ pub const CALLS: &[Call] = &[
         ],
     ),
     Call::host("quota::free", &["cuMemRelease"]),
+    // A mapping keeps a VMM allocation's memory counted until it is unmapped.
+    Call::host("quota::map", &["cuMemMap"]),
+    Call::host("quota::unmap", &["cuMemUnmap"]),
     Call::host("quota::free", &["cuMemFreeAsync", "cuMemFreeAsync_ptsz"]).posted(Posted::Always),
     Call::host("quota::get_info", &["cuMemGetInfo_v2"]),
     // Handles inside structs of the generated wire format: the error nodes the driver writes are

@@ -47,11 +47,13 @@ pub const HANDLE_TYPES: &[(&str, &str)] = &[
     ("CUuserObject", "UserObject"),
     ("CUasyncCallbackHandle", "AsyncCallback"),
     ("CUlogsCallbackHandle", "LogsCallback"),
+    ("CUmemGenericAllocationHandle", "Allocation"),
 ];
 
 /// Generated functions that destroy the handle they take (their first gated parameter). The
 /// host forgets what belonged to it with it: a module's or library's functions and kernels, a
-/// graph's nodes, a child-graph node's graph.
+/// graph's nodes, a child-graph node's graph. `cuMemRelease` drops one reference to a VMM
+/// allocation handle (the host forgets the handle with its last one).
 pub const RETIRES: &[&str] = &[
     "cuStreamDestroy",
     "cuStreamDestroy_v2",
@@ -76,6 +78,7 @@ pub const RETIRES: &[&str] = &[
     "cuTexRefDestroy",
     "cuDeviceUnregisterAsyncNotification",
     "cuLogsUnregisterCallback",
+    "cuMemRelease",
 ];
 
 /// The gate's kind for a parameter type written as a header name (`CUstream`), if it is gated.
@@ -175,6 +178,20 @@ mod tests {
         assert_eq!(
             describe(&destroy, &[ParamKind::Value]),
             ["retire Array hArray"]
+        );
+        let release =
+            function("pub fn cuMemRelease(handle: CUmemGenericAllocationHandle) -> CUresult;");
+        assert_eq!(
+            describe(&release, &[ParamKind::Value]),
+            ["retire Allocation handle"]
+        );
+        let map = function(
+            "pub fn cuMemMap(ptr: CUdeviceptr, size: usize, offset: usize, \
+             handle: CUmemGenericAllocationHandle, flags: ::std::os::raw::c_ulonglong) -> CUresult;",
+        );
+        assert_eq!(
+            describe(&map, &vec![ParamKind::Value; 5]),
+            ["admit Allocation handle"]
         );
         let other =
             function("pub fn cuDeviceTotalMem_v2(bytes: *mut usize, dev: CUdevice) -> CUresult;");

@@ -42,9 +42,10 @@
 //! the current one), and the stream table admits `CU_STREAM_LEGACY` and `CU_STREAM_PER_THREAD`.
 //! A memory pool may be minted any number of times (a device's default or current pool is the
 //! same value on every call). One read lock and one hash lookup per handle; an array of nodes is
-//! checked under one read lock. Handles the header types as integers (texture and surface
-//! objects, conditional handles, VMM allocation handles) are not gated here (see
-//! `docs/ARCHITECTURE.md`, "What the host checks of a guest today").
+//! checked under one read lock. VMM allocation handles, which the header types as integers, are
+//! gated and counted by references ([`Kind::Allocation`]); the other integer handles (texture
+//! and surface objects, conditional handles) are not (see `docs/ARCHITECTURE.md`, "What the host
+//! checks of a guest today").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -86,11 +87,15 @@ pub enum Kind {
     UserObject,
     AsyncCallback,
     LogsCallback,
+    /// A VMM allocation handle (`CUmemGenericAllocationHandle`, typed as an integer by the
+    /// header, a pointer in the driver): counted by references, one per `cuMemCreate` or
+    /// `cuMemRetainAllocationHandle`, each given back by one `cuMemRelease`.
+    Allocation,
 }
 
 impl Kind {
     /// How many kinds there are.
-    pub const COUNT: usize = Kind::LogsCallback as usize + 1;
+    pub const COUNT: usize = Kind::Allocation as usize + 1;
 
     /// Whether a handle of this kind lives in a context (and dies with it). Graphs and their
     /// nodes are not bound to a context; memory pools belong to a device; a link state's
@@ -129,6 +134,13 @@ impl Kind {
         self == wanted || (wanted == Kind::Function && self == Kind::Kernel)
     }
 
+    /// Whether the client holds a handle of this kind by references (each mint one more, each
+    /// retire one less) rather than once: the driver hands a VMM allocation handle out again,
+    /// the same value, from `cuMemRetainAllocationHandle`, and frees it with the last release.
+    fn counts_references(self) -> bool {
+        matches!(self, Kind::Allocation)
+    }
+
     /// Whether handles minted from this one belong to it (rather than to its own owner).
     fn is_root(self) -> bool {
         matches!(
@@ -157,6 +169,8 @@ struct Entry {
     owner: u64,
     /// The context it was made in (0: none, or context-independent).
     ctx: u64,
+    /// References the client holds, for a kind that [`Kind::counts_references`] (1 otherwise).
+    refs: u32,
 }
 
 /// Handles are addresses the driver chose, so a multiplicative hash spreads them well enough;
@@ -383,8 +397,9 @@ impl Handles {
 
     /// Records a handle of kind `kind` that the driver gave this client, belonging to `owner` (0
     /// for none). A value already recorded as this kind (or as a kernel, for a function) keeps
-    /// its entry: the driver hands out the same function, module or default memory pool again.
-    /// One recorded as another kind was freed behind the table's back and is replaced.
+    /// its entry: the driver hands out the same function, module or default memory pool again;
+    /// for a kind counted by references, the client holds one more. One recorded as another
+    /// kind was freed behind the table's back and is replaced.
     pub fn mint(&self, kind: Kind, value: u64, owner: u64) {
         self.mint_all(kind, &[value], owner);
     }
@@ -394,7 +409,7 @@ impl Handles {
     pub fn mint_all(&self, kind: Kind, values: &[u64], owner: u64) {
         let known =
             |t: &Table, v: &u64| *v == 0 || t.live.get(v).is_some_and(|e| e.kind.serves(kind));
-        {
+        if !kind.counts_references() {
             let table = self.read();
             if values.iter().all(|v| known(&table, v)) {
                 return;
@@ -408,16 +423,37 @@ impl Handles {
         let mut table = self.write();
         for &value in values {
             if !known(&table.table, &value) {
-                table.insert(value, Entry { kind, owner, ctx });
+                table.insert(
+                    value,
+                    Entry {
+                        kind,
+                        owner,
+                        ctx,
+                        refs: 1,
+                    },
+                );
+            } else if kind.counts_references() {
+                if let Some(e) = table.table.live.get_mut(&value) {
+                    e.refs = e.refs.saturating_add(1);
+                }
             }
         }
     }
 
     /// Forgets a destroyed handle and everything that belonged to it (a module's or library's
-    /// functions and kernels, a graph's nodes, a child-graph node's graph and its nodes).
+    /// functions and kernels, a graph's nodes, a child-graph node's graph and its nodes). For a
+    /// kind counted by references, one reference goes, and the handle with the last.
     pub fn retire(&self, kind: Kind, value: u64) {
         let mut table = self.write();
         if table.get(&value).is_some_and(|e| e.kind == kind) {
+            if kind.counts_references() {
+                if let Some(e) = table.table.live.get_mut(&value) {
+                    e.refs -= 1;
+                    if e.refs > 0 {
+                        return;
+                    }
+                }
+            }
             table.remove(&value);
             if kind.is_root() {
                 table.remove_owned(vec![value]);
@@ -442,6 +478,12 @@ impl Handles {
             table.remove(v);
         }
         table.remove_owned(gone);
+    }
+
+    /// Whether the client holds `value` as a handle of kind `kind` (a VMM allocation's memory is
+    /// given back to its quota once no reference is left: `handlers/quota.rs`).
+    pub fn holds(&self, kind: Kind, value: u64) -> bool {
+        self.read().live.get(&value).is_some_and(|e| e.kind == kind)
     }
 
     /// How many handles are recorded (tests).
@@ -593,6 +635,14 @@ impl Handles {
             .map(|_| value as usize as CUmipmappedArray)
     }
 
+    /// A VMM allocation handle the guest passes.
+    ///
+    /// # Errors
+    /// As [`Handles::admit`].
+    pub fn allocation(&self, value: u64) -> Result<CUmemGenericAllocationHandle, CUresult> {
+        self.admit(Kind::Allocation, value).map(|_| value)
+    }
+
     /// A link state the guest passes.
     ///
     /// # Errors
@@ -699,6 +749,33 @@ mod tests {
     }
 
     #[test]
+    fn an_allocation_handle_lives_until_its_last_reference_is_released() {
+        let h = Handles::default();
+        assert_eq!(
+            h.allocation(0xa110c),
+            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
+        );
+        // cuMemCreate, then cuMemRetainAllocationHandle of a mapped address: two references.
+        h.mint(Kind::Allocation, 0xa110c, 0);
+        h.mint(Kind::Allocation, 0xa110c, 0);
+        assert_eq!(h.len(), 1);
+        h.retire(Kind::Allocation, 0xa110c);
+        assert_eq!(h.allocation(0xa110c), Ok(0xa110c));
+        assert!(h.holds(Kind::Allocation, 0xa110c));
+        h.retire(Kind::Allocation, 0xa110c);
+        assert!(!h.holds(Kind::Allocation, 0xa110c));
+        assert_eq!(
+            h.admit(Kind::Allocation, 0xa110c),
+            Err(CUresult::CUDA_ERROR_INVALID_HANDLE)
+        );
+        // Retiring one more time, or as another kind, changes nothing.
+        h.retire(Kind::Allocation, 0xa110c);
+        h.mint(Kind::Stream, 0x5000, 0);
+        h.retire(Kind::Allocation, 0x5000);
+        assert_eq!(h.stream(0x5000).map(|s| s as u64), Ok(0x5000));
+    }
+
+    #[test]
     fn destroying_a_context_forgets_what_was_made_in_it() {
         let h = Handles::default();
         h.write().insert(
@@ -707,6 +784,7 @@ mod tests {
                 kind: Kind::Stream,
                 owner: 0,
                 ctx: 0xc1,
+                refs: 1,
             },
         );
         h.write().insert(
@@ -715,6 +793,7 @@ mod tests {
                 kind: Kind::Module,
                 owner: 0,
                 ctx: 0xc1,
+                refs: 1,
             },
         );
         h.write().insert(
@@ -723,6 +802,7 @@ mod tests {
                 kind: Kind::Function,
                 owner: 0x20,
                 ctx: 0xc1,
+                refs: 1,
             },
         );
         h.write().insert(
@@ -731,6 +811,7 @@ mod tests {
                 kind: Kind::Event,
                 owner: 0,
                 ctx: 0xc2,
+                refs: 1,
             },
         );
         h.write().insert(
@@ -739,6 +820,7 @@ mod tests {
                 kind: Kind::Library,
                 owner: 0,
                 ctx: 0,
+                refs: 1,
             },
         );
         assert_eq!(

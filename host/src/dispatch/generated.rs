@@ -63,7 +63,9 @@ macro_rules! put_back {
 macro_rules! gate_before {
     ($handles:ident, $out:ident, $lineage:ident, $p:ident, mint $k:ident) => {
         if let Some(v) = $p.as_mut() {
-            *v = std::ptr::null_mut();
+            // SAFETY: gated handle types are pointers or integers (`CUmemGenericAllocationHandle`),
+            // for which all-zero bits are NULL or 0.
+            *v = unsafe { std::mem::zeroed() };
         }
     };
     ($handles:ident, $out:ident, $lineage:ident, $p:ident, $verb:ident $k:ident) => {

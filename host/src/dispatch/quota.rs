@@ -11,11 +11,15 @@
 //! scheduler) plan within it. HAMi-core limits memory the same way from inside the process; here
 //! the guest cannot get around it.
 //!
+//! A VMM allocation (`cuMemCreate`) is held, as natively, until the client has released every
+//! reference to its handle and unmapped every mapping of it (`cuMemMap`/`cuMemUnmap`): releasing
+//! the handle of mapped memory gives nothing back yet.
+//!
 //! Counted is what the client asked for (a pitched allocation counts its pitch times its
 //! height). What the driver takes for itself (contexts, module code, a memory pool's retained
 //! blocks) is not counted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -46,6 +50,34 @@ struct Held {
     total: u64,
     /// Size of each live allocation, by device address (or VMM handle).
     sizes: HashMap<u64, u64>,
+    /// VMM mappings: start address → the allocation handle mapped there.
+    mappings: BTreeMap<u64, u64>,
+    /// VMM allocation handle → how many mappings of it are live.
+    mapped: HashMap<u64, u32>,
+    /// VMM allocations the client holds no reference to, kept by their mappings.
+    released: std::collections::HashSet<u64>,
+}
+
+impl Held {
+    fn give_back(&mut self, address: u64) {
+        if let Some(size) = self.sizes.remove(&address) {
+            self.total -= size;
+        }
+    }
+
+    /// One mapping of `handle` is gone.
+    fn unmap_one(&mut self, handle: u64) {
+        let Some(n) = self.mapped.get_mut(&handle) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.mapped.remove(&handle);
+            if self.released.remove(&handle) {
+                self.give_back(handle);
+            }
+        }
+    }
 }
 
 /// Bytes reserved for an allocation under way: [`MemoryQuota::commit`] or
@@ -129,9 +161,45 @@ impl MemoryQuota {
 
     /// The allocation at `address` was freed.
     pub fn release(&self, address: u64) {
+        self.held().give_back(address);
+    }
+
+    /// VMM allocation `handle` was mapped at `address` (`cuMemMap` succeeded).
+    pub fn mapped(&self, address: u64, handle: u64) {
         let mut held = self.held();
-        if let Some(size) = held.sizes.remove(&address) {
-            held.total -= size;
+        if let Some(old) = held.mappings.insert(address, handle) {
+            // The driver refuses a second mapping at a mapped address; one this table still
+            // holds was unmapped unseen.
+            held.unmap_one(old);
+        }
+        *held.mapped.entry(handle).or_default() += 1;
+    }
+
+    /// The mappings starting in `[address, address + size)` were unmapped (`cuMemUnmap`
+    /// succeeded: the driver unmaps whole mappings only). An allocation whose handle was
+    /// released is given back with its last mapping.
+    pub fn unmapped(&self, address: u64, size: u64) {
+        let mut held = self.held();
+        let end = address.saturating_add(size);
+        let gone: Vec<(u64, u64)> = held
+            .mappings
+            .range(address..end)
+            .map(|(&a, &h)| (a, h))
+            .collect();
+        for (start, handle) in gone {
+            held.mappings.remove(&start);
+            held.unmap_one(handle);
+        }
+    }
+
+    /// The client's last reference to VMM allocation `handle` was released (`cuMemRelease`):
+    /// its memory is given back now, or with its last mapping.
+    pub fn handle_released(&self, handle: u64) {
+        let mut held = self.held();
+        if held.mapped.contains_key(&handle) {
+            held.released.insert(handle);
+        } else {
+            held.give_back(handle);
         }
     }
 
@@ -243,6 +311,32 @@ mod tests {
         // Never more free than the card has, never more total than it has.
         assert_eq!(q.report(10, 50), (10, 50));
         assert!(q.reserve(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_vmm_allocation_is_held_until_released_and_unmapped() {
+        let q = MemoryQuota::new(100);
+        let r = q.reserve(64).expect("fits");
+        q.commit(r, 0xa1, 64);
+        q.mapped(0x7000_0000, 0xa1);
+        q.mapped(0x7100_0000, 0xa1);
+        // Released while mapped twice: still held.
+        q.handle_released(0xa1);
+        assert_eq!(q.held_bytes(), 64);
+        // An unmap that covers one mapping; an unmap of nothing mapped changes nothing.
+        q.unmapped(0x7000_0000, 0x10_0000);
+        q.unmapped(0x1000, 0x1000);
+        assert_eq!(q.held_bytes(), 64);
+        q.unmapped(0x7100_0000, 0x10_0000);
+        assert_eq!(q.held_bytes(), 0);
+        // Unmapped first, released after: given back at the release.
+        let r = q.reserve(32).expect("fits");
+        q.commit(r, 0xa2, 32);
+        q.mapped(0x7000_0000, 0xa2);
+        q.unmapped(0x6000_0000, 0x2000_0000);
+        assert_eq!(q.held_bytes(), 32);
+        q.handle_released(0xa2);
+        assert_eq!(q.held_bytes(), 0);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum FakeDriver {
     /// `fake_driver/graphs.c`: the plain driver plus graphs, stream capture, memory pools and
     /// link states that take any handle (the handle gate's tests).
     Graphs,
+    /// `fake_driver/libcuda.c` plus `fake_driver/vmm.c` (VMM allocations counted by
+    /// references, mappings).
+    Vmm,
 }
 
 impl FakeDriver {
@@ -82,6 +85,11 @@ impl FakeDriver {
                 &["-lpthread"],
             ),
             Self::Graphs => ("graphs", &["fake_driver/graphs.c"], &["-lpthread"]),
+            Self::Vmm => (
+                "vmm",
+                &["fake_driver/libcuda.c", "fake_driver/vmm.c"],
+                &["-lpthread"],
+            ),
         };
         let sources: Vec<PathBuf> = sources
             .iter()

@@ -11,6 +11,7 @@ use cuda_headers::CUresult;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{generated_half, respond};
+use crate::dispatch::gate::Kind;
 use crate::dispatch::ClientContext;
 
 /// An out-pointer argument as the generated marshalling sends it: present or not.
@@ -67,7 +68,8 @@ pub fn alloc(
 }
 
 /// `cuMemFree_v2`, `cuMemFreeAsync(_ptsz)`, `cuMemRelease`: generated wire formats (`u64
-/// address or handle`, …). `cuMemFree_v2` of the client's managed memory frees it here
+/// address or handle`, …). `cuMemRelease` gives the memory back with the handle's last
+/// reference, or later with its last mapping. `cuMemFree_v2` of the client's managed memory frees it here
 /// (`managed.rs`); the driver never saw it as an allocation. A `__managed__` variable
 /// (`managed::library_get_managed`) is refused (`CUDA_ERROR_INVALID_VALUE`): the driver placed
 /// it, and only its library's unload frees it.
@@ -92,8 +94,57 @@ pub fn free(
         }
     }
     generated_half(name, client, dec, out)?;
-    if out.get(..4) == Some(&[0, 0, 0, 0][..]) {
+    if !succeeded(out) {
+        return Ok(());
+    }
+    if name == "cuMemRelease" {
+        // One reference to the handle went (the generated half's gate step); the memory goes
+        // with the last, once unmapped.
+        if !client.handles.holds(Kind::Allocation, address) {
+            client.quota.handle_released(address);
+        }
+    } else {
         client.quota.release(address);
+    }
+    Ok(())
+}
+
+/// Whether the response in `out` reports success.
+fn succeeded(out: &[u8]) -> bool {
+    out.get(..4) == Some(&[0, 0, 0, 0][..])
+}
+
+/// `cuMemMap`: generated wire format (`u64 address, u64 size, u64 offset, u64 handle, u64
+/// flags`); the handle is gated by the generated half. A mapping keeps its allocation's memory
+/// counted until it is unmapped, whether or not the client still holds the handle.
+pub fn map(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let mut ahead = dec.clone();
+    let address: u64 = ahead.get()?;
+    let [_size, _offset, handle]: [u64; 3] = [ahead.get()?, ahead.get()?, ahead.get()?];
+    generated_half(name, client, dec, out)?;
+    if succeeded(out) {
+        client.quota.mapped(address, handle);
+    }
+    Ok(())
+}
+
+/// `cuMemUnmap`: generated wire format (`u64 address, u64 size`).
+pub fn unmap(
+    name: &str,
+    client: &Arc<ClientContext>,
+    dec: &mut Decoder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
+    let mut ahead = dec.clone();
+    let (address, size): (u64, u64) = (ahead.get()?, ahead.get()?);
+    generated_half(name, client, dec, out)?;
+    if succeeded(out) {
+        client.quota.unmapped(address, size);
     }
     Ok(())
 }

@@ -1,4 +1,8 @@
 //! Virtual memory management. Guest halves: `shim/src/handlers/vmm.rs`.
+//!
+//! Allocation handles pass the gate (`Kind::Allocation`): `cuMemCreate` and
+//! `cuMemRetainAllocationHandle` each mint one reference, `cuMemRelease` (generated) retires
+//! one, and a handle the client holds no reference to is refused before the driver sees it.
 
 use std::sync::Arc;
 
@@ -6,6 +10,7 @@ use cuda_headers::*;
 use protocol::{DecodeError, Decoder, ResponseHeader};
 
 use super::{real_or_unsupported, respond};
+use crate::dispatch::gate::{admit, Kind};
 use crate::dispatch::ClientContext;
 
 fn get_props(dec: &mut Decoder<'_>) -> Result<CUmemAllocationProp, DecodeError> {
@@ -46,6 +51,7 @@ pub fn create(
     // SAFETY: live locals.
     let r = unsafe { create(&mut handle, size as usize, &prop, flags) };
     if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::Allocation, handle, 0);
         client.quota.commit(reservation, handle, size);
     } else {
         client.quota.cancel(reservation);
@@ -76,12 +82,13 @@ pub fn granularity(
 /// (Windows pointer cleared).
 pub fn properties(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
     let handle: u64 = dec.get()?;
     dec.finish()?;
+    let handle = admit!(client.handles.allocation(handle), out);
     // SAFETY: all-zero is valid for this plain struct.
     let mut p: CUmemAllocationProp = unsafe { std::mem::zeroed() };
     // SAFETY: a live local.
@@ -97,10 +104,11 @@ pub fn properties(
     Ok(())
 }
 
-/// `cuMemRetainAllocationHandle`: `u64 device address` → result, `u64 handle`.
+/// `cuMemRetainAllocationHandle`: `u64 device address` → result, `u64 handle` (one more
+/// reference the client holds).
 pub fn retain(
     _: &str,
-    _: &Arc<ClientContext>,
+    client: &Arc<ClientContext>,
     dec: &mut Decoder<'_>,
     out: &mut Vec<u8>,
 ) -> Result<(), DecodeError> {
@@ -115,6 +123,9 @@ pub fn retain(
             addr as usize as *mut std::ffi::c_void,
         )
     };
+    if r == CUresult::CUDA_SUCCESS {
+        client.handles.mint(Kind::Allocation, handle, 0);
+    }
     ResponseHeader::start(out, r.0).put(handle);
     Ok(())
 }
